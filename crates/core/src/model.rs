@@ -1,0 +1,229 @@
+//! Records as the store hands them out. Times are [`Millis`]; rendering them for the wire
+//! is the server's job.
+
+use crate::clock::Millis;
+use crate::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
+use crate::job::{JobStatus, Stage, SubJobStatus};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain {
+    pub id: DomainId,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub id: ProjectId,
+    pub name: String,
+    pub domain: Domain,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    pub domain: Domain,
+    /// PHC string (argon2id); never the password.
+    pub password_hash: String,
+}
+
+/// A role on one project. `admin` grants every action, `readonly` the reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Readonly,
+}
+
+impl Role {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Readonly => "readonly",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "readonly" => Ok(Role::Readonly),
+            other => Err(format!("{other:?} is not a role; use admin or readonly")),
+        }
+    }
+}
+
+/// An AK/SK pair, bound to one user and one project.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessKey {
+    pub access_key: String,
+    /// Needed in clear to verify HMAC signatures; never logged (see the `Debug` impl).
+    pub secret_key: String,
+    pub user_id: UserId,
+    pub project_id: ProjectId,
+    pub created_at: Millis,
+}
+
+impl fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"[redacted]")
+            .field("user_id", &self.user_id)
+            .field("project_id", &self.project_id)
+            .finish()
+    }
+}
+
+/// An issued token, stored under the SHA-256 of its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub user_id: UserId,
+    pub project_id: ProjectId,
+    pub issued_at: Millis,
+    pub expires_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    pub key: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+/// A desktop to register (`admin desktops import`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDesktop {
+    pub computer_name: String,
+    pub ip_address: String,
+    pub os_type: String,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+    #[serde(default)]
+    pub enterprise_project_id: Option<String>,
+}
+
+/// What a desktop reports of its monitoring agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentState {
+    pub version: String,
+    pub healthy: bool,
+    pub reported_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desktop {
+    pub id: DesktopId,
+    pub project_id: ProjectId,
+    pub computer_name: String,
+    pub ip_address: String,
+    pub os_type: String,
+    /// Run state: ACTIVE, SHUTOFF, ERROR, HIBERNATED.
+    pub status: String,
+    pub enterprise_project_id: String,
+    pub tags: Vec<Tag>,
+    pub created_at: Millis,
+    pub agent: Option<AgentState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: JobId,
+    pub project_id: ProjectId,
+    pub job_type: String,
+    pub status: JobStatus,
+    pub created_at: Millis,
+    pub begin_time: Option<Millis>,
+    pub end_time: Option<Millis>,
+    pub error_code: Option<String>,
+    pub fail_reason: Option<String>,
+    pub sub_jobs_total: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubJob {
+    pub id: SubJobId,
+    pub job_id: JobId,
+    pub job_type: String,
+    pub project_id: ProjectId,
+    pub desktop_id: DesktopId,
+    pub desktop_name: String,
+    pub ip_address: String,
+    pub status: SubJobStatus,
+    pub stage: Stage,
+    pub process: i32,
+    pub error_code: Option<String>,
+    pub fail_reason: Option<String>,
+    pub created_at: Millis,
+    pub begin_time: Option<Millis>,
+    pub end_time: Option<Millis>,
+    /// The in-flight sub-job of the same desktop that this one mirrors, if any.
+    pub follows: Option<SubJobId>,
+    pub attempts: u32,
+}
+
+/// A desktop with the state of its agent and of its latest install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCondition {
+    pub desktop: Desktop,
+    /// The in-flight install's stage; `None` when idle.
+    pub in_flight: Option<Stage>,
+    /// The in-flight install's `process`, else the last finished one's; `None` if never.
+    pub process: Option<i32>,
+}
+
+/// `limit` / `offset` after validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub limit: u32,
+    pub offset: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesktopFilter {
+    pub desktop_ids: Vec<DesktopId>,
+    /// Substring match.
+    pub computer_name: Option<String>,
+    pub ip_address: Option<String>,
+    pub status: Option<String>,
+    pub enterprise_project_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentFilter {
+    pub desktop: DesktopFilter,
+    pub is_installed: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubJobFilter {
+    pub statuses: Vec<SubJobStatus>,
+    pub job_id: Option<JobId>,
+    pub job_type: Option<String>,
+}
+
+/// Which finished sub-jobs to delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubJobSelector {
+    Ids(Vec<SubJobId>),
+    Status(SubJobStatus),
+}
+
+/// The outcome a desktop reports for the sub-job it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failed { code: String, reason: String },
+}

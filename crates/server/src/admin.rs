@@ -1,0 +1,106 @@
+//! Operator actions on the store, used by `deskfleet-server admin ...` and by the
+//! bootstrap. They work directly on the database; no server needs to run.
+
+use crate::auth::secrets::{hash_password, new_access_key, random_alphanumeric};
+use anyhow::{Context, anyhow};
+use deskfleet_core::clock::Millis;
+use deskfleet_core::ids::{ProjectId, UserId};
+use deskfleet_core::model::{AccessKey, Desktop, NewDesktop, Project, User};
+use deskfleet_core::store::Store;
+
+pub async fn create_project(
+    store: &dyn Store,
+    domain_name: &str,
+    name: &str,
+) -> anyhow::Result<Project> {
+    let domain = store
+        .find_domain_by_name(domain_name)
+        .await?
+        .ok_or_else(|| anyhow!("domain {domain_name:?} does not exist"))?;
+    Ok(store.create_project(&domain.id, name).await?)
+}
+
+/// Creates a user; generates a password when none is given. Returns the password.
+pub async fn create_user(
+    store: &dyn Store,
+    domain_name: &str,
+    name: &str,
+    password: Option<String>,
+) -> anyhow::Result<(User, String)> {
+    let domain = store
+        .find_domain_by_name(domain_name)
+        .await?
+        .ok_or_else(|| anyhow!("domain {domain_name:?} does not exist"))?;
+    let password = password.unwrap_or_else(|| random_alphanumeric(24));
+    let to_hash = password.clone();
+    let hash = tokio::task::spawn_blocking(move || hash_password(&to_hash))
+        .await?
+        .map_err(|e| anyhow!("hashing the password: {e}"))?;
+    let user = store.create_user(&domain.id, name, &hash).await?;
+    Ok((user, password))
+}
+
+pub async fn find_user(store: &dyn Store, domain_name: &str, name: &str) -> anyhow::Result<User> {
+    store
+        .find_user(domain_name, name)
+        .await?
+        .ok_or_else(|| anyhow!("user {name:?} does not exist in domain {domain_name:?}"))
+}
+
+pub async fn find_project(store: &dyn Store, id: &str) -> anyhow::Result<Project> {
+    let id = ProjectId::parse(id).map_err(|e| anyhow!("{e}"))?;
+    store
+        .find_project(&id)
+        .await?
+        .ok_or_else(|| anyhow!("project {id} does not exist"))
+}
+
+/// Creates an AK/SK pair for `user` on `project`; returns (AK, SK).
+pub async fn create_access_key(
+    store: &dyn Store,
+    user: &UserId,
+    project: &ProjectId,
+    now: Millis,
+) -> anyhow::Result<(String, String)> {
+    let (access_key, secret_key) = new_access_key();
+    store
+        .create_access_key(&AccessKey {
+            access_key: access_key.clone(),
+            secret_key: secret_key.clone(),
+            user_id: user.clone(),
+            project_id: project.clone(),
+            created_at: now,
+        })
+        .await?;
+    Ok((access_key, secret_key))
+}
+
+/// Registers the desktops of a JSON file (an array of `NewDesktop`).
+pub async fn import_desktops(
+    store: &dyn Store,
+    project: &ProjectId,
+    json: &[u8],
+    now: Millis,
+) -> anyhow::Result<Vec<Desktop>> {
+    let desktops: Vec<NewDesktop> = serde_json::from_slice(json)
+        .context("the file must hold a JSON array of {computer_name, ip_address, os_type, tags?, enterprise_project_id?}")?;
+    for (i, d) in desktops.iter().enumerate() {
+        if d.computer_name.is_empty() || d.computer_name.chars().count() > 55 {
+            return Err(anyhow!(
+                "desktop {i}: computer_name must be 1 to 55 characters"
+            ));
+        }
+        if d.ip_address.parse::<std::net::IpAddr>().is_err() {
+            return Err(anyhow!(
+                "desktop {i}: ip_address {:?} is not an IP address",
+                d.ip_address
+            ));
+        }
+        if !matches!(d.os_type.as_str(), "Linux" | "Windows" | "Others") {
+            return Err(anyhow!(
+                "desktop {i}: os_type must be Linux, Windows or Others"
+            ));
+        }
+    }
+    Ok(store.import_desktops(project, &desktops, now).await?)
+}

@@ -1,0 +1,410 @@
+//! Authentication and authorisation of `/v2` calls.
+//!
+//! A request is authenticated either by an `SDK-HMAC-SHA256` signature (AK/SK, as the
+//! official SDKs send it) or by an `X-Auth-Token` from `POST /v3/auth/tokens`. The
+//! middleware [`authenticate`] buffers the body (the signature covers its exact bytes),
+//! verifies the credential and leaves a [`Caller`] in the request's extensions. Each
+//! handler then calls [`AppState::authorize`] with its [`Api`], which checks the project,
+//! the role and the throttle.
+
+pub mod policy;
+pub mod secrets;
+pub mod throttle;
+
+use crate::AppState;
+use crate::error::{ApiError, current_request_id};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use deskfleet_core::clock::Millis;
+use deskfleet_core::ids::{ProjectId, UserId};
+use deskfleet_core::model::Role;
+use deskfleet_proto::error::ErrorCode;
+use deskfleet_proto::sign::{self, SignError};
+use http::HeaderMap;
+use policy::{Api, Denial, grants};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Who is calling, as established by a verified credential.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: UserId,
+    pub user_name: String,
+    /// The project the key or token is bound to.
+    pub project_id: ProjectId,
+    /// The user's role on that project, if any.
+    pub role: Option<Role>,
+    /// For tokens: when it stops working.
+    pub expires_at: Option<Millis>,
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    /// The `X-Project-Id` header, when sent (the SDK always sends it with AK/SK).
+    pub header_project: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Failures {
+    count: u32,
+    locked_until: Option<Instant>,
+}
+
+/// Credential caches and the AK lockout table. Both are per process.
+#[derive(Debug, Default)]
+pub struct AuthState {
+    cache: Mutex<HashMap<String, (Principal, Option<String>, Instant)>>,
+    failures: Mutex<HashMap<String, Failures>>,
+    pub throttle: throttle::Throttle,
+}
+
+const BODY_CHECK_INLINE_BYTES: usize = 64 * 1024;
+
+/// Middleware for authenticated routes: buffer the body, verify, insert [`Caller`].
+pub async fn authenticate(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, state.settings.max_body_bytes).await?;
+    let caller =
+        if let Some(token) = parts.headers.get("x-auth-token") {
+            let token = token
+                .to_str()
+                .map_err(|_| ApiError::unauthenticated("decrypt token fail"))?;
+            state.authenticate_token(token).await?
+        } else if let Some(authorization) = parts.headers.get(http::header::AUTHORIZATION) {
+            let authorization = authorization
+                .to_str()
+                .map_err(|_| malformed_authorization())?
+                .to_string();
+            state
+                .authenticate_signature(
+                    &authorization,
+                    &parts.method,
+                    &parts.uri,
+                    &parts.headers,
+                    body.clone(),
+                )
+                .await?
+        } else {
+            return Err(ApiError::unauthenticated("x-auth-token not found").with_detail(
+            "send an SDK-HMAC-SHA256 Authorization header (AK/SK) or an X-Auth-Token header",
+        ));
+        };
+    let caller = Caller {
+        principal: caller,
+        header_project: parts
+            .headers
+            .get("x-project-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    };
+    let mut request = Request::from_parts(parts, Body::from(body));
+    request.extensions_mut().insert(caller);
+    Ok(next.run(request).await)
+}
+
+/// Reads a whole body, refusing more than `limit` bytes with 413.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // The only failure of a local, in-memory body is hitting the limit; a broken
+        // connection surfaces the same way and the client is gone anyway.
+        tracing::debug!(error = %e, "request body refused");
+        ApiError::new(ErrorCode::BodyTooLarge)
+            .with_detail(format!("the request body must be at most {limit} bytes"))
+    })
+}
+
+fn malformed_authorization() -> ApiError {
+    ApiError::unauthenticated("verify aksk signature fail").with_detail(
+        "the Authorization header must read: SDK-HMAC-SHA256 Access=<AK>, SignedHeaders=<names>, Signature=<64 hex>",
+    )
+}
+
+impl AppState {
+    pub(crate) async fn authenticate_token(&self, token: &str) -> Result<Principal, ApiError> {
+        let key = format!("token:{}", secrets::sha256_hex(token));
+        let principal = match self.cached(&key) {
+            Some((p, _)) => p,
+            None => {
+                let record = self
+                    .store
+                    .find_token(&key["token:".len()..])
+                    .await?
+                    .ok_or_else(|| ApiError::unauthenticated("decrypt token fail"))?;
+                let user = self
+                    .store
+                    .find_user_by_id(&record.user_id)
+                    .await?
+                    .ok_or_else(|| ApiError::unauthenticated("decrypt token fail"))?;
+                let role = self.store.find_role(&user.id, &record.project_id).await?;
+                let principal = Principal {
+                    user_id: user.id,
+                    user_name: user.name,
+                    project_id: record.project_id,
+                    role,
+                    expires_at: Some(record.expires_at),
+                };
+                self.cache(key, principal.clone(), None);
+                principal
+            }
+        };
+        if let Some(expires_at) = principal.expires_at
+            && expires_at <= self.clock.now()
+        {
+            return Err(ApiError::unauthenticated(&format!(
+                "token expires, expires_at: {}",
+                crate::wire::iam_time(expires_at)
+            ))
+            .with_detail("get a new token from POST /v3/auth/tokens"));
+        }
+        Ok(principal)
+    }
+
+    async fn authenticate_signature(
+        &self,
+        authorization: &str,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Principal, ApiError> {
+        let parsed = sign::parse_authorization(authorization).map_err(|e| match e {
+            SignError::UnsupportedAlgorithm(alg) => {
+                ApiError::unauthenticated("verify aksk signature fail").with_detail(format!(
+                    "signing algorithm {alg} is not supported; use SDK-HMAC-SHA256"
+                ))
+            }
+            _ => malformed_authorization(),
+        })?;
+        let access_key = parsed.access_key.to_string();
+        if let Some(until) = self.locked_until(&access_key) {
+            let secs = until.saturating_duration_since(Instant::now()).as_secs() + 1;
+            return Err(ApiError::unauthenticated("AK access failed to reach the limit,forbidden")
+                .with_detail(format!(
+                    "too many requests with a wrong signature; this access key is locked for {secs} more seconds"
+                )));
+        }
+        let key = format!("ak:{access_key}");
+        let (principal, secret) = match self.cached(&key) {
+            Some((p, Some(secret))) => (p, secret),
+            _ => {
+                let found = self
+                    .store
+                    .find_access_key(&access_key)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::unauthenticated("Get secretKey failed").with_detail(
+                            "the access key (AK) is unknown; check the AK the client uses",
+                        )
+                    })?;
+                let user = self
+                    .store
+                    .find_user_by_id(&found.user_id)
+                    .await?
+                    .ok_or_else(|| ApiError::unauthenticated("Get secretKey failed"))?;
+                let role = self.store.find_role(&user.id, &found.project_id).await?;
+                let principal = Principal {
+                    user_id: user.id,
+                    user_name: user.name,
+                    project_id: found.project_id,
+                    role,
+                    expires_at: None,
+                };
+                self.cache(key, principal.clone(), Some(found.secret_key.clone()));
+                (principal, found.secret_key)
+            }
+        };
+
+        let date = headers
+            .get("x-sdk-date")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::unauthenticated("verify aksk signature fail")
+                    .with_detail("the X-Sdk-Date header (yyyyMMddTHHmmssZ) is missing")
+            })?;
+        let date = sign::parse_sdk_date(date).map_err(|_| {
+            ApiError::unauthenticated("verify aksk signature fail")
+                .with_detail("X-Sdk-Date must look like 20250101T000000Z (UTC)")
+        })?;
+        let skew = (self.clock.now() - date.timestamp_millis()).abs() / 1000;
+        let max_skew = self.settings.auth.max_clock_skew_secs as i64;
+        if skew > max_skew {
+            return Err(ApiError::unauthenticated("verify aksk signature fail").with_detail(format!(
+                "X-Sdk-Date is {skew} s away from the server's clock; at most {max_skew} s are allowed: check the client's clock"
+            )));
+        }
+
+        // The signature covers the body's hash; hashing megabytes belongs off the runtime.
+        // The parsed header borrows `authorization`; the closure needs owned values.
+        let body_len = body.len();
+        let (method, uri, headers) = (method.clone(), uri.clone(), headers.clone());
+        let authorization = authorization.to_string();
+        let verify = move || {
+            sign::parse_authorization(&authorization).and_then(|auth| {
+                sign::verify(&method, &uri, &headers, &body, &auth, secret.as_bytes())
+            })
+        };
+        let result = if body_len < BODY_CHECK_INLINE_BYTES {
+            verify()
+        } else {
+            tokio::task::spawn_blocking(verify)
+                .await
+                .map_err(|e| ApiError::internal(&e))?
+        };
+        match result {
+            Ok(()) => {
+                self.clear_failures(&access_key);
+                Ok(principal)
+            }
+            Err(SignError::MissingSignedHeader(name)) => {
+                Err(ApiError::unauthenticated("verify aksk signature fail")
+                    .with_detail(format!("the {name} header must be signed")))
+            }
+            Err(SignError::MissingHeader(name)) => {
+                Err(ApiError::unauthenticated("verify aksk signature fail")
+                    .with_detail(format!("the signed header {name} is not in the request")))
+            }
+            Err(_) => {
+                self.record_failure(&access_key);
+                Err(ApiError::unauthenticated("verify aksk signature fail").with_detail(
+                    "the signature does not match; check the secret key (SK) and that nothing rewrote the request",
+                ))
+            }
+        }
+    }
+
+    fn cached(&self, key: &str) -> Option<(Principal, Option<String>)> {
+        let ttl = std::time::Duration::from_secs(self.settings.auth.credential_cache_secs);
+        let cache = self.auth.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(key)
+            .filter(|(_, _, at)| at.elapsed() < ttl)
+            .map(|(p, s, _)| (p.clone(), s.clone()))
+    }
+
+    fn cache(&self, key: String, principal: Principal, secret: Option<String>) {
+        let mut cache = self.auth.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(key, (principal, secret, Instant::now()));
+    }
+
+    fn locked_until(&self, access_key: &str) -> Option<Instant> {
+        let failures = self.auth.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures
+            .get(access_key)
+            .and_then(|f| f.locked_until)
+            .filter(|until| *until > Instant::now())
+    }
+
+    fn record_failure(&self, access_key: &str) {
+        let mut failures = self.auth.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = failures.entry(access_key.to_string()).or_default();
+        if entry
+            .locked_until
+            .is_some_and(|until| until <= Instant::now())
+        {
+            *entry = Failures::default();
+        }
+        entry.count += 1;
+        if entry.count >= self.settings.auth.lockout_failures {
+            entry.locked_until = Some(
+                Instant::now() + std::time::Duration::from_secs(self.settings.auth.lockout_secs),
+            );
+            tracing::warn!(
+                access_key,
+                "access key locked after repeated bad signatures"
+            );
+        }
+    }
+
+    fn clear_failures(&self, access_key: &str) {
+        let mut failures = self.auth.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(access_key);
+    }
+
+    /// Checks that `caller` may call `api` on the path's project, and takes one request
+    /// from its throttle. Returns the project.
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        path_project: &str,
+        api: Api,
+    ) -> Result<ProjectId, ApiError> {
+        let p = &caller.principal;
+        let deny = |reason: String| {
+            let denial = Denial {
+                decision: "deny".into(),
+                action: api.action().into(),
+                api: api.name().into(),
+                user_id: p.user_id.to_string(),
+                user_name: p.user_name.clone(),
+                project_id: path_project.to_string(),
+                role: p.role.map(|r| r.to_string()),
+                reason: reason.clone(),
+                request_id: current_request_id(),
+            };
+            let mut e = ApiError::new(ErrorCode::Forbidden).with_detail(reason);
+            e.encoded_authorization_message = Some(denial.encode());
+            e
+        };
+        if p.project_id.as_str() != path_project {
+            return Err(deny(format!(
+                "the credential is scoped to another project than {path_project}; use a credential of that project"
+            )));
+        }
+        if let Some(header) = &caller.header_project
+            && header != path_project
+        {
+            return Err(ApiError::invalid(format!(
+                "the X-Project-Id header ({header}) must equal the project in the path ({path_project})"
+            )));
+        }
+        match p.role {
+            Some(role) if grants(role, api) => {}
+            Some(role) => {
+                return Err(deny(format!(
+                    "role {role} does not grant {}; ask an administrator for the admin role",
+                    api.action()
+                )));
+            }
+            None => {
+                return Err(deny(format!(
+                    "user {} has no role on this project",
+                    p.user_name
+                )));
+            }
+        }
+        let throttle = &self.settings.throttle;
+        if throttle.enabled {
+            let limit = match api.access() {
+                policy::Access::Read => throttle.reads_per_minute,
+                policy::Access::Write => throttle.writes_per_minute,
+            };
+            if let Err(retry_after) =
+                self.auth
+                    .throttle
+                    .check(p.user_id.as_str(), api.name(), limit, Instant::now())
+            {
+                let mut e = ApiError::new(ErrorCode::Throttled).with_detail(format!(
+                    "{} allows {limit} requests per minute per user; retry after {retry_after} s",
+                    api.name()
+                ));
+                e.retry_after_secs = Some(retry_after);
+                return Err(e);
+            }
+        }
+        let project =
+            ProjectId::parse(path_project).map_err(|e| ApiError::invalid(e.to_string()))?;
+        Ok(project)
+    }
+}

@@ -1,0 +1,144 @@
+//! Which API needs which IAM action, and which role grants it. One table.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use deskfleet_core::model::Role;
+use serde::{Deserialize, Serialize};
+
+/// How an API counts for roles and throttling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// One API of the `/v2` surface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    BatchInstallAgent,
+    ListAgentsInstallCondition,
+    ShowJob,
+    RunActionsOnWorkspaceJob,
+    ListItaSubJobs,
+    BatchDeleteSubJobs,
+    ListDesktops,
+    ListDesktopsDetail,
+    ShowDesktopDetail,
+}
+
+impl Api {
+    /// (API name, IAM action, access). Actions marked inferred in the spec are documented
+    /// in `docs/api.md`; ListItaSubJobs needs no identity policy, so any role may call it.
+    pub const fn spec(self) -> (&'static str, &'static str, Access) {
+        match self {
+            Api::BatchInstallAgent => (
+                "BatchInstallAgent",
+                "workspace:desktops:batchInstallAgents",
+                Access::Write,
+            ),
+            Api::ListAgentsInstallCondition => (
+                "ListAgentsInstallCondition",
+                "workspace:desktops:list",
+                Access::Read,
+            ),
+            Api::ShowJob => ("ShowJob", "workspace:jobs:get", Access::Read),
+            Api::RunActionsOnWorkspaceJob => (
+                "RunActionsOnWorkspaceJob",
+                "workspace:jobs:update",
+                Access::Write,
+            ),
+            Api::ListItaSubJobs => ("ListItaSubJobs", "", Access::Read),
+            Api::BatchDeleteSubJobs => (
+                "BatchDeleteSubJobs",
+                "workspace:jobs:deleteSubJobRecords",
+                Access::Write,
+            ),
+            Api::ListDesktops => ("ListDesktops", "workspace:desktops:list", Access::Read),
+            Api::ListDesktopsDetail => (
+                "ListDesktopsDetail",
+                "workspace:desktops:list",
+                Access::Read,
+            ),
+            Api::ShowDesktopDetail => ("ShowDesktopDetail", "workspace:desktops:get", Access::Read),
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        self.spec().0
+    }
+
+    pub const fn action(self) -> &'static str {
+        self.spec().1
+    }
+
+    pub const fn access(self) -> Access {
+        self.spec().2
+    }
+}
+
+/// Does this role grant this API? `admin`: everything; `readonly`: reads.
+pub fn grants(role: Role, api: Api) -> bool {
+    match role {
+        Role::Admin => true,
+        Role::Readonly => api.access() == Access::Read,
+    }
+}
+
+/// What a 403's `encoded_authorization_message` carries. It is base64url JSON, decoded by
+/// `deskfleet-server admin decode-authorization-message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Denial {
+    pub decision: String,
+    pub action: String,
+    pub api: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub project_id: String,
+    pub role: Option<String>,
+    pub reason: String,
+    pub request_id: Option<String>,
+}
+
+impl Denial {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn decode(message: &str) -> Result<Self, String> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(message.trim())
+            .map_err(|e| format!("not an encoded authorization message: {e}"))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| format!("not an encoded authorization message: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readonly_reads_and_admin_does_everything() {
+        assert!(grants(Role::Readonly, Api::ShowJob));
+        assert!(!grants(Role::Readonly, Api::BatchInstallAgent));
+        assert!(!grants(Role::Readonly, Api::BatchDeleteSubJobs));
+        assert!(grants(Role::Admin, Api::BatchInstallAgent));
+    }
+
+    #[test]
+    fn denials_round_trip() {
+        let d = Denial {
+            decision: "deny".into(),
+            action: Api::BatchInstallAgent.action().into(),
+            api: "BatchInstallAgent".into(),
+            user_id: "u".into(),
+            user_name: "ro".into(),
+            project_id: "p".into(),
+            role: Some("readonly".into()),
+            reason: "role readonly does not grant the action".into(),
+            request_id: Some("r".into()),
+        };
+        assert_eq!(Denial::decode(&d.encode()).unwrap(), d);
+        assert!(Denial::decode("%%%").is_err());
+    }
+}

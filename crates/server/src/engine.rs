@@ -1,0 +1,104 @@
+//! The job engine's background work, under one supervisor.
+//!
+//! Every worker implements [`Worker`]: a name, an interval, and one public `step` that does
+//! a bounded amount of work. The supervisor runs each step on its interval until the
+//! shutdown token is cancelled; a failed step is logged and retried with backoff, never
+//! fatal. Tests call `step` directly to drive the engine deterministically.
+
+use crate::AppState;
+use async_trait::async_trait;
+use deskfleet_core::store::{Expired, StoreError};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+#[async_trait]
+pub trait Worker: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn interval(&self) -> Duration;
+    /// One unit of work; returns how many items it changed, for logs.
+    async fn run_step(&self) -> Result<u64, StoreError>;
+}
+
+/// Ends sub-jobs that passed their delivery or execution deadline, so that nothing stays
+/// WAITING or RUNNING forever.
+pub struct TimeoutSweeper {
+    state: AppState,
+}
+
+impl TimeoutSweeper {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    pub async fn step(&self) -> Result<Expired, StoreError> {
+        let expired = self
+            .state
+            .store
+            .expire_overdue(self.state.clock.now())
+            .await?;
+        if expired.total() > 0 {
+            tracing::info!(
+                undelivered = expired.undelivered,
+                silent = expired.silent,
+                followers = expired.followers,
+                "sub-jobs timed out"
+            );
+        }
+        Ok(expired)
+    }
+}
+
+#[async_trait]
+impl Worker for TimeoutSweeper {
+    fn name(&self) -> &'static str {
+        "timeout-sweeper"
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.state.settings.jobs.sweep_interval_ms.max(10))
+    }
+
+    async fn run_step(&self) -> Result<u64, StoreError> {
+        self.step().await.map(|e| e.total())
+    }
+}
+
+/// The running workers; [`Workers::join`] waits for them after shutdown was signalled.
+pub struct Workers(JoinSet<()>);
+
+impl Workers {
+    pub async fn join(mut self) {
+        while self.0.join_next().await.is_some() {}
+    }
+}
+
+pub fn spawn_workers(state: AppState, shutdown: CancellationToken) -> Workers {
+    let workers: Vec<Box<dyn Worker>> = vec![Box::new(TimeoutSweeper::new(state))];
+    let mut set = JoinSet::new();
+    for worker in workers {
+        set.spawn(supervise(worker, shutdown.clone()));
+    }
+    Workers(set)
+}
+
+/// Runs `worker` until `shutdown`. A step is never interrupted midway: cancellation is
+/// only observed between steps, so a store transaction always completes or rolls back on
+/// its own terms.
+async fn supervise(worker: Box<dyn Worker>, shutdown: CancellationToken) {
+    let mut backoff = worker.interval();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        match worker.run_step().await {
+            Ok(_) => backoff = worker.interval(),
+            Err(e) => {
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                tracing::warn!(worker = worker.name(), error = %e, retry_in_ms = backoff.as_millis() as u64, "worker step failed");
+            }
+        }
+    }
+    tracing::debug!(worker = worker.name(), "worker stopped");
+}

@@ -1,0 +1,282 @@
+//! `deskfleet-server`: runs the server, or an admin command on its database.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use deskfleet_core::clock::{Clock, SystemClock};
+use deskfleet_core::model::Role;
+use deskfleet_server::admin;
+use deskfleet_server::auth::policy::Denial;
+use deskfleet_server::settings::Settings;
+use deskfleet_server::{Application, wire};
+use figment::providers::Serialized;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "deskfleet-server", version, about = "The deskfleet server")]
+struct Cli {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, global = true)]
+    listen: Option<SocketAddr>,
+    /// A TOML settings file.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args)]
+struct DbArgs {
+    /// Data directory (embedded SQLite database, bootstrap.json, listen.addr).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// `postgres://...` to use PostgreSQL instead of the embedded SQLite.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Operator commands on the database.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    #[command(subcommand)]
+    Projects(ProjectsCommand),
+    #[command(subcommand)]
+    Users(UsersCommand),
+    #[command(subcommand, name = "access-keys")]
+    AccessKeys(AccessKeysCommand),
+    #[command(subcommand)]
+    Desktops(DesktopsCommand),
+    /// Decode the `encoded_authorization_message` of a 403 answer.
+    DecodeAuthorizationMessage { message: String },
+}
+
+#[derive(Subcommand)]
+enum ProjectsCommand {
+    /// Create a project; prints it as JSON.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "deskfleet")]
+        domain: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create a user with a role on a project; prints the user and its password as JSON.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        project: String,
+        /// admin or readonly
+        #[arg(long)]
+        role: Role,
+        /// Generated when omitted.
+        #[arg(long, env = "DESKFLEET_NEW_USER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[arg(long, default_value = "deskfleet")]
+        domain: String,
+    },
+    /// Give an existing user a role on a project.
+    Grant {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        role: Role,
+        #[arg(long, default_value = "deskfleet")]
+        domain: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccessKeysCommand {
+    /// Create an AK/SK pair for a user on a project; prints it as JSON.
+    Create {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        project: String,
+        #[arg(long, default_value = "deskfleet")]
+        domain: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DesktopsCommand {
+    /// Register desktops from a JSON array; prints the created desktops as JSON.
+    Import {
+        #[arg(long)]
+        project: String,
+        file: PathBuf,
+    },
+}
+
+fn settings(cli: &Cli) -> anyhow::Result<Settings> {
+    let mut flags = serde_json::Map::new();
+    if let Some(dir) = &cli.db.data_dir {
+        flags.insert("data_dir".into(), serde_json::json!(dir));
+    }
+    if let Some(url) = &cli.db.database_url {
+        flags.insert("database_url".into(), serde_json::json!(url));
+    }
+    if let Some(listen) = &cli.listen {
+        flags.insert("listen".into(), serde_json::json!(listen));
+    }
+    Settings::load(
+        cli.config.as_deref(),
+        Serialized::globals(serde_json::Value::Object(flags)),
+    )
+    .context("reading settings")
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> {
+    if let AdminCommand::DecodeAuthorizationMessage { message } = &command {
+        let denial = Denial::decode(message).map_err(anyhow::Error::msg)?;
+        return print_json(&denial);
+    }
+    if settings.database_url.is_none() {
+        std::fs::create_dir_all(&settings.data_dir)?;
+    }
+    let store = deskfleet_store::connect(&settings.effective_database_url())
+        .await
+        .context("opening the database")?;
+    let store = store.as_ref();
+    let now = SystemClock.now();
+    match command {
+        AdminCommand::Projects(ProjectsCommand::Create { name, domain }) => {
+            let p = admin::create_project(store, &domain, &name).await?;
+            print_json(
+                &serde_json::json!({"project_id": p.id, "name": p.name, "domain_name": p.domain.name}),
+            )
+        }
+        AdminCommand::Users(UsersCommand::Create {
+            name,
+            project,
+            role,
+            password,
+            domain,
+        }) => {
+            let project = admin::find_project(store, &project).await?;
+            let (user, password) = admin::create_user(store, &domain, &name, password).await?;
+            store.grant_role(&user.id, &project.id, role).await?;
+            print_json(&serde_json::json!({
+                "user_id": user.id, "user_name": user.name, "domain_name": user.domain.name,
+                "password": password, "project_id": project.id, "role": role,
+            }))
+        }
+        AdminCommand::Users(UsersCommand::Grant {
+            name,
+            project,
+            role,
+            domain,
+        }) => {
+            let project = admin::find_project(store, &project).await?;
+            let user = admin::find_user(store, &domain, &name).await?;
+            store.grant_role(&user.id, &project.id, role).await?;
+            print_json(
+                &serde_json::json!({"user_name": user.name, "project_id": project.id, "role": role}),
+            )
+        }
+        AdminCommand::AccessKeys(AccessKeysCommand::Create {
+            user,
+            project,
+            domain,
+        }) => {
+            let project = admin::find_project(store, &project).await?;
+            let user = admin::find_user(store, &domain, &user).await?;
+            let (ak, sk) = admin::create_access_key(store, &user.id, &project.id, now).await?;
+            print_json(&serde_json::json!({
+                "access_key": ak, "secret_key": sk, "user_name": user.name, "project_id": project.id,
+            }))
+        }
+        AdminCommand::Desktops(DesktopsCommand::Import { project, file }) => {
+            let project = admin::find_project(store, &project).await?;
+            let json =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let desktops = admin::import_desktops(store, &project.id, &json, now).await?;
+            print_json(
+                &desktops
+                    .into_iter()
+                    .map(wire::simple_desktop)
+                    .collect::<Vec<_>>(),
+            )
+        }
+        AdminCommand::DecodeAuthorizationMessage { .. } => Ok(()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let settings = settings(&cli)?;
+    if let Some(Command::Admin(command)) = cli.command {
+        return run_admin(settings, command).await;
+    }
+
+    let app = Application::build(settings).await?;
+    if let Some(b) = &app.bootstrap {
+        println!(
+            "deskfleet: first start; created these credentials (shown once, also in {}):",
+            app.state()
+                .settings
+                .data_dir
+                .join("bootstrap.json")
+                .display()
+        );
+        print_json(b)?;
+    }
+    println!("deskfleet-server listening on http://{}", app.local_addr());
+
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        signal.cancel();
+    });
+    app.run(shutdown).await
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

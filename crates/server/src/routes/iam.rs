@@ -1,0 +1,276 @@
+//! The Keystone-compatible part of IAM that the SDKs use: password tokens
+//! (`POST /v3/auth/tokens`), token validation (`GET /v3/auth/tokens`) and project
+//! discovery (`GET /v3/projects?name=`). Errors here have the Keystone shape.
+
+use crate::AppState;
+use crate::auth::secrets::{new_token, sha256_hex, verify_password};
+use crate::auth::{Caller, read_body};
+use crate::error::ApiError;
+use crate::extract::Query;
+use crate::wire::iam_time;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use deskfleet_core::model::{Project, Role, TokenRecord, User};
+use deskfleet_proto::iam as k;
+
+pub fn public_routes() -> Router<AppState> {
+    Router::new().route("/v3/auth/tokens", get(validate_token).post(create_token))
+}
+
+pub fn authenticated_routes() -> Router<AppState> {
+    Router::new().route("/v3/projects", get(list_projects))
+}
+
+/// A Keystone error: `{"error": {"code", "message", "title"}}`.
+#[derive(Debug)]
+pub struct KeystoneError(StatusCode, String);
+
+impl KeystoneError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self(StatusCode::BAD_REQUEST, message.into())
+    }
+
+    fn unauthorized() -> Self {
+        Self(
+            StatusCode::UNAUTHORIZED,
+            "The username or password is wrong.".into(),
+        )
+    }
+}
+
+impl From<ApiError> for KeystoneError {
+    fn from(e: ApiError) -> Self {
+        let message = e
+            .message
+            .clone()
+            .unwrap_or_else(|| e.code.message().to_string());
+        Self(e.status(), message)
+    }
+}
+
+impl From<deskfleet_core::store::StoreError> for KeystoneError {
+    fn from(e: deskfleet_core::store::StoreError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl IntoResponse for KeystoneError {
+    fn into_response(self) -> Response {
+        let body = k::KeystoneError {
+            error: k::KeystoneErrorInner {
+                code: self.0.as_u16(),
+                message: self.1,
+                title: self.0.canonical_reason().unwrap_or("Error").to_string(),
+            },
+        };
+        (self.0, Json(body)).into_response()
+    }
+}
+
+fn token_body(
+    user: &User,
+    project: &Project,
+    role: Option<Role>,
+    record: &TokenRecord,
+) -> k::TokenResponse {
+    let domain = |d: &deskfleet_core::model::Domain| k::IdName {
+        id: d.id.to_string(),
+        name: d.name.clone(),
+    };
+    k::TokenResponse {
+        token: k::Token {
+            catalog: vec![],
+            expires_at: iam_time(record.expires_at),
+            issued_at: iam_time(record.issued_at),
+            methods: vec!["password".into()],
+            project: Some(k::TokenProject {
+                id: project.id.to_string(),
+                name: project.name.clone(),
+                domain: domain(&project.domain),
+            }),
+            domain: None,
+            roles: role
+                .map(|r| k::Role {
+                    id: "0".into(),
+                    name: r.to_string(),
+                })
+                .into_iter()
+                .collect(),
+            user: k::TokenUser {
+                id: user.id.to_string(),
+                name: user.name.clone(),
+                domain: domain(&user.domain),
+                password_expires_at: String::new(),
+            },
+        },
+    }
+}
+
+fn with_subject_token(mut response: Response, token: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(token) {
+        response.headers_mut().insert("x-subject-token", value);
+    }
+    response
+}
+
+#[tracing::instrument(skip_all)]
+async fn create_token(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, KeystoneError> {
+    let body = read_body(request.into_body(), state.settings.max_body_bytes).await?;
+    let req: k::TokenRequest = serde_json::from_slice(&body)
+        .map_err(|e| KeystoneError::bad_request(format!("The request body is invalid: {e}")))?;
+    let auth = req.auth;
+    if auth.identity.methods != ["password"] {
+        return Err(KeystoneError::bad_request(
+            "The request body is invalid: identity.methods must be [\"password\"]",
+        ));
+    }
+    let pw = auth.identity.password.user;
+    let domain_name = pw.domain.name.clone().ok_or_else(|| {
+        KeystoneError::bad_request("The request body is invalid: give user.domain.name")
+    })?;
+    let user = state.store.find_user(&domain_name, &pw.name).await?;
+    let Some(user) = user else {
+        return Err(KeystoneError::unauthorized());
+    };
+    let hash = user.password_hash.clone();
+    let ok = tokio::task::spawn_blocking(move || verify_password(&pw.password, &hash))
+        .await
+        .map_err(|e| KeystoneError::from(ApiError::internal(&e)))?;
+    if !ok {
+        tracing::info!(user = %user.name, "wrong password");
+        return Err(KeystoneError::unauthorized());
+    }
+    let scope = auth.scope.and_then(|s| s.project).ok_or_else(|| {
+        KeystoneError::bad_request(
+            "The request body is invalid: deskfleet issues project-scoped tokens; give scope.project.id or scope.project.name",
+        )
+    })?;
+    let project = match (&scope.id, &scope.name) {
+        (Some(id), _) => match deskfleet_core::ids::ProjectId::parse(id.as_str()) {
+            Ok(id) => state.store.find_project(&id).await?,
+            Err(_) => None,
+        },
+        (None, Some(name)) => state
+            .store
+            .list_projects(Some(&user.domain.id), Some(name))
+            .await?
+            .into_iter()
+            .next(),
+        (None, None) => None,
+    }
+    .filter(|p| p.domain.id == user.domain.id)
+    .ok_or_else(|| {
+        KeystoneError(
+            StatusCode::NOT_FOUND,
+            "The project in scope does not exist.".into(),
+        )
+    })?;
+    let role = state.store.find_role(&user.id, &project.id).await?;
+    let now = state.clock.now();
+    let record = TokenRecord {
+        user_id: user.id.clone(),
+        project_id: project.id.clone(),
+        issued_at: now,
+        expires_at: now + state.settings.auth.token_ttl_secs as i64 * 1000,
+    };
+    let token = new_token();
+    state
+        .store
+        .insert_token(&sha256_hex(&token), &record)
+        .await?;
+    tracing::info!(user = %user.name, project = %project.id, "token issued");
+    let body = token_body(&user, &project, role, &record);
+    Ok(with_subject_token(
+        (StatusCode::CREATED, Json(body)).into_response(),
+        &token,
+    ))
+}
+
+#[tracing::instrument(skip_all)]
+async fn validate_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, KeystoneError> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let caller_token = header("x-auth-token").ok_or_else(|| {
+        KeystoneError(StatusCode::UNAUTHORIZED, "X-Auth-Token is missing.".into())
+    })?;
+    let caller = state.authenticate_token(&caller_token).await?;
+    let subject = header("x-subject-token").unwrap_or_else(|| caller_token.clone());
+    let invalid = || {
+        KeystoneError(
+            StatusCode::NOT_FOUND,
+            "X-Subject-Token is invalid in the request".into(),
+        )
+    };
+    let record = state
+        .store
+        .find_token(&sha256_hex(&subject))
+        .await?
+        .filter(|r| r.expires_at > state.clock.now())
+        .ok_or_else(invalid)?;
+    let may_see = record.user_id == caller.user_id
+        || (caller.project_id == record.project_id && caller.role == Some(Role::Admin));
+    if !may_see {
+        return Err(KeystoneError(
+            StatusCode::FORBIDDEN,
+            "You may validate only your own tokens, or those of a project you administer.".into(),
+        ));
+    }
+    let user = state
+        .store
+        .find_user_by_id(&record.user_id)
+        .await?
+        .ok_or_else(invalid)?;
+    let project = state
+        .store
+        .find_project(&record.project_id)
+        .await?
+        .ok_or_else(invalid)?;
+    let role = state.store.find_role(&user.id, &project.id).await?;
+    let body = token_body(&user, &project, role, &record);
+    Ok(with_subject_token(Json(body).into_response(), &subject))
+}
+
+#[tracing::instrument(skip_all)]
+async fn list_projects(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: Query,
+) -> Result<Json<k::ProjectsResponse>, ApiError> {
+    let user = state
+        .store
+        .find_user_by_id(&caller.principal.user_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthenticated("Get secretKey failed"))?;
+    let name = query.str("name")?;
+    let projects = state
+        .store
+        .list_projects(Some(&user.domain.id), name.as_deref())
+        .await?;
+    Ok(Json(k::ProjectsResponse {
+        projects: projects
+            .into_iter()
+            .map(|p| k::Project {
+                id: p.id.into_string(),
+                name: p.name,
+                domain_id: p.domain.id.to_string(),
+                enabled: true,
+                description: String::new(),
+                parent_id: user.domain.id.to_string(),
+                is_domain: false,
+            })
+            .collect(),
+    }))
+}

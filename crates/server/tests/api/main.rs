@@ -1,0 +1,8 @@
+//! Black-box tests of the server: the real application on port 0, its own database each,
+//! driven through the real signed client.
+
+mod auth;
+mod errors;
+mod helpers;
+mod jobs;
+mod restart;

@@ -1,0 +1,297 @@
+//! [`Store`] for any [`Backend`]: each method opens one transaction on the backend and runs
+//! the matching function of [`crate::ops`] in it. The backends differ only in how they
+//! hand out transactions (see [`crate::sqlite`] and [`crate::postgres`]).
+
+use crate::conn::{BoxFuture, Conn, backend};
+use crate::ops;
+use async_trait::async_trait;
+use deskfleet_core::clock::Millis;
+use deskfleet_core::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
+use deskfleet_core::job::Stage;
+use deskfleet_core::model::{
+    AccessKey, AgentCondition, AgentFilter, Desktop, DesktopFilter, Domain, Job, NewDesktop,
+    Outcome, Page, Project, Role, SubJob, SubJobFilter, SubJobSelector, TokenRecord, User,
+};
+use deskfleet_core::store::{Deadlines, Expired, Store, StoreResult};
+use std::future::Future;
+
+/// The connection type of a backend's database.
+pub(crate) type ConnOf<B> = <<B as Backend>::Db as sqlx::Database>::Connection;
+
+/// How a database hands out transactions.
+pub(crate) trait Backend: Send + Sync + 'static {
+    type Db: sqlx::Database<Connection: Conn>;
+
+    /// For logs: `sqlite` or `postgres`.
+    const NAME: &'static str;
+
+    /// A read-only transaction: every read of one `Store` call sees one snapshot.
+    fn read(&self) -> impl Future<Output = StoreResult<sqlx::Transaction<'static, Self::Db>>> + Send;
+
+    /// Runs `f` in a write transaction and answers only once it is durably committed;
+    /// if `f` fails, nothing it did is kept.
+    fn write<T, F>(&self, f: F) -> impl Future<Output = StoreResult<T>> + Send
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut ConnOf<Self>) -> BoxFuture<'c, StoreResult<T>> + Send + 'static;
+}
+
+/// The `Store` of a backend.
+pub(crate) struct DbStore<B>(pub(crate) B);
+
+/// `read!(self, op(args...))`: runs `ops::op` in a read transaction.
+macro_rules! read {
+    ($self:ident, $op:ident($($arg:expr),* $(,)?)) => {{
+        let mut tx = $self.0.read().await?;
+        let out = ops::$op(&mut *tx, $($arg),*).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
+    }};
+}
+
+/// `write!(self, { owned = value, ... }, op(args...))`: runs `ops::op` in a write
+/// transaction. The write may run on another task, so what it borrows is first copied
+/// into the named owned values.
+macro_rules! write {
+    ($self:ident, { $($own:ident = $val:expr),* $(,)? }, $op:ident($($arg:expr),* $(,)?)) => {{
+        $(let $own = $val;)*
+        $self
+            .0
+            .write(move |c| Box::pin(async move { ops::$op(c, $($arg),*).await }))
+            .await
+    }};
+}
+
+#[async_trait]
+impl<B: Backend> Store for DbStore<B> {
+    fn backend(&self) -> &'static str {
+        B::NAME
+    }
+
+    // ---- identity ----
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME))]
+    async fn create_domain(&self, name: &str) -> StoreResult<Domain> {
+        write!(self, { name = name.to_owned() }, create_domain(&name))
+    }
+
+    async fn find_domain_by_name(&self, name: &str) -> StoreResult<Option<Domain>> {
+        read!(self, find_domain_by_name(name))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, domain = %domain))]
+    async fn create_project(&self, domain: &DomainId, name: &str) -> StoreResult<Project> {
+        write!(self, { domain = domain.clone(), name = name.to_owned() }, create_project(&domain, &name))
+    }
+
+    async fn find_project(&self, id: &ProjectId) -> StoreResult<Option<Project>> {
+        read!(self, find_project(id))
+    }
+
+    async fn list_projects(
+        &self,
+        domain: Option<&DomainId>,
+        name: Option<&str>,
+    ) -> StoreResult<Vec<Project>> {
+        read!(self, list_projects(domain, name))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, domain = %domain))]
+    async fn create_user(
+        &self,
+        domain: &DomainId,
+        name: &str,
+        password_hash: &str,
+    ) -> StoreResult<User> {
+        write!(
+            self,
+            { domain = domain.clone(), name = name.to_owned(), hash = password_hash.to_owned() },
+            create_user(&domain, &name, &hash)
+        )
+    }
+
+    async fn find_user(&self, domain_name: &str, user_name: &str) -> StoreResult<Option<User>> {
+        read!(self, find_user(domain_name, user_name))
+    }
+
+    async fn find_user_by_id(&self, id: &UserId) -> StoreResult<Option<User>> {
+        read!(self, find_user_by_id(id))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, user = %user, project = %project))]
+    async fn grant_role(&self, user: &UserId, project: &ProjectId, role: Role) -> StoreResult<()> {
+        write!(self, { user = user.clone(), project = project.clone() }, grant_role(&user, &project, role))
+    }
+
+    async fn find_role(&self, user: &UserId, project: &ProjectId) -> StoreResult<Option<Role>> {
+        read!(self, find_role(user, project))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, access_key = %key.access_key))]
+    async fn create_access_key(&self, key: &AccessKey) -> StoreResult<()> {
+        write!(self, { key = key.clone() }, create_access_key(&key))
+    }
+
+    async fn find_access_key(&self, access_key: &str) -> StoreResult<Option<AccessKey>> {
+        read!(self, find_access_key(access_key))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, user = %token.user_id))]
+    async fn insert_token(&self, token_sha256: &str, token: &TokenRecord) -> StoreResult<()> {
+        write!(
+            self,
+            { sha = token_sha256.to_owned(), token = token.clone() },
+            insert_token(&sha, &token)
+        )
+    }
+
+    async fn find_token(&self, token_sha256: &str) -> StoreResult<Option<TokenRecord>> {
+        read!(self, find_token(token_sha256))
+    }
+
+    // ---- desktops ----
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, project = %project, desktops = desktops.len()))]
+    async fn import_desktops(
+        &self,
+        project: &ProjectId,
+        desktops: &[NewDesktop],
+        now: Millis,
+    ) -> StoreResult<Vec<Desktop>> {
+        write!(
+            self,
+            { project = project.clone(), desktops = desktops.to_vec() },
+            import_desktops(&project, &desktops, now)
+        )
+    }
+
+    async fn list_desktops(
+        &self,
+        project: &ProjectId,
+        filter: &DesktopFilter,
+        page: Page,
+    ) -> StoreResult<(i64, Vec<Desktop>)> {
+        read!(self, list_desktops(project, filter, page))
+    }
+
+    async fn get_desktop(
+        &self,
+        project: &ProjectId,
+        id: &DesktopId,
+    ) -> StoreResult<Option<Desktop>> {
+        read!(self, get_desktop(project, id))
+    }
+
+    async fn list_agent_conditions(
+        &self,
+        project: &ProjectId,
+        filter: &AgentFilter,
+        page: Page,
+    ) -> StoreResult<(i64, Vec<AgentCondition>)> {
+        read!(self, list_agent_conditions(project, filter, page))
+    }
+
+    // ---- jobs ----
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, project = %project, desktops = desktops.len()))]
+    async fn create_install_job(
+        &self,
+        project: &ProjectId,
+        desktops: &[DesktopId],
+        job_type: &str,
+        at: Deadlines,
+    ) -> StoreResult<Job> {
+        write!(
+            self,
+            { project = project.clone(), desktops = desktops.to_vec(), job_type = job_type.to_owned() },
+            create_install_job(&project, &desktops, &job_type, at)
+        )
+    }
+
+    async fn get_job(
+        &self,
+        project: &ProjectId,
+        id: &JobId,
+    ) -> StoreResult<Option<(Job, Vec<SubJob>)>> {
+        read!(self, get_job(project, id))
+    }
+
+    async fn list_sub_jobs(
+        &self,
+        project: &ProjectId,
+        filter: &SubJobFilter,
+        page: Page,
+    ) -> StoreResult<(i64, Vec<SubJob>)> {
+        read!(self, list_sub_jobs(project, filter, page))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, project = %project, job = %id))]
+    async fn retry_job(&self, project: &ProjectId, id: &JobId, at: Deadlines) -> StoreResult<u64> {
+        write!(self, { project = project.clone(), id = id.clone() }, retry_job(&project, &id, at))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, project = %project, job = %id))]
+    async fn cancel_job(&self, project: &ProjectId, id: &JobId, now: Millis) -> StoreResult<u64> {
+        write!(self, { project = project.clone(), id = id.clone() }, cancel_job(&project, &id, now))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, project = %project))]
+    async fn delete_sub_jobs(
+        &self,
+        project: &ProjectId,
+        selector: &SubJobSelector,
+    ) -> StoreResult<u64> {
+        write!(
+            self,
+            { project = project.clone(), selector = selector.clone() },
+            delete_sub_jobs(&project, &selector)
+        )
+    }
+
+    // ---- the engine ----
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, now))]
+    async fn expire_overdue(&self, now: Millis) -> StoreResult<Expired> {
+        write!(self, {}, expire_overdue(now))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, desktop = %desktop))]
+    async fn claim_desktop_work(
+        &self,
+        desktop: &DesktopId,
+        now: Millis,
+        execute_by: Millis,
+    ) -> StoreResult<Option<SubJob>> {
+        write!(self, { desktop = desktop.clone() }, claim_desktop_work(&desktop, now, execute_by))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, sub_job = %sub_job, stage = %stage, process))]
+    async fn record_progress(
+        &self,
+        sub_job: &SubJobId,
+        stage: Stage,
+        process: i32,
+        now: Millis,
+        execute_by: Millis,
+    ) -> StoreResult<bool> {
+        write!(
+            self,
+            { sub_job = sub_job.clone() },
+            record_progress(&sub_job, stage, process, now, execute_by)
+        )
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, sub_job = %sub_job))]
+    async fn finish_sub_job(
+        &self,
+        sub_job: &SubJobId,
+        outcome: &Outcome,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        write!(
+            self,
+            { sub_job = sub_job.clone(), outcome = outcome.clone() },
+            finish_sub_job(&sub_job, &outcome, now)
+        )
+    }
+}

@@ -1,0 +1,262 @@
+//! The seam between the SQL in [`crate::ops`] and the two sqlx drivers.
+//!
+//! [`Conn`] is the little a query needs from a connection: run a statement with bound
+//! arguments, fetch rows, and say which [`Dialect`] it speaks. It is implemented once, by a
+//! macro, for `SqliteConnection` and `PgConnection`, so every query is written one time.
+
+use deskfleet_core::store::{StoreError, StoreResult};
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed `Send` future, as the write path needs to hand work to another task.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The few places where the two SQL dialects differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite = 0,
+    Postgres = 1,
+}
+
+impl Dialect {
+    /// A table `t(value)` of the strings of the JSON array bound as text at `$n`.
+    pub(crate) fn texts(self, n: u8) -> String {
+        match self {
+            Dialect::Sqlite => format!("json_each(${n}) AS t"),
+            Dialect::Postgres => format!("jsonb_array_elements_text(${n}::jsonb) AS t(value)"),
+        }
+    }
+
+    /// A table `j(value)` of the objects of the JSON array bound as text at `$n`; read a
+    /// field with `j.value ->> 'name'` (text in both dialects).
+    pub(crate) fn objects(self, n: u8) -> String {
+        match self {
+            Dialect::Sqlite => format!("json_each(${n}) AS j"),
+            Dialect::Postgres => format!("jsonb_array_elements(${n}::jsonb) AS j(value)"),
+        }
+    }
+
+    /// Whether concurrent writers exist, so that writers of one desktop's sub-jobs must
+    /// lock its row first. SQLite has one writer connection and needs no row locks.
+    pub(crate) fn locks_rows(self) -> bool {
+        self == Dialect::Postgres
+    }
+
+    /// The suffix of a `SELECT ... FROM desktops d` that takes those row locks.
+    pub(crate) fn lock_suffix(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR NO KEY UPDATE OF d",
+        }
+    }
+}
+
+/// A `&'static str` of SQL built once per dialect from `|d| expr`, where `d: Dialect`.
+/// Statics in a generic function are shared by every instance, hence one slot a dialect.
+macro_rules! sql {
+    ($dialect:expr, |$d:ident| $build:expr) => {{
+        static SQL: [::std::sync::LazyLock<String>; 2] = [
+            ::std::sync::LazyLock::new(|| {
+                let $d = $crate::conn::Dialect::Sqlite;
+                $build
+            }),
+            ::std::sync::LazyLock::new(|| {
+                let $d = $crate::conn::Dialect::Postgres;
+                $build
+            }),
+        ];
+        SQL[$dialect as usize].as_str()
+    }};
+}
+pub(crate) use sql;
+
+/// A value bound to a `$n` placeholder.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg<'a> {
+    Str(&'a str),
+    OptStr(Option<&'a str>),
+    Int(i64),
+    OptInt(Option<i64>),
+}
+
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(v: &'a str) -> Self {
+        Arg::Str(v)
+    }
+}
+
+impl<'a> From<&'a String> for Arg<'a> {
+    fn from(v: &'a String) -> Self {
+        Arg::Str(v)
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Arg<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        Arg::OptStr(v)
+    }
+}
+
+impl From<i64> for Arg<'_> {
+    fn from(v: i64) -> Self {
+        Arg::Int(v)
+    }
+}
+
+impl From<Option<i64>> for Arg<'_> {
+    fn from(v: Option<i64>) -> Self {
+        Arg::OptInt(v)
+    }
+}
+
+/// `args![a, b, c]`: a `Vec<Arg>` from values that convert into [`Arg`].
+macro_rules! args {
+    ($($v:expr),* $(,)?) => { vec![$($crate::conn::Arg::from($v)),*] };
+}
+pub(crate) use args;
+
+/// Typed access to a result row by column name. Anything that does not decode is
+/// [`StoreError::Corrupt`]: the store never panics on what it reads back.
+pub(crate) trait DbRow: Send + Sync {
+    fn text(&self, col: &str) -> StoreResult<String>;
+    fn opt_text(&self, col: &str) -> StoreResult<Option<String>>;
+    fn int(&self, col: &str) -> StoreResult<i64>;
+    fn opt_int(&self, col: &str) -> StoreResult<Option<i64>>;
+}
+
+/// A connection the shared queries can run on.
+pub(crate) trait Conn: Send {
+    type Row: DbRow;
+    const DIALECT: Dialect;
+
+    /// Runs one statement; returns the number of rows it changed.
+    fn execute<'a>(
+        &'a mut self,
+        sql: &'a str,
+        args: Vec<Arg<'a>>,
+    ) -> impl Future<Output = StoreResult<u64>> + Send + 'a;
+
+    fn fetch_all<'a>(
+        &'a mut self,
+        sql: &'a str,
+        args: Vec<Arg<'a>>,
+    ) -> impl Future<Output = StoreResult<Vec<Self::Row>>> + Send + 'a;
+
+    fn fetch_optional<'a>(
+        &'a mut self,
+        sql: &'a str,
+        args: Vec<Arg<'a>>,
+    ) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send + 'a;
+}
+
+/// Wraps a driver error. Constraint violations stay recognisable through
+/// [`violation`], so callers can turn them into `AlreadyExists` or `NotFound`.
+pub(crate) fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+/// Which constraint a failed statement violated, if that is why it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Violation {
+    Unique,
+    ForeignKey,
+}
+
+pub(crate) fn violation(e: &StoreError) -> Option<Violation> {
+    let StoreError::Backend(source) = e else {
+        return None;
+    };
+    let db = source.downcast_ref::<sqlx::Error>()?.as_database_error()?;
+    if db.is_unique_violation() {
+        Some(Violation::Unique)
+    } else if db.is_foreign_key_violation() {
+        Some(Violation::ForeignKey)
+    } else {
+        None
+    }
+}
+
+fn column_error(col: &str, e: sqlx::Error) -> StoreError {
+    StoreError::Corrupt(format!("column {col}: {e}"))
+}
+
+macro_rules! impl_conn {
+    ($conn:ty, $db:ty, $row:ty, $dialect:expr) => {
+        const _: () = {
+            use sqlx::Row as _;
+
+            fn bind<'q>(
+                sql: &'q str,
+                args: Vec<Arg<'q>>,
+            ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>> {
+                args.into_iter()
+                    .fold(sqlx::query(sql), |q, arg| match arg {
+                        Arg::Str(v) => q.bind(v),
+                        Arg::OptStr(v) => q.bind(v),
+                        Arg::Int(v) => q.bind(v),
+                        Arg::OptInt(v) => q.bind(v),
+                    })
+            }
+
+            impl DbRow for $row {
+                fn text(&self, col: &str) -> StoreResult<String> {
+                    self.try_get(col).map_err(|e| column_error(col, e))
+                }
+                fn opt_text(&self, col: &str) -> StoreResult<Option<String>> {
+                    self.try_get(col).map_err(|e| column_error(col, e))
+                }
+                fn int(&self, col: &str) -> StoreResult<i64> {
+                    self.try_get(col).map_err(|e| column_error(col, e))
+                }
+                fn opt_int(&self, col: &str) -> StoreResult<Option<i64>> {
+                    self.try_get(col).map_err(|e| column_error(col, e))
+                }
+            }
+
+            impl Conn for $conn {
+                type Row = $row;
+                const DIALECT: Dialect = $dialect;
+
+                fn execute<'a>(
+                    &'a mut self,
+                    sql: &'a str,
+                    args: Vec<Arg<'a>>,
+                ) -> impl Future<Output = StoreResult<u64>> + Send + 'a {
+                    async move {
+                        let done = bind(sql, args).execute(self).await.map_err(backend)?;
+                        Ok(done.rows_affected())
+                    }
+                }
+
+                fn fetch_all<'a>(
+                    &'a mut self,
+                    sql: &'a str,
+                    args: Vec<Arg<'a>>,
+                ) -> impl Future<Output = StoreResult<Vec<Self::Row>>> + Send + 'a {
+                    async move { bind(sql, args).fetch_all(self).await.map_err(backend) }
+                }
+
+                fn fetch_optional<'a>(
+                    &'a mut self,
+                    sql: &'a str,
+                    args: Vec<Arg<'a>>,
+                ) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send + 'a {
+                    async move { bind(sql, args).fetch_optional(self).await.map_err(backend) }
+                }
+            }
+        };
+    };
+}
+
+impl_conn!(
+    sqlx::SqliteConnection,
+    sqlx::Sqlite,
+    sqlx::sqlite::SqliteRow,
+    Dialect::Sqlite
+);
+impl_conn!(
+    sqlx::PgConnection,
+    sqlx::Postgres,
+    sqlx::postgres::PgRow,
+    Dialect::Postgres
+);

@@ -1,0 +1,193 @@
+//! Rows back into domain records, and the column lists that go with them. Every value is
+//! parsed, never trusted: a row that does not fit is [`StoreError::Corrupt`].
+
+use crate::conn::DbRow;
+use deskfleet_core::ids::{DesktopId, DomainId, IdError, JobId, ProjectId, SubJobId, UserId};
+use deskfleet_core::model::{
+    AccessKey, AgentState, Desktop, Domain, Job, Project, Role, SubJob, Tag, TokenRecord, User,
+};
+use deskfleet_core::store::{StoreError, StoreResult};
+use std::str::FromStr;
+
+/// Columns of [`project`]: a project joined with its domain `dm`.
+pub(crate) const PROJECT_COLUMNS: &str =
+    "p.id AS id, p.name AS name, dm.id AS domain_id, dm.name AS domain_name";
+
+/// Columns of [`user`]: a user joined with its domain `dm`.
+pub(crate) const USER_COLUMNS: &str = "u.id AS id, u.name AS name, u.password_hash AS password_hash, \
+     dm.id AS domain_id, dm.name AS domain_name";
+
+/// Columns of [`desktop`], from a desktop `d`.
+pub(crate) const DESKTOP_COLUMNS: &str = "d.id AS id, d.project_id AS project_id, \
+     d.computer_name AS computer_name, d.ip_address AS ip_address, d.os_type AS os_type, \
+     d.status AS status, d.enterprise_project_id AS enterprise_project_id, d.tags AS tags, \
+     d.created_at AS created_at, d.agent_version AS agent_version, \
+     d.agent_healthy AS agent_healthy, d.agent_reported_at AS agent_reported_at";
+
+/// Columns of [`job`].
+pub(crate) const JOB_COLUMNS: &str = "id, project_id, job_type, status, created_at, begin_time, \
+     end_time, error_code, fail_reason, sub_jobs_total";
+
+/// `SELECT` of [`sub_job`]: a sub-job `s` with its job `j` and desktop `d`.
+pub(crate) const SUB_JOB_SELECT: &str = "SELECT s.id AS id, s.job_id AS job_id, \
+     j.job_type AS job_type, s.project_id AS project_id, s.desktop_id AS desktop_id, \
+     d.computer_name AS desktop_name, d.ip_address AS ip_address, s.status AS status, \
+     s.stage AS stage, s.process AS process, s.error_code AS error_code, \
+     s.fail_reason AS fail_reason, s.created_at AS created_at, s.begin_time AS begin_time, \
+     s.end_time AS end_time, s.follows AS follows, s.attempts AS attempts \
+     FROM sub_jobs s JOIN jobs j ON j.id = s.job_id JOIN desktops d ON d.id = s.desktop_id";
+
+fn corrupt(col: &str, why: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("column {col}: {why}"))
+}
+
+/// An identifier column, through its parser.
+pub(crate) fn id<R: DbRow, T>(
+    row: &R,
+    col: &str,
+    parse: fn(String) -> Result<T, IdError>,
+) -> StoreResult<T> {
+    parse(row.text(col)?).map_err(|e| corrupt(col, e))
+}
+
+pub(crate) fn opt_id<R: DbRow, T>(
+    row: &R,
+    col: &str,
+    parse: fn(String) -> Result<T, IdError>,
+) -> StoreResult<Option<T>> {
+    row.opt_text(col)?
+        .map(|v| parse(v).map_err(|e| corrupt(col, e)))
+        .transpose()
+}
+
+/// A column holding one of the wire enums (`SubJobStatus`, `Stage`, `Role`...).
+pub(crate) fn parsed<R: DbRow, T: FromStr<Err = String>>(row: &R, col: &str) -> StoreResult<T> {
+    row.text(col)?.parse().map_err(|e: String| corrupt(col, e))
+}
+
+/// An integer column that must fit a narrower type (`process`, `attempts`, counts).
+pub(crate) fn narrow<R: DbRow, T: TryFrom<i64>>(row: &R, col: &str) -> StoreResult<T> {
+    let v = row.int(col)?;
+    T::try_from(v).map_err(|_| corrupt(col, format!("{v} is out of range")))
+}
+
+pub(crate) fn domain<R: DbRow>(row: &R) -> StoreResult<Domain> {
+    Ok(Domain {
+        id: id(row, "id", DomainId::parse)?,
+        name: row.text("name")?,
+    })
+}
+
+fn domain_of<R: DbRow>(row: &R) -> StoreResult<Domain> {
+    Ok(Domain {
+        id: id(row, "domain_id", DomainId::parse)?,
+        name: row.text("domain_name")?,
+    })
+}
+
+pub(crate) fn project<R: DbRow>(row: &R) -> StoreResult<Project> {
+    Ok(Project {
+        id: id(row, "id", ProjectId::parse)?,
+        name: row.text("name")?,
+        domain: domain_of(row)?,
+    })
+}
+
+pub(crate) fn user<R: DbRow>(row: &R) -> StoreResult<User> {
+    Ok(User {
+        id: id(row, "id", UserId::parse)?,
+        name: row.text("name")?,
+        domain: domain_of(row)?,
+        password_hash: row.text("password_hash")?,
+    })
+}
+
+pub(crate) fn role<R: DbRow>(row: &R) -> StoreResult<Role> {
+    parsed(row, "role")
+}
+
+pub(crate) fn access_key<R: DbRow>(row: &R) -> StoreResult<AccessKey> {
+    Ok(AccessKey {
+        access_key: row.text("access_key")?,
+        secret_key: row.text("secret_key")?,
+        user_id: id(row, "user_id", UserId::parse)?,
+        project_id: id(row, "project_id", ProjectId::parse)?,
+        created_at: row.int("created_at")?,
+    })
+}
+
+pub(crate) fn token<R: DbRow>(row: &R) -> StoreResult<TokenRecord> {
+    Ok(TokenRecord {
+        user_id: id(row, "user_id", UserId::parse)?,
+        project_id: id(row, "project_id", ProjectId::parse)?,
+        issued_at: row.int("issued_at")?,
+        expires_at: row.int("expires_at")?,
+    })
+}
+
+pub(crate) fn desktop<R: DbRow>(row: &R) -> StoreResult<Desktop> {
+    let tags: Vec<Tag> =
+        serde_json::from_str(&row.text("tags")?).map_err(|e| corrupt("tags", e))?;
+    let agent = match row.opt_text("agent_version")? {
+        None => None,
+        Some(version) => Some(AgentState {
+            version,
+            healthy: row
+                .opt_int("agent_healthy")?
+                .ok_or_else(|| corrupt("agent_healthy", "missing for a reported agent"))?
+                != 0,
+            reported_at: row
+                .opt_int("agent_reported_at")?
+                .ok_or_else(|| corrupt("agent_reported_at", "missing for a reported agent"))?,
+        }),
+    };
+    Ok(Desktop {
+        id: id(row, "id", DesktopId::parse)?,
+        project_id: id(row, "project_id", ProjectId::parse)?,
+        computer_name: row.text("computer_name")?,
+        ip_address: row.text("ip_address")?,
+        os_type: row.text("os_type")?,
+        status: row.text("status")?,
+        enterprise_project_id: row.text("enterprise_project_id")?,
+        tags,
+        created_at: row.int("created_at")?,
+        agent,
+    })
+}
+
+pub(crate) fn job<R: DbRow>(row: &R) -> StoreResult<Job> {
+    Ok(Job {
+        id: id(row, "id", JobId::parse)?,
+        project_id: id(row, "project_id", ProjectId::parse)?,
+        job_type: row.text("job_type")?,
+        status: parsed(row, "status")?,
+        created_at: row.int("created_at")?,
+        begin_time: row.opt_int("begin_time")?,
+        end_time: row.opt_int("end_time")?,
+        error_code: row.opt_text("error_code")?,
+        fail_reason: row.opt_text("fail_reason")?,
+        sub_jobs_total: narrow(row, "sub_jobs_total")?,
+    })
+}
+
+pub(crate) fn sub_job<R: DbRow>(row: &R) -> StoreResult<SubJob> {
+    Ok(SubJob {
+        id: id(row, "id", SubJobId::parse)?,
+        job_id: id(row, "job_id", JobId::parse)?,
+        job_type: row.text("job_type")?,
+        project_id: id(row, "project_id", ProjectId::parse)?,
+        desktop_id: id(row, "desktop_id", DesktopId::parse)?,
+        desktop_name: row.text("desktop_name")?,
+        ip_address: row.text("ip_address")?,
+        status: parsed(row, "status")?,
+        stage: parsed(row, "stage")?,
+        process: narrow(row, "process")?,
+        error_code: row.opt_text("error_code")?,
+        fail_reason: row.opt_text("fail_reason")?,
+        created_at: row.int("created_at")?,
+        begin_time: row.opt_int("begin_time")?,
+        end_time: row.opt_int("end_time")?,
+        follows: opt_id(row, "follows", SubJobId::parse)?,
+        attempts: narrow(row, "attempts")?,
+    })
+}

@@ -1,0 +1,1270 @@
+//! Every query, written once for both dialects. Each public function is the body of one
+//! `Store` method and runs inside the transaction (or savepoint) its caller opened, so it
+//! either happens whole or not at all.
+//!
+//! Sub-job invariants kept here:
+//! - a desktop has at most one in-flight (WAITING or RUNNING) *leader* sub-job, enforced by
+//!   the unique index `sub_jobs_one_leader`; any other in-flight sub-job of that desktop
+//!   *follows* it and takes the leader's state whenever the leader changes ([`mirror`]);
+//! - `deliver_by` is set only on a WAITING leader and `execute_by` only on a RUNNING
+//!   leader, so the timeout sweep reads exactly the overdue rows off two partial indexes;
+//! - a job's status is recomputed from its sub-jobs ([`recompute_jobs`]) in the same
+//!   transaction as any change to them.
+//!
+//! On PostgreSQL several transactions write at once. Every transaction that changes
+//! sub-jobs first locks the rows of their desktops, in id order ([`lock_desktops`]), and
+//! updates job rows last, in id order: writers of one desktop are serialised, and no two
+//! transactions can wait on each other in a cycle. SQLite has one writer and skips this.
+
+use crate::conn::{Arg, Conn, DbRow, Dialect, Violation, args, sql, violation};
+use crate::decode::{self, DESKTOP_COLUMNS, JOB_COLUMNS, PROJECT_COLUMNS, SUB_JOB_SELECT, USER_COLUMNS};
+use deskfleet_core::clock::Millis;
+use deskfleet_core::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
+use deskfleet_core::job::{Stage, StatusCounts, SubJobStatus, derive_job_status, job_fail_reason};
+use deskfleet_core::model::{
+    AccessKey, AgentCondition, AgentFilter, Desktop, DesktopFilter, Domain, Job, NewDesktop,
+    Outcome, Page, Project, Role, SubJob, SubJobFilter, SubJobSelector, TokenRecord, User,
+};
+use deskfleet_core::store::{Deadlines, Expired, StoreError, StoreResult};
+use deskfleet_proto::error::TaskErrorCode;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// Why a sub-job failed at its delivery deadline, for the person who reads it.
+pub(crate) const DELIVERY_TIMEOUT_REASON: &str = "the desktop did not pick up the install \
+     within the delivery timeout; check that its deskfleet guest is running and connected, \
+     then retry";
+/// Why a sub-job failed at its execution deadline.
+pub(crate) const EXECUTION_TIMEOUT_REASON: &str = "the desktop stopped reporting progress \
+     before the install finished (execution timeout); check that the desktop is running and \
+     its deskfleet guest is connected, then retry";
+/// Why a sub-job was canceled.
+pub(crate) const CANCELED_REASON: &str = "canceled by the user before it started";
+
+/// A JSON array of strings, bound as text and read back with `Dialect::texts`.
+fn strings<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
+    let items = items
+        .into_iter()
+        .map(|s| serde_json::Value::String(s.as_ref().to_owned()))
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
+
+/// A JSON array of objects, bound as text and read back with `Dialect::objects`.
+fn objects<T: Serialize>(items: &[T]) -> StoreResult<String> {
+    serde_json::to_string(items).map_err(|e| StoreError::Backend(Box::new(e)))
+}
+
+/// A constraint violation as the caller should see it.
+fn conflict(e: StoreError, what: impl FnOnce() -> String) -> StoreError {
+    match violation(&e) {
+        Some(Violation::Unique) => StoreError::AlreadyExists(what()),
+        Some(Violation::ForeignKey) => StoreError::NotFound,
+        None => e,
+    }
+}
+
+fn texts<R: DbRow>(rows: &[R], col: &str) -> StoreResult<Vec<String>> {
+    rows.iter().map(|r| r.text(col)).collect()
+}
+
+fn count<R: DbRow>(row: Option<R>) -> StoreResult<i64> {
+    row.map_or(Ok(0), |r| r.int("n"))
+}
+
+// ---- identity ----
+
+async fn domain_by_id<C: Conn>(c: &mut C, id: &DomainId) -> StoreResult<Domain> {
+    let row = c
+        .fetch_optional("SELECT id, name FROM domains WHERE id = $1", args![id.as_str()])
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    decode::domain(&row)
+}
+
+pub(crate) async fn create_domain<C: Conn>(c: &mut C, name: &str) -> StoreResult<Domain> {
+    let domain = Domain {
+        id: DomainId::generate(),
+        name: name.to_owned(),
+    };
+    c.execute(
+        "INSERT INTO domains (id, name) VALUES ($1, $2)",
+        args![domain.id.as_str(), name],
+    )
+    .await
+    .map_err(|e| conflict(e, || format!("domain {name:?}")))?;
+    Ok(domain)
+}
+
+pub(crate) async fn find_domain_by_name<C: Conn>(
+    c: &mut C,
+    name: &str,
+) -> StoreResult<Option<Domain>> {
+    let row = c
+        .fetch_optional("SELECT id, name FROM domains WHERE name = $1", args![name])
+        .await?;
+    row.as_ref().map(decode::domain).transpose()
+}
+
+pub(crate) async fn create_project<C: Conn>(
+    c: &mut C,
+    domain: &DomainId,
+    name: &str,
+) -> StoreResult<Project> {
+    let domain = domain_by_id(c, domain).await?;
+    let project = Project {
+        id: ProjectId::generate(),
+        name: name.to_owned(),
+        domain,
+    };
+    c.execute(
+        "INSERT INTO projects (id, domain_id, name) VALUES ($1, $2, $3)",
+        args![project.id.as_str(), project.domain.id.as_str(), name],
+    )
+    .await
+    .map_err(|e| conflict(e, || format!("project {name:?}")))?;
+    Ok(project)
+}
+
+pub(crate) async fn find_project<C: Conn>(
+    c: &mut C,
+    id: &ProjectId,
+) -> StoreResult<Option<Project>> {
+    let sql = sql!(C::DIALECT, |_d| format!(
+        "SELECT {PROJECT_COLUMNS} FROM projects p JOIN domains dm ON dm.id = p.domain_id \
+         WHERE p.id = $1"
+    ));
+    let row = c.fetch_optional(sql, args![id.as_str()]).await?;
+    row.as_ref().map(decode::project).transpose()
+}
+
+pub(crate) async fn list_projects<C: Conn>(
+    c: &mut C,
+    domain: Option<&DomainId>,
+    name: Option<&str>,
+) -> StoreResult<Vec<Project>> {
+    let sql = sql!(C::DIALECT, |_d| format!(
+        "SELECT {PROJECT_COLUMNS} FROM projects p JOIN domains dm ON dm.id = p.domain_id \
+         WHERE ($1 IS NULL OR p.domain_id = $1) AND ($2 IS NULL OR p.name = $2) \
+         ORDER BY dm.name, p.name, p.id"
+    ));
+    let rows = c
+        .fetch_all(sql, args![domain.map(DomainId::as_str), name])
+        .await?;
+    rows.iter().map(decode::project).collect()
+}
+
+pub(crate) async fn create_user<C: Conn>(
+    c: &mut C,
+    domain: &DomainId,
+    name: &str,
+    password_hash: &str,
+) -> StoreResult<User> {
+    let domain = domain_by_id(c, domain).await?;
+    let user = User {
+        id: UserId::generate(),
+        name: name.to_owned(),
+        domain,
+        password_hash: password_hash.to_owned(),
+    };
+    c.execute(
+        "INSERT INTO users (id, domain_id, name, password_hash) VALUES ($1, $2, $3, $4)",
+        args![user.id.as_str(), user.domain.id.as_str(), name, password_hash],
+    )
+    .await
+    .map_err(|e| conflict(e, || format!("user {name:?}")))?;
+    Ok(user)
+}
+
+pub(crate) async fn find_user<C: Conn>(
+    c: &mut C,
+    domain_name: &str,
+    user_name: &str,
+) -> StoreResult<Option<User>> {
+    let sql = sql!(C::DIALECT, |_d| format!(
+        "SELECT {USER_COLUMNS} FROM users u JOIN domains dm ON dm.id = u.domain_id \
+         WHERE dm.name = $1 AND u.name = $2"
+    ));
+    let row = c.fetch_optional(sql, args![domain_name, user_name]).await?;
+    row.as_ref().map(decode::user).transpose()
+}
+
+pub(crate) async fn find_user_by_id<C: Conn>(
+    c: &mut C,
+    id: &UserId,
+) -> StoreResult<Option<User>> {
+    let sql = sql!(C::DIALECT, |_d| format!(
+        "SELECT {USER_COLUMNS} FROM users u JOIN domains dm ON dm.id = u.domain_id \
+         WHERE u.id = $1"
+    ));
+    let row = c.fetch_optional(sql, args![id.as_str()]).await?;
+    row.as_ref().map(decode::user).transpose()
+}
+
+pub(crate) async fn grant_role<C: Conn>(
+    c: &mut C,
+    user: &UserId,
+    project: &ProjectId,
+    role: Role,
+) -> StoreResult<()> {
+    c.execute(
+        "INSERT INTO roles (user_id, project_id, role) VALUES ($1, $2, $3) \
+         ON CONFLICT (user_id, project_id) DO UPDATE SET role = excluded.role",
+        args![user.as_str(), project.as_str(), role.as_str()],
+    )
+    .await
+    .map_err(|e| conflict(e, || format!("role of user {user} on project {project}")))?;
+    Ok(())
+}
+
+pub(crate) async fn find_role<C: Conn>(
+    c: &mut C,
+    user: &UserId,
+    project: &ProjectId,
+) -> StoreResult<Option<Role>> {
+    let row = c
+        .fetch_optional(
+            "SELECT role FROM roles WHERE user_id = $1 AND project_id = $2",
+            args![user.as_str(), project.as_str()],
+        )
+        .await?;
+    row.as_ref().map(decode::role).transpose()
+}
+
+pub(crate) async fn create_access_key<C: Conn>(c: &mut C, key: &AccessKey) -> StoreResult<()> {
+    c.execute(
+        "INSERT INTO access_keys (access_key, secret_key, user_id, project_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+        args![
+            key.access_key.as_str(),
+            key.secret_key.as_str(),
+            key.user_id.as_str(),
+            key.project_id.as_str(),
+            key.created_at,
+        ],
+    )
+    .await
+    .map_err(|e| conflict(e, || format!("access key {:?}", key.access_key)))?;
+    Ok(())
+}
+
+pub(crate) async fn find_access_key<C: Conn>(
+    c: &mut C,
+    access_key: &str,
+) -> StoreResult<Option<AccessKey>> {
+    let row = c
+        .fetch_optional(
+            "SELECT access_key, secret_key, user_id, project_id, created_at \
+             FROM access_keys WHERE access_key = $1",
+            args![access_key],
+        )
+        .await?;
+    row.as_ref().map(decode::access_key).transpose()
+}
+
+pub(crate) async fn insert_token<C: Conn>(
+    c: &mut C,
+    token_sha256: &str,
+    token: &TokenRecord,
+) -> StoreResult<()> {
+    c.execute(
+        "INSERT INTO tokens (token_sha256, user_id, project_id, issued_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+        args![
+            token_sha256,
+            token.user_id.as_str(),
+            token.project_id.as_str(),
+            token.issued_at,
+            token.expires_at,
+        ],
+    )
+    .await
+    .map_err(|e| conflict(e, || "token".to_owned()))?;
+    Ok(())
+}
+
+pub(crate) async fn find_token<C: Conn>(
+    c: &mut C,
+    token_sha256: &str,
+) -> StoreResult<Option<TokenRecord>> {
+    let row = c
+        .fetch_optional(
+            "SELECT user_id, project_id, issued_at, expires_at FROM tokens \
+             WHERE token_sha256 = $1",
+            args![token_sha256],
+        )
+        .await?;
+    row.as_ref().map(decode::token).transpose()
+}
+
+// ---- desktops ----
+
+#[derive(Serialize)]
+struct DesktopInsert<'a> {
+    id: &'a str,
+    name: &'a str,
+    ip: &'a str,
+    os: &'a str,
+    eps: &'a str,
+    tags: String,
+}
+
+pub(crate) async fn import_desktops<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    desktops: &[NewDesktop],
+    now: Millis,
+) -> StoreResult<Vec<Desktop>> {
+    let created: Vec<Desktop> = desktops
+        .iter()
+        .map(|d| Desktop {
+            id: DesktopId::generate(),
+            project_id: project.clone(),
+            computer_name: d.computer_name.clone(),
+            ip_address: d.ip_address.clone(),
+            os_type: d.os_type.clone(),
+            status: "ACTIVE".to_owned(),
+            enterprise_project_id: d.enterprise_project_id.clone().unwrap_or_else(|| "0".into()),
+            tags: d.tags.clone(),
+            created_at: now,
+            agent: None,
+        })
+        .collect();
+    if created.is_empty() {
+        return Ok(created);
+    }
+    let rows = created
+        .iter()
+        .map(|d| {
+            Ok(DesktopInsert {
+                id: d.id.as_str(),
+                name: &d.computer_name,
+                ip: &d.ip_address,
+                os: &d.os_type,
+                eps: &d.enterprise_project_id,
+                tags: serde_json::to_string(&d.tags).map_err(|e| StoreError::Backend(e.into()))?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let sql = sql!(C::DIALECT, |d| format!(
+        "INSERT INTO desktops (id, project_id, computer_name, ip_address, os_type, status, \
+         enterprise_project_id, tags, created_at) \
+         SELECT j.value ->> 'id', $2, j.value ->> 'name', j.value ->> 'ip', j.value ->> 'os', \
+         'ACTIVE', j.value ->> 'eps', j.value ->> 'tags', $3 FROM {}",
+        d.objects(1)
+    ));
+    let payload = objects(&rows)?;
+    c.execute(sql, args![payload.as_str(), project.as_str(), now])
+        .await
+        .map_err(|e| conflict(e, || "desktop id".to_owned()))?;
+    Ok(created)
+}
+
+pub(crate) async fn get_desktop<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    id: &DesktopId,
+) -> StoreResult<Option<Desktop>> {
+    let sql = sql!(C::DIALECT, |_d| format!(
+        "SELECT {DESKTOP_COLUMNS} FROM desktops d WHERE d.id = $1 AND d.project_id = $2"
+    ));
+    let row = c
+        .fetch_optional(sql, args![id.as_str(), project.as_str()])
+        .await?;
+    row.as_ref().map(decode::desktop).transpose()
+}
+
+/// The bound values of [`DESKTOP_WHERE`], `$1` to `$7`.
+struct DesktopArgs {
+    project: String,
+    ids: Option<String>,
+    name_like: Option<String>,
+    ip: Option<String>,
+    status: Option<String>,
+    eps: Option<String>,
+    installed: Option<i64>,
+}
+
+impl DesktopArgs {
+    fn new(project: &ProjectId, f: &DesktopFilter, installed: Option<bool>) -> Self {
+        Self {
+            project: project.as_str().to_owned(),
+            ids: (!f.desktop_ids.is_empty()).then(|| strings(&f.desktop_ids)),
+            name_like: f.computer_name.as_deref().map(like_pattern),
+            ip: f.ip_address.clone(),
+            status: f.status.clone(),
+            eps: f.enterprise_project_id.clone(),
+            installed: installed.map(i64::from),
+        }
+    }
+
+    fn bind(&self) -> Vec<Arg<'_>> {
+        args![
+            self.project.as_str(),
+            self.ids.as_deref(),
+            self.name_like.as_deref(),
+            self.ip.as_deref(),
+            self.status.as_deref(),
+            self.eps.as_deref(),
+            self.installed,
+        ]
+    }
+}
+
+/// `%needle%`, lowercased, with LIKE's wildcards escaped by `\`.
+fn like_pattern(needle: &str) -> String {
+    let mut p = String::with_capacity(needle.len() + 2);
+    p.push('%');
+    for ch in needle.to_lowercase().chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(ch);
+    }
+    p.push('%');
+    p
+}
+
+/// The desktop filter over `d`, bound by [`DesktopArgs`]. Case-insensitive name matching
+/// folds ASCII only on SQLite (its `lower`), all of Unicode on PostgreSQL.
+fn desktop_where(d: Dialect) -> String {
+    format!(
+        "d.project_id = $1 \
+         AND ($2 IS NULL OR d.id IN (SELECT t.value FROM {})) \
+         AND ($3 IS NULL OR lower(d.computer_name) LIKE $3 ESCAPE '\\') \
+         AND ($4 IS NULL OR d.ip_address = $4) \
+         AND ($5 IS NULL OR d.status = $5) \
+         AND ($6 IS NULL OR d.enterprise_project_id = $6) \
+         AND ($7 IS NULL OR ($7 = 1 AND d.agent_version IS NOT NULL) \
+              OR ($7 = 0 AND d.agent_version IS NULL))",
+        d.texts(2)
+    )
+}
+
+async fn count_desktops<C: Conn>(c: &mut C, a: &DesktopArgs) -> StoreResult<i64> {
+    let sql = sql!(C::DIALECT, |d| format!(
+        "SELECT COUNT(*) AS n FROM desktops d WHERE {}",
+        desktop_where(d)
+    ));
+    count(c.fetch_optional(sql, a.bind()).await?)
+}
+
+fn paged<'a>(mut args: Vec<Arg<'a>>, page: Page) -> Vec<Arg<'a>> {
+    args.extend(args![i64::from(page.limit), i64::from(page.offset)]);
+    args
+}
+
+pub(crate) async fn list_desktops<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    filter: &DesktopFilter,
+    page: Page,
+) -> StoreResult<(i64, Vec<Desktop>)> {
+    let a = DesktopArgs::new(project, filter, None);
+    let total = count_desktops(c, &a).await?;
+    let sql = sql!(C::DIALECT, |d| format!(
+        "SELECT {DESKTOP_COLUMNS} FROM desktops d WHERE {} \
+         ORDER BY d.created_at, d.id LIMIT $8 OFFSET $9",
+        desktop_where(d)
+    ));
+    let rows = c.fetch_all(sql, paged(a.bind(), page)).await?;
+    let desktops = rows.iter().map(decode::desktop).collect::<StoreResult<_>>()?;
+    Ok((total, desktops))
+}
+
+pub(crate) async fn list_agent_conditions<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    filter: &AgentFilter,
+    page: Page,
+) -> StoreResult<(i64, Vec<AgentCondition>)> {
+    let a = DesktopArgs::new(project, &filter.desktop, filter.is_installed);
+    let total = count_desktops(c, &a).await?;
+    // `f` is the desktop's in-flight leader (at most one, by a unique index); its
+    // followers mirror it, so it speaks for all of them.
+    let sql = sql!(C::DIALECT, |d| format!(
+        "SELECT {DESKTOP_COLUMNS}, f.stage AS flight_stage, f.process AS flight_process, \
+         (SELECT l.process FROM sub_jobs l WHERE l.desktop_id = d.id \
+          AND l.status IN ('SUCCESS', 'FAILED') \
+          ORDER BY l.end_time DESC, l.seq DESC LIMIT 1) AS last_process \
+         FROM desktops d LEFT JOIN sub_jobs f ON f.desktop_id = d.id \
+         AND f.status IN ('WAITING', 'RUNNING') AND f.follows IS NULL \
+         WHERE {} ORDER BY d.created_at, d.id LIMIT $8 OFFSET $9",
+        desktop_where(d)
+    ));
+    let rows = c.fetch_all(sql, paged(a.bind(), page)).await?;
+    let conditions = rows
+        .iter()
+        .map(|r| {
+            let in_flight = r
+                .opt_text("flight_stage")?
+                .map(|s| s.parse::<Stage>().map_err(StoreError::Corrupt))
+                .transpose()?;
+            let process = match r.opt_int("flight_process")? {
+                Some(p) => Some(p),
+                None => r.opt_int("last_process")?,
+            };
+            let process = process
+                .map(|p| i32::try_from(p).map_err(|_| corrupt_process(p)))
+                .transpose()?;
+            Ok(AgentCondition {
+                desktop: decode::desktop(r)?,
+                in_flight,
+                process,
+            })
+        })
+        .collect::<StoreResult<_>>()?;
+    Ok((total, conditions))
+}
+
+fn corrupt_process(p: i64) -> StoreError {
+    StoreError::Corrupt(format!("column process: {p} is out of range"))
+}
+
+// ---- jobs ----
+
+/// The in-flight leader sub-job of each of the desktops in the JSON array `desktops`.
+async fn in_flight_leaders<C: Conn>(
+    c: &mut C,
+    desktops: &str,
+) -> StoreResult<HashMap<String, String>> {
+    let sql = sql!(C::DIALECT, |d| format!(
+        "SELECT s.desktop_id AS desktop_id, s.id AS id FROM sub_jobs s \
+         WHERE s.desktop_id IN (SELECT t.value FROM {}) \
+         AND s.status IN ('WAITING', 'RUNNING') AND s.follows IS NULL",
+        d.texts(1)
+    ));
+    let rows = c.fetch_all(sql, args![desktops]).await?;
+    rows.iter()
+        .map(|r| Ok((r.text("desktop_id")?, r.text("id")?)))
+        .collect()
+}
+
+/// Locks the rows of `desktops` in id order (PostgreSQL; nothing on SQLite). See the
+/// module documentation for why.
+async fn lock_desktops<C: Conn>(
+    c: &mut C,
+    desktops: impl IntoIterator<Item = String>,
+) -> StoreResult<()> {
+    if !C::DIALECT.locks_rows() {
+        return Ok(());
+    }
+    let desktops: BTreeSet<String> = desktops.into_iter().collect();
+    if desktops.is_empty() {
+        return Ok(());
+    }
+    let sql = sql!(C::DIALECT, |d| format!(
+        "SELECT d.id AS id FROM desktops d WHERE d.id IN (SELECT t.value FROM {}) \
+         ORDER BY d.id{}",
+        d.texts(1),
+        d.lock_suffix()
+    ));
+    c.fetch_all(sql, args![strings(&desktops).as_str()]).await?;
+    Ok(())
+}
+
+/// Locks the row of the desktop of `sub_job` (PostgreSQL; nothing on SQLite).
+async fn lock_desktop_of<C: Conn>(c: &mut C, sub_job: &SubJobId) -> StoreResult<()> {
+    if !C::DIALECT.locks_rows() {
+        return Ok(());
+    }
+    let sql = sql!(C::DIALECT, |d| format!(
+        "SELECT d.id AS id FROM desktops d \
+         WHERE d.id = (SELECT s.desktop_id FROM sub_jobs s WHERE s.id = $1){}",
+        d.lock_suffix()
+    ));
+    c.fetch_all(sql, args![sub_job.as_str()]).await?;
+    Ok(())
+}
+
+/// Locks the desktops of the sub-jobs `SELECT desktop_id FROM sub_jobs WHERE {cond}`
+/// selects (PostgreSQL; nothing on SQLite).
+async fn lock_desktops_where<'a, C: Conn>(
+    c: &mut C,
+    select: &'a str,
+    args: Vec<Arg<'a>>,
+) -> StoreResult<()> {
+    if !C::DIALECT.locks_rows() {
+        return Ok(());
+    }
+    let rows = c.fetch_all(select, args).await?;
+    lock_desktops(c, texts(&rows, "desktop_id")?).await
+}
+
+#[derive(Serialize)]
+struct SubJobInsert<'a> {
+    id: String,
+    desktop: &'a str,
+    position: i64,
+    follows: Option<String>,
+}
+
+pub(crate) async fn create_install_job<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    desktops: &[DesktopId],
+    job_type: &str,
+    at: Deadlines,
+) -> StoreResult<Job> {
+    let wanted = strings(desktops);
+    // On PostgreSQL this also locks the desktops, so that two jobs created at once for one
+    // desktop agree on which of them leads. CROSS JOIN fixes SQLite's join order: look the
+    // few ids up by key rather than scan the project's desktops.
+    let sql = sql!(C::DIALECT, |d| format!(
+        "SELECT d.id AS id FROM {} CROSS JOIN desktops d \
+         WHERE d.id = t.value AND d.project_id = $1 ORDER BY d.id{}",
+        d.texts(2),
+        d.lock_suffix()
+    ));
+    let rows = c
+        .fetch_all(sql, args![project.as_str(), wanted.as_str()])
+        .await?;
+    let known: HashSet<String> = texts(&rows, "id")?.into_iter().collect();
+    let mut unknown: Vec<String> = Vec::new();
+    for d in desktops {
+        if !known.contains(d.as_str()) && !unknown.iter().any(|u| u == d.as_str()) {
+            unknown.push(d.as_str().to_owned());
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(StoreError::UnknownDesktops(unknown));
+    }
+
+    let mut leaders = in_flight_leaders(c, &wanted).await?;
+    let mut sub_jobs = Vec::with_capacity(desktops.len());
+    for (position, desktop) in (0_i64..).zip(desktops) {
+        let id = SubJobId::generate().into_string();
+        // The first sub-job of a desktop with nothing in flight leads; a repeated desktop
+        // id (callers de-duplicate, but) follows it rather than breaking the invariant.
+        let follows = match leaders.get(desktop.as_str()) {
+            Some(leader) => Some(leader.clone()),
+            None => {
+                leaders.insert(desktop.as_str().to_owned(), id.clone());
+                None
+            }
+        };
+        sub_jobs.push(SubJobInsert {
+            id,
+            desktop: desktop.as_str(),
+            position,
+            follows,
+        });
+    }
+
+    let total = u32::try_from(desktops.len()).unwrap_or(u32::MAX);
+    let status = derive_job_status(StatusCounts {
+        waiting: total,
+        ..StatusCounts::default()
+    });
+    let job = Job {
+        id: JobId::generate(),
+        project_id: project.clone(),
+        job_type: job_type.to_owned(),
+        status,
+        created_at: at.now,
+        begin_time: None,
+        end_time: status.is_terminal().then_some(at.now),
+        error_code: None,
+        fail_reason: None,
+        sub_jobs_total: total,
+    };
+    c.execute(
+        "INSERT INTO jobs (id, project_id, job_type, status, created_at, end_time, \
+         sub_jobs_total) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        args![
+            job.id.as_str(),
+            project.as_str(),
+            job_type,
+            status.as_str(),
+            at.now,
+            job.end_time,
+            i64::from(total),
+        ],
+    )
+    .await?;
+    if !sub_jobs.is_empty() {
+        let sql = sql!(C::DIALECT, |d| format!(
+            "INSERT INTO sub_jobs (id, job_id, project_id, desktop_id, position, status, \
+             stage, process, created_at, deliver_by, follows, attempts) \
+             SELECT j.value ->> 'id', $2, $3, j.value ->> 'desktop', \
+             CAST(j.value ->> 'position' AS BIGINT), 'WAITING', 'queued', 0, $4, \
+             CASE WHEN j.value ->> 'follows' IS NULL THEN $5 END, j.value ->> 'follows', 0 \
+             FROM {}",
+            d.objects(1)
+        ));
+        let payload = objects(&sub_jobs)?;
+        c.execute(
+            sql,
+            args![
+                payload.as_str(),
+                job.id.as_str(),
+                project.as_str(),
+                at.now,
+                at.deliver_by,
+            ],
+        )
+        .await?;
+    }
+    Ok(job)
+}
+
+async fn job_in_project<C: Conn>(c: &mut C, project: &ProjectId, id: &JobId) -> StoreResult<()> {
+    c.fetch_optional(
+        "SELECT id FROM jobs WHERE id = $1 AND project_id = $2",
+        args![id.as_str(), project.as_str()],
+    )
+    .await?
+    .map(|_| ())
+    .ok_or(StoreError::NotFound)
+}
+
+pub(crate) async fn get_job<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    id: &JobId,
+) -> StoreResult<Option<(Job, Vec<SubJob>)>> {
+    let sql = sql!(C::DIALECT, |_d| format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND project_id = $2"
+    ));
+    let Some(row) = c
+        .fetch_optional(sql, args![id.as_str(), project.as_str()])
+        .await?
+    else {
+        return Ok(None);
+    };
+    let job = decode::job(&row)?;
+    let sql = sql!(C::DIALECT, |_d| format!(
+        "{SUB_JOB_SELECT} WHERE s.job_id = $1 ORDER BY s.position, s.seq"
+    ));
+    let rows = c.fetch_all(sql, args![id.as_str()]).await?;
+    let sub_jobs = rows.iter().map(decode::sub_job).collect::<StoreResult<_>>()?;
+    Ok(Some((job, sub_jobs)))
+}
+
+/// The sub-job filter over `s` joined with its job `j`, bound `$1` to `$4`.
+fn sub_job_where(d: Dialect) -> String {
+    format!(
+        "s.project_id = $1 AND ($2 IS NULL OR s.status IN (SELECT t.value FROM {})) \
+         AND ($3 IS NULL OR s.job_id = $3) AND ($4 IS NULL OR j.job_type = $4)",
+        d.texts(2)
+    )
+}
+
+pub(crate) async fn list_sub_jobs<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    filter: &SubJobFilter,
+    page: Page,
+) -> StoreResult<(i64, Vec<SubJob>)> {
+    let statuses =
+        (!filter.statuses.is_empty()).then(|| strings(filter.statuses.iter().map(|s| s.as_str())));
+    let bound = args![
+        project.as_str(),
+        statuses.as_deref(),
+        filter.job_id.as_ref().map(JobId::as_str),
+        filter.job_type.as_deref(),
+    ];
+    let sql = sql!(C::DIALECT, |d| format!(
+        "SELECT COUNT(*) AS n FROM sub_jobs s JOIN jobs j ON j.id = s.job_id WHERE {}",
+        sub_job_where(d)
+    ));
+    let total = count(c.fetch_optional(sql, bound.clone()).await?)?;
+    let sql = sql!(C::DIALECT, |d| format!(
+        "{SUB_JOB_SELECT} WHERE {} ORDER BY s.created_at DESC, s.seq DESC \
+         LIMIT $5 OFFSET $6",
+        sub_job_where(d)
+    ));
+    let rows = c.fetch_all(sql, paged(bound, page)).await?;
+    let sub_jobs = rows.iter().map(decode::sub_job).collect::<StoreResult<_>>()?;
+    Ok((total, sub_jobs))
+}
+
+#[derive(Serialize)]
+struct Requeue {
+    id: String,
+    follows: Option<String>,
+}
+
+pub(crate) async fn retry_job<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    id: &JobId,
+    at: Deadlines,
+) -> StoreResult<u64> {
+    job_in_project(c, project, id).await?;
+    lock_desktops_where(
+        c,
+        "SELECT desktop_id FROM sub_jobs WHERE job_id = $1 AND status = 'FAILED'",
+        args![id.as_str()],
+    )
+    .await?;
+    let failed = c
+        .fetch_all(
+            "SELECT s.id AS id, s.desktop_id AS desktop_id FROM sub_jobs s \
+             WHERE s.job_id = $1 AND s.status = 'FAILED' ORDER BY s.position, s.seq",
+            args![id.as_str()],
+        )
+        .await?;
+    if failed.is_empty() {
+        return Ok(0);
+    }
+    let desktops = texts(&failed, "desktop_id")?;
+    let mut leaders = in_flight_leaders(c, &strings(&desktops)).await?;
+    let mut requeue = Vec::with_capacity(failed.len());
+    for (row, desktop) in failed.iter().zip(desktops) {
+        let id = row.text("id")?;
+        let follows = match leaders.get(&desktop) {
+            Some(leader) => Some(leader.clone()),
+            None => {
+                leaders.insert(desktop, id.clone());
+                None
+            }
+        };
+        requeue.push(Requeue { id, follows });
+    }
+    let sql = sql!(C::DIALECT, |d| format!(
+        "UPDATE sub_jobs SET status = 'WAITING', stage = 'queued', process = 0, \
+         error_code = NULL, fail_reason = NULL, begin_time = NULL, end_time = NULL, \
+         execute_by = NULL, deliver_by = CASE WHEN p.follows IS NULL THEN $2 END, \
+         follows = p.follows, attempts = attempts + 1 \
+         FROM (SELECT j.value ->> 'id' AS id, j.value ->> 'follows' AS follows FROM {}) AS p \
+         WHERE sub_jobs.id = p.id AND sub_jobs.status = 'FAILED'",
+        d.objects(1)
+    ));
+    let payload = objects(&requeue)?;
+    let n = c
+        .execute(sql, args![payload.as_str(), at.deliver_by])
+        .await?;
+    recompute_jobs(c, [id.as_str().to_owned()], at.now).await?;
+    Ok(n)
+}
+
+pub(crate) async fn cancel_job<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    id: &JobId,
+    now: Millis,
+) -> StoreResult<u64> {
+    job_in_project(c, project, id).await?;
+    lock_desktops_where(
+        c,
+        "SELECT desktop_id FROM sub_jobs WHERE job_id = $1 AND status = 'WAITING'",
+        args![id.as_str()],
+    )
+    .await?;
+    let waiting = c
+        .fetch_all(
+            "SELECT s.id AS id, s.follows AS follows, s.deliver_by AS deliver_by \
+             FROM sub_jobs s WHERE s.job_id = $1 AND s.status = 'WAITING' \
+             ORDER BY s.position, s.seq",
+            args![id.as_str()],
+        )
+        .await?;
+    if waiting.is_empty() {
+        return Ok(0);
+    }
+    let n = c
+        .execute(
+            "UPDATE sub_jobs SET status = 'FAILED', error_code = $2, fail_reason = $3, \
+             end_time = $4, deliver_by = NULL WHERE job_id = $1 AND status = 'WAITING'",
+            args![
+                id.as_str(),
+                TaskErrorCode::Canceled.code(),
+                CANCELED_REASON,
+                now,
+            ],
+        )
+        .await?;
+    // A canceled leader may have followers in other jobs: the oldest takes over the
+    // install, with the deadline the leader had, and the others follow it instead.
+    for row in &waiting {
+        if row.opt_text("follows")?.is_some() {
+            continue;
+        }
+        let leader = row.text("id")?;
+        let followers = c
+            .fetch_all(
+                "SELECT s.id AS id FROM sub_jobs s WHERE s.follows = $1 \
+                 AND s.status IN ('WAITING', 'RUNNING') ORDER BY s.created_at, s.seq",
+                args![leader.as_str()],
+            )
+            .await?;
+        let Some(heir) = followers.first() else {
+            continue;
+        };
+        let heir = heir.text("id")?;
+        c.execute(
+            "UPDATE sub_jobs SET follows = NULL, deliver_by = $2 WHERE id = $1",
+            args![heir.as_str(), row.opt_int("deliver_by")?],
+        )
+        .await?;
+        if followers.len() > 1 {
+            c.execute(
+                "UPDATE sub_jobs SET follows = $2 WHERE follows = $1 \
+                 AND status IN ('WAITING', 'RUNNING')",
+                args![leader.as_str(), heir.as_str()],
+            )
+            .await?;
+        }
+    }
+    recompute_jobs(c, [id.as_str().to_owned()], now).await?;
+    Ok(n)
+}
+
+/// Finished sub-jobs of project `$1` among the JSON array of ids `$2`.
+fn finished_ids_where(d: Dialect) -> String {
+    format!(
+        "project_id = $1 AND id IN (SELECT t.value FROM {}) AND status IN ('SUCCESS', 'FAILED')",
+        d.texts(2)
+    )
+}
+
+pub(crate) async fn delete_sub_jobs<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    selector: &SubJobSelector,
+) -> StoreResult<u64> {
+    // Only finished records go: a sub-job in flight is skipped, not an error.
+    match selector {
+        SubJobSelector::Ids(ids) => {
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            let ids = strings(ids);
+            let select = sql!(C::DIALECT, |d| format!(
+                "SELECT DISTINCT desktop_id FROM sub_jobs WHERE {}",
+                finished_ids_where(d)
+            ));
+            let bound = args![project.as_str(), ids.as_str()];
+            lock_desktops_where(c, select, bound.clone()).await?;
+            let sql = sql!(C::DIALECT, |d| format!(
+                "DELETE FROM sub_jobs WHERE {}",
+                finished_ids_where(d)
+            ));
+            c.execute(sql, bound).await
+        }
+        SubJobSelector::Status(status) => {
+            if !status.is_terminal() {
+                return Ok(0);
+            }
+            let bound = args![project.as_str(), status.as_str()];
+            lock_desktops_where(
+                c,
+                "SELECT DISTINCT desktop_id FROM sub_jobs WHERE project_id = $1 AND status = $2",
+                bound.clone(),
+            )
+            .await?;
+            c.execute(
+                "DELETE FROM sub_jobs WHERE project_id = $1 AND status = $2",
+                bound,
+            )
+            .await
+        }
+    }
+}
+
+// ---- the engine ----
+
+/// Copies the state of each sub-job in `leaders` to its in-flight followers. Returns the
+/// job of every follower changed (one entry a follower).
+async fn mirror<C: Conn>(c: &mut C, leaders: &[String]) -> StoreResult<Vec<String>> {
+    if leaders.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = sql!(C::DIALECT, |d| format!(
+        "UPDATE sub_jobs SET status = l.status, stage = l.stage, process = l.process, \
+         error_code = l.error_code, fail_reason = l.fail_reason, \
+         begin_time = COALESCE(sub_jobs.begin_time, l.begin_time), end_time = l.end_time, \
+         deliver_by = NULL, execute_by = NULL \
+         FROM sub_jobs AS l \
+         WHERE l.id IN (SELECT t.value FROM {}) AND sub_jobs.follows = l.id \
+         AND sub_jobs.status IN ('WAITING', 'RUNNING') \
+         RETURNING sub_jobs.job_id AS job_id",
+        d.texts(1)
+    ));
+    let rows = c.fetch_all(sql, args![strings(leaders).as_str()]).await?;
+    texts(&rows, "job_id")
+}
+
+#[derive(Default)]
+struct Tally {
+    counts: StatusCounts,
+    first_time: Option<Millis>,
+    first_failure: Option<(String, String)>,
+}
+
+/// Brings the stored status of `jobs` in line with their sub-jobs.
+async fn recompute_jobs<C: Conn>(
+    c: &mut C,
+    jobs: impl IntoIterator<Item = String>,
+    now: Millis,
+) -> StoreResult<()> {
+    let mut tallies: BTreeMap<String, Tally> =
+        jobs.into_iter().map(|j| (j, Tally::default())).collect();
+    if tallies.is_empty() {
+        return Ok(());
+    }
+    let set = strings(tallies.keys());
+    let sql = sql!(C::DIALECT, |d| format!(
+        "SELECT s.job_id AS job_id, s.status AS status, COUNT(*) AS n, \
+         MIN(COALESCE(s.begin_time, s.end_time)) AS first_time \
+         FROM sub_jobs s WHERE s.job_id IN (SELECT t.value FROM {}) \
+         GROUP BY s.job_id, s.status",
+        d.texts(1)
+    ));
+    for row in c.fetch_all(sql, args![set.as_str()]).await? {
+        let Some(t) = tallies.get_mut(&row.text("job_id")?) else {
+            continue;
+        };
+        let n: u32 = decode::narrow(&row, "n")?;
+        let counts = &mut t.counts;
+        match decode::parsed::<_, SubJobStatus>(&row, "status")? {
+            SubJobStatus::Waiting => counts.waiting += n,
+            SubJobStatus::Running => counts.running += n,
+            SubJobStatus::Success => counts.success += n,
+            SubJobStatus::Failed => counts.failed += n,
+        }
+        if let Some(at) = row.opt_int("first_time")? {
+            t.first_time = Some(t.first_time.map_or(at, |f| f.min(at)));
+        }
+    }
+    let sql = sql!(C::DIALECT, |d| format!(
+        "SELECT s.job_id AS job_id, s.error_code AS error_code, s.fail_reason AS fail_reason \
+         FROM sub_jobs s WHERE s.job_id IN (SELECT t.value FROM {}) AND s.status = 'FAILED' \
+         ORDER BY s.end_time, s.position, s.seq",
+        d.texts(1)
+    ));
+    for row in c.fetch_all(sql, args![set.as_str()]).await? {
+        if let Some(t) = tallies.get_mut(&row.text("job_id")?) {
+            if t.first_failure.is_none() {
+                let code = row.opt_text("error_code")?.unwrap_or_default();
+                let reason = row.opt_text("fail_reason")?.unwrap_or_default();
+                t.first_failure = Some((code, reason));
+            }
+        }
+    }
+    // In id order: see the module documentation on lock order.
+    for (job, t) in &tallies {
+        let status = derive_job_status(t.counts);
+        let failure = t
+            .first_failure
+            .as_ref()
+            .map(|(code, why)| (code.as_str(), why.as_str()));
+        let (code, reason) = match status {
+            deskfleet_core::job::JobStatus::Fail => (
+                failure.map(|(code, _)| code.to_owned()),
+                Some(job_fail_reason(t.counts, failure)),
+            ),
+            _ => (None, None),
+        };
+        c.execute(
+            "UPDATE jobs SET status = $2, begin_time = COALESCE(begin_time, $3), \
+             end_time = CASE WHEN $4 IS NULL THEN NULL ELSE COALESCE(end_time, $4) END, \
+             error_code = $5, fail_reason = $6 WHERE id = $1",
+            args![
+                job.as_str(),
+                status.as_str(),
+                t.first_time,
+                status.is_terminal().then_some(now),
+                code.as_deref(),
+                reason.as_deref(),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// After `leaders` changed: their followers take their state, and every job concerned
+/// (`jobs` plus the followers') is recomputed. Returns how many followers changed.
+async fn propagate<C: Conn>(
+    c: &mut C,
+    leaders: &[String],
+    jobs: Vec<String>,
+    now: Millis,
+) -> StoreResult<u64> {
+    let followers = mirror(c, leaders).await?;
+    let n = followers.len() as u64;
+    recompute_jobs(c, jobs.into_iter().chain(followers), now).await?;
+    Ok(n)
+}
+
+pub(crate) async fn expire_overdue<C: Conn>(c: &mut C, now: Millis) -> StoreResult<Expired> {
+    lock_desktops_where(
+        c,
+        "SELECT desktop_id FROM sub_jobs WHERE deliver_by IS NOT NULL AND deliver_by < $1 \
+         UNION SELECT desktop_id FROM sub_jobs WHERE execute_by IS NOT NULL AND execute_by < $1",
+        args![now],
+    )
+    .await?;
+    let undelivered = c
+        .fetch_all(
+            "UPDATE sub_jobs SET status = 'FAILED', error_code = $2, fail_reason = $3, \
+             end_time = $1, deliver_by = NULL \
+             WHERE deliver_by IS NOT NULL AND deliver_by < $1 \
+             AND status = 'WAITING' AND follows IS NULL RETURNING id, job_id",
+            args![
+                now,
+                TaskErrorCode::DeliveryTimeout.code(),
+                DELIVERY_TIMEOUT_REASON,
+            ],
+        )
+        .await?;
+    let silent = c
+        .fetch_all(
+            "UPDATE sub_jobs SET status = 'FAILED', error_code = $2, fail_reason = $3, \
+             end_time = $1, execute_by = NULL \
+             WHERE execute_by IS NOT NULL AND execute_by < $1 \
+             AND status = 'RUNNING' AND follows IS NULL RETURNING id, job_id",
+            args![
+                now,
+                TaskErrorCode::ExecutionTimeout.code(),
+                EXECUTION_TIMEOUT_REASON,
+            ],
+        )
+        .await?;
+    if undelivered.is_empty() && silent.is_empty() {
+        return Ok(Expired::default());
+    }
+    let leaders: Vec<String> = texts(&undelivered, "id")?
+        .into_iter()
+        .chain(texts(&silent, "id")?)
+        .collect();
+    let jobs: Vec<String> = texts(&undelivered, "job_id")?
+        .into_iter()
+        .chain(texts(&silent, "job_id")?)
+        .collect();
+    let followers = propagate(c, &leaders, jobs, now).await?;
+    Ok(Expired {
+        undelivered: undelivered.len() as u64,
+        silent: silent.len() as u64,
+        followers,
+    })
+}
+
+async fn fetch_sub_job<C: Conn>(c: &mut C, id: &str) -> StoreResult<SubJob> {
+    let sql = sql!(C::DIALECT, |_d| format!("{SUB_JOB_SELECT} WHERE s.id = $1"));
+    let row = c
+        .fetch_optional(sql, args![id])
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("sub-job {id} vanished mid-transaction")))?;
+    decode::sub_job(&row)
+}
+
+pub(crate) async fn claim_desktop_work<C: Conn>(
+    c: &mut C,
+    desktop: &DesktopId,
+    now: Millis,
+    execute_by: Millis,
+) -> StoreResult<Option<SubJob>> {
+    lock_desktops(c, [desktop.as_str().to_owned()]).await?;
+    // The leader index holds at most one in-flight leader a desktop; the repeated status
+    // term lets SQLite see that its partial index applies.
+    let claimed = c
+        .fetch_optional(
+            "UPDATE sub_jobs SET status = 'RUNNING', stage = $2, process = $3, \
+             begin_time = $4, execute_by = $5, deliver_by = NULL \
+             WHERE seq = (SELECT s.seq FROM sub_jobs s WHERE s.desktop_id = $1 \
+             AND s.status IN ('WAITING', 'RUNNING') AND s.follows IS NULL \
+             AND s.status = 'WAITING' ORDER BY s.created_at, s.seq LIMIT 1) \
+             RETURNING id, job_id",
+            args![
+                desktop.as_str(),
+                Stage::Delivered.as_str(),
+                i64::from(Stage::Delivered.process(None)),
+                now,
+                execute_by,
+            ],
+        )
+        .await?;
+    let Some(row) = claimed else {
+        return Ok(None);
+    };
+    let id = row.text("id")?;
+    propagate(c, std::slice::from_ref(&id), vec![row.text("job_id")?], now).await?;
+    fetch_sub_job(c, &id).await.map(Some)
+}
+
+pub(crate) async fn record_progress<C: Conn>(
+    c: &mut C,
+    sub_job: &SubJobId,
+    stage: Stage,
+    process: i32,
+    now: Millis,
+    execute_by: Millis,
+) -> StoreResult<bool> {
+    lock_desktop_of(c, sub_job).await?;
+    let n = c
+        .execute(
+            "UPDATE sub_jobs SET stage = $2, process = $3, execute_by = $4 \
+             WHERE id = $1 AND status = 'RUNNING' AND follows IS NULL",
+            args![
+                sub_job.as_str(),
+                stage.as_str(),
+                i64::from(process),
+                execute_by,
+            ],
+        )
+        .await?;
+    if n == 0 {
+        return Ok(false);
+    }
+    // The leader's own job does not change status; only followers that start mirroring
+    // can move theirs.
+    propagate(c, &[sub_job.as_str().to_owned()], Vec::new(), now).await?;
+    Ok(true)
+}
+
+pub(crate) async fn finish_sub_job<C: Conn>(
+    c: &mut C,
+    sub_job: &SubJobId,
+    outcome: &Outcome,
+    now: Millis,
+) -> StoreResult<bool> {
+    let (status, stage, process, code, reason) = match outcome {
+        Outcome::Success => (
+            SubJobStatus::Success,
+            Some(Stage::Healthy.as_str()),
+            Some(i64::from(Stage::Healthy.process(None))),
+            None,
+            None,
+        ),
+        // A failure keeps the stage and progress it reached: that is where it failed.
+        Outcome::Failed { code, reason } => (
+            SubJobStatus::Failed,
+            None,
+            None,
+            Some(code.as_str()),
+            Some(reason.as_str()),
+        ),
+    };
+    lock_desktop_of(c, sub_job).await?;
+    let finished = c
+        .fetch_optional(
+            "UPDATE sub_jobs SET status = $2, stage = COALESCE($3, stage), \
+             process = COALESCE($4, process), error_code = $5, fail_reason = $6, \
+             end_time = $7, execute_by = NULL, deliver_by = NULL \
+             WHERE id = $1 AND status = 'RUNNING' AND follows IS NULL RETURNING job_id",
+            args![
+                sub_job.as_str(),
+                status.as_str(),
+                stage,
+                process,
+                code,
+                reason,
+                now,
+            ],
+        )
+        .await?;
+    let Some(row) = finished else {
+        return Ok(false);
+    };
+    propagate(
+        c,
+        &[sub_job.as_str().to_owned()],
+        vec![row.text("job_id")?],
+        now,
+    )
+    .await?;
+    Ok(true)
+}

@@ -1,0 +1,68 @@
+//! The storage conformance suite: every test runs against SQLite, and against PostgreSQL
+//! when `TEST_DATABASE_URL` names a server it may create databases on (each test gets a
+//! fresh database, dropped afterwards). Tests go through the `Store` trait only, so a
+//! backend passes exactly when it behaves as the server expects.
+
+mod concurrency;
+mod connect;
+mod desktops;
+mod durability;
+mod engine;
+mod harness;
+mod identity;
+mod jobs;
+
+/// Instantiates each `module::test` once per backend, as `sqlite::test` and
+/// `postgres::test`.
+macro_rules! conformance {
+    ($($module:ident :: $test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    crate::harness::run(crate::harness::Backend::Sqlite, crate::$module::$test)
+                        .await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    crate::harness::run(crate::harness::Backend::Postgres, crate::$module::$test)
+                        .await;
+                }
+            )*
+        }
+    };
+}
+
+conformance! {
+    identity::domains_and_projects,
+    identity::users_roles_keys_and_tokens,
+    desktops::import_keeps_order_and_fills_defaults,
+    desktops::list_filters_orders_and_pages,
+    desktops::projects_do_not_see_each_other,
+    desktops::agent_conditions_follow_the_install,
+    jobs::create_writes_the_job_and_its_sub_jobs,
+    jobs::unknown_desktops_write_nothing,
+    jobs::another_projects_desktop_is_unknown,
+    jobs::list_sub_jobs_filters_and_pages_newest_first,
+    jobs::delete_removes_only_finished_records,
+    jobs::retry_requeues_only_failed_sub_jobs,
+    jobs::retry_follows_an_install_in_flight,
+    jobs::cancel_ends_only_waiting_and_promotes_a_follower,
+    engine::claim_progress_and_finish,
+    engine::a_result_reported_twice_is_recorded_once,
+    engine::a_failure_explains_the_job,
+    engine::second_install_follows_the_one_in_flight,
+    engine::followers_mirror_their_leader,
+    engine::delivery_timeout_fails_undelivered_work,
+    engine::execution_timeout_fails_silent_work,
+    engine::followers_take_the_leaders_failure,
+    concurrency::one_of_many_concurrent_claims_wins,
+    concurrency::concurrent_jobs_for_the_same_desktops_agree_on_leaders,
+    concurrency::a_batch_fails_only_the_calls_that_fail,
+    concurrency::no_follower_is_orphaned_by_racing_finishes,
+    durability::data_survives_closing_and_reopening,
+}
