@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+import time
+
 import pytest
 from huaweicloudsdkworkspace.v2 import (
     BatchInstallAgentReq,
@@ -11,7 +14,7 @@ from huaweicloudsdkworkspace.v2 import (
     ShowJobRequest,
 )
 
-from harness import AUTH_PREFIX, expect_error, raw
+from harness import AUTH_PREFIX, expect_error, raw, wait_for
 
 INSTALL_ACTION = "workspace:desktops:batchInstallAgents"
 
@@ -62,6 +65,17 @@ def test_stale_sdk_date(srv):
     assert client.list_desktops(ListDesktopsRequest()).total_count == 2
 
 
+@pytest.mark.parametrize("minutes", [14, -14, 16, -16])
+def test_clock_skew_limit_is_15_minutes(srv, minutes):
+    client = srv.workspace()
+    then = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=minutes)
+    client.preset_headers = {"X-Sdk-Date": then.strftime("%Y%m%dT%H%M%SZ")}
+    if abs(minutes) < 15:
+        assert client.list_desktops(ListDesktopsRequest()).total_count == 2
+    else:
+        expect_error(list_desktops(client), 401, "APIGW.0301", AUTH_PREFIX + "verify aksk signature fail")
+
+
 def test_key_locked_after_five_bad_signatures(srv):
     key = srv.create_access_key(srv.bootstrap["user_name"], srv.project_id)
     good = srv.workspace(ak=key["access_key"], sk=key["secret_key"])
@@ -74,6 +88,39 @@ def test_key_locked_after_five_bad_signatures(srv):
     expect_error(install(good, srv.desktop_ids[:1]), 401, "APIGW.0301", locked)
     # other keys are unaffected
     assert srv.workspace().list_desktops(ListDesktopsRequest()).total_count == 2
+
+
+def test_lockout_counts_consecutive_failures_only(srv):
+    key = srv.create_access_key(srv.bootstrap["user_name"], srv.project_id)
+    good = srv.workspace(ak=key["access_key"], sk=key["secret_key"])
+    bad = srv.workspace(ak=key["access_key"], sk="wrong")
+    for _ in range(4):
+        expect_error(list_desktops(bad), 401, "APIGW.0301", AUTH_PREFIX + "verify aksk signature fail")
+    assert good.list_desktops(ListDesktopsRequest()).total_count == 2  # resets the count
+    for _ in range(4):
+        expect_error(list_desktops(bad), 401, "APIGW.0301", AUTH_PREFIX + "verify aksk signature fail")
+    assert good.list_desktops(ListDesktopsRequest()).total_count == 2
+
+
+def test_lockout_settings_and_expiry(server_factory):
+    s = server_factory("lockout", {"auth": {"lockout_failures": 3, "lockout_secs": 2}})
+    good = s.workspace()
+    bad = s.workspace(sk="wrong")
+    for _ in range(3):
+        expect_error(list_desktops(bad), 401, "APIGW.0301", AUTH_PREFIX + "verify aksk signature fail")
+    locked_at = time.monotonic()
+    expect_error(list_desktops(good), 401, "APIGW.0301",
+                 AUTH_PREFIX + "AK access failed to reach the limit,forbidden")
+
+    def attempt():
+        try:
+            return good.list_desktops(ListDesktopsRequest())
+        except Exception:  # still locked
+            return None
+
+    r = wait_for(attempt, lambda x: x is not None, timeout=10, what="the lock to expire", interval=0.25)
+    assert r.total_count == 0
+    assert time.monotonic() - locked_at >= 1.5, "the lock ended before lockout_secs"
 
 
 def test_readonly_user_cannot_install(srv):
@@ -119,8 +166,13 @@ def test_raw_unauthenticated_requests(srv):
     r = raw("GET", srv, f"/v2/{srv.project_id}/desktops", sign=False)
     assert r.status_code == 401, r.text
     assert r.json()["error_code"] == "APIGW.0301"
-    assert r.json()["error_msg"].startswith(AUTH_PREFIX)
+    assert r.json()["error_msg"] == AUTH_PREFIX + "x-auth-token not found"
     assert r.headers.get("X-Request-Id")
+
+    r = raw("GET", srv, f"/v2/{srv.project_id}/desktops", sign=False,
+            headers={"Authorization": "SDK-HMAC-SHA256 nonsense"})
+    assert r.status_code == 401, r.text
+    assert r.json()["error_code"] == "APIGW.0301" and r.json()["error_msg"].startswith(AUTH_PREFIX)
 
     r = raw("GET", srv, f"/v2/{srv.project_id}/desktops", sign=False, headers={"X-Auth-Token": "garbage"})
     assert r.status_code == 401, r.text

@@ -196,7 +196,6 @@ def test_install_and_show_job(world):
     assert job.id == job_id
     assert job.job_type == JOB_TYPE
     assert job.status == "WAITING"  # no desktop daemon picks it up; timeout is 10 min here
-    assert job.begin_time
     assert not job.end_time
     assert job.sub_jobs_total == 2
     assert len(job.sub_jobs) == 2
@@ -449,3 +448,53 @@ def test_unknown_path_is_apigw_0101(world):
     assert r.status_code == 404, r.text
     assert r.json()["error_code"] == "APIGW.0101"
     assert r.headers.get("X-Request-Id")
+
+
+# ------------------------------------------------------------------------ isolation, retry
+
+
+def test_other_projects_jobs_are_invisible(world):
+    s = world.server
+    job_id = install(world, world.d[3])
+    sub_ids = [sj.id for sj in show_job(world, job_id).sub_jobs]
+    s.create_user("b-admin", world.other_pid, "admin")
+    key = s.create_access_key("b-admin", world.other_pid)
+    b = s.workspace(ak=key["access_key"], sk=key["secret_key"], project_id=world.other_pid)
+
+    assert b.list_desktops(ListDesktopsRequest()).total_count == 2
+    expect_error(lambda: b.show_job(ShowJobRequest(job_id=job_id)), 404, "WKS.0202")
+    expect_error(lambda: b.run_actions_on_workspace_job(RunActionsOnWorkspaceJobRequest(
+        job_id=job_id, body=JobActionsReq(op_type="cancel"))), 404, "WKS.0202")
+    assert b.list_ita_sub_jobs(ListItaSubJobsRequest(job_id=job_id)).total_count == 0
+    b.batch_delete_sub_jobs(BatchDeleteSubJobsRequest(body=DeleteSubJobsReq(job_ids=sub_ids)))
+    # project A's job is untouched
+    job = show_job(world, job_id)
+    assert job.status == "WAITING" and [sj.id for sj in job.sub_jobs] == sub_ids
+    # and project B cannot install on A's desktops
+    e = expect_error(lambda: b.batch_install_agent(BatchInstallAgentRequest(
+        body=BatchInstallAgentReq(desktop_ids=[world.d[9]]))), 400, "WKS.0001")
+    assert e.body.get("error_detail") == world.d[9], e.body
+    # B's own desktops install fine
+    r = b.batch_install_agent(BatchInstallAgentRequest(body=BatchInstallAgentReq(desktop_ids=sorted(world.other_ids))))
+    assert b.show_job(ShowJobRequest(job_id=r.job_id)).sub_jobs_total == 2
+
+
+def test_retry_of_a_waiting_job_changes_nothing(world):
+    job_id = install(world, world.d[8])
+    before = show_job(world, job_id)
+    r = world.client.run_actions_on_workspace_job(
+        RunActionsOnWorkspaceJobRequest(job_id=job_id, body=JobActionsReq(op_type="retry")))
+    assert r.status_code == 200 and r.job_id
+    after = show_job(world, job_id)
+    assert after.status == "WAITING"
+    assert [(x.id, x.status) for x in after.sub_jobs] == [(x.id, x.status) for x in before.sub_jobs]
+
+
+def test_sub_job_entities_describe_the_desktop(world):
+    job_id = install(world, world.d[7])
+    (sj,) = show_job(world, job_id).sub_jobs
+    assert sj.entities.desktop_id == world.d[7]
+    if sj.entities.desktop_name is not None:
+        assert sj.entities.desktop_name == "lab-lin-07"
+    if sj.entities.ip_address is not None:
+        assert sj.entities.ip_address == "192.0.2.17"

@@ -45,7 +45,7 @@ pub enum ClientError {
     Api {
         status: u16,
         request_id: Option<String>,
-        body: Option<ErrorBody>,
+        body: Option<Box<ErrorBody>>,
         text: String,
     },
     #[error("transport: {0}")]
@@ -316,7 +316,7 @@ fn decode<T: DeserializeOwned>(raw: RawResponse) -> Result<T, ClientError> {
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
-            body: serde_json::from_slice(&raw.body).ok(),
+            body: serde_json::from_slice(&raw.body).ok().map(Box::new),
             text: String::from_utf8_lossy(&raw.body).into_owned(),
         });
     }

@@ -4,6 +4,8 @@
 //!   official SDKs send and parse (field names are facts of the wire, not choices).
 //! - [`iam`]: the Keystone-shaped `/v3` bodies (tokens, projects, error envelope).
 //! - [`error`]: the catalogue of error codes (`WKS.*`, `APIGW.*`) with their HTTP status.
+//! - [`opamp`]: the OpAMP agent-management messages (`prost`) and their WebSocket and
+//!   HTTP framing.
 //! - [`sign`]: the `SDK-HMAC-SHA256` request signature, both sides (sign and verify).
 //!
 //! Invariant: this crate is pure data and pure functions. It must not depend on tokio,
@@ -12,5 +14,6 @@
 
 pub mod error;
 pub mod iam;
+pub mod opamp;
 pub mod sign;
 pub mod workspace;

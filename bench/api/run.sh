@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# API benchmark: signed BatchInstallAgent with 2 and with 100 desktop_ids against a bare
+# axum JSON endpoint, measured in the same run with wrk on loopback, on SQLite and (when
+# a PostgreSQL URL is given or TEST_DATABASE_URL is set) on PostgreSQL.
+#
+#   bench/api/run.sh                 # writes bench/api/RESULTS.md
+#   DURATION=30 CONNECTIONS=64 PG_URL=postgres://postgres@127.0.0.1:5432/test bench/api/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+DURATION=${DURATION:-15}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+PG_URL=${PG_URL:-${TEST_DATABASE_URL:-}}
+OUT=$(mktemp -d)
+RESULTS=bench/api/RESULTS.md
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
+
+if ! command -v wrk >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+fi
+cargo build --release --locked -p deskfleet-server --bins --examples
+cargo build --release --locked -p deskfleet-client --examples
+BIN=target/release
+
+wait_file() { for _ in $(seq 1 300); do [ -s "$1" ] && return 0; sleep 0.1; done; echo "timed out waiting for $1" >&2; return 1; }
+
+# wrk_lua BODY_FILE HEADERS_FILE > script.lua
+wrk_lua() {
+  echo 'wrk.method = "POST"'
+  printf 'wrk.body = [[%s]]\n' "$(cat "$1")"
+  while IFS= read -r line; do
+    name=${line%%: *}; value=${line#*: }
+    printf 'wrk.headers["%s"] = "%s"\n' "$name" "$value"
+  done < "$2"
+}
+
+# run_wrk NAME URL LUA -> appends "NAME rps p50 p99 errors" to $OUT/rows
+run_wrk() {
+  local name=$1 url=$2 lua=$3 log="$OUT/$1.log"
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$lua" "$url" > "$log"
+  local rps p50 p99 non2xx
+  rps=$(awk '/^Requests\/sec/ {print $2}' "$log")
+  p50=$(awk '$1=="50%" {print $2}' "$log")
+  p99=$(awk '$1=="99%" {print $2}' "$log")
+  non2xx=$(awk '/Non-2xx/ {print $5}' "$log"); non2xx=${non2xx:-0}
+  echo "$name $rps $p50 $p99 $non2xx" >> "$OUT/rows"
+  echo "$name: $rps req/s, p50 $p50, p99 $p99, non-2xx $non2xx"
+}
+
+ids_json() { python3 -c 'import json,sys; ids=[d["desktop_id"] for d in json.load(open(sys.argv[1]))]; print(json.dumps({"desktop_ids": ids[:int(sys.argv[2])]}))' "$1" "$2"; }
+
+bench_backend() {
+  local label=$1 db_url=$2 dir="$OUT/$1"
+  mkdir -p "$dir"
+  printf '[throttle]\nenabled = false\n' > "$dir/settings.toml"
+  local db_args=()
+  [ -n "$db_url" ] && db_args=(--database-url "$db_url")
+  "$BIN/deskfleet-server" --data-dir "$dir" --listen 127.0.0.1:0 --config "$dir/settings.toml" "${db_args[@]}" \
+    > "$dir/server.out" 2> "$dir/server.log" &
+  local pid=$!
+  wait_file "$dir/listen.addr"
+  local addr; addr=$(cat "$dir/listen.addr")
+  python3 - "$dir/desktops.json" <<'PY'
+import json, sys
+json.dump([{"computer_name": f"bench-{i:03}", "ip_address": f"10.1.0.{i+1}", "os_type": "Linux"} for i in range(100)], open(sys.argv[1], "w"))
+PY
+  local project ak sk
+  project=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["project_id"])' "$dir/bootstrap.json")
+  ak=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["access_key"])' "$dir/bootstrap.json")
+  sk=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["secret_key"])' "$dir/bootstrap.json")
+  "$BIN/deskfleet-server" --data-dir "$dir" "${db_args[@]}" admin desktops import --project "$project" "$dir/desktops.json" > "$dir/imported.json"
+  local url="http://$addr/v2/$project/desktops/agents"
+  for n in 2 100; do
+    ids_json "$dir/imported.json" "$n" > "$dir/body$n.json"
+    "$BIN/examples/sign" POST "$url" "$ak" "$sk" "$project" "$dir/body$n.json" > "$dir/headers$n"
+    wrk_lua "$dir/body$n.json" "$dir/headers$n" > "$dir/install$n.lua"
+    run_wrk "$label-install-$n" "$url" "$dir/install$n.lua"
+  done
+  local rss; rss=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
+  echo "$label-server-peak-rss-kib $rss" >> "$OUT/rows"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+# The baseline, in the same run.
+"$BIN/examples/bare" 127.0.0.1:0 > "$OUT/bare.addr" &
+wait_file "$OUT/bare.addr"
+bare_url="http://$(head -n1 "$OUT/bare.addr")/v2/p/desktops/agents"
+echo '{"desktop_ids": ["a", "b"]}' > "$OUT/bare.json"
+: > "$OUT/bare.headers"; echo "Content-Type: application/json" > "$OUT/bare.headers"
+wrk_lua "$OUT/bare.json" "$OUT/bare.headers" > "$OUT/bare.lua"
+run_wrk bare-2 "$bare_url" "$OUT/bare.lua"
+kill %1 2>/dev/null || true
+
+bench_backend sqlite ""
+if [ -n "$PG_URL" ]; then
+  db="deskfleet_bench_$$"
+  psql -q "$PG_URL" -c "CREATE DATABASE $db" >/dev/null
+  bench_backend postgres "${PG_URL%/*}/$db"
+  psql -q "$PG_URL" -c "DROP DATABASE $db WITH (FORCE)" >/dev/null
+fi
+
+python3 - "$OUT/rows" "$RESULTS" "$DURATION" "$CONNECTIONS" "$THREADS" <<'PY'
+import sys, subprocess, datetime, platform, os
+rows_file, results, duration, conns, threads = sys.argv[1:]
+rows = {}
+rss = {}
+for line in open(rows_file):
+    parts = line.split()
+    if parts[0].endswith("peak-rss-kib"):
+        rss[parts[0].split("-")[0]] = int(parts[1])
+    else:
+        rows[parts[0]] = parts[1:]
+bare = float(rows["bare-2"][0])
+def ms(v):
+    v = v.strip()
+    for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if v.endswith(unit):
+            return float(v[: -len(unit)]) * f
+    return float(v)
+lines = []
+lines.append("| run | requests/s | % of bare | p50 | p99 | non-2xx | p99 < 25 ms | >= 25 % of bare |")
+lines.append("|---|---|---|---|---|---|---|---|")
+for name, (rps, p50, p99, non2xx) in rows.items():
+    pct = 100.0 * float(rps) / bare
+    goal_pct = "yes" if pct >= 25 else "no"
+    goal_p99 = "yes" if ms(p99) < 25 else "no"
+    if name.startswith("bare"):
+        goal_pct = goal_p99 = "—"
+    lines.append(f"| {name} | {float(rps):.0f} | {pct:.1f} % | {p50} | {p99} | {non2xx} | {goal_p99} | {goal_pct} |")
+mem = " ".join(f"{k}: {v/1024:.1f} MiB" for k, v in rss.items())
+kernel = platform.release()
+cpus = os.cpu_count()
+with open(results, "w") as f:
+    f.write(f"""# API benchmark results
+
+Measured {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC by `bench/api/run.sh` on a {cpus}-core machine
+(Linux {kernel}). Each run is `wrk -t{threads} -c{conns} -d{duration}s --latency` on loopback; wrk
+and the server share the same {cpus} cores. `bare-2` is a bare axum endpoint (JSON in, JSON
+out, no auth, no storage; `crates/server/examples/bare.rs`) measured in the same run.
+`install-N` is the real `POST /v2/{{project_id}}/desktops/agents` with N `desktop_ids`,
+signed with SDK-HMAC-SHA256 (a signature replayed within its 15-minute validity), release
+build, throttling off; each answered request is a job with N sub-jobs committed durably
+(SQLite: WAL with `synchronous=FULL`, group commit; PostgreSQL: `synchronous_commit=on`)
+before the answer. Goals: install-2 at >= 25 % of bare's requests/s, p99 < 25 ms.
+
+{chr(10).join(lines)}
+
+Server peak resident memory during the runs: {mem}.
+""")
+print(open(results).read())
+PY

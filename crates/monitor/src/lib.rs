@@ -1,0 +1,58 @@
+//! The deskfleet monitoring agent: the package deskfleet installs on each desktop. It
+//! samples the desktop's CPU, memory, disks, network, load and uptime, and its own
+//! footprint, and writes them to stdout as newline-delimited JSON ([`Report`] lines) for its
+//! parent, the deskfleet guest daemon, to read.
+//!
+//! Invariants:
+//! - stdout carries [`Report`] lines and nothing else, one JSON object per line, written
+//!   whole; diagnostics go to stderr or into a report's `errors`.
+//! - A figure that could not be measured is `null` or absent, never a made-up zero. That is
+//!   why the first sample waits a short [`FIRST_WINDOW`] and [`Collector::sample`] never
+//!   measures over less than [`MIN_WINDOW`].
+//! - The agent never panics on the guest going away: a closed stdout or SIGTERM/SIGINT is
+//!   a clean exit (status 0).
+//! - Linux only (`/proc` and statvfs). On other platforms it compiles and runs, reporting
+//!   `"supported": false` with a reason in its health lines and no metrics.
+//!
+//! It must not depend on an async runtime, on a system-information crate, or on any other
+//! deskfleet crate: it is installed on every desktop, its footprint is part of the product,
+//! and the guest links this library for the [`Report`] types alone. The `/proc` parsers in
+//! [`procfs`] are pure functions over text, tested on committed fixtures.
+
+pub mod collector;
+pub mod procfs;
+pub mod report;
+pub mod run;
+pub mod settings;
+
+use std::time::Duration;
+
+pub use collector::{Collector, health, now_ms, unsupported_reason};
+pub use report::{Cpu, Disk, Health, Memory, Metrics, NetworkInterface, Report, SelfUsage, Status};
+#[cfg(unix)]
+pub use run::SignalWaiter;
+pub use run::{Exit, SleepWaiter, Waiter, Wake, run, system_waiter};
+pub use settings::{Command, INTERVAL_ENV, Settings, SettingsError, parse_command, usage};
+
+/// The `agent` field of every line.
+pub const AGENT_NAME: &str = "deskfleet-monitor";
+
+/// The `version` field of every line: the guest matches it against the installed package.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Default time between samples, in milliseconds.
+pub const DEFAULT_INTERVAL_MS: u64 = 10_000;
+
+/// The window of the first sample, taken right after the first health line, so the guest
+/// gets real figures within a fraction of a second of starting the agent.
+pub const FIRST_WINDOW: Duration = Duration::from_millis(250);
+
+/// The shortest window a sample measures over, and so the shortest interval accepted.
+/// At the usual 100 Hz tick that is still ten ticks per core.
+pub const MIN_WINDOW: Duration = Duration::from_millis(100);
+
+/// The longest interval accepted: a day.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A health line is sent again every this many intervals, as a heartbeat.
+pub const HEARTBEAT_EVERY: u64 = 6;
