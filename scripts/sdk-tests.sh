@@ -44,8 +44,8 @@ ensure_venv_support() {
     echo "sdk-tests: no apt-get: install the venv module for python3 first" >&2
     exit 2
   fi
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq python3-venv >/dev/null
+  ${sudo[@]+"${sudo[@]}"} apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive ${sudo[@]+"${sudo[@]}"} apt-get install -y -qq python3-venv >/dev/null
 }
 
 if [[ ! -x "$VENV/bin/python" || ! -x "$VENV/bin/pip" ]]; then
@@ -57,7 +57,7 @@ fi
 want="$( (sha256sum "$REQS"; "$VENV/bin/python" -V) 2>&1 | sha256sum | cut -d' ' -f1)"
 if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]]; then
   echo "sdk-tests: installing $(basename "$REQS") into $VENV" >&2
-  PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/pip" install --quiet -r "$REQS"
+  PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore "$VENV/bin/pip" install --quiet -r "$REQS"
   echo "$want" > "$STAMP"
 fi
 

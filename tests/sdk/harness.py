@@ -194,7 +194,13 @@ class Server:
         return self.admin("desktops", "import", "--project", project_id, str(f))
 
     def decode(self, message: str) -> dict:
-        return self.admin("decode-authorization-message", message)
+        # Documented without --data-dir: decoding needs no database.
+        cmd = [self.bin, "admin", "decode-authorization-message", message]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=ADMIN_TIMEOUT_S, env=_server_env(),
+                           stdin=subprocess.DEVNULL, cwd=self.data_dir)
+        if p.returncode != 0:
+            raise RuntimeError(f"admin decode-authorization-message failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+        return json.loads(p.stdout)
 
     # -- clients
 

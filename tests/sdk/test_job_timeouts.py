@@ -136,8 +136,10 @@ def test_cancel_of_a_finished_job_changes_nothing(srv):
 
 def test_delete_finished_sub_jobs_by_status(srv):
     c = srv.client
+    cancelled = install(srv, srv.desktop_ids[1:2])
+    action(srv, cancelled, "cancel")
     before = c.list_ita_sub_jobs(ListItaSubJobsRequest(status="FAILED", limit=1000))
-    assert before.total_count >= 1
+    assert before.total_count >= 1 and cancelled in {j.job_id for j in before.jobs}
     job_id = install(srv, srv.desktop_ids[:1])  # stays WAITING for 1.5 s: must survive
     r = c.batch_delete_sub_jobs(BatchDeleteSubJobsRequest(body=DeleteSubJobsReq(delete_by_status="FAILED")))
     assert r.status_code == 200

@@ -86,3 +86,13 @@ def test_reads_are_throttled_separately(srv):
     with pytest.raises(ClientRequestException) as info:
         c.list_desktops(ListDesktopsRequest())
     assert info.value.status_code == 429
+
+
+def test_throttle_can_be_disabled(server_factory):
+    s = server_factory("no-throttle", {"throttle": {"enabled": False, "writes_per_minute": 1, "reads_per_minute": 1}})
+    ids_ = [d["desktop_id"] for d in s.import_desktops(s.project_id, [
+        {"computer_name": f"nt-{i}", "ip_address": f"192.0.2.{90 + i}", "os_type": "Linux"} for i in range(3)])]
+    c = s.workspace()
+    for i in range(3):
+        assert install(c, [ids_[i]]).status_code == 200
+        assert c.list_desktops(ListDesktopsRequest()).total_count == 3

@@ -2,8 +2,11 @@
 real values, filters that filter, paging, and the request-validation errors.
 
 One server (default settings: the delivery timeout is 10 minutes, so sub-jobs stay WAITING
-for the whole module) with 12 desktops in the bootstrap project and 2 in a second project.
-Each test installs on its own desktops so that the tests do not depend on their order.
+for the whole module) with 16 desktops in the bootstrap project and 2 in a second project.
+Each test installs on its own desktops (never on one with an install in flight) so that
+the tests do not depend on their order. Desktops: 1-3 cancel/delete, 4-5 ShowJob, 6 queued
+task, 7-8 sub-job listing, 11 op_type validation, 13 cross-project, 14 retry, 15 entities;
+9, 10, 12 and 16 never get a task.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from huaweicloudsdkworkspace.v2 import (
 
 from harness import expect_error, ids, raw
 
+N = 16  # desktops in the bootstrap project
 JOB_TYPE = "batchInstallCesAgent"
 AGENT_NAME = "deskfleet-monitor"
 
 
 def desktop_spec(i: int) -> dict:
-    linux = i <= 8
+    linux = i <= 8 or i >= 13
     d = {
         "computer_name": f"lab-{'lin' if linux else 'win'}-{i:02d}",
         "ip_address": f"192.0.2.{10 + i}",
@@ -53,14 +57,14 @@ def world(module_server_factory):
     w = World()
     w.server = s = module_server_factory("workspace")
     w.pid = s.project_id
-    created = s.import_desktops(w.pid, [desktop_spec(i) for i in range(1, 13)])
-    assert len(created) == 12, created
-    w.specs = {desktop_spec(i)["computer_name"]: desktop_spec(i) for i in range(1, 13)}
+    created = s.import_desktops(w.pid, [desktop_spec(i) for i in range(1, N + 1)])
+    assert len(created) == N, created
+    w.specs = {desktop_spec(i)["computer_name"]: desktop_spec(i) for i in range(1, N + 1)}
     w.by_name = {d["computer_name"]: d["desktop_id"] for d in created}
     assert set(w.by_name) == set(w.specs)
     for d in created:
         assert d["ip_address"] == w.specs[d["computer_name"]]["ip_address"], d
-    w.d = {i: w.by_name[desktop_spec(i)["computer_name"]] for i in range(1, 13)}
+    w.d = {i: w.by_name[desktop_spec(i)["computer_name"]] for i in range(1, N + 1)}
     w.all_ids = set(w.by_name.values())
 
     other = s.create_project("cn-south-1")
@@ -94,21 +98,19 @@ def show_job(w, job_id):
 def test_list_desktops_all_and_paging(world):
     c = world.client
     r = c.list_desktops(ListDesktopsRequest())
-    assert r.total_count == 12
+    assert r.total_count == N
     assert ids(r.desktops) == world.all_ids  # never another project's desktops
     for d in r.desktops:
         spec = world.specs[d.computer_name]
         assert d.ip_address == spec["ip_address"]
         assert d.status == "ACTIVE"
 
-    page1 = c.list_desktops(ListDesktopsRequest(limit=5, offset=0))
-    page2 = c.list_desktops(ListDesktopsRequest(limit=5, offset=5))
-    page3 = c.list_desktops(ListDesktopsRequest(limit=5, offset=10))
-    assert [len(p.desktops) for p in (page1, page2, page3)] == [5, 5, 2]
-    assert all(p.total_count == 12 for p in (page1, page2, page3))
-    assert ids(page1.desktops) | ids(page2.desktops) | ids(page3.desktops) == world.all_ids
-    assert c.list_desktops(ListDesktopsRequest(limit=5, offset=12)).desktops == []
-    assert c.list_desktops(ListDesktopsRequest(limit=1000)).total_count == 12
+    pages = [c.list_desktops(ListDesktopsRequest(limit=5, offset=o)) for o in (0, 5, 10, 15)]
+    assert [len(p.desktops) for p in pages] == [5, 5, 5, 1]
+    assert all(p.total_count == N for p in pages)
+    assert set().union(*(ids(p.desktops) for p in pages)) == world.all_ids
+    assert c.list_desktops(ListDesktopsRequest(limit=5, offset=N)).desktops == []
+    assert c.list_desktops(ListDesktopsRequest(limit=1000)).total_count == N
 
 
 def test_list_desktops_filters(world):
@@ -128,7 +130,7 @@ def test_list_desktops_filters(world):
     for d in r.desktops:
         assert d.enterprise_project_id == "ep-finance"
 
-    assert c.list_desktops(ListDesktopsRequest(status="ACTIVE")).total_count == 12
+    assert c.list_desktops(ListDesktopsRequest(status="ACTIVE")).total_count == N
     r = c.list_desktops(ListDesktopsRequest(status="SHUTOFF"))
     assert r.total_count == 0 and r.desktops == []
 
@@ -144,7 +146,7 @@ def test_list_desktops_limit_out_of_range(world):
 def test_list_desktops_detail(world):
     c = world.client
     r = c.list_desktops_detail(ListDesktopsDetailRequest())
-    assert r.total_count == 12
+    assert r.total_count == N
     assert ids(r.desktops) == world.all_ids
     by_id = {d.desktop_id: d for d in r.desktops}
     d = by_id[world.d[1]]
@@ -157,7 +159,7 @@ def test_list_desktops_detail(world):
     assert (by_id[world.d[12]].metadata or {}).get("os_type") == "Windows"
 
     r = c.list_desktops_detail(ListDesktopsDetailRequest(limit=4, offset=8))
-    assert r.total_count == 12 and len(r.desktops) == 4
+    assert r.total_count == N and len(r.desktops) == 4
 
     r = c.list_desktops_detail(ListDesktopsDetailRequest(desktop_id=[world.d[3], world.d[4]]))
     assert ids(r.desktops) == {world.d[3], world.d[4]} and r.total_count == 2
@@ -165,7 +167,7 @@ def test_list_desktops_detail(world):
     r = c.list_desktops_detail(ListDesktopsDetailRequest(computer_name="lab-win-11"))
     assert [x.desktop_id for x in r.desktops] == [world.d[11]]
 
-    assert c.list_desktops_detail(ListDesktopsDetailRequest(limit=500)).total_count == 12
+    assert c.list_desktops_detail(ListDesktopsDetailRequest(limit=500)).total_count == N
     expect_error(lambda: c.list_desktops_detail(ListDesktopsDetailRequest(limit=501)), 400, "WKS.0001")
 
 
@@ -211,15 +213,15 @@ def test_install_and_show_job(world):
 def test_agents_install_condition_listing_filters_paging(world):
     c = world.client
     r = c.list_agents_install_condition(ListAgentsInstallConditionRequest())
-    assert r.total_count == 12
+    assert r.total_count == N
     assert len(r.agents_condition) == 10  # default limit 10
 
     rest = c.list_agents_install_condition(ListAgentsInstallConditionRequest(offset=10))
-    assert rest.total_count == 12 and len(rest.agents_condition) == 2
+    assert rest.total_count == N and len(rest.agents_condition) == N - 10
     assert ids(r.agents_condition) | ids(rest.agents_condition) == world.all_ids
 
     r = c.list_agents_install_condition(ListAgentsInstallConditionRequest(limit=3, offset=3))
-    assert r.total_count == 12 and len(r.agents_condition) == 3
+    assert r.total_count == N and len(r.agents_condition) == 3
 
     every = c.list_agents_install_condition(ListAgentsInstallConditionRequest(limit=1000))
     assert ids(every.agents_condition) == world.all_ids
@@ -233,9 +235,9 @@ def test_agents_install_condition_listing_filters_paging(world):
         if "enterprise_project_id" in spec:
             assert a.enterprise_project_id == spec["enterprise_project_id"]
 
-    # desktops 9, 10 and 12 never get a task in this module: idle, process null
+    # desktops 9, 10, 12 and 16 never get a task in this module: idle, process null
     for a in every.agents_condition:
-        if a.desktop_id in {world.d[i] for i in (9, 10, 12)}:
+        if a.desktop_id in {world.d[i] for i in (9, 10, 12, 16)}:
             assert a.task_status == ""
             assert a.process is None
 
@@ -248,13 +250,15 @@ def test_agents_install_condition_listing_filters_paging(world):
     assert ids(r.agents_condition) == {world.d[i] for i in (9, 10, 11, 12)} and r.total_count == 4
     r = q(desktop_name="lin-0")
     assert ids(r.agents_condition) == {world.d[i] for i in range(1, 9)}
+    r = q(desktop_name="lab-lin")
+    assert ids(r.agents_condition) == {world.d[i] for i in list(range(1, 9)) + list(range(13, N + 1))}
     r = q(ip_address="192.0.2.21")
     assert [a.desktop_id for a in r.agents_condition] == [world.d[11]]
     r = q(enterprise_project_id="ep-finance")
     assert ids(r.agents_condition) == {world.d[1], world.d[2], world.d[3]}
-    assert q(status="ACTIVE").total_count == 12
+    assert q(status="ACTIVE").total_count == N
     assert q(status="SHUTOFF").total_count == 0
-    assert q(is_installed=False).total_count == 12
+    assert q(is_installed=False).total_count == N
     r = q(is_installed=True)
     assert r.total_count == 0 and r.agents_condition == []
     r = q(desktop_id=next(iter(world.other_ids)))
@@ -414,7 +418,7 @@ def test_install_unknown_desktops_listed_in_error_detail(world):
 
 
 def test_100_ids_pass_the_size_check(world):
-    # 100 ids (all distinct strings, only 12 real desktops) is within the size limit, so the
+    # 100 ids (all distinct strings, only 16 real desktops) is within the size limit, so the
     # size check passes and the unknown ones are reported.
     ids_ = [world.d[10]] + [f"ghost-{i:03d}" for i in range(99)]
     e = expect_error(lambda: world.client.batch_install_agent(BatchInstallAgentRequest(
@@ -430,7 +434,7 @@ def test_request_id_header_on_success_and_error(world):
     ok = raw("GET", s, f"/v2/{world.pid}/desktops", query=[("limit", 1)], project_id=world.pid)
     assert ok.status_code == 200, ok.text
     assert ok.headers.get("X-Request-Id")
-    assert ok.json()["total_count"] == 12
+    assert ok.json()["total_count"] == N
 
     bad = raw("GET", s, f"/v2/{world.pid}/workspace-jobs/nope", project_id=world.pid)
     assert bad.status_code == 404 and bad.headers.get("X-Request-Id")
@@ -455,7 +459,7 @@ def test_unknown_path_is_apigw_0101(world):
 
 def test_other_projects_jobs_are_invisible(world):
     s = world.server
-    job_id = install(world, world.d[3])
+    job_id = install(world, world.d[13])
     sub_ids = [sj.id for sj in show_job(world, job_id).sub_jobs]
     s.create_user("b-admin", world.other_pid, "admin")
     key = s.create_access_key("b-admin", world.other_pid)
@@ -480,7 +484,7 @@ def test_other_projects_jobs_are_invisible(world):
 
 
 def test_retry_of_a_waiting_job_changes_nothing(world):
-    job_id = install(world, world.d[8])
+    job_id = install(world, world.d[14])
     before = show_job(world, job_id)
     r = world.client.run_actions_on_workspace_job(
         RunActionsOnWorkspaceJobRequest(job_id=job_id, body=JobActionsReq(op_type="retry")))
@@ -491,10 +495,10 @@ def test_retry_of_a_waiting_job_changes_nothing(world):
 
 
 def test_sub_job_entities_describe_the_desktop(world):
-    job_id = install(world, world.d[7])
+    job_id = install(world, world.d[15])
     (sj,) = show_job(world, job_id).sub_jobs
-    assert sj.entities.desktop_id == world.d[7]
+    assert sj.entities.desktop_id == world.d[15]
     if sj.entities.desktop_name is not None:
-        assert sj.entities.desktop_name == "lab-lin-07"
+        assert sj.entities.desktop_name == "lab-lin-15"
     if sj.entities.ip_address is not None:
-        assert sj.entities.ip_address == "192.0.2.17"
+        assert sj.entities.ip_address == "192.0.2.25"

@@ -2,10 +2,11 @@
 //! not at all, so a crash never leaves a half-written job behind.
 
 use crate::clock::Millis;
+use crate::fleet::{DesktopFacts, DesktopIdentity, Enrolled, Enrollment, MetricsRecord, PackageMeta, SubJobReport};
 use crate::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
 use crate::job::Stage;
 use crate::model::{
-    AccessKey, AgentCondition, AgentFilter, Desktop, DesktopFilter, Domain, Job, NewDesktop,
+    AccessKey, AgentCondition, AgentState, AgentFilter, Desktop, DesktopFilter, Domain, Job, NewDesktop,
     Outcome, Page, Project, Role, SubJob, SubJobFilter, SubJobSelector, TokenRecord, User,
 };
 use async_trait::async_trait;
@@ -174,4 +175,90 @@ pub trait Store: Send + Sync + 'static {
         outcome: &Outcome,
         now: Millis,
     ) -> StoreResult<bool>;
+
+    // ---- the fleet ----
+
+    async fn create_enrollment_token(
+        &self,
+        project: &ProjectId,
+        token_sha256: &str,
+        now: Millis,
+        expires_at: Millis,
+    ) -> StoreResult<()> {
+        let _ = (project, token_sha256, now, expires_at);
+        Err(StoreError::Backend("create_enrollment_token: not implemented by this backend yet".into()))
+    }
+    /// The project of an unexpired enrollment token.
+    async fn find_enrollment_token(&self, token_sha256: &str, now: Millis) -> StoreResult<Option<ProjectId>> {
+        let _ = (token_sha256, now);
+        Err(StoreError::Backend("find_enrollment_token: not implemented by this backend yet".into()))
+    }
+    /// Enrolls a desktop of `project`: the desktop already holding the instance uid with
+    /// the same host name is re-enrolled; else an imported desktop that never connected
+    /// and whose `computer_name` equals the host name (case-insensitive) is claimed; else
+    /// a new desktop is created. Stores the uid, the facts and the credential hash.
+    async fn enroll_desktop(&self, project: &ProjectId, enrollment: &Enrollment, now: Millis) -> StoreResult<Enrolled> {
+        let _ = (project, enrollment, now);
+        Err(StoreError::Backend("enroll_desktop: not implemented by this backend yet".into()))
+    }
+    async fn find_desktop_by_credential(&self, credential_sha256: &str) -> StoreResult<Option<DesktopIdentity>> {
+        let _ = credential_sha256;
+        Err(StoreError::Backend("find_desktop_by_credential: not implemented by this backend yet".into()))
+    }
+    async fn find_desktop_by_instance_uid(
+        &self,
+        project: &ProjectId,
+        instance_uid: &str,
+    ) -> StoreResult<Option<DesktopIdentity>> {
+        let _ = (project, instance_uid);
+        Err(StoreError::Backend("find_desktop_by_instance_uid: not implemented by this backend yet".into()))
+    }
+    /// Records what the desktop reports of itself (host name, OS, addresses).
+    async fn record_desktop_facts(&self, desktop: &DesktopId, facts: &DesktopFacts, now: Millis) -> StoreResult<()> {
+        let _ = (desktop, facts, now);
+        Err(StoreError::Backend("record_desktop_facts: not implemented by this backend yet".into()))
+    }
+    async fn record_agent_state(&self, desktop: &DesktopId, agent: Option<&AgentState>) -> StoreResult<()> {
+        let _ = (desktop, agent);
+        Err(StoreError::Backend("record_agent_state: not implemented by this backend yet".into()))
+    }
+    /// Keeps the latest metrics JSON of a desktop.
+    async fn record_metrics(&self, desktop: &DesktopId, json: &str, now: Millis) -> StoreResult<()> {
+        let _ = (desktop, json, now);
+        Err(StoreError::Backend("record_metrics: not implemented by this backend yet".into()))
+    }
+    async fn get_metrics(&self, project: &ProjectId, desktop: &DesktopId) -> StoreResult<Option<MetricsRecord>> {
+        let _ = (project, desktop);
+        Err(StoreError::Backend("get_metrics: not implemented by this backend yet".into()))
+    }
+    /// Stores a package; `AlreadyExists` for the same (name, version, platform).
+    async fn publish_package(&self, meta: &PackageMeta, blob: &[u8]) -> StoreResult<()> {
+        let _ = (meta, blob);
+        Err(StoreError::Backend("publish_package: not implemented by this backend yet".into()))
+    }
+    /// The most recently published package of this name and platform.
+    async fn latest_package(&self, name: &str, platform: &str) -> StoreResult<Option<PackageMeta>> {
+        let _ = (name, platform);
+        Err(StoreError::Backend("latest_package: not implemented by this backend yet".into()))
+    }
+    async fn get_package(&self, id: &str) -> StoreResult<Option<(PackageMeta, Vec<u8>)>> {
+        let _ = id;
+        Err(StoreError::Backend("get_package: not implemented by this backend yet".into()))
+    }
+    /// Desktops that have a WAITING sub-job that is not a follower.
+    async fn desktops_with_waiting_work(&self, limit: u32) -> StoreResult<Vec<DesktopId>> {
+        let _ = limit;
+        Err(StoreError::Backend("desktops_with_waiting_work: not implemented by this backend yet".into()))
+    }
+    /// The desktop's RUNNING sub-job that is not a follower, if any.
+    async fn running_sub_job(&self, desktop: &DesktopId) -> StoreResult<Option<SubJob>> {
+        let _ = desktop;
+        Err(StoreError::Backend("running_sub_job: not implemented by this backend yet".into()))
+    }
+    /// Applies progress and results of RUNNING sub-jobs (followers mirror them) in one
+    /// transaction; a report about a sub-job that is not RUNNING changes nothing (false).
+    async fn apply_reports(&self, reports: &[SubJobReport], now: Millis) -> StoreResult<Vec<bool>> {
+        let _ = (reports, now);
+        Err(StoreError::Backend("apply_reports: not implemented by this backend yet".into()))
+    }
 }

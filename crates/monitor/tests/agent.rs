@@ -1,6 +1,8 @@
 //! Black-box tests of the `deskfleet-monitor` binary as the guest daemon runs it: a child
 //! process whose stdout is a pipe of JSON lines. Every wait is bounded, and a child left
 //! over by a failing test is killed.
+// Most tests need the Linux collector; elsewhere their helpers go unused.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
@@ -265,6 +267,18 @@ fn streams_samples_and_exits_cleanly_when_its_reader_goes_away() {
             .windows(2)
             .all(|w| w[0].collected_at_ms <= w[1].collected_at_ms)
     );
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn notices_its_reader_going_away_between_samples() {
+    // With a minute between samples no write would fail for a minute: the agent has to see
+    // the closed pipe while it waits.
+    let mut agent = Agent::spawn(&["--interval-ms", "60000"], &[]);
+    let reports = collect(&read_until(agent.take_stdout(), |seen| seen.len() >= 2));
+    assert_eq!(reports.len(), 2);
+    let status = agent.wait(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "{status:?}");
 }
 
 #[test]

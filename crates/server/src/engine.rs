@@ -16,6 +16,11 @@ use tokio_util::sync::CancellationToken;
 pub trait Worker: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn interval(&self) -> Duration;
+    /// Waits before the next step; a worker may end the wait early when it is told there
+    /// is work.
+    async fn wait(&self, interval: Duration) {
+        tokio::time::sleep(interval).await;
+    }
     /// One unit of work; returns how many items it changed, for logs.
     async fn run_step(&self) -> Result<u64, StoreError>;
 }
@@ -74,7 +79,10 @@ impl Workers {
 }
 
 pub fn spawn_workers(state: AppState, shutdown: CancellationToken) -> Workers {
-    let workers: Vec<Box<dyn Worker>> = vec![Box::new(TimeoutSweeper::new(state))];
+    let workers: Vec<Box<dyn Worker>> = vec![
+        Box::new(TimeoutSweeper::new(state.clone())),
+        Box::new(crate::fleet::Scheduler::new(state)),
+    ];
     let mut set = JoinSet::new();
     for worker in workers {
         set.spawn(supervise(worker, shutdown.clone()));
@@ -90,7 +98,7 @@ async fn supervise(worker: Box<dyn Worker>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = worker.wait(backoff) => {}
         }
         match worker.run_step().await {
             Ok(_) => backoff = worker.interval(),

@@ -15,6 +15,7 @@ pub mod bootstrap;
 pub mod engine;
 pub mod error;
 mod extract;
+pub mod fleet;
 pub mod routes;
 pub mod settings;
 pub mod wire;
@@ -38,6 +39,7 @@ pub struct Inner {
     pub settings: Settings,
     pub clock: Arc<dyn Clock>,
     pub auth: auth::AuthState,
+    pub fleet: fleet::Fleet,
 }
 
 impl Deref for AppState {
@@ -54,6 +56,7 @@ impl AppState {
             settings,
             clock,
             auth: auth::AuthState::default(),
+            fleet: fleet::Fleet::default(),
         }))
     }
 }
@@ -76,6 +79,11 @@ impl Application {
             .context("opening the database")?;
         let state = AppState::new(store, settings, Arc::new(SystemClock));
         let bootstrap = bootstrap::bootstrap_if_empty(&state).await?;
+        if state.settings.packages.publish_bundled_monitor {
+            fleet::packages::publish_bundled_monitor(&state)
+                .await
+                .context("publishing the bundled monitoring agent")?;
+        }
         let listener = TcpListener::bind(state.settings.listen)
             .await
             .with_context(|| format!("binding {}", state.settings.listen))?;

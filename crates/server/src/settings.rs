@@ -21,6 +21,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub throttle: ThrottleSettings,
     pub bootstrap: BootstrapSettings,
+    pub fleet: FleetSettings,
+    pub packages: PackageSettings,
     /// Largest accepted request body (the gateway's limit is 12 MB).
     pub max_body_bytes: usize,
 }
@@ -62,6 +64,59 @@ pub struct ThrottleSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct FleetSettings {
+    /// Open fleet connections beyond which new ones get 503 + Retry-After.
+    pub max_connections: usize,
+    /// New fleet connections admitted per second; beyond, 503 + Retry-After.
+    pub max_new_connections_per_sec: u32,
+    /// Heartbeat interval offered to guests.
+    pub heartbeat_secs: u64,
+    /// How often waiting work is looked for (it is also handed out at once when a job is
+    /// created on this replica).
+    pub schedule_interval_ms: u64,
+    /// Metrics from one desktop are stored at most this often.
+    pub metrics_min_interval_ms: u64,
+    /// Lifetime of enrollment tokens created without `--ttl-hours`.
+    pub enrollment_token_ttl_hours: u64,
+    /// Base URL guests download packages from; by default the `Host` they connected to.
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PackageSettings {
+    /// On start, publish the `deskfleet-monitor` built beside the server (signed with the
+    /// data directory's key) unless that version is already published.
+    pub publish_bundled_monitor: bool,
+    /// Where that binary is, if not beside the server executable.
+    pub monitor_binary: Option<PathBuf>,
+}
+
+impl Default for FleetSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 50_000,
+            max_new_connections_per_sec: 2_000,
+            heartbeat_secs: 30,
+            schedule_interval_ms: 500,
+            metrics_min_interval_ms: 5_000,
+            enrollment_token_ttl_hours: 30 * 24,
+            public_url: None,
+        }
+    }
+}
+
+impl Default for PackageSettings {
+    fn default() -> Self {
+        Self {
+            publish_bundled_monitor: true,
+            monitor_binary: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct BootstrapSettings {
     pub domain_name: String,
     /// Named after a region so that the SDK's region mode (`GET /v3/projects?name=REGION`)
@@ -80,6 +135,8 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             throttle: ThrottleSettings::default(),
             bootstrap: BootstrapSettings::default(),
+            fleet: FleetSettings::default(),
+            packages: PackageSettings::default(),
             max_body_bytes: 12 * 1024 * 1024,
         }
     }
@@ -128,7 +185,7 @@ impl Default for BootstrapSettings {
 }
 
 /// Top-level keys read from the environment; other `DESKFLEET_*` variables are not ours.
-const ENV_KEYS: [&str; 8] = [
+const ENV_KEYS: [&str; 10] = [
     "listen",
     "data_dir",
     "database_url",
@@ -136,6 +193,8 @@ const ENV_KEYS: [&str; 8] = [
     "auth",
     "throttle",
     "bootstrap",
+    "fleet",
+    "packages",
     "max_body_bytes",
 ];
 

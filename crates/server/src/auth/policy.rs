@@ -24,6 +24,7 @@ pub enum Api {
     ListDesktops,
     ListDesktopsDetail,
     ShowDesktopDetail,
+    ShowDesktopMonitor,
 }
 
 impl Api {
@@ -60,6 +61,7 @@ impl Api {
                 Access::Read,
             ),
             Api::ShowDesktopDetail => ("ShowDesktopDetail", "workspace:desktops:get", Access::Read),
+            Api::ShowDesktopMonitor => ("ShowDesktopMonitor", "workspace:desktops:get", Access::Read),
         }
     }
 

@@ -46,6 +46,7 @@ async fn batch_install_agent(
             other => other.into(),
         })?;
     tracing::info!(job_id = %job.id, desktops = desktops.len(), "install job created");
+    state.fleet.wake.notify_one();
     Ok(Json(JobIdResponse {
         job_id: job.id.into_string(),
     }))

@@ -5,6 +5,7 @@ mod agents;
 mod desktops;
 mod iam;
 mod jobs;
+mod monitor;
 
 use crate::AppState;
 use crate::auth::authenticate;
@@ -22,11 +23,13 @@ pub fn router(state: AppState) -> Router {
         .merge(agents::routes())
         .merge(jobs::routes())
         .merge(desktops::routes())
+        .merge(monitor::routes())
         .merge(iam::authenticated_routes())
         .route_layer(from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(v2)
         .merge(iam::public_routes())
+        .merge(crate::fleet::routes())
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_not_found)
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))

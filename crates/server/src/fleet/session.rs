@@ -1,0 +1,525 @@
+//! One desktop's OpAMP session: identifies the desktop (enrollment, clones), turns its
+//! reports into sub-job progress, and hands it work.
+//!
+//! A `Session` is owned by exactly one task (a WebSocket connection, or the HTTP polling
+//! entry of one agent), so its state needs no lock. Everything durable goes through the
+//! store; everything here can be rebuilt from it when a guest reconnects.
+
+use super::{Fleet, FleetAuth, MONITOR_CAPABILITY, Push, new_credential};
+use crate::AppState;
+use crate::fleet::packages::{MONITOR, platform};
+use deskfleet_core::clock::Millis;
+use deskfleet_core::fleet::{DesktopFacts, DesktopIdentity, Enrollment, PackageMeta, SubJobReport};
+use deskfleet_core::ids::{DesktopId, SubJobId};
+use deskfleet_core::job::Stage;
+use deskfleet_core::model::{AgentState, Outcome};
+use deskfleet_core::store::StoreError;
+use deskfleet_proto::error::TaskErrorCode;
+use deskfleet_proto::opamp::{
+    self as op, AgentCapabilities, AgentToServer, PackageStatusEnum, ServerCapabilities, ServerToAgent,
+    ServerToAgentFlags, has_capability,
+};
+use tokio::sync::mpsc;
+
+/// Work handed to this session and not finished yet.
+#[derive(Debug, Clone)]
+struct Offer {
+    sub_job: SubJobId,
+    package: PackageMeta,
+    stage: Stage,
+    process: i32,
+}
+
+pub struct Session {
+    state: AppState,
+    auth: FleetAuth,
+    conn_id: u64,
+    /// The base URL guests download packages from.
+    base_url: String,
+    push: Option<mpsc::Sender<Push>>,
+    desktop: Option<DesktopIdentity>,
+    instance_uid: Vec<u8>,
+    last_seq: Option<u64>,
+    capabilities: u64,
+    platform: String,
+    replied: bool,
+    current: Option<Offer>,
+    /// The monitoring agent as last reported: (version, healthy).
+    agent: Option<(String, bool)>,
+    last_metrics_at: Millis,
+}
+
+fn fleet(state: &AppState) -> &Fleet {
+    &state.fleet
+}
+
+impl Session {
+    pub fn new(state: AppState, auth: FleetAuth, base_url: String, push: Option<mpsc::Sender<Push>>) -> Self {
+        let conn_id = fleet(&state).next_conn_id();
+        Self {
+            state,
+            auth,
+            conn_id,
+            base_url,
+            push,
+            desktop: None,
+            instance_uid: Vec::new(),
+            last_seq: None,
+            capabilities: 0,
+            platform: String::new(),
+            replied: false,
+            current: None,
+            agent: None,
+            last_metrics_at: 0,
+        }
+    }
+
+    pub fn instance_uid(&self) -> &[u8] {
+        &self.instance_uid
+    }
+
+    pub fn desktop_id(&self) -> Option<&DesktopId> {
+        self.desktop.as_ref().map(|d| &d.desktop.id)
+    }
+
+    /// Handles one message and builds the answer.
+    pub async fn handle(&mut self, msg: AgentToServer) -> Result<ServerToAgent, StoreError> {
+        let mut reply = ServerToAgent {
+            instance_uid: msg.instance_uid.clone(),
+            ..Default::default()
+        };
+        if !self.replied {
+            reply.capabilities = ServerCapabilities::bits(&[
+                ServerCapabilities::AcceptsStatus,
+                ServerCapabilities::OffersPackages,
+                ServerCapabilities::AcceptsPackagesStatus,
+                ServerCapabilities::OffersConnectionSettings,
+            ]);
+            self.replied = true;
+        }
+        if msg.instance_uid.len() != op::INSTANCE_UID_LEN {
+            reply.error_response = Some(op::ServerErrorResponse {
+                r#type: op::ServerErrorResponseType::BadRequest as i32,
+                error_message: format!("instance_uid must be {} bytes", op::INSTANCE_UID_LEN),
+                details: None,
+            });
+            return Ok(reply);
+        }
+        // A gap in the sequence means we missed state: ask for all of it.
+        if let Some(last) = self.last_seq
+            && msg.sequence_num != last.wrapping_add(1)
+        {
+            reply.flags |= ServerToAgentFlags::ReportFullState.bit();
+        }
+        self.last_seq = Some(msg.sequence_num);
+        if msg.capabilities != 0 {
+            self.capabilities = msg.capabilities;
+        }
+        if let Some(description) = &msg.agent_description {
+            let os = description.get_str("os.type").unwrap_or("unknown");
+            let arch = description.get_str("host.arch").unwrap_or("unknown");
+            self.platform = platform(os, arch);
+        }
+
+        if self.desktop.is_none() {
+            let Some(description) = &msg.agent_description else {
+                reply.flags |= ServerToAgentFlags::ReportFullState.bit();
+                return Ok(reply);
+            };
+            self.identify(&msg.instance_uid, facts(description), &mut reply).await?;
+            self.resume_running_work().await?;
+        } else if msg.instance_uid != self.instance_uid && reply.agent_identification.is_none() {
+            // The agent switched to the uid we assigned it.
+            self.instance_uid = msg.instance_uid.clone();
+        } else if let Some(description) = &msg.agent_description
+            && let Some(d) = &self.desktop
+        {
+            let facts = facts(description);
+            if d.hostname.as_deref() != Some(facts.hostname.as_str()) {
+                self.state
+                    .store
+                    .record_desktop_facts(&d.desktop.id, &facts, self.state.clock.now())
+                    .await?;
+            }
+        }
+
+        if msg.agent_disconnect.is_some() {
+            self.close();
+            return Ok(reply);
+        }
+        if let Some(statuses) = &msg.package_statuses
+            && let Some(status) = statuses.packages.get(MONITOR)
+        {
+            self.on_package_status(status).await?;
+        }
+        if let Some(health) = &msg.health {
+            self.on_health(health).await?;
+        }
+        if let Some(custom) = &msg.custom_message
+            && custom.capability == MONITOR_CAPABILITY
+            && custom.r#type == "metrics"
+        {
+            self.on_metrics(&custom.data).await?;
+        }
+        self.deliver(&mut reply).await?;
+        Ok(reply)
+    }
+
+    /// Establishes which desktop this is: enrolls it, or recognises it by its credential,
+    /// giving a cloned desktop an identity of its own.
+    async fn identify(&mut self, uid: &[u8], facts: DesktopFacts, reply: &mut ServerToAgent) -> Result<(), StoreError> {
+        let store = &self.state.store;
+        let now = self.state.clock.now();
+        let uid_hex = hex::encode(uid);
+        let project = match &self.auth {
+            FleetAuth::Enrollment(project) => {
+                let holder = store.find_desktop_by_instance_uid(project, &uid_hex).await?;
+                let clone = fleet(&self.state).uid_is_live(&uid_hex, self.conn_id)
+                    || holder
+                        .as_ref()
+                        .is_some_and(|h| h.hostname.as_deref().is_some_and(|n| !n.eq_ignore_ascii_case(&facts.hostname)));
+                return self.enroll(project.clone(), uid, clone, facts, reply, now).await;
+            }
+            FleetAuth::Desktop(identity) => identity.desktop.project_id.clone(),
+        };
+        let FleetAuth::Desktop(identity) = &self.auth else { unreachable!("matched above") };
+        let live_elsewhere = fleet(&self.state).desktop_is_live(&identity.desktop.id, self.conn_id);
+        let renamed = identity
+            .hostname
+            .as_deref()
+            .is_some_and(|n| !n.eq_ignore_ascii_case(&facts.hostname));
+        if live_elsewhere || renamed {
+            tracing::warn!(desktop_id = %identity.desktop.id, live_elsewhere, renamed, "cloned desktop detected; enrolling it as a new desktop");
+            return self.enroll(project, uid, true, facts, reply, now).await;
+        }
+        let identity = identity.clone();
+        store.record_desktop_facts(&identity.desktop.id, &facts, now).await?;
+        self.instance_uid = uid.to_vec();
+        self.register(identity, &uid_hex);
+        Ok(())
+    }
+
+    async fn enroll(
+        &mut self,
+        project: deskfleet_core::ids::ProjectId,
+        uid: &[u8],
+        new_uid: bool,
+        facts: DesktopFacts,
+        reply: &mut ServerToAgent,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let uid = if new_uid {
+            let fresh = uuid::Uuid::now_v7().as_bytes().to_vec();
+            reply.agent_identification = Some(op::AgentIdentification {
+                new_instance_uid: fresh.clone(),
+            });
+            fresh
+        } else {
+            uid.to_vec()
+        };
+        let uid_hex = hex::encode(&uid);
+        let (credential, credential_sha256) = new_credential();
+        let enrolled = self
+            .state
+            .store
+            .enroll_desktop(
+                &project,
+                &Enrollment {
+                    instance_uid: uid_hex.clone(),
+                    facts: facts.clone(),
+                    credential_sha256,
+                },
+                now,
+            )
+            .await?;
+        tracing::info!(desktop_id = %enrolled.desktop.id, hostname = %facts.hostname, matched_import = enrolled.matched_import, "desktop enrolled");
+        reply.connection_settings = Some(op::ConnectionSettingsOffers {
+            hash: credential.as_bytes()[..16].to_vec(),
+            opamp: Some(op::OpAmpConnectionSettings {
+                headers: Some(op::Headers {
+                    headers: vec![op::Header {
+                        key: "Authorization".into(),
+                        value: format!("Bearer {credential}"),
+                    }],
+                }),
+                heartbeat_interval_seconds: self.state.settings.fleet.heartbeat_secs,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        self.instance_uid = uid;
+        let identity = DesktopIdentity {
+            desktop: enrolled.desktop,
+            instance_uid: Some(uid_hex.clone()),
+            hostname: Some(facts.hostname),
+        };
+        self.register(identity, &uid_hex);
+        Ok(())
+    }
+
+    fn register(&mut self, identity: DesktopIdentity, uid_hex: &str) {
+        fleet(&self.state).register(&identity.desktop.id, uid_hex, self.conn_id, self.push.clone());
+        self.desktop = Some(identity);
+    }
+
+    /// Unregisters this session (its connection ended).
+    pub fn close(&mut self) {
+        if let Some(d) = &self.desktop {
+            fleet(&self.state).unregister(&d.desktop.id, self.conn_id);
+        }
+    }
+
+    /// After a reconnect (or a server restart), work this desktop already runs is offered
+    /// again; the guest recognises what it has and reports where it is.
+    async fn resume_running_work(&mut self) -> Result<(), StoreError> {
+        let Some(desktop) = self.desktop_id().cloned() else { return Ok(()) };
+        if let Some(sub) = self.state.store.running_sub_job(&desktop).await? {
+            self.offer_for(sub.id, sub.stage, sub.process).await?;
+        }
+        Ok(())
+    }
+
+    async fn offer_for(&mut self, sub_job: SubJobId, stage: Stage, process: i32) -> Result<bool, StoreError> {
+        let platform = if self.platform.is_empty() { super::packages::host_platform() } else { self.platform.clone() };
+        match fleet(&self.state).packages.latest(&self.state, &platform).await? {
+            Some(package) => {
+                self.current = Some(Offer { sub_job, package, stage, process });
+                Ok(true)
+            }
+            None => {
+                let reason = format!("no {MONITOR} package is published for platform {platform}; publish one with `deskfleet-server admin packages publish`");
+                self.report(SubJobReport::Finish {
+                    sub_job,
+                    outcome: Outcome::Failed { code: TaskErrorCode::InstallFailed.code().into(), reason },
+                })
+                .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Hands the desktop its next install, if it has none in flight here.
+    pub async fn deliver(&mut self, reply: &mut ServerToAgent) -> Result<(), StoreError> {
+        let Some(desktop) = self.desktop_id().cloned() else { return Ok(()) };
+        if self.current.is_none() && has_capability(self.capabilities, AgentCapabilities::AcceptsPackages) {
+            let now = self.state.clock.now();
+            let execute_by = now + self.state.settings.jobs.execution_timeout_ms as i64;
+            if let Some(sub) = self.state.store.claim_desktop_work(&desktop, now, execute_by).await? {
+                tracing::info!(desktop_id = %desktop, sub_job = %sub.id, "install delivered");
+                self.offer_for(sub.id, Stage::Delivered, Stage::Delivered.process(None)).await?;
+                // Already running the offered version, healthily: done, nothing to install.
+                if let (Some(offer), Some((version, true))) = (&self.current, &self.agent)
+                    && &offer.package.version == version
+                {
+                    let sub_job = offer.sub_job.clone();
+                    self.current = None;
+                    self.report(SubJobReport::Finish { sub_job, outcome: Outcome::Success }).await?;
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(offer) = &self.current
+            && offer.stage == Stage::Delivered
+        {
+            reply.packages_available = Some(self.packages_available(&offer.package));
+        }
+        Ok(())
+    }
+
+    fn packages_available(&self, p: &PackageMeta) -> op::PackagesAvailable {
+        let content_hash = hex::decode(&p.sha256).unwrap_or_default();
+        let file = op::DownloadableFile {
+            download_url: format!("{}/v1/packages/{}", self.base_url, p.id),
+            content_hash: content_hash.clone(),
+            signature: hex::decode(&p.signature).unwrap_or_default(),
+            headers: None,
+        };
+        let mut packages = std::collections::BTreeMap::new();
+        packages.insert(
+            MONITOR.to_string(),
+            op::PackageAvailable {
+                r#type: op::PackageType::TopLevel as i32,
+                version: p.version.clone(),
+                file: Some(file),
+                hash: content_hash.clone(),
+            },
+        );
+        op::PackagesAvailable {
+            packages,
+            all_packages_hash: content_hash,
+        }
+    }
+
+    async fn on_package_status(&mut self, status: &op::PackageStatus) -> Result<(), StoreError> {
+        let Some(offer) = &self.current else { return Ok(()) };
+        if !status.server_offered_version.is_empty() && status.server_offered_version != offer.package.version {
+            return Ok(()); // about an older offer
+        }
+        let (stage, percent) = match PackageStatusEnum::try_from(status.status) {
+            Ok(PackageStatusEnum::Downloading) => {
+                let pct = status.download_details.as_ref().map(|d| d.download_percent).unwrap_or(0.0);
+                if pct >= 100.0 {
+                    (Stage::Verifying, None)
+                } else {
+                    (Stage::Downloading, Some(pct.clamp(0.0, 100.0) as u8))
+                }
+            }
+            Ok(PackageStatusEnum::Installing) => (Stage::Installing, None),
+            Ok(PackageStatusEnum::Installed) if status.agent_has_version == offer.package.version => {
+                (Stage::Started, None)
+            }
+            Ok(PackageStatusEnum::InstallFailed) => {
+                let (code, reason) = task_error(&status.error_message);
+                let sub_job = offer.sub_job.clone();
+                self.current = None;
+                tracing::info!(desktop_id = ?self.desktop_id(), %code, %reason, "install failed");
+                return self
+                    .report(SubJobReport::Finish {
+                        sub_job,
+                        outcome: Outcome::Failed { code: code.into(), reason },
+                    })
+                    .await;
+            }
+            _ => return Ok(()),
+        };
+        self.progress(stage, stage.process(percent)).await
+    }
+
+    async fn progress(&mut self, stage: Stage, process: i32) -> Result<(), StoreError> {
+        let Some(offer) = &mut self.current else { return Ok(()) };
+        if process <= offer.process {
+            return Ok(());
+        }
+        offer.stage = stage;
+        offer.process = process;
+        let execute_by = self.state.clock.now() + self.state.settings.jobs.execution_timeout_ms as i64;
+        let report = SubJobReport::Progress {
+            sub_job: offer.sub_job.clone(),
+            stage,
+            process,
+            execute_by,
+        };
+        self.report(report).await
+    }
+
+    async fn on_health(&mut self, health: &op::ComponentHealth) -> Result<(), StoreError> {
+        let Some(component) = health.component_health_map.get(MONITOR) else { return Ok(()) };
+        let version = component
+            .status
+            .strip_prefix("running ")
+            .and_then(|s| s.strip_prefix(MONITOR))
+            .and_then(|s| s.strip_prefix('/'))
+            .map(str::to_string);
+        let reported = version.clone().map(|v| (v, component.healthy));
+        if reported != self.agent {
+            if let (Some(desktop), Some((v, healthy))) = (self.desktop_id().cloned(), &reported) {
+                let agent = AgentState { version: v.clone(), healthy: *healthy, reported_at: self.state.clock.now() };
+                self.state.store.record_agent_state(&desktop, Some(&agent)).await?;
+            }
+            self.agent = reported;
+        }
+        if let (Some(offer), Some((v, true))) = (&self.current, &self.agent)
+            && v == &offer.package.version
+        {
+            let sub_job = offer.sub_job.clone();
+            self.current = None;
+            tracing::info!(desktop_id = ?self.desktop_id(), version = %v, "agent healthy; install done");
+            return self.report(SubJobReport::Finish { sub_job, outcome: Outcome::Success }).await;
+        } else if let Some(offer) = &self.current
+            && offer.stage == Stage::Started
+            && !component.last_error.is_empty()
+            && !component.healthy
+        {
+            tracing::debug!(error = %component.last_error, "agent not healthy yet");
+        }
+        Ok(())
+    }
+
+    async fn on_metrics(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let now = self.state.clock.now();
+        let min_gap = self.state.settings.fleet.metrics_min_interval_ms as i64;
+        let Some(desktop) = self.desktop_id().cloned() else { return Ok(()) };
+        if now - self.last_metrics_at < min_gap || data.len() > 64 * 1024 {
+            return Ok(());
+        }
+        let Ok(json) = std::str::from_utf8(data) else { return Ok(()) };
+        if serde_json::from_str::<serde_json::Value>(json).is_err() {
+            return Ok(());
+        }
+        self.last_metrics_at = now;
+        self.state.store.record_metrics(&desktop, json, now).await
+    }
+
+    async fn report(&self, report: SubJobReport) -> Result<(), StoreError> {
+        self.state.store.apply_reports(&[report], self.state.clock.now()).await.map(|_| ())
+    }
+}
+
+/// The desktop's facts from its OpAMP description.
+fn facts(d: &op::AgentDescription) -> DesktopFacts {
+    let os_type = match d.get_str("os.type").unwrap_or("").to_ascii_lowercase().as_str() {
+        "linux" => "Linux",
+        "windows" => "Windows",
+        _ => "Others",
+    };
+    DesktopFacts {
+        hostname: d.get_str("host.name").unwrap_or("unknown").chars().take(55).collect(),
+        os_type: os_type.to_string(),
+        ip_addresses: d
+            .get_str("host.ip")
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| s.parse::<std::net::IpAddr>().is_ok())
+            .map(str::to_string)
+            .collect(),
+    }
+}
+
+/// Maps the guest's `<reason-code>: <reason>` to a task error code.
+pub fn task_error(message: &str) -> (&'static str, String) {
+    let (tag, reason) = message.split_once(':').map(|(t, r)| (t.trim(), r.trim())).unwrap_or(("", message.trim()));
+    let code = match tag {
+        "download_failed" => TaskErrorCode::DownloadFailed,
+        "checksum_mismatch" => TaskErrorCode::ChecksumMismatch,
+        "bad_signature" => TaskErrorCode::BadSignature,
+        "no_space" | "no_permission" => TaskErrorCode::NoSpaceOrPermission,
+        "agent_not_started" => TaskErrorCode::AgentNotStarted,
+        _ => TaskErrorCode::InstallFailed,
+    };
+    let reason = if reason.is_empty() { "the install failed on the desktop".to_string() } else { reason.chars().take(255).collect() };
+    (code.code(), reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_reasons_map_to_task_codes() {
+        assert_eq!(task_error("checksum_mismatch: sha256 differs").0, "WKS.00990005");
+        assert_eq!(task_error("bad_signature: not signed by the trusted key").0, "WKS.00990006");
+        assert_eq!(task_error("no_permission: /opt").0, "WKS.00990007");
+        assert_eq!(task_error("no_space: disk full").0, "WKS.00990007");
+        assert_eq!(task_error("download_failed: 404").0, "WKS.00990004");
+        assert_eq!(task_error("agent_not_started: no health").0, "WKS.00990009");
+        let (code, reason) = task_error("something odd");
+        assert_eq!((code, reason.as_str()), ("WKS.00990008", "something odd"));
+    }
+
+    #[test]
+    fn facts_come_from_the_description() {
+        let d = op::AgentDescription {
+            identifying_attributes: vec![op::KeyValue::string("service.name", "deskfleet-guest")],
+            non_identifying_attributes: vec![
+                op::KeyValue::string("host.name", "wks-7"),
+                op::KeyValue::string("os.type", "linux"),
+                op::KeyValue::string("host.ip", "10.0.0.7, fe80::1,bogus"),
+            ],
+        };
+        let f = facts(&d);
+        assert_eq!(f.hostname, "wks-7");
+        assert_eq!(f.os_type, "Linux");
+        assert_eq!(f.ip_addresses, ["10.0.0.7", "fe80::1"]);
+    }
+}
