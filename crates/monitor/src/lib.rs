@@ -14,6 +14,17 @@
 //! - Linux only (`/proc` and statvfs). On other platforms it compiles and runs, reporting
 //!   `"supported": false` with a reason in its health lines and no metrics.
 //!
+//! Protocol (stdout, one [`Report`] per line, `"type"` tags the variant):
+//! 1. at start, `health` with `status: "running"`;
+//! 2. after [`FIRST_WINDOW`] (about 250 ms), the first `metrics`, whose rates and CPU
+//!    percentages cover that short window (its `interval_ms` says so);
+//! 3. every interval (`--interval-ms`, `DESKFLEET_MONITOR_INTERVAL_MS`, default
+//!    [`DEFAULT_INTERVAL_MS`]) a `metrics` line, preceded every [`HEARTBEAT_EVERY`]th time by
+//!    a `health` line;
+//! 4. on SIGTERM/SIGINT a last `health` with `status: "stopping"`, then exit 0. A closed
+//!    stdout ends the agent with status 0 too, noticed while it waits, not only at the next
+//!    write. `--once` stops after step 2.
+//!
 //! It must not depend on an async runtime, on a system-information crate, or on any other
 //! deskfleet crate: it is installed on every desktop, its footprint is part of the product,
 //! and the guest links this library for the [`Report`] types alone. The `/proc` parsers in

@@ -128,5 +128,7 @@ pub struct SelfUsage {
     pub rss_bytes: u64,
     /// The agent's share of the whole machine's CPU over the window, 0..=100, on the same
     /// scale as [`Cpu::usage_percent`] (multiply by `cores` for "percent of one core").
+    /// Counted in clock ticks (10 ms at the usual 100 Hz), so an agent that used less than
+    /// a tick in the window reads 0.
     pub cpu_percent: f64,
 }
