@@ -104,3 +104,45 @@ pub async fn import_desktops(
     }
     Ok(store.import_desktops(project, &desktops, now).await?)
 }
+
+/// Creates an enrollment token for `project`, valid for `ttl_hours`; returns the token.
+pub async fn create_enrollment_token(
+    store: &dyn Store,
+    project: &ProjectId,
+    ttl_hours: u64,
+    now: Millis,
+) -> anyhow::Result<(String, Millis)> {
+    let token = format!("DFE1{}", random_alphanumeric(48));
+    let expires_at = now + (ttl_hours as i64) * 3600 * 1000;
+    store
+        .create_enrollment_token(project, &crate::auth::secrets::sha256_hex(&token), now, expires_at)
+        .await?;
+    Ok((token, expires_at))
+}
+
+/// Publishes a package archive, signed with the key in `signing_key` (hex seed file).
+pub async fn publish_package(
+    store: &dyn Store,
+    signing_key: &std::path::Path,
+    name: &str,
+    version: &str,
+    platform: &str,
+    archive: &[u8],
+    now: Millis,
+) -> anyhow::Result<deskfleet_core::fleet::PackageMeta> {
+    let dir = signing_key.parent().unwrap_or(std::path::Path::new("."));
+    let key = if signing_key.file_name().is_some_and(|n| n == crate::fleet::packages::SIGNING_KEY_FILE) {
+        crate::fleet::packages::load_or_create_signing_key(dir)?
+    } else {
+        let text = std::fs::read_to_string(signing_key)
+            .with_context(|| format!("reading {}", signing_key.display()))?;
+        let bytes: [u8; 32] = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| anyhow!("{} must hold 64 hex characters", signing_key.display()))?;
+        ed25519_dalek::SigningKey::from_bytes(&bytes)
+    };
+    let meta = crate::fleet::packages::sign_archive(&key, name, version, platform, archive, now);
+    store.publish_package(&meta, archive).await?;
+    Ok(meta)
+}

@@ -55,6 +55,10 @@ enum AdminCommand {
     AccessKeys(AccessKeysCommand),
     #[command(subcommand)]
     Desktops(DesktopsCommand),
+    #[command(subcommand, name = "enrollment-tokens")]
+    EnrollmentTokens(EnrollmentTokensCommand),
+    #[command(subcommand)]
+    Packages(PackagesCommand),
     /// Decode the `encoded_authorization_message` of a 403 answer.
     DecodeAuthorizationMessage { message: String },
 }
@@ -120,6 +124,37 @@ enum DesktopsCommand {
         #[arg(long)]
         project: String,
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnrollmentTokensCommand {
+    /// Create a project-scoped enrollment token for desktop guests; prints it as JSON.
+    Create {
+        #[arg(long)]
+        project: String,
+        /// Lifetime; default `fleet.enrollment_token_ttl_hours` (30 days).
+        #[arg(long)]
+        ttl_hours: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PackagesCommand {
+    /// Publish an agent package (a tar.gz with the binary and manifest.json), signed with
+    /// the data directory's package-signing key (or --signing-key); prints it as JSON.
+    Publish {
+        file: PathBuf,
+        #[arg(long, default_value = "deskfleet-monitor")]
+        name: String,
+        #[arg(long)]
+        version: String,
+        /// e.g. linux-x86_64 (default: this machine's).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Hex ed25519 seed file; default DATA_DIR/package-signing.key.
+        #[arg(long)]
+        signing_key: Option<PathBuf>,
     },
 }
 
@@ -217,6 +252,25 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
                     .map(wire::simple_desktop)
                     .collect::<Vec<_>>(),
             )
+        }
+        AdminCommand::EnrollmentTokens(EnrollmentTokensCommand::Create { project, ttl_hours }) => {
+            let project = admin::find_project(store, &project).await?;
+            let ttl = ttl_hours.unwrap_or(settings.fleet.enrollment_token_ttl_hours);
+            let (token, expires_at) = admin::create_enrollment_token(store, &project.id, ttl, now).await?;
+            print_json(&serde_json::json!({
+                "enrollment_token": token, "project_id": project.id, "expires_at": wire::api_time(expires_at),
+            }))
+        }
+        AdminCommand::Packages(PackagesCommand::Publish { file, name, version, platform, signing_key }) => {
+            let archive = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let key = signing_key
+                .unwrap_or_else(|| settings.data_dir.join(deskfleet_server::fleet::packages::SIGNING_KEY_FILE));
+            let platform = platform.unwrap_or_else(deskfleet_server::fleet::packages::host_platform);
+            let meta = admin::publish_package(store, &key, &name, &version, &platform, &archive, now).await?;
+            print_json(&serde_json::json!({
+                "package_id": meta.id, "name": meta.name, "version": meta.version, "platform": meta.platform,
+                "size": meta.size, "sha256": meta.sha256, "signature": meta.signature,
+            }))
         }
         AdminCommand::DecodeAuthorizationMessage { .. } => Ok(()),
     }
