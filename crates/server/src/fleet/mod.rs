@@ -242,7 +242,10 @@ async fn opamp_ws(State(state): State<AppState>, request: Request) -> Response {
         Err(rejection) => return rejection.into_response(),
     };
     let base = base_url(&state, &parts.headers);
+    // Small buffers: tens of thousands of mostly idle connections must fit in memory.
     upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
         .max_message_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| serve_socket(state, auth, base, socket))
 }

@@ -1,0 +1,401 @@
+//! `deskfleet-fleet-sim`: opens many OpAMP WebSocket connections, each a simulated desktop
+//! speaking the real protocol to a deskfleet server: it enrolls with an enrollment token,
+//! and when offered a package it downloads it, verifies its SHA-256 and its ed25519
+//! signature against the trusted key exactly as the guest does, and reports the install
+//! steps and the agent's health. Nothing is executed. Used by `bench/fleet/run.sh`.
+//!
+//! It prints one JSON line when every desktop is connected (`{"event":"connected",...}`)
+//! and a summary on SIGINT/SIGTERM or when `--duration-secs` ends.
+
+use anyhow::{Context, anyhow};
+use clap::Parser;
+use deskfleet_proto::opamp::{
+    self as op, AgentCapabilities, AgentToServer, KeyValue, PackageStatusEnum, ServerToAgent,
+    decode_ws_frame, encode_ws_frame,
+};
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use futures_util::{SinkExt, StreamExt};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[derive(Parser, Clone)]
+struct Args {
+    /// Server base URL, e.g. http://127.0.0.1:8087
+    #[arg(long)]
+    server: String,
+    #[arg(long)]
+    enrollment_token: String,
+    /// The server's package-signing public key (64 hex characters).
+    #[arg(long)]
+    trusted_key: std::path::PathBuf,
+    #[arg(long, default_value_t = 1000)]
+    desktops: usize,
+    /// New connections opened per second.
+    #[arg(long, default_value_t = 1000)]
+    connect_rate: u32,
+    #[arg(long, default_value = "sim")]
+    hostname_prefix: String,
+    /// Stop after this long (0: until interrupted).
+    #[arg(long, default_value_t = 0)]
+    duration_secs: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    connected: AtomicU64,
+    enrolled: AtomicU64,
+    offers: AtomicU64,
+    verified: AtomicU64,
+    verify_failed: AtomicU64,
+    download_failed: AtomicU64,
+    reconnects: AtomicU64,
+    refused: AtomicU64,
+}
+
+struct Shared {
+    args: Args,
+    key: VerifyingKey,
+    http: reqwest::Client,
+    counters: Counters,
+}
+
+fn description(host: &str, uid: &[u8]) -> op::AgentDescription {
+    op::AgentDescription {
+        identifying_attributes: vec![
+            KeyValue::string("service.name", "deskfleet-fleet-sim"),
+            KeyValue::string("service.instance.id", hex::encode(uid)),
+        ],
+        non_identifying_attributes: vec![
+            KeyValue::string("host.name", host),
+            KeyValue::string("os.type", std::env::consts::OS),
+            KeyValue::string("host.arch", std::env::consts::ARCH),
+            KeyValue::string("host.ip", "127.0.0.1"),
+        ],
+    }
+}
+
+fn capabilities() -> u64 {
+    AgentCapabilities::bits(&[
+        AgentCapabilities::ReportsStatus,
+        AgentCapabilities::AcceptsPackages,
+        AgentCapabilities::ReportsPackageStatuses,
+        AgentCapabilities::ReportsHealth,
+        AgentCapabilities::AcceptsOpAmpConnectionSettings,
+        AgentCapabilities::ReportsHeartbeat,
+    ])
+}
+
+fn package_status(
+    name: &str,
+    offered: &str,
+    has: &str,
+    status: PackageStatusEnum,
+    percent: Option<f64>,
+    error: &str,
+) -> op::PackageStatuses {
+    let mut packages = BTreeMap::new();
+    packages.insert(
+        name.to_string(),
+        op::PackageStatus {
+            name: name.to_string(),
+            agent_has_version: has.to_string(),
+            server_offered_version: offered.to_string(),
+            status: status as i32,
+            error_message: error.to_string(),
+            download_details: percent.map(|p| op::PackageDownloadDetails {
+                download_percent: p,
+                download_bytes_per_second: 0.0,
+            }),
+            ..Default::default()
+        },
+    );
+    op::PackageStatuses {
+        packages,
+        ..Default::default()
+    }
+}
+
+fn healthy(name: &str, version: &str) -> op::ComponentHealth {
+    let mut map = BTreeMap::new();
+    map.insert(
+        name.to_string(),
+        op::ComponentHealth {
+            healthy: true,
+            status: format!("running {name}/{version}"),
+            ..Default::default()
+        },
+    );
+    op::ComponentHealth {
+        healthy: true,
+        status: "running".into(),
+        component_health_map: map,
+        ..Default::default()
+    }
+}
+
+/// Downloads and verifies an offered package as the guest does. Returns an error code.
+async fn fetch_and_verify(
+    shared: &Shared,
+    credential: &str,
+    p: &op::PackageAvailable,
+) -> Result<(), &'static str> {
+    let file = p.file.as_ref().ok_or("download_failed")?;
+    let response = shared
+        .http
+        .get(&file.download_url)
+        .bearer_auth(credential)
+        .send()
+        .await
+        .map_err(|_| "download_failed")?;
+    if !response.status().is_success() {
+        return Err("download_failed");
+    }
+    let bytes = response.bytes().await.map_err(|_| "download_failed")?;
+    let digest = Sha256::digest(&bytes);
+    if digest.as_slice() != file.content_hash.as_slice() {
+        return Err("checksum_mismatch");
+    }
+    let signature = Signature::from_slice(&file.signature).map_err(|_| "bad_signature")?;
+    shared
+        .key
+        .verify(&digest, &signature)
+        .map_err(|_| "bad_signature")
+}
+
+/// One simulated desktop: connect, enroll, serve offers; reconnect on loss.
+async fn desktop(shared: Arc<Shared>, index: usize) {
+    let host = format!("{}-{index:05}", shared.args.hostname_prefix);
+    let mut uid = uuid::Uuid::now_v7().as_bytes().to_vec();
+    let mut credential: Option<String> = None;
+    let mut backoff = Duration::from_secs(1);
+    let mut first = true;
+    loop {
+        match session(&shared, &host, &mut uid, &mut credential, &mut first).await {
+            Ok(()) => return,
+            Err(e) => {
+                shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                let jitter = rand::random::<f64>() + 0.5;
+                tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+                if shared.counters.reconnects.load(Ordering::Relaxed) < 20 {
+                    eprintln!("{host}: {e:#}; reconnecting");
+                }
+            }
+        }
+    }
+}
+
+async fn session(
+    shared: &Shared,
+    host: &str,
+    uid: &mut Vec<u8>,
+    credential: &mut Option<String>,
+    first: &mut bool,
+) -> anyhow::Result<()> {
+    let url = format!("{}/v1/opamp", shared.args.server.replacen("http", "ws", 1));
+    let mut request = url.into_client_request()?;
+    let bearer = credential
+        .clone()
+        .unwrap_or_else(|| shared.args.enrollment_token.clone());
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {bearer}").parse()?);
+    let (mut ws, _) = match tokio_tungstenite::connect_async(request).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(anyhow!("connect: {e}"));
+        }
+    };
+    if std::mem::take(first) {
+        shared.counters.connected.fetch_add(1, Ordering::Relaxed);
+    }
+    let mut seq = 0u64;
+    let mut send = |msg: AgentToServer| {
+        seq += 1;
+        let mut msg = msg;
+        msg.sequence_num = seq;
+        Message::Binary(encode_ws_frame(&msg).into())
+    };
+    let base = AgentToServer {
+        instance_uid: uid.clone(),
+        capabilities: capabilities(),
+        agent_description: Some(description(host, uid)),
+        ..Default::default()
+    };
+    ws.send(send(base)).await?;
+    let mut installed: Option<String> = None;
+    while let Some(frame) = ws.next().await {
+        let Message::Binary(data) = frame? else {
+            continue;
+        };
+        let reply: ServerToAgent = decode_ws_frame(&data).context("server frame")?;
+        if let Some(err) = reply.error_response {
+            return Err(anyhow!("server error: {}", err.error_message));
+        }
+        if let Some(id) = reply.agent_identification {
+            *uid = id.new_instance_uid;
+        }
+        if let Some(settings) = reply
+            .connection_settings
+            .and_then(|c| c.opamp)
+            .and_then(|o| o.headers)
+            && let Some(h) = settings
+                .headers
+                .iter()
+                .find(|h| h.key.eq_ignore_ascii_case("authorization"))
+        {
+            *credential = h.value.strip_prefix("Bearer ").map(str::to_string);
+            shared.counters.enrolled.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(available) = reply.packages_available else {
+            continue;
+        };
+        for (name, p) in available.packages {
+            shared.counters.offers.fetch_add(1, Ordering::Relaxed);
+            let report = |status, percent, error: &str, has: &str| AgentToServer {
+                instance_uid: uid.clone(),
+                package_statuses: Some(package_status(
+                    &name, &p.version, has, status, percent, error,
+                )),
+                ..Default::default()
+            };
+            if installed.as_deref() == Some(p.version.as_str()) {
+                let mut msg = report(PackageStatusEnum::Installed, None, "", &p.version);
+                msg.health = Some(healthy(&name, &p.version));
+                ws.send(send(msg)).await?;
+                continue;
+            }
+            ws.send(send(report(
+                PackageStatusEnum::Downloading,
+                Some(0.0),
+                "",
+                "",
+            )))
+            .await?;
+            let cred = credential.clone().unwrap_or_default();
+            match fetch_and_verify(shared, &cred, &p).await {
+                Ok(()) => {
+                    shared.counters.verified.fetch_add(1, Ordering::Relaxed);
+                    ws.send(send(report(
+                        PackageStatusEnum::Downloading,
+                        Some(100.0),
+                        "",
+                        "",
+                    )))
+                    .await?;
+                    ws.send(send(report(PackageStatusEnum::Installing, None, "", "")))
+                        .await?;
+                    let mut done = report(PackageStatusEnum::Installed, None, "", &p.version);
+                    done.health = Some(healthy(&name, &p.version));
+                    ws.send(send(done)).await?;
+                    installed = Some(p.version.clone());
+                }
+                Err(code) => {
+                    let counter = if code == "download_failed" {
+                        &shared.counters.download_failed
+                    } else {
+                        &shared.counters.verify_failed
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    let reason = format!("{code}: simulated desktop refused the package");
+                    ws.send(send(report(
+                        PackageStatusEnum::InstallFailed,
+                        None,
+                        &reason,
+                        "",
+                    )))
+                    .await?;
+                }
+            }
+        }
+    }
+    Err(anyhow!("connection closed"))
+}
+
+fn summary(shared: &Shared, started: Instant, event: &str) -> String {
+    let c = &shared.counters;
+    format!(
+        "{{\"event\":\"{event}\",\"elapsed_ms\":{},\"connected\":{},\"enrolled\":{},\"offers\":{},\"verified\":{},\"verify_failed\":{},\"download_failed\":{},\"reconnects\":{},\"refused\":{}}}",
+        started.elapsed().as_millis(),
+        c.connected.load(Ordering::Relaxed),
+        c.enrolled.load(Ordering::Relaxed),
+        c.offers.load(Ordering::Relaxed),
+        c.verified.load(Ordering::Relaxed),
+        c.verify_failed.load(Ordering::Relaxed),
+        c.download_failed.load(Ordering::Relaxed),
+        c.reconnects.load(Ordering::Relaxed),
+        c.refused.load(Ordering::Relaxed),
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let text = std::fs::read_to_string(&args.trusted_key).context("reading the trusted key")?;
+    let bytes: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow!("the trusted key must be 64 hex characters"))?;
+    let shared = Arc::new(Shared {
+        key: VerifyingKey::from_bytes(&bytes)?,
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()?,
+        counters: Counters::default(),
+        args,
+    });
+    let started = Instant::now();
+    let total = shared.args.desktops;
+    let gap = Duration::from_secs_f64(1.0 / f64::from(shared.args.connect_rate.max(1)));
+    let spawner = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(gap);
+            for i in 0..total {
+                tick.tick().await;
+                tokio::spawn(desktop(shared.clone(), i));
+            }
+        })
+    };
+    spawner.await?;
+    loop {
+        let enrolled = shared.counters.enrolled.load(Ordering::Relaxed) as usize;
+        if enrolled >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("{}", summary(&shared, started, "connected"));
+    let until = std::pin::pin!(async {
+        if shared.args.duration_secs > 0 {
+            tokio::time::sleep(Duration::from_secs(shared.args.duration_secs)).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    });
+    let mut until = until;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut last = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = &mut until => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                let verified = shared.counters.verified.load(Ordering::Relaxed);
+                if verified != last {
+                    last = verified;
+                    println!("{}", summary(&shared, started, "progress"));
+                }
+            }
+        }
+    }
+    println!("{}", summary(&shared, started, "done"));
+    Ok(())
+}
