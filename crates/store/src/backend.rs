@@ -3,7 +3,7 @@
 //! hand out transactions (see [`crate::sqlite`] and [`crate::postgres`]).
 
 use crate::conn::{BoxFuture, Conn, backend};
-use crate::ops;
+use crate::ops::{self, NewJob};
 use async_trait::async_trait;
 use deskfleet_core::clock::Millis;
 use deskfleet_core::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
@@ -26,7 +26,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     const NAME: &'static str;
 
     /// A read-only transaction: every read of one `Store` call sees one snapshot.
-    fn read(&self) -> impl Future<Output = StoreResult<sqlx::Transaction<'static, Self::Db>>> + Send;
+    fn read(
+        &self,
+    ) -> impl Future<Output = StoreResult<sqlx::Transaction<'static, Self::Db>>> + Send;
 
     /// Runs `f` in a write transaction and answers only once it is durably committed;
     /// if `f` fails, nothing it did is kept.
@@ -34,6 +36,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut ConnOf<Self>) -> BoxFuture<'c, StoreResult<T>> + Send + 'static;
+
+    /// `create_install_job`, the call the server is hammered with; a backend may group
+    /// concurrent calls (SQLite does).
+    fn create_install_job(&self, call: NewJob) -> impl Future<Output = StoreResult<Job>> + Send {
+        self.write(move |c| Box::pin(async move { ops::create_install_job(c, &call).await }))
+    }
 }
 
 /// The `Store` of a backend.
@@ -201,11 +209,13 @@ impl<B: Backend> Store for DbStore<B> {
         job_type: &str,
         at: Deadlines,
     ) -> StoreResult<Job> {
-        write!(
-            self,
-            { project = project.clone(), desktops = desktops.to_vec(), job_type = job_type.to_owned() },
-            create_install_job(&project, &desktops, &job_type, at)
-        )
+        let call = NewJob {
+            project: project.clone(),
+            desktops: desktops.to_vec(),
+            job_type: job_type.to_owned(),
+            at,
+        };
+        self.0.create_install_job(call).await
     }
 
     async fn get_job(
@@ -262,7 +272,11 @@ impl<B: Backend> Store for DbStore<B> {
         now: Millis,
         execute_by: Millis,
     ) -> StoreResult<Option<SubJob>> {
-        write!(self, { desktop = desktop.clone() }, claim_desktop_work(&desktop, now, execute_by))
+        write!(
+            self,
+            { desktop = desktop.clone() },
+            claim_desktop_work(&desktop, now, execute_by)
+        )
     }
 
     #[tracing::instrument(skip_all, fields(backend = B::NAME, sub_job = %sub_job, stage = %stage, process))]

@@ -42,11 +42,20 @@ impl Dialect {
         self == Dialect::Postgres
     }
 
-    /// The suffix of a `SELECT ... FROM desktops d` that takes those row locks.
+    /// The suffix of a `SELECT ... FROM desktops d` that locks those rows exclusively.
     pub(crate) fn lock_suffix(self) -> &'static str {
         match self {
             Dialect::Sqlite => "",
             Dialect::Postgres => " FOR NO KEY UPDATE OF d",
+        }
+    }
+
+    /// The suffix of a `SELECT ... FROM desktops d` that locks those rows shared: job
+    /// creators only add followers, so they may run side by side.
+    pub(crate) fn share_lock_suffix(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR SHARE OF d",
         }
     }
 }
@@ -176,6 +185,22 @@ pub(crate) fn violation(e: &StoreError) -> Option<Violation> {
     }
 }
 
+/// Whether running the transaction again may succeed: it lost a race for a unique key,
+/// a deadlock, or a serialization check (PostgreSQL).
+pub(crate) fn is_retryable(e: &StoreError) -> bool {
+    if violation(e) == Some(Violation::Unique) {
+        return true;
+    }
+    let StoreError::Backend(source) = e else {
+        return false;
+    };
+    source
+        .downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .and_then(|db| db.code())
+        .is_some_and(|code| code == "40P01" || code == "40001")
+}
+
 fn column_error(col: &str, e: sqlx::Error) -> StoreError {
     StoreError::Corrupt(format!("column {col}: {e}"))
 }
@@ -189,13 +214,12 @@ macro_rules! impl_conn {
                 sql: &'q str,
                 args: Vec<Arg<'q>>,
             ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>> {
-                args.into_iter()
-                    .fold(sqlx::query(sql), |q, arg| match arg {
-                        Arg::Str(v) => q.bind(v),
-                        Arg::OptStr(v) => q.bind(v),
-                        Arg::Int(v) => q.bind(v),
-                        Arg::OptInt(v) => q.bind(v),
-                    })
+                args.into_iter().fold(sqlx::query(sql), |q, arg| match arg {
+                    Arg::Str(v) => q.bind(v),
+                    Arg::OptStr(v) => q.bind(v),
+                    Arg::Int(v) => q.bind(v),
+                    Arg::OptInt(v) => q.bind(v),
+                })
             }
 
             impl DbRow for $row {

@@ -14,10 +14,18 @@
 //! On PostgreSQL several transactions write at once. Every transaction that changes
 //! sub-jobs first locks the rows of their desktops, in id order ([`lock_desktops`]), and
 //! updates job rows last, in id order: writers of one desktop are serialised, and no two
-//! transactions can wait on each other in a cycle. SQLite has one writer and skips this.
+//! transactions can wait on each other in a cycle. Job creators are the exception that
+//! keeps creation fast: they only add sub-jobs, so they take the desktop locks *shared*
+//! and run side by side, still excluding every writer that could end a leader under them.
+//! Two creators that both start a leader for one desktop collide on the unique leader
+//! index (they insert leaders in desktop order, so they cannot deadlock); the loser's
+//! transaction is run again and then follows the winner. SQLite has one writer and skips
+//! all of this.
 
 use crate::conn::{Arg, Conn, DbRow, Dialect, Violation, args, sql, violation};
-use crate::decode::{self, DESKTOP_COLUMNS, JOB_COLUMNS, PROJECT_COLUMNS, SUB_JOB_SELECT, USER_COLUMNS};
+use crate::decode::{
+    self, DESKTOP_COLUMNS, JOB_COLUMNS, PROJECT_COLUMNS, SUB_JOB_SELECT, USER_COLUMNS,
+};
 use deskfleet_core::clock::Millis;
 use deskfleet_core::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
 use deskfleet_core::job::{Stage, StatusCounts, SubJobStatus, derive_job_status, job_fail_reason};
@@ -28,7 +36,8 @@ use deskfleet_core::model::{
 use deskfleet_core::store::{Deadlines, Expired, StoreError, StoreResult};
 use deskfleet_proto::error::TaskErrorCode;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::OnceLock;
 
 /// Why a sub-job failed at its delivery deadline, for the person who reads it.
 pub(crate) const DELIVERY_TIMEOUT_REASON: &str = "the desktop did not pick up the install \
@@ -72,11 +81,114 @@ fn count<R: DbRow>(row: Option<R>) -> StoreResult<i64> {
     row.map_or(Ok(0), |r| r.int("n"))
 }
 
+// ---- the statements that run all the time ----
+//
+// Each must read an index, never scan a table that grows with every job: the SQLite test
+// `hot_queries_use_their_indexes` checks their plans (see [`hot_queries`]). The partial
+// indexes of the schema apply only when a query repeats their conditions word for word,
+// hence some seemingly redundant terms.
+
+/// Fails WAITING leaders past their delivery deadline (`$1` now, `$2` code, `$3` reason).
+const EXPIRE_UNDELIVERED: &str = "UPDATE sub_jobs SET status = 'FAILED', error_code = $2, \
+     fail_reason = $3, end_time = $1, deliver_by = NULL \
+     WHERE deliver_by IS NOT NULL AND deliver_by < $1 \
+     AND status = 'WAITING' AND follows IS NULL RETURNING id, job_id";
+
+/// Fails RUNNING leaders silent past their execution deadline (same arguments).
+const EXPIRE_SILENT: &str = "UPDATE sub_jobs SET status = 'FAILED', error_code = $2, \
+     fail_reason = $3, end_time = $1, execute_by = NULL \
+     WHERE execute_by IS NOT NULL AND execute_by < $1 \
+     AND status = 'RUNNING' AND follows IS NULL RETURNING id, job_id";
+
+/// Takes the oldest WAITING leader of desktop `$1` (the leader index holds at most one
+/// in-flight leader a desktop).
+const CLAIM: &str = "UPDATE sub_jobs SET status = 'RUNNING', stage = $2, process = $3, \
+     begin_time = $4, execute_by = $5, deliver_by = NULL \
+     WHERE seq = (SELECT s.seq FROM sub_jobs s WHERE s.desktop_id = $1 \
+     AND s.status IN ('WAITING', 'RUNNING') AND s.follows IS NULL \
+     AND s.status = 'WAITING' ORDER BY s.created_at, s.seq LIMIT 1) \
+     RETURNING id, job_id";
+
+/// The in-flight followers of leader `$1`, oldest first.
+const FOLLOWERS: &str = "SELECT s.id AS id FROM sub_jobs s WHERE s.follows = $1 \
+     AND s.status IN ('WAITING', 'RUNNING') ORDER BY s.created_at, s.seq";
+
+/// The in-flight leaders of the desktops in the JSON array `$1`.
+fn in_flight_leaders_sql(d: Dialect) -> String {
+    format!(
+        "SELECT s.desktop_id AS desktop_id, s.id AS id FROM sub_jobs s \
+         WHERE s.desktop_id IN (SELECT t.value FROM {}) \
+         AND s.status IN ('WAITING', 'RUNNING') AND s.follows IS NULL",
+        d.texts(1)
+    )
+}
+
+/// Copies each leader in the JSON array `$1` onto its in-flight followers.
+fn mirror_sql(d: Dialect) -> String {
+    format!(
+        "UPDATE sub_jobs SET status = l.status, stage = l.stage, process = l.process, \
+         error_code = l.error_code, fail_reason = l.fail_reason, \
+         begin_time = COALESCE(sub_jobs.begin_time, l.begin_time), end_time = l.end_time, \
+         deliver_by = NULL, execute_by = NULL \
+         FROM sub_jobs AS l \
+         WHERE l.id IN (SELECT t.value FROM {}) AND sub_jobs.follows = l.id \
+         AND sub_jobs.status IN ('WAITING', 'RUNNING') \
+         RETURNING sub_jobs.job_id AS job_id",
+        d.texts(1)
+    )
+}
+
+/// The project of each desktop in the JSON array `$1` (share-locked on PostgreSQL).
+/// CROSS JOIN fixes SQLite's join order: look the ids up by key rather than scan whole
+/// projects.
+fn known_desktops_sql(d: Dialect) -> String {
+    format!(
+        "SELECT d.id AS id, d.project_id AS project_id FROM {} CROSS JOIN desktops d \
+         WHERE d.id = t.value ORDER BY d.id{}",
+        d.texts(1),
+        d.share_lock_suffix()
+    )
+}
+
+/// A page of desktops with their install state. `f` is the desktop's in-flight leader (at
+/// most one); its followers mirror it, so it speaks for all of them.
+fn agent_conditions_sql(d: Dialect) -> String {
+    format!(
+        "SELECT {DESKTOP_COLUMNS}, f.stage AS flight_stage, f.process AS flight_process, \
+         (SELECT l.process FROM sub_jobs l WHERE l.desktop_id = d.id \
+          AND l.status IN ('SUCCESS', 'FAILED') \
+          ORDER BY l.end_time DESC, l.seq DESC LIMIT 1) AS last_process \
+         FROM desktops d LEFT JOIN sub_jobs f ON f.desktop_id = d.id \
+         AND f.status IN ('WAITING', 'RUNNING') AND f.follows IS NULL \
+         WHERE {} ORDER BY d.created_at, d.id LIMIT $8 OFFSET $9",
+        desktop_where(d)
+    )
+}
+
+/// The hot statements with the index each must use, for the plan test.
+#[cfg(test)]
+pub(crate) fn hot_queries(d: Dialect) -> Vec<(String, &'static str)> {
+    vec![
+        (EXPIRE_UNDELIVERED.to_owned(), "sub_jobs_deliver_by"),
+        (EXPIRE_SILENT.to_owned(), "sub_jobs_execute_by"),
+        (CLAIM.to_owned(), "sub_jobs_one_leader"),
+        (FOLLOWERS.to_owned(), "sub_jobs_followers"),
+        (in_flight_leaders_sql(d), "sub_jobs_one_leader"),
+        (mirror_sql(d), "sub_jobs_followers"),
+        (known_desktops_sql(d), "sqlite_autoindex_desktops_1"),
+        (agent_conditions_sql(d), "sub_jobs_one_leader"),
+        (agent_conditions_sql(d), "sub_jobs_finished"),
+    ]
+}
+
 // ---- identity ----
 
 async fn domain_by_id<C: Conn>(c: &mut C, id: &DomainId) -> StoreResult<Domain> {
     let row = c
-        .fetch_optional("SELECT id, name FROM domains WHERE id = $1", args![id.as_str()])
+        .fetch_optional(
+            "SELECT id, name FROM domains WHERE id = $1",
+            args![id.as_str()],
+        )
         .await?
         .ok_or(StoreError::NotFound)?;
     decode::domain(&row)
@@ -169,7 +281,12 @@ pub(crate) async fn create_user<C: Conn>(
     };
     c.execute(
         "INSERT INTO users (id, domain_id, name, password_hash) VALUES ($1, $2, $3, $4)",
-        args![user.id.as_str(), user.domain.id.as_str(), name, password_hash],
+        args![
+            user.id.as_str(),
+            user.domain.id.as_str(),
+            name,
+            password_hash
+        ],
     )
     .await
     .map_err(|e| conflict(e, || format!("user {name:?}")))?;
@@ -189,10 +306,7 @@ pub(crate) async fn find_user<C: Conn>(
     row.as_ref().map(decode::user).transpose()
 }
 
-pub(crate) async fn find_user_by_id<C: Conn>(
-    c: &mut C,
-    id: &UserId,
-) -> StoreResult<Option<User>> {
+pub(crate) async fn find_user_by_id<C: Conn>(c: &mut C, id: &UserId) -> StoreResult<Option<User>> {
     let sql = sql!(C::DIALECT, |_d| format!(
         "SELECT {USER_COLUMNS} FROM users u JOIN domains dm ON dm.id = u.domain_id \
          WHERE u.id = $1"
@@ -324,7 +438,10 @@ pub(crate) async fn import_desktops<C: Conn>(
             ip_address: d.ip_address.clone(),
             os_type: d.os_type.clone(),
             status: "ACTIVE".to_owned(),
-            enterprise_project_id: d.enterprise_project_id.clone().unwrap_or_else(|| "0".into()),
+            enterprise_project_id: d
+                .enterprise_project_id
+                .clone()
+                .unwrap_or_else(|| "0".into()),
             tags: d.tags.clone(),
             created_at: now,
             agent: None,
@@ -468,7 +585,10 @@ pub(crate) async fn list_desktops<C: Conn>(
         desktop_where(d)
     ));
     let rows = c.fetch_all(sql, paged(a.bind(), page)).await?;
-    let desktops = rows.iter().map(decode::desktop).collect::<StoreResult<_>>()?;
+    let desktops = rows
+        .iter()
+        .map(decode::desktop)
+        .collect::<StoreResult<_>>()?;
     Ok((total, desktops))
 }
 
@@ -480,18 +600,7 @@ pub(crate) async fn list_agent_conditions<C: Conn>(
 ) -> StoreResult<(i64, Vec<AgentCondition>)> {
     let a = DesktopArgs::new(project, &filter.desktop, filter.is_installed);
     let total = count_desktops(c, &a).await?;
-    // `f` is the desktop's in-flight leader (at most one, by a unique index); its
-    // followers mirror it, so it speaks for all of them.
-    let sql = sql!(C::DIALECT, |d| format!(
-        "SELECT {DESKTOP_COLUMNS}, f.stage AS flight_stage, f.process AS flight_process, \
-         (SELECT l.process FROM sub_jobs l WHERE l.desktop_id = d.id \
-          AND l.status IN ('SUCCESS', 'FAILED') \
-          ORDER BY l.end_time DESC, l.seq DESC LIMIT 1) AS last_process \
-         FROM desktops d LEFT JOIN sub_jobs f ON f.desktop_id = d.id \
-         AND f.status IN ('WAITING', 'RUNNING') AND f.follows IS NULL \
-         WHERE {} ORDER BY d.created_at, d.id LIMIT $8 OFFSET $9",
-        desktop_where(d)
-    ));
+    let sql = sql!(C::DIALECT, |d| agent_conditions_sql(d));
     let rows = c.fetch_all(sql, paged(a.bind(), page)).await?;
     let conditions = rows
         .iter()
@@ -528,12 +637,7 @@ async fn in_flight_leaders<C: Conn>(
     c: &mut C,
     desktops: &str,
 ) -> StoreResult<HashMap<String, String>> {
-    let sql = sql!(C::DIALECT, |d| format!(
-        "SELECT s.desktop_id AS desktop_id, s.id AS id FROM sub_jobs s \
-         WHERE s.desktop_id IN (SELECT t.value FROM {}) \
-         AND s.status IN ('WAITING', 'RUNNING') AND s.follows IS NULL",
-        d.texts(1)
-    ));
+    let sql = sql!(C::DIALECT, |d| in_flight_leaders_sql(d));
     let rows = c.fetch_all(sql, args![desktops]).await?;
     rows.iter()
         .map(|r| Ok((r.text("desktop_id")?, r.text("id")?)))
@@ -591,121 +695,243 @@ async fn lock_desktops_where<'a, C: Conn>(
     lock_desktops(c, texts(&rows, "desktop_id")?).await
 }
 
+/// One `create_install_job` call.
+#[derive(Debug, Clone)]
+pub(crate) struct NewJob {
+    pub project: ProjectId,
+    pub desktops: Vec<DesktopId>,
+    pub job_type: String,
+    pub at: Deadlines,
+}
+
+/// A fresh identifier for a row this store creates: 32 lowercase hex digits like the real
+/// service's, but time-ordered (UUIDv7), so that index inserts append instead of landing
+/// on random pages.
+fn time_ordered_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
 #[derive(Serialize)]
+struct JobInsert<'a> {
+    id: &'a str,
+    project: &'a str,
+    job_type: &'a str,
+    status: &'a str,
+    created_at: Millis,
+    end_time: Option<Millis>,
+    total: u32,
+}
+
 struct SubJobInsert<'a> {
     id: String,
+    job: &'a str,
+    project: &'a str,
     desktop: &'a str,
     position: i64,
+    created_at: Millis,
+    deliver_by: Option<Millis>,
     follows: Option<String>,
 }
 
-pub(crate) async fn create_install_job<C: Conn>(
+/// Row counts of the multi-row sub-job insert: a few fixed sizes, so that each statement is
+/// prepared once and then reused from the statement cache.
+const INSERT_CHUNKS: [usize; 6] = [1024, 256, 64, 16, 4, 1];
+
+fn sub_job_insert_sql(d: Dialect, rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO sub_jobs (id, job_id, project_id, desktop_id, position, created_at, \
+         deliver_by, follows, status, stage, process, attempts) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for col in 1..=8 {
+            // SQLite looks a named parameter such as `$9` up by a linear scan, which makes
+            // binding a thousand of them quadratic: anonymous `?`s bind in order.
+            match d {
+                Dialect::Sqlite => sql.push('?'),
+                Dialect::Postgres => sql.push_str(&format!("${}", row * 8 + col)),
+            }
+            sql.push_str(", ");
+        }
+        sql.push_str("'WAITING', 'queued', 0, 0)");
+    }
+    sql
+}
+
+/// Inserts new sub-jobs with bound values, many rows a statement. (Unpacking a JSON array
+/// of objects costs SQLite more than the inserts themselves.)
+async fn insert_sub_jobs<C: Conn>(c: &mut C, rows: &[SubJobInsert<'_>]) -> StoreResult<()> {
+    const SIZES: usize = INSERT_CHUNKS.len();
+    static SQL: [[OnceLock<String>; SIZES]; 2] = [
+        [const { OnceLock::new() }; SIZES],
+        [const { OnceLock::new() }; SIZES],
+    ];
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let slot = INSERT_CHUNKS
+            .iter()
+            .position(|&size| size <= rest.len())
+            .unwrap_or(SIZES - 1);
+        let (chunk, tail) = rest.split_at(INSERT_CHUNKS[slot].min(rest.len()));
+        let sql = SQL[C::DIALECT as usize][slot]
+            .get_or_init(|| sub_job_insert_sql(C::DIALECT, INSERT_CHUNKS[slot]));
+        let mut bound = Vec::with_capacity(chunk.len() * 8);
+        for r in chunk {
+            bound.extend(args![
+                r.id.as_str(),
+                r.job,
+                r.project,
+                r.desktop,
+                r.position,
+                r.created_at,
+                r.deliver_by,
+                r.follows.as_deref(),
+            ]);
+        }
+        c.execute(sql, bound).await?;
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// Creates one job, as [`create_install_jobs`] does for several.
+pub(crate) async fn create_install_job<C: Conn>(c: &mut C, call: &NewJob) -> StoreResult<Job> {
+    let mut results = create_install_jobs(c, std::slice::from_ref(call)).await?;
+    results
+        .pop()
+        .unwrap_or_else(|| Err(StoreError::Backend("no result for the job created".into())))
+}
+
+/// Creates the jobs of several `create_install_job` calls with a fixed number of
+/// statements, however many calls and sub-jobs there are (the SQLite writer hands it
+/// every call of a batch at once).
+///
+/// Each call is checked before anything is written: one that names a desktop that is not
+/// in its project gets [`StoreError::UnknownDesktops`] and writes nothing. The others are
+/// created in order; a desktop with an install in flight, or started by an earlier call of
+/// the same group, gets a sub-job that follows it. The outer error means nothing may be
+/// kept (the caller rolls back).
+pub(crate) async fn create_install_jobs<C: Conn>(
     c: &mut C,
-    project: &ProjectId,
-    desktops: &[DesktopId],
-    job_type: &str,
-    at: Deadlines,
-) -> StoreResult<Job> {
-    let wanted = strings(desktops);
-    // On PostgreSQL this also locks the desktops, so that two jobs created at once for one
-    // desktop agree on which of them leads. CROSS JOIN fixes SQLite's join order: look the
-    // few ids up by key rather than scan the project's desktops.
-    let sql = sql!(C::DIALECT, |d| format!(
-        "SELECT d.id AS id FROM {} CROSS JOIN desktops d \
-         WHERE d.id = t.value AND d.project_id = $1 ORDER BY d.id{}",
-        d.texts(2),
-        d.lock_suffix()
-    ));
-    let rows = c
-        .fetch_all(sql, args![project.as_str(), wanted.as_str()])
-        .await?;
-    let known: HashSet<String> = texts(&rows, "id")?.into_iter().collect();
-    let mut unknown: Vec<String> = Vec::new();
-    for d in desktops {
-        if !known.contains(d.as_str()) && !unknown.iter().any(|u| u == d.as_str()) {
-            unknown.push(d.as_str().to_owned());
+    calls: &[NewJob],
+) -> StoreResult<Vec<StoreResult<Job>>> {
+    let asked: BTreeSet<&str> = calls
+        .iter()
+        .flat_map(|call| call.desktops.iter().map(DesktopId::as_str))
+        .collect();
+    // On PostgreSQL this also share-locks the desktops: no leader of theirs can end while
+    // followers are being added to it (see the module documentation).
+    let sql = sql!(C::DIALECT, |d| known_desktops_sql(d));
+    let rows = c.fetch_all(sql, args![strings(&asked).as_str()]).await?;
+    let project_of: HashMap<String, String> = rows
+        .iter()
+        .map(|r| Ok((r.text("id")?, r.text("project_id")?)))
+        .collect::<StoreResult<_>>()?;
+
+    let mut results: Vec<StoreResult<Job>> = Vec::with_capacity(calls.len());
+    for call in calls {
+        let mut unknown: Vec<String> = Vec::new();
+        for d in &call.desktops {
+            let known =
+                project_of.get(d.as_str()).map(String::as_str) == Some(call.project.as_str());
+            if !known && !unknown.iter().any(|u| u == d.as_str()) {
+                unknown.push(d.as_str().to_owned());
+            }
+        }
+        if !unknown.is_empty() {
+            results.push(Err(StoreError::UnknownDesktops(unknown)));
+            continue;
+        }
+        let total = u32::try_from(call.desktops.len()).unwrap_or(u32::MAX);
+        let status = derive_job_status(StatusCounts {
+            waiting: total,
+            ..StatusCounts::default()
+        });
+        let id = JobId::parse(time_ordered_id())
+            .map_err(|e| StoreError::Backend(format!("generated job id: {e}").into()))?;
+        results.push(Ok(Job {
+            id,
+            project_id: call.project.clone(),
+            job_type: call.job_type.clone(),
+            status,
+            created_at: call.at.now,
+            begin_time: None,
+            end_time: status.is_terminal().then_some(call.at.now),
+            error_code: None,
+            fail_reason: None,
+            sub_jobs_total: total,
+        }));
+    }
+
+    let created: Vec<(&NewJob, &Job)> = calls
+        .iter()
+        .zip(&results)
+        .filter_map(|(call, r)| r.as_ref().ok().map(|job| (call, job)))
+        .collect();
+    if created.is_empty() {
+        return Ok(results);
+    }
+    let valid: BTreeSet<&str> = created
+        .iter()
+        .flat_map(|(call, _)| call.desktops.iter().map(DesktopId::as_str))
+        .collect();
+    let mut leaders = in_flight_leaders(c, &strings(&valid)).await?;
+    let mut jobs = Vec::with_capacity(created.len());
+    let mut sub_jobs = Vec::new();
+    for (call, job) in &created {
+        jobs.push(JobInsert {
+            id: job.id.as_str(),
+            project: job.project_id.as_str(),
+            job_type: &job.job_type,
+            status: job.status.as_str(),
+            created_at: job.created_at,
+            end_time: job.end_time,
+            total: job.sub_jobs_total,
+        });
+        for (position, desktop) in (0_i64..).zip(&call.desktops) {
+            let id = time_ordered_id();
+            // The first sub-job of a desktop with nothing in flight leads; any later one,
+            // in this call or a later call of the group, follows it.
+            let follows = match leaders.get(desktop.as_str()) {
+                Some(leader) => Some(leader.clone()),
+                None => {
+                    leaders.insert(desktop.as_str().to_owned(), id.clone());
+                    None
+                }
+            };
+            sub_jobs.push(SubJobInsert {
+                id,
+                job: job.id.as_str(),
+                project: job.project_id.as_str(),
+                desktop: desktop.as_str(),
+                position,
+                created_at: job.created_at,
+                deliver_by: follows.is_none().then_some(call.at.deliver_by),
+                follows,
+            });
         }
     }
-    if !unknown.is_empty() {
-        return Err(StoreError::UnknownDesktops(unknown));
-    }
-
-    let mut leaders = in_flight_leaders(c, &wanted).await?;
-    let mut sub_jobs = Vec::with_capacity(desktops.len());
-    for (position, desktop) in (0_i64..).zip(desktops) {
-        let id = SubJobId::generate().into_string();
-        // The first sub-job of a desktop with nothing in flight leads; a repeated desktop
-        // id (callers de-duplicate, but) follows it rather than breaking the invariant.
-        let follows = match leaders.get(desktop.as_str()) {
-            Some(leader) => Some(leader.clone()),
-            None => {
-                leaders.insert(desktop.as_str().to_owned(), id.clone());
-                None
-            }
-        };
-        sub_jobs.push(SubJobInsert {
-            id,
-            desktop: desktop.as_str(),
-            position,
-            follows,
-        });
-    }
-
-    let total = u32::try_from(desktops.len()).unwrap_or(u32::MAX);
-    let status = derive_job_status(StatusCounts {
-        waiting: total,
-        ..StatusCounts::default()
-    });
-    let job = Job {
-        id: JobId::generate(),
-        project_id: project.clone(),
-        job_type: job_type.to_owned(),
-        status,
-        created_at: at.now,
-        begin_time: None,
-        end_time: status.is_terminal().then_some(at.now),
-        error_code: None,
-        fail_reason: None,
-        sub_jobs_total: total,
-    };
-    c.execute(
+    let sql = sql!(C::DIALECT, |d| format!(
         "INSERT INTO jobs (id, project_id, job_type, status, created_at, end_time, \
-         sub_jobs_total) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        args![
-            job.id.as_str(),
-            project.as_str(),
-            job_type,
-            status.as_str(),
-            at.now,
-            job.end_time,
-            i64::from(total),
-        ],
-    )
-    .await?;
-    if !sub_jobs.is_empty() {
-        let sql = sql!(C::DIALECT, |d| format!(
-            "INSERT INTO sub_jobs (id, job_id, project_id, desktop_id, position, status, \
-             stage, process, created_at, deliver_by, follows, attempts) \
-             SELECT j.value ->> 'id', $2, $3, j.value ->> 'desktop', \
-             CAST(j.value ->> 'position' AS BIGINT), 'WAITING', 'queued', 0, $4, \
-             CASE WHEN j.value ->> 'follows' IS NULL THEN $5 END, j.value ->> 'follows', 0 \
-             FROM {}",
-            d.objects(1)
-        ));
-        let payload = objects(&sub_jobs)?;
-        c.execute(
-            sql,
-            args![
-                payload.as_str(),
-                job.id.as_str(),
-                project.as_str(),
-                at.now,
-                at.deliver_by,
-            ],
-        )
-        .await?;
-    }
-    Ok(job)
+         sub_jobs_total) \
+         SELECT j.value ->> 'id', j.value ->> 'project', j.value ->> 'job_type', \
+         j.value ->> 'status', CAST(j.value ->> 'created_at' AS BIGINT), \
+         CAST(j.value ->> 'end_time' AS BIGINT), CAST(j.value ->> 'total' AS BIGINT) FROM {}",
+        d.objects(1)
+    ));
+    c.execute(sql, args![objects(&jobs)?.as_str()]).await?;
+    // New leaders first, in desktop order: see the module documentation on why.
+    sub_jobs.sort_by(|a, b| match (&a.follows, &b.follows) {
+        (None, None) => a.desktop.cmp(b.desktop),
+        (None, Some(_)) => std::cmp::Ordering::Less,
+        (Some(_), None) => std::cmp::Ordering::Greater,
+        (Some(_), Some(_)) => std::cmp::Ordering::Equal,
+    });
+    insert_sub_jobs(c, &sub_jobs).await?;
+    Ok(results)
 }
 
 async fn job_in_project<C: Conn>(c: &mut C, project: &ProjectId, id: &JobId) -> StoreResult<()> {
@@ -737,7 +963,10 @@ pub(crate) async fn get_job<C: Conn>(
         "{SUB_JOB_SELECT} WHERE s.job_id = $1 ORDER BY s.position, s.seq"
     ));
     let rows = c.fetch_all(sql, args![id.as_str()]).await?;
-    let sub_jobs = rows.iter().map(decode::sub_job).collect::<StoreResult<_>>()?;
+    let sub_jobs = rows
+        .iter()
+        .map(decode::sub_job)
+        .collect::<StoreResult<_>>()?;
     Ok(Some((job, sub_jobs)))
 }
 
@@ -775,7 +1004,10 @@ pub(crate) async fn list_sub_jobs<C: Conn>(
         sub_job_where(d)
     ));
     let rows = c.fetch_all(sql, paged(bound, page)).await?;
-    let sub_jobs = rows.iter().map(decode::sub_job).collect::<StoreResult<_>>()?;
+    let sub_jobs = rows
+        .iter()
+        .map(decode::sub_job)
+        .collect::<StoreResult<_>>()?;
     Ok((total, sub_jobs))
 }
 
@@ -882,13 +1114,7 @@ pub(crate) async fn cancel_job<C: Conn>(
             continue;
         }
         let leader = row.text("id")?;
-        let followers = c
-            .fetch_all(
-                "SELECT s.id AS id FROM sub_jobs s WHERE s.follows = $1 \
-                 AND s.status IN ('WAITING', 'RUNNING') ORDER BY s.created_at, s.seq",
-                args![leader.as_str()],
-            )
-            .await?;
+        let followers = c.fetch_all(FOLLOWERS, args![leader.as_str()]).await?;
         let Some(heir) = followers.first() else {
             continue;
         };
@@ -971,17 +1197,7 @@ async fn mirror<C: Conn>(c: &mut C, leaders: &[String]) -> StoreResult<Vec<Strin
     if leaders.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = sql!(C::DIALECT, |d| format!(
-        "UPDATE sub_jobs SET status = l.status, stage = l.stage, process = l.process, \
-         error_code = l.error_code, fail_reason = l.fail_reason, \
-         begin_time = COALESCE(sub_jobs.begin_time, l.begin_time), end_time = l.end_time, \
-         deliver_by = NULL, execute_by = NULL \
-         FROM sub_jobs AS l \
-         WHERE l.id IN (SELECT t.value FROM {}) AND sub_jobs.follows = l.id \
-         AND sub_jobs.status IN ('WAITING', 'RUNNING') \
-         RETURNING sub_jobs.job_id AS job_id",
-        d.texts(1)
-    ));
+    let sql = sql!(C::DIALECT, |d| mirror_sql(d));
     let rows = c.fetch_all(sql, args![strings(leaders).as_str()]).await?;
     texts(&rows, "job_id")
 }
@@ -1035,12 +1251,12 @@ async fn recompute_jobs<C: Conn>(
         d.texts(1)
     ));
     for row in c.fetch_all(sql, args![set.as_str()]).await? {
-        if let Some(t) = tallies.get_mut(&row.text("job_id")?) {
-            if t.first_failure.is_none() {
-                let code = row.opt_text("error_code")?.unwrap_or_default();
-                let reason = row.opt_text("fail_reason")?.unwrap_or_default();
-                t.first_failure = Some((code, reason));
-            }
+        if let Some(t) = tallies.get_mut(&row.text("job_id")?)
+            && t.first_failure.is_none()
+        {
+            let code = row.opt_text("error_code")?.unwrap_or_default();
+            let reason = row.opt_text("fail_reason")?.unwrap_or_default();
+            t.first_failure = Some((code, reason));
         }
     }
     // In id order: see the module documentation on lock order.
@@ -1099,10 +1315,7 @@ pub(crate) async fn expire_overdue<C: Conn>(c: &mut C, now: Millis) -> StoreResu
     .await?;
     let undelivered = c
         .fetch_all(
-            "UPDATE sub_jobs SET status = 'FAILED', error_code = $2, fail_reason = $3, \
-             end_time = $1, deliver_by = NULL \
-             WHERE deliver_by IS NOT NULL AND deliver_by < $1 \
-             AND status = 'WAITING' AND follows IS NULL RETURNING id, job_id",
+            EXPIRE_UNDELIVERED,
             args![
                 now,
                 TaskErrorCode::DeliveryTimeout.code(),
@@ -1112,10 +1325,7 @@ pub(crate) async fn expire_overdue<C: Conn>(c: &mut C, now: Millis) -> StoreResu
         .await?;
     let silent = c
         .fetch_all(
-            "UPDATE sub_jobs SET status = 'FAILED', error_code = $2, fail_reason = $3, \
-             end_time = $1, execute_by = NULL \
-             WHERE execute_by IS NOT NULL AND execute_by < $1 \
-             AND status = 'RUNNING' AND follows IS NULL RETURNING id, job_id",
+            EXPIRE_SILENT,
             args![
                 now,
                 TaskErrorCode::ExecutionTimeout.code(),
@@ -1158,16 +1368,9 @@ pub(crate) async fn claim_desktop_work<C: Conn>(
     execute_by: Millis,
 ) -> StoreResult<Option<SubJob>> {
     lock_desktops(c, [desktop.as_str().to_owned()]).await?;
-    // The leader index holds at most one in-flight leader a desktop; the repeated status
-    // term lets SQLite see that its partial index applies.
     let claimed = c
         .fetch_optional(
-            "UPDATE sub_jobs SET status = 'RUNNING', stage = $2, process = $3, \
-             begin_time = $4, execute_by = $5, deliver_by = NULL \
-             WHERE seq = (SELECT s.seq FROM sub_jobs s WHERE s.desktop_id = $1 \
-             AND s.status IN ('WAITING', 'RUNNING') AND s.follows IS NULL \
-             AND s.status = 'WAITING' ORDER BY s.created_at, s.seq LIMIT 1) \
-             RETURNING id, job_id",
+            CLAIM,
             args![
                 desktop.as_str(),
                 Stage::Delivered.as_str(),

@@ -5,12 +5,16 @@
 
 use crate::ConnectError;
 use crate::backend::Backend;
-use crate::conn::{BoxFuture, backend};
+use crate::conn::{BoxFuture, backend, is_retryable};
+use crate::ops::{self, NewJob};
+use deskfleet_core::model::Job;
 use deskfleet_core::store::StoreResult;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
-use std::future::Future;
 use std::time::Duration;
+
+/// How many times a job creation that lost a race to another is run again.
+const CREATE_ATTEMPTS: u32 = 5;
 
 /// Connections per server process. Several replicas share the server's
 /// `max_connections` (100 by default).
@@ -41,38 +45,51 @@ impl Backend for Postgres {
     type Db = sqlx::Postgres;
     const NAME: &'static str = "postgres";
 
-    fn read(
-        &self,
-    ) -> impl Future<Output = StoreResult<sqlx::Transaction<'static, sqlx::Postgres>>> + Send {
+    async fn read(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
         // One snapshot for all the statements of a read (a count and its page agree).
-        async move {
-            self.pool
-                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .await
-                .map_err(backend)
+        self.pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(backend)
+    }
+
+    /// Job creators run side by side; one that loses the race to start an install on a
+    /// desktop runs again, and then follows the winner's install (see `ops`).
+    async fn create_install_job(&self, call: NewJob) -> StoreResult<Job> {
+        let mut attempt = 1;
+        loop {
+            let this = call.clone();
+            let result = self
+                .write(move |c| Box::pin(async move { ops::create_install_job(c, &this).await }))
+                .await;
+            match result {
+                Err(e) if attempt < CREATE_ATTEMPTS && is_retryable(&e) => {
+                    tracing::debug!(error = %e, attempt, "job creation raced another; again");
+                    attempt += 1;
+                }
+                result => return result,
+            }
         }
     }
 
-    fn write<T, F>(&self, f: F) -> impl Future<Output = StoreResult<T>> + Send
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
-        async move {
-            let mut conn = self.pool.acquire().await.map_err(backend)?;
-            let mut tx = Connection::begin(&mut *conn).await.map_err(backend)?;
-            match f(&mut tx).await {
-                Ok(out) => {
-                    tx.commit().await.map_err(backend)?;
-                    Ok(out)
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        let mut tx = Connection::begin(&mut *conn).await.map_err(backend)?;
+        match f(&mut tx).await {
+            Ok(out) => {
+                tx.commit().await.map_err(backend)?;
+                Ok(out)
+            }
+            Err(e) => {
+                // Dropping the transaction would roll back too, but only lazily.
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "postgres rollback failed");
                 }
-                Err(e) => {
-                    // Dropping the transaction would roll back too, but only lazily.
-                    if let Err(rb) = tx.rollback().await {
-                        tracing::warn!(error = %rb, "postgres rollback failed");
-                    }
-                    Err(e)
-                }
+                Err(e)
             }
         }
     }

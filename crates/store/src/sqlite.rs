@@ -7,16 +7,28 @@
 //! then commits once and only then answers every caller. One fsync thus covers a whole
 //! batch, and since nothing is answered before the commit, an acknowledged write survives
 //! a crash or a power cut. Readers never block the writer nor each other (WAL).
+//!
+//! Two refinements keep the writer fast, as it is the one thing that cannot scale out:
+//! - the `create_install_job` calls of a batch run as one group, with a handful of
+//!   statements for all of them (`ops::create_install_jobs`): each call is validated
+//!   before anything is written, so one naming unknown desktops still fails alone, and
+//!   per-statement overhead (a round trip to sqlx's SQLite thread each) stops dominating;
+//! - WAL checkpoints run on a connection of their own ([`checkpoint_loop`]), so that a
+//!   commit is only its WAL append and fsync.
+//!
+//! Measured with `examples/create_jobs.rs` (64 callers, 100 desktops, 2 cores): about
+//! 20,000 calls/s of 2 sub-jobs and 1,300 calls/s of 100 sub-jobs (130,000 sub-jobs/s).
 
+use crate::ConnectError;
 use crate::backend::Backend;
 use crate::conn::BoxFuture;
-use crate::ConnectError;
+use crate::ops::{self, NewJob};
+use deskfleet_core::model::Job;
 use deskfleet_core::store::{StoreError, StoreResult};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, SqliteConnection};
-use std::future::Future;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -29,12 +41,29 @@ const QUEUE_DEPTH: usize = 4 * MAX_BATCH;
 const READERS: u32 = 4;
 /// How long a statement waits for a lock held by another process before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often at most the checkpointer copies the WAL back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// WAL pages after which the writer checkpoints by itself, should the checkpointer fall
+/// behind (it normally keeps the WAL far smaller).
+const WRITER_CHECKPOINT_PAGES: &str = "20000";
+/// Bytes the WAL file is truncated back to once checkpointed.
+const WAL_SIZE_LIMIT: &str = "67108864";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 pub(crate) struct Sqlite {
     readers: SqlitePool,
-    queue: mpsc::Sender<WriteOp>,
+    queue: mpsc::Sender<Queued>,
+}
+
+/// What callers queue for the writer.
+enum Queued {
+    /// Any write, run in a savepoint of its own.
+    Op(WriteOp),
+    /// A `create_install_job` call. The calls of one batch are created together, with a
+    /// handful of statements for all of them, in one savepoint: each call is checked
+    /// before anything is written, so a call naming unknown desktops fails alone.
+    Create(NewJob, oneshot::Sender<StoreResult<Job>>),
 }
 
 /// One queued call: runs on the writer connection and hands back its answer, to be sent
@@ -52,6 +81,65 @@ trait Answer: Send {
 struct Pending<T> {
     result: StoreResult<T>,
     to: oneshot::Sender<StoreResult<T>>,
+}
+
+/// The answers of calls that ran together and succeed or fail together.
+struct Group<T> {
+    succeeded: bool,
+    parts: Vec<Pending<T>>,
+}
+
+impl<T: Send> Answer for Group<T> {
+    fn succeeded(&self) -> bool {
+        self.succeeded
+    }
+
+    fn send(self: Box<Self>, batch: Result<(), &str>) {
+        for part in self.parts {
+            Box::new(part).send(batch);
+        }
+    }
+}
+
+/// The same error again, for each caller of a group that failed as one.
+fn retell(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::NotFound => StoreError::NotFound,
+        StoreError::AlreadyExists(what) => StoreError::AlreadyExists(what.clone()),
+        StoreError::UnknownDesktops(ids) => StoreError::UnknownDesktops(ids.clone()),
+        StoreError::Corrupt(why) => StoreError::Corrupt(why.clone()),
+        StoreError::Backend(source) => StoreError::Backend(source.to_string().into()),
+    }
+}
+
+/// One write op that creates the jobs of all `calls`, answering each caller.
+fn create_group(calls: Vec<(NewJob, oneshot::Sender<StoreResult<Job>>)>) -> WriteOp {
+    Box::new(move |conn| {
+        Box::pin(async move {
+            let (calls, senders): (Vec<NewJob>, Vec<_>) = calls.into_iter().unzip();
+            let group = match ops::create_install_jobs(conn, &calls).await {
+                Ok(results) => Group {
+                    succeeded: true,
+                    parts: results
+                        .into_iter()
+                        .zip(senders)
+                        .map(|(result, to)| Pending { result, to })
+                        .collect(),
+                },
+                Err(e) => Group {
+                    succeeded: false,
+                    parts: senders
+                        .into_iter()
+                        .map(|to| Pending {
+                            result: Err(retell(&e)),
+                            to,
+                        })
+                        .collect(),
+                },
+            };
+            Box::new(group) as Box<dyn Answer>
+        })
+    })
 }
 
 impl<T: Send> Answer for Pending<T> {
@@ -92,18 +180,25 @@ impl Sqlite {
                     .clone()
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
-                    .pragma("cache_size", "-65536"),
+                    .pragma("cache_size", "-65536")
+                    .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
+                    .pragma("journal_size_limit", WAL_SIZE_LIMIT),
             )
             .await
             .map_err(ConnectError::Open)?;
         MIGRATOR.run(&writer).await.map_err(ConnectError::Migrate)?;
+        let checkpointer = SqliteConnection::connect_with(&common)
+            .await
+            .map_err(ConnectError::Open)?;
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(common.pragma("query_only", "ON"))
             .await
             .map_err(ConnectError::Open)?;
         let (queue, pending) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(write_loop(writer, pending));
+        let (poke, pokes) = mpsc::channel(1);
+        tokio::spawn(checkpoint_loop(checkpointer, pokes));
+        tokio::spawn(write_loop(writer, pending, poke));
         Ok(Self { readers, queue })
     }
 }
@@ -112,44 +207,94 @@ impl Backend for Sqlite {
     type Db = sqlx::Sqlite;
     const NAME: &'static str = "sqlite";
 
-    fn read(
-        &self,
-    ) -> impl Future<Output = StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>>> + Send {
-        async move { self.readers.begin().await.map_err(crate::conn::backend) }
+    async fn read(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.readers.begin().await.map_err(crate::conn::backend)
     }
 
-    fn write<T, F>(&self, f: F) -> impl Future<Output = StoreResult<T>> + Send
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>>
             + Send
             + 'static,
     {
-        async move {
-            let (to, answer) = oneshot::channel();
-            let op: WriteOp = Box::new(move |conn| {
-                Box::pin(async move {
-                    let result = f(conn).await;
-                    Box::new(Pending { result, to }) as Box<dyn Answer>
-                })
-            });
-            self.queue
-                .send(op)
-                .await
-                .map_err(|_| not_written("the writer has stopped"))?;
-            answer
-                .await
-                .map_err(|_| not_written("its batch failed; see the log"))?
+        let (to, answer) = oneshot::channel();
+        let op: WriteOp = Box::new(move |conn| {
+            Box::pin(async move {
+                let result = f(conn).await;
+                Box::new(Pending { result, to }) as Box<dyn Answer>
+            })
+        });
+        self.enqueue(Queued::Op(op), answer).await
+    }
+
+    async fn create_install_job(&self, call: NewJob) -> StoreResult<Job> {
+        let (to, answer) = oneshot::channel();
+        self.enqueue(Queued::Create(call, to), answer).await
+    }
+}
+
+impl Sqlite {
+    async fn enqueue<T>(
+        &self,
+        queued: Queued,
+        answer: oneshot::Receiver<StoreResult<T>>,
+    ) -> StoreResult<T> {
+        self.queue
+            .send(queued)
+            .await
+            .map_err(|_| not_written("the writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| not_written("its batch failed; see the log"))?
+    }
+}
+
+/// Copies committed WAL frames back into the database file, off the writer's path, so
+/// that a commit costs only its WAL append and fsync. A PASSIVE checkpoint never blocks
+/// the writer or the readers. Runs after commits (`pokes`), at most every
+/// [`CHECKPOINT_EVERY`], until the writer stops.
+async fn checkpoint_loop(mut conn: SqliteConnection, mut pokes: mpsc::Receiver<()>) {
+    while pokes.recv().await.is_some() {
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+        {
+            tracing::warn!(error = %e, "sqlite checkpoint failed; the writer will checkpoint");
         }
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+    }
+    if let Err(e) = conn.close().await {
+        tracing::debug!(error = %e, "sqlite checkpointer close failed");
     }
 }
 
 /// The writer task: batches until every sender (the store) is gone.
-async fn write_loop(writer: SqlitePool, mut queue: mpsc::Receiver<WriteOp>) {
+async fn write_loop(
+    writer: SqlitePool,
+    mut queue: mpsc::Receiver<Queued>,
+    checkpoint: mpsc::Sender<()>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let ops = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-        run_batch(&writer, ops).await;
+        // Every call of a batch was queued before the batch began and is answered after
+        // it commits, so any order among them is a valid one: job creations go first,
+        // together.
+        let mut creates = Vec::new();
+        let mut ops = Vec::with_capacity(batch.len() + 1);
+        ops.push(None);
+        for queued in batch.drain(..) {
+            match queued {
+                Queued::Op(op) => ops.push(Some(op)),
+                Queued::Create(call, to) => creates.push((call, to)),
+            }
+        }
+        if !creates.is_empty() {
+            ops[0] = Some(create_group(creates));
+        }
+        run_batch(&writer, ops.into_iter().flatten().collect()).await;
+        // Full means a checkpoint is already due.
+        let _ = checkpoint.try_send(());
     }
     writer.close().await;
 }
@@ -242,7 +387,10 @@ mod tests {
         let (_dir, pool) = scratch().await;
         let mut conn = pool.acquire().await.unwrap();
         let row = conn
-            .fetch_optional("SELECT $2 || $1 || $2 AS v, $3 + 1 AS n", args!["a", "b", 41])
+            .fetch_optional(
+                "SELECT $2 || $1 || $2 AS v, $3 + 1 AS n",
+                args!["a", "b", 41],
+            )
             .await
             .unwrap()
             .unwrap();
@@ -255,35 +403,7 @@ mod tests {
     async fn hot_queries_use_their_indexes() {
         let (_dir, pool) = scratch().await;
         let mut conn = pool.acquire().await.unwrap();
-        let cases: &[(&str, &str)] = &[
-            (
-                "UPDATE sub_jobs SET status = 'FAILED' WHERE deliver_by IS NOT NULL \
-                 AND deliver_by < $1 AND status = 'WAITING' AND follows IS NULL",
-                "sub_jobs_deliver_by",
-            ),
-            (
-                "UPDATE sub_jobs SET status = 'FAILED' WHERE execute_by IS NOT NULL \
-                 AND execute_by < $1 AND status = 'RUNNING' AND follows IS NULL",
-                "sub_jobs_execute_by",
-            ),
-            (
-                "SELECT s.id FROM sub_jobs s WHERE s.desktop_id IN (SELECT t.value FROM \
-                 json_each($1) AS t) AND s.status IN ('WAITING', 'RUNNING') \
-                 AND s.follows IS NULL",
-                "sub_jobs_one_leader",
-            ),
-            (
-                "SELECT s.id FROM sub_jobs s WHERE s.follows = $1 \
-                 AND s.status IN ('WAITING', 'RUNNING') ORDER BY s.created_at, s.seq",
-                "sub_jobs_followers",
-            ),
-            (
-                "SELECT s.seq FROM sub_jobs s WHERE s.desktop_id = $1 \
-                 AND s.status IN ('WAITING', 'RUNNING') AND s.follows IS NULL \
-                 AND s.status = 'WAITING' ORDER BY s.created_at, s.seq LIMIT 1",
-                "sub_jobs_one_leader",
-            ),
-        ];
+        let cases = crate::ops::hot_queries(crate::conn::Dialect::Sqlite);
         for (sql, index) in cases {
             // Unbound parameters are NULL, which is all a plan needs.
             let explain = format!("EXPLAIN QUERY PLAN {sql}");
@@ -294,6 +414,10 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join("; ");
             assert!(detail.contains(index), "{sql}\nplan: {detail}");
+            assert!(
+                !detail.contains("SCAN s ") && !detail.contains("SCAN sub_jobs"),
+                "{sql}\nplan: {detail}"
+            );
         }
     }
 }

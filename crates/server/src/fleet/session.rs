@@ -28,6 +28,8 @@ struct Offer {
     package: PackageMeta,
     stage: Stage,
     process: i32,
+    /// Whether the package was offered on this connection yet.
+    announced: bool,
 }
 
 pub struct Session {
@@ -47,6 +49,8 @@ pub struct Session {
     /// The monitoring agent as last reported: (version, healthy).
     agent: Option<(String, bool)>,
     last_metrics_at: Millis,
+    /// Set when the session identifies: look for work in the answer.
+    look_for_work: bool,
 }
 
 fn fleet(state: &AppState) -> &Fleet {
@@ -71,6 +75,7 @@ impl Session {
             current: None,
             agent: None,
             last_metrics_at: 0,
+            look_for_work: false,
         }
     }
 
@@ -128,6 +133,7 @@ impl Session {
             };
             self.identify(&msg.instance_uid, facts(description), &mut reply).await?;
             self.resume_running_work().await?;
+            self.look_for_work = true;
         } else if msg.instance_uid != self.instance_uid && reply.agent_identification.is_none() {
             // The agent switched to the uid we assigned it.
             self.instance_uid = msg.instance_uid.clone();
@@ -161,7 +167,11 @@ impl Session {
         {
             self.on_metrics(&custom.data).await?;
         }
-        self.deliver(&mut reply).await?;
+        // Pushed (WebSocket) sessions look for work when they identify and when the
+        // scheduler wakes them, not on every heartbeat; polled (HTTP) ones on every poll.
+        if self.push.is_none() || std::mem::take(&mut self.look_for_work) {
+            self.deliver(&mut reply).await?;
+        }
         Ok(reply)
     }
 
@@ -283,7 +293,13 @@ impl Session {
         let platform = if self.platform.is_empty() { super::packages::host_platform() } else { self.platform.clone() };
         match fleet(&self.state).packages.latest(&self.state, &platform).await? {
             Some(package) => {
-                self.current = Some(Offer { sub_job, package, stage, process });
+                self.current = Some(Offer {
+                    sub_job,
+                    package,
+                    stage,
+                    process,
+                    announced: false,
+                });
                 Ok(true)
             }
             None => {
@@ -318,10 +334,15 @@ impl Session {
                 }
             }
         }
+        // Offered once per connection: after a reconnect (or a server restart) the guest
+        // is told again, and reports where it is with the package.
         if let Some(offer) = &self.current
-            && offer.stage == Stage::Delivered
+            && !offer.announced
         {
             reply.packages_available = Some(self.packages_available(&offer.package));
+            if let Some(offer) = &mut self.current {
+                offer.announced = true;
+            }
         }
         Ok(())
     }

@@ -8,11 +8,18 @@ use tokio::task::JoinSet;
 pub async fn one_of_many_concurrent_claims_wins(ctx: Ctx) {
     let p = project(&*ctx.store, "main").await;
     let ds = desktops(&*ctx.store, &p, 1).await;
-    ctx.store.create_install_job(&p, &ds, INSTALL, at(T0)).await.unwrap();
+    ctx.store
+        .create_install_job(&p, &ds, INSTALL, at(T0))
+        .await
+        .unwrap();
     let mut claims = JoinSet::new();
     for i in 0..20 {
         let (store, desktop) = (ctx.store.clone(), ds[0].clone());
-        claims.spawn(async move { store.claim_desktop_work(&desktop, T0 + i, T0 + EXECUTE).await });
+        claims.spawn(async move {
+            store
+                .claim_desktop_work(&desktop, T0 + i, T0 + EXECUTE)
+                .await
+        });
     }
     let won: Vec<SubJob> = claims
         .join_all()
@@ -36,7 +43,10 @@ fn assert_one_leader_per_desktop(subs: &[SubJob]) {
         assert_eq!(leaders.len(), 1, "desktop {desktop}: {in_flight:#?}");
         for s in &in_flight {
             if let Some(leader) = &s.follows {
-                assert_eq!(leader, &leaders[0].id, "desktop {desktop} follows a stale leader");
+                assert_eq!(
+                    leader, &leaders[0].id,
+                    "desktop {desktop} follows a stale leader"
+                );
             }
         }
     }
@@ -51,9 +61,18 @@ pub async fn concurrent_jobs_for_the_same_desktops_agree_on_leaders(ctx: Ctx) {
         let (store, p) = (ctx.store.clone(), p.clone());
         creates.spawn(async move { store.create_install_job(&p, &wanted, INSTALL, at(T0)).await });
     }
-    let jobs: Vec<_> = creates.join_all().await.into_iter().map(|r| r.expect("create")).collect();
+    let jobs: Vec<_> = creates
+        .join_all()
+        .await
+        .into_iter()
+        .map(|r| r.expect("create"))
+        .collect();
     assert_eq!(jobs.len(), 16);
-    let (total, subs) = ctx.store.list_sub_jobs(&p, &SubJobFilter::default(), all()).await.unwrap();
+    let (total, subs) = ctx
+        .store
+        .list_sub_jobs(&p, &SubJobFilter::default(), all())
+        .await
+        .unwrap();
     assert_eq!(total, 80);
     for j in &jobs {
         assert_eq!(job(&*ctx.store, &p, &j.id).await.1.len(), 5);
@@ -95,7 +114,11 @@ pub async fn a_batch_fails_only_the_calls_that_fail(ctx: Ctx) {
         }
     }
     assert_eq!(committed.len(), 48);
-    let (total, subs) = ctx.store.list_sub_jobs(&p, &SubJobFilter::default(), all()).await.unwrap();
+    let (total, subs) = ctx
+        .store
+        .list_sub_jobs(&p, &SubJobFilter::default(), all())
+        .await
+        .unwrap();
     assert_eq!(total as usize, expected_sub_jobs);
     for (j, size) in &committed {
         let (stored, its) = job(&*ctx.store, &p, &j.id).await;
@@ -113,7 +136,10 @@ pub async fn no_follower_is_orphaned_by_racing_finishes(ctx: Ctx) {
         let (store, p, ds) = (ctx.store.clone(), p.clone(), ds.clone());
         tokio::spawn(async move {
             for r in 0..rounds {
-                store.create_install_job(&p, &ds, INSTALL, at(T0 + r)).await.unwrap();
+                store
+                    .create_install_job(&p, &ds, INSTALL, at(T0 + r))
+                    .await
+                    .unwrap();
                 tokio::task::yield_now().await;
             }
         })
@@ -123,8 +149,17 @@ pub async fn no_follower_is_orphaned_by_racing_finishes(ctx: Ctx) {
         tokio::spawn(async move {
             let mut finished = 0;
             for r in 0..rounds * 4 {
-                if let Some(sub) = store.claim_desktop_work(&d, T0 + r, T0 + EXECUTE).await.unwrap() {
-                    assert!(store.finish_sub_job(&sub.id, &Outcome::Success, T0 + r).await.unwrap());
+                if let Some(sub) = store
+                    .claim_desktop_work(&d, T0 + r, T0 + EXECUTE)
+                    .await
+                    .unwrap()
+                {
+                    assert!(
+                        store
+                            .finish_sub_job(&sub.id, &Outcome::Success, T0 + r)
+                            .await
+                            .unwrap()
+                    );
                     finished += 1;
                 }
                 tokio::task::yield_now().await;
@@ -137,18 +172,39 @@ pub async fn no_follower_is_orphaned_by_racing_finishes(ctx: Ctx) {
     for w in workers {
         w.await.unwrap();
     }
-    let (_, subs) = ctx.store.list_sub_jobs(&p, &SubJobFilter::default(), all()).await.unwrap();
+    let (_, subs) = ctx
+        .store
+        .list_sub_jobs(&p, &SubJobFilter::default(), all())
+        .await
+        .unwrap();
     assert_eq!(subs.len(), rounds as usize * 4);
     assert_one_leader_per_desktop(&subs);
 
     // Whatever is left can be driven to the end: no follower waits on a finished leader.
     for d in &ds {
-        while let Some(sub) = ctx.store.claim_desktop_work(d, T0 + 1000, T0 + EXECUTE).await.unwrap() {
-            assert!(ctx.store.finish_sub_job(&sub.id, &Outcome::Success, T0 + 1001).await.unwrap());
+        while let Some(sub) = ctx
+            .store
+            .claim_desktop_work(d, T0 + 1000, T0 + EXECUTE)
+            .await
+            .unwrap()
+        {
+            assert!(
+                ctx.store
+                    .finish_sub_job(&sub.id, &Outcome::Success, T0 + 1001)
+                    .await
+                    .unwrap()
+            );
         }
     }
-    let (_, subs) = ctx.store.list_sub_jobs(&p, &SubJobFilter::default(), all()).await.unwrap();
+    let (_, subs) = ctx
+        .store
+        .list_sub_jobs(&p, &SubJobFilter::default(), all())
+        .await
+        .unwrap();
     let stuck: Vec<_> = subs.iter().filter(|s| !s.status.is_terminal()).collect();
     assert!(stuck.is_empty(), "{stuck:#?}");
-    assert!(subs.iter().all(|s| s.status == deskfleet_core::job::SubJobStatus::Success));
+    assert!(
+        subs.iter()
+            .all(|s| s.status == deskfleet_core::job::SubJobStatus::Success)
+    );
 }

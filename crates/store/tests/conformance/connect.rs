@@ -14,7 +14,11 @@ async fn refuses_what_it_cannot_open() {
             Ok(_) => panic!("{url} opened"),
         }
     }
-    for url in ["sqlite::memory:", ":memory:", "sqlite://file.db?mode=memory"] {
+    for url in [
+        "sqlite::memory:",
+        ":memory:",
+        "sqlite://file.db?mode=memory",
+    ] {
         assert!(
             matches!(connect(url).await, Err(ConnectError::InMemory)),
             "{url} must be refused: an in-memory database is not shared"
@@ -32,7 +36,10 @@ async fn opens_sqlite_by_path_url_or_data_dir() {
     drop(store);
     let url = format!("sqlite://{}", path.display());
     let again = connect(&url).await.unwrap();
-    assert!(again.find_domain_by_name("acme").await.unwrap().is_some(), "same file");
+    assert!(
+        again.find_domain_by_name("acme").await.unwrap().is_some(),
+        "same file"
+    );
 
     let data = dir.path().join("nested").join("data");
     let store = connect_data_dir(&data).await.unwrap();

@@ -1,7 +1,11 @@
-use crate::harness::{Ctx, EXECUTE, INSTALL, T0, all, at, desktops, new_desktop, page, project};
+use crate::harness::{
+    Ctx, EXECUTE, T0, all, at, claim, desktops, finish, install, new_desktop, page, project,
+};
 use deskfleet_core::ids::{DesktopId, JobId};
 use deskfleet_core::job::Stage;
-use deskfleet_core::model::{AgentFilter, DesktopFilter, Outcome, SubJobFilter, SubJobSelector, Tag};
+use deskfleet_core::model::{
+    AgentFilter, DesktopFilter, Outcome, SubJobFilter, SubJobSelector, Tag,
+};
 use deskfleet_core::store::StoreError;
 
 pub async fn import_keeps_order_and_fills_defaults(ctx: Ctx) {
@@ -10,8 +14,14 @@ pub async fn import_keeps_order_and_fills_defaults(ctx: Ctx) {
     let mut second = new_desktop("pc-b", "10.0.0.2");
     second.enterprise_project_id = Some("ep-7".to_owned());
     second.tags = vec![
-        Tag { key: "env".to_owned(), value: "prod".to_owned() },
-        Tag { key: "owner".to_owned(), value: String::new() },
+        Tag {
+            key: "env".to_owned(),
+            value: "prod".to_owned(),
+        },
+        Tag {
+            key: "owner".to_owned(),
+            value: String::new(),
+        },
     ];
     let input = vec![
         new_desktop("pc-c", "10.0.0.3"),
@@ -36,7 +46,10 @@ pub async fn import_keeps_order_and_fills_defaults(ctx: Ctx) {
     assert_eq!(out[1].enterprise_project_id, "ep-7");
     assert_ne!(out[0].id, out[2].id);
     assert_eq!(s.import_desktops(&p, &[], T0).await.unwrap(), vec![]);
-    let (total, _) = s.list_desktops(&p, &DesktopFilter::default(), all()).await.unwrap();
+    let (total, _) = s
+        .list_desktops(&p, &DesktopFilter::default(), all())
+        .await
+        .unwrap();
     assert_eq!(total, 3);
 }
 
@@ -48,7 +61,11 @@ pub async fn list_filters_orders_and_pages(ctx: Ctx) {
     let first = s
         .import_desktops(
             &p,
-            &[new_desktop("Web-01", "10.0.0.1"), new_desktop("web-02", "10.0.0.2"), db],
+            &[
+                new_desktop("Web-01", "10.0.0.1"),
+                new_desktop("web-02", "10.0.0.2"),
+                db,
+            ],
             T0,
         )
         .await
@@ -59,12 +76,18 @@ pub async fn list_filters_orders_and_pages(ctx: Ctx) {
         .unwrap();
 
     // Ordered by creation time, then id.
-    let (total, listed) = s.list_desktops(&p, &DesktopFilter::default(), all()).await.unwrap();
+    let (total, listed) = s
+        .list_desktops(&p, &DesktopFilter::default(), all())
+        .await
+        .unwrap();
     assert_eq!(total, 4);
     let mut expected: Vec<DesktopId> = first.iter().map(|d| d.id.clone()).collect();
     expected.sort();
     expected.push(later[0].id.clone());
-    assert_eq!(listed.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), expected);
+    assert_eq!(
+        listed.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+        expected
+    );
 
     let pr = &p;
     let names = |f: DesktopFilter| async move {
@@ -74,37 +97,77 @@ pub async fn list_filters_orders_and_pages(ctx: Ctx) {
         assert_eq!(total, names.len() as i64);
         names
     };
-    let by_name = |n: &str| DesktopFilter { computer_name: Some(n.to_owned()), ..Default::default() };
-    assert_eq!(names(by_name("WEB")).await, ["Web-01", "web-02"], "case-insensitive substring");
-    assert_eq!(names(by_name("b-0")).await, ["DB-01", "Web-01", "web-02"]);
-    assert_eq!(names(by_name("%")).await, ["100%_done"], "% is a character, not a wildcard");
-    assert_eq!(names(by_name("%_d")).await, ["100%_done"]);
-    assert_eq!(names(by_name("1_0")).await, Vec::<String>::new(), "_ is a character too");
+    let by_name = |n: &str| DesktopFilter {
+        computer_name: Some(n.to_owned()),
+        ..Default::default()
+    };
     assert_eq!(
-        names(DesktopFilter { ip_address: Some("10.0.0.2".into()), ..Default::default() }).await,
+        names(by_name("WEB")).await,
+        ["Web-01", "web-02"],
+        "case-insensitive substring"
+    );
+    assert_eq!(names(by_name("b-0")).await, ["DB-01", "Web-01", "web-02"]);
+    assert_eq!(
+        names(by_name("%")).await,
+        ["100%_done"],
+        "% is a character, not a wildcard"
+    );
+    assert_eq!(names(by_name("%_d")).await, ["100%_done"]);
+    assert_eq!(
+        names(by_name("1_0")).await,
+        Vec::<String>::new(),
+        "_ is a character too"
+    );
+    assert_eq!(
+        names(DesktopFilter {
+            ip_address: Some("10.0.0.2".into()),
+            ..Default::default()
+        })
+        .await,
         ["web-02"]
     );
     assert_eq!(
-        names(DesktopFilter { ip_address: Some("10.0.0".into()), ..Default::default() }).await,
+        names(DesktopFilter {
+            ip_address: Some("10.0.0".into()),
+            ..Default::default()
+        })
+        .await,
         Vec::<String>::new(),
         "ip matches exactly"
     );
     assert_eq!(
-        names(DesktopFilter { status: Some("ACTIVE".into()), ..Default::default() }).await.len(),
+        names(DesktopFilter {
+            status: Some("ACTIVE".into()),
+            ..Default::default()
+        })
+        .await
+        .len(),
         4
     );
     assert_eq!(
-        names(DesktopFilter { status: Some("SHUTOFF".into()), ..Default::default() }).await.len(),
+        names(DesktopFilter {
+            status: Some("SHUTOFF".into()),
+            ..Default::default()
+        })
+        .await
+        .len(),
         0
     );
     assert_eq!(
-        names(DesktopFilter { enterprise_project_id: Some("ep-db".into()), ..Default::default() })
-            .await,
+        names(DesktopFilter {
+            enterprise_project_id: Some("ep-db".into()),
+            ..Default::default()
+        })
+        .await,
         ["DB-01"]
     );
     assert_eq!(
         names(DesktopFilter {
-            desktop_ids: vec![first[2].id.clone(), later[0].id.clone(), DesktopId::generate()],
+            desktop_ids: vec![
+                first[2].id.clone(),
+                later[0].id.clone(),
+                DesktopId::generate()
+            ],
             ..Default::default()
         })
         .await,
@@ -122,9 +185,18 @@ pub async fn list_filters_orders_and_pages(ctx: Ctx) {
     );
 
     // Pages cut the ordered list; the total counts every match.
-    let (total, p1) = s.list_desktops(&p, &DesktopFilter::default(), page(3, 0)).await.unwrap();
-    let (total2, p2) = s.list_desktops(&p, &DesktopFilter::default(), page(3, 3)).await.unwrap();
-    let (total3, p3) = s.list_desktops(&p, &DesktopFilter::default(), page(3, 9)).await.unwrap();
+    let (total, p1) = s
+        .list_desktops(&p, &DesktopFilter::default(), page(3, 0))
+        .await
+        .unwrap();
+    let (total2, p2) = s
+        .list_desktops(&p, &DesktopFilter::default(), page(3, 3))
+        .await
+        .unwrap();
+    let (total3, p3) = s
+        .list_desktops(&p, &DesktopFilter::default(), page(3, 9))
+        .await
+        .unwrap();
     assert_eq!((total, total2, total3), (4, 4, 4));
     assert_eq!(p1.len(), 3);
     assert_eq!(p2.len(), 1);
@@ -139,28 +211,52 @@ pub async fn projects_do_not_see_each_other(ctx: Ctx) {
     let b = project(s, "b").await;
     let da = desktops(s, &a, 2).await;
     let db = desktops(s, &b, 1).await;
-    let (total, listed) = s.list_desktops(&b, &DesktopFilter::default(), all()).await.unwrap();
+    let (total, listed) = s
+        .list_desktops(&b, &DesktopFilter::default(), all())
+        .await
+        .unwrap();
     assert_eq!(total, 1);
     assert_eq!(listed[0].id, db[0]);
-    let asked = DesktopFilter { desktop_ids: da.clone(), ..Default::default() };
+    let asked = DesktopFilter {
+        desktop_ids: da.clone(),
+        ..Default::default()
+    };
     assert_eq!(s.list_desktops(&b, &asked, all()).await.unwrap().0, 0);
-    let conditions = s.list_agent_conditions(&b, &AgentFilter::default(), all()).await.unwrap();
+    let conditions = s
+        .list_agent_conditions(&b, &AgentFilter::default(), all())
+        .await
+        .unwrap();
     assert_eq!(conditions.0, 1);
     assert_eq!(conditions.1[0].desktop.id, db[0]);
     assert_eq!(s.get_desktop(&b, &da[0]).await.unwrap(), None);
 
-    let job = s.create_install_job(&a, &da, INSTALL, at(T0)).await.unwrap();
+    let job = install(s, &a, &da, T0).await;
     assert_eq!(s.get_job(&b, &job.id).await.unwrap(), None);
-    assert!(matches!(s.retry_job(&b, &job.id, at(T0)).await, Err(StoreError::NotFound)));
-    assert!(matches!(s.cancel_job(&b, &job.id, T0).await, Err(StoreError::NotFound)));
-    assert_eq!(s.list_sub_jobs(&b, &SubJobFilter::default(), all()).await.unwrap().0, 0);
-    let by_job = SubJobFilter { job_id: Some(job.id.clone()), ..Default::default() };
+    assert!(matches!(
+        s.retry_job(&b, &job.id, at(T0)).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.cancel_job(&b, &job.id, T0).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        s.list_sub_jobs(&b, &SubJobFilter::default(), all())
+            .await
+            .unwrap()
+            .0,
+        0
+    );
+    let by_job = SubJobFilter {
+        job_id: Some(job.id.clone()),
+        ..Default::default()
+    };
     assert_eq!(s.list_sub_jobs(&b, &by_job, all()).await.unwrap().0, 0);
     assert_eq!(s.list_sub_jobs(&a, &by_job, all()).await.unwrap().0, 2);
 
     // Finished records of project a cannot be deleted through project b.
-    let claimed = s.claim_desktop_work(&da[0], T0, T0 + EXECUTE).await.unwrap().unwrap();
-    assert!(s.finish_sub_job(&claimed.id, &Outcome::Success, T0 + 1).await.unwrap());
+    let claimed = claim(s, &da[0], T0).await;
+    finish(s, &claimed.id, &Outcome::Success, T0 + 1).await;
     let ids = SubJobSelector::Ids(vec![claimed.id.clone()]);
     assert_eq!(s.delete_sub_jobs(&b, &ids).await.unwrap(), 0);
     let success = SubJobSelector::Status(deskfleet_core::job::SubJobStatus::Success);
@@ -177,42 +273,81 @@ pub async fn agent_conditions_follow_the_install(ctx: Ctx) {
     let conditions =
         |f: AgentFilter| async move { s.list_agent_conditions(pr, &f, all()).await.unwrap() };
     let one = |d: &DesktopId| AgentFilter {
-        desktop: DesktopFilter { desktop_ids: vec![d.clone()], ..Default::default() },
+        desktop: DesktopFilter {
+            desktop_ids: vec![d.clone()],
+            ..Default::default()
+        },
         is_installed: None,
     };
 
     let (total, idle) = conditions(AgentFilter::default()).await;
     assert_eq!(total, 2);
-    assert!(idle.iter().all(|c| c.in_flight.is_none() && c.process.is_none()));
+    assert!(
+        idle.iter()
+            .all(|c| c.in_flight.is_none() && c.process.is_none())
+    );
     // No agent has reported yet: every desktop counts as not installed.
-    let installed = |v| AgentFilter { is_installed: Some(v), ..Default::default() };
+    let installed = |v| AgentFilter {
+        is_installed: Some(v),
+        ..Default::default()
+    };
     assert_eq!(conditions(installed(true)).await.0, 0);
     assert_eq!(conditions(installed(false)).await.0, 2);
 
-    s.create_install_job(&p, &ds[..1], INSTALL, at(T0)).await.unwrap();
+    install(s, &p, &ds[..1], T0).await;
     let (_, c) = conditions(one(&ds[0])).await;
-    assert_eq!((c[0].in_flight, c[0].process), (Some(Stage::Queued), Some(0)));
+    assert_eq!(
+        (c[0].in_flight, c[0].process),
+        (Some(Stage::Queued), Some(0))
+    );
     let (_, c) = conditions(one(&ds[1])).await;
-    assert_eq!((c[0].in_flight, c[0].process), (None, None), "the other desktop is idle");
+    assert_eq!(
+        (c[0].in_flight, c[0].process),
+        (None, None),
+        "the other desktop is idle"
+    );
 
-    let sub = s.claim_desktop_work(&ds[0], T0 + 1, T0 + EXECUTE).await.unwrap().unwrap();
+    let sub = s
+        .claim_desktop_work(&ds[0], T0 + 1, T0 + EXECUTE)
+        .await
+        .unwrap()
+        .unwrap();
     let (_, c) = conditions(one(&ds[0])).await;
-    assert_eq!((c[0].in_flight, c[0].process), (Some(Stage::Delivered), Some(10)));
+    assert_eq!(
+        (c[0].in_flight, c[0].process),
+        (Some(Stage::Delivered), Some(10))
+    );
     let downloading = Stage::Downloading.process(Some(40));
     assert!(
-        s.record_progress(&sub.id, Stage::Downloading, downloading, T0 + 2, T0 + EXECUTE)
-            .await
-            .unwrap()
+        s.record_progress(
+            &sub.id,
+            Stage::Downloading,
+            downloading,
+            T0 + 2,
+            T0 + EXECUTE
+        )
+        .await
+        .unwrap()
     );
     let (_, c) = conditions(one(&ds[0])).await;
-    assert_eq!((c[0].in_flight, c[0].process), (Some(Stage::Downloading), Some(downloading)));
+    assert_eq!(
+        (c[0].in_flight, c[0].process),
+        (Some(Stage::Downloading), Some(downloading))
+    );
 
-    assert!(s.finish_sub_job(&sub.id, &Outcome::Success, T0 + 3).await.unwrap());
+    finish(s, &sub.id, &Outcome::Success, T0 + 3).await;
     let (_, c) = conditions(one(&ds[0])).await;
-    assert_eq!((c[0].in_flight, c[0].process), (None, Some(100)), "the last install's process");
+    assert_eq!(
+        (c[0].in_flight, c[0].process),
+        (None, Some(100)),
+        "the last install's process"
+    );
 
     // A new install in flight speaks for the desktop again.
-    s.create_install_job(&p, &ds[..1], INSTALL, at(T0 + 4)).await.unwrap();
+    install(s, &p, &ds[..1], T0 + 4).await;
     let (_, c) = conditions(one(&ds[0])).await;
-    assert_eq!((c[0].in_flight, c[0].process), (Some(Stage::Queued), Some(0)));
+    assert_eq!(
+        (c[0].in_flight, c[0].process),
+        (Some(Stage::Queued), Some(0))
+    );
 }

@@ -5,8 +5,8 @@
 //! the test, pass or fail.
 
 use deskfleet_core::clock::Millis;
-use deskfleet_core::ids::{DesktopId, JobId, ProjectId};
-use deskfleet_core::model::{Job, NewDesktop, Page, SubJob, Tag};
+use deskfleet_core::ids::{DesktopId, JobId, ProjectId, SubJobId};
+use deskfleet_core::model::{Job, NewDesktop, Outcome, Page, SubJob, Tag};
 use deskfleet_core::store::{Deadlines, Store};
 use sqlx::{Connection, Executor};
 use std::future::Future;
@@ -30,7 +30,9 @@ impl Ctx {
         let Ctx { store, url } = self;
         assert_eq!(Arc::strong_count(&store), 1, "a store handle is still held");
         drop(store);
-        let store = deskfleet_store::connect(&url).await.expect("reopen the store");
+        let store = deskfleet_store::connect(&url)
+            .await
+            .expect("reopen the store");
         Ctx { store, url }
     }
 }
@@ -124,7 +126,7 @@ pub fn at(now: Millis) -> Deadlines {
 
 pub fn all() -> Page {
     Page {
-        limit: 1000,
+        limit: 100_000,
         offset: 0,
     }
 }
@@ -193,4 +195,38 @@ pub async fn sub_job_of(
     subs.into_iter()
         .find(|s| &s.desktop_id == desktop)
         .expect("a sub-job for the desktop")
+}
+
+/// Creates an install job that must succeed, with the test deadlines from `now`.
+pub async fn install(
+    store: &dyn Store,
+    project: &ProjectId,
+    desktops: &[DesktopId],
+    now: Millis,
+) -> Job {
+    store
+        .create_install_job(project, desktops, INSTALL, at(now))
+        .await
+        .expect("create install job")
+}
+
+/// Claims the work waiting for `desktop`, which must exist, with an execution deadline of
+/// `now + EXECUTE`.
+pub async fn claim(store: &dyn Store, desktop: &DesktopId, now: Millis) -> SubJob {
+    store
+        .claim_desktop_work(desktop, now, now + EXECUTE)
+        .await
+        .expect("claim")
+        .expect("work waits for the desktop")
+}
+
+/// Ends a RUNNING sub-job; it must have been running.
+pub async fn finish(store: &dyn Store, sub_job: &SubJobId, outcome: &Outcome, now: Millis) {
+    assert!(
+        store
+            .finish_sub_job(sub_job, outcome, now)
+            .await
+            .expect("finish"),
+        "sub-job {sub_job} was not running"
+    );
 }

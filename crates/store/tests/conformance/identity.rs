@@ -6,7 +6,10 @@ use deskfleet_core::store::StoreError;
 pub async fn domains_and_projects(ctx: Ctx) {
     let s = &*ctx.store;
     let acme = s.create_domain("acme").await.unwrap();
-    assert_eq!(s.find_domain_by_name("acme").await.unwrap(), Some(acme.clone()));
+    assert_eq!(
+        s.find_domain_by_name("acme").await.unwrap(),
+        Some(acme.clone())
+    );
     assert_eq!(s.find_domain_by_name("ACME").await.unwrap(), None);
     assert!(matches!(
         s.create_domain("acme").await,
@@ -32,7 +35,9 @@ pub async fn domains_and_projects(ctx: Ctx) {
     assert_eq!(named.len(), 2);
     assert!(named.contains(&p1) && named.contains(&p2));
     assert_eq!(
-        s.list_projects(Some(&other.id), Some("cn-north-4")).await.unwrap(),
+        s.list_projects(Some(&other.id), Some("cn-north-4"))
+            .await
+            .unwrap(),
         vec![p2]
     );
     assert_eq!(s.list_projects(None, None).await.unwrap().len(), 3);
@@ -52,27 +57,43 @@ pub async fn users_roles_keys_and_tokens(ctx: Ctx) {
     let project = s.create_project(&acme.id, "main").await.unwrap();
     let second = s.create_project(&acme.id, "second").await.unwrap();
 
-    let alice = s.create_user(&acme.id, "alice", "$argon2id$x").await.unwrap();
+    let alice = s
+        .create_user(&acme.id, "alice", "$argon2id$x")
+        .await
+        .unwrap();
     assert_eq!(alice.domain, acme);
     assert_eq!(alice.password_hash, "$argon2id$x");
-    assert_eq!(s.find_user("acme", "alice").await.unwrap(), Some(alice.clone()));
+    assert_eq!(
+        s.find_user("acme", "alice").await.unwrap(),
+        Some(alice.clone())
+    );
     assert_eq!(s.find_user("other", "alice").await.unwrap(), None);
-    assert_eq!(s.find_user_by_id(&alice.id).await.unwrap(), Some(alice.clone()));
+    assert_eq!(
+        s.find_user_by_id(&alice.id).await.unwrap(),
+        Some(alice.clone())
+    );
     assert_eq!(s.find_user_by_id(&UserId::generate()).await.unwrap(), None);
     assert!(matches!(
         s.create_user(&acme.id, "alice", "h").await,
         Err(StoreError::AlreadyExists(_))
     ));
     let other_alice = s.create_user(&other.id, "alice", "h2").await.unwrap();
-    assert_eq!(s.find_user("other", "alice").await.unwrap(), Some(other_alice));
+    assert_eq!(
+        s.find_user("other", "alice").await.unwrap(),
+        Some(other_alice)
+    );
 
     assert_eq!(s.find_role(&alice.id, &project.id).await.unwrap(), None);
-    s.grant_role(&alice.id, &project.id, Role::Readonly).await.unwrap();
+    s.grant_role(&alice.id, &project.id, Role::Readonly)
+        .await
+        .unwrap();
     assert_eq!(
         s.find_role(&alice.id, &project.id).await.unwrap(),
         Some(Role::Readonly)
     );
-    s.grant_role(&alice.id, &project.id, Role::Admin).await.unwrap();
+    s.grant_role(&alice.id, &project.id, Role::Admin)
+        .await
+        .unwrap();
     assert_eq!(
         s.find_role(&alice.id, &project.id).await.unwrap(),
         Some(Role::Admin),
@@ -88,7 +109,10 @@ pub async fn users_roles_keys_and_tokens(ctx: Ctx) {
         created_at: T0,
     };
     s.create_access_key(&key).await.unwrap();
-    assert_eq!(s.find_access_key("AKDESKFLEET0001").await.unwrap(), Some(key.clone()));
+    assert_eq!(
+        s.find_access_key("AKDESKFLEET0001").await.unwrap(),
+        Some(key.clone())
+    );
     assert_eq!(s.find_access_key("AKNOPE").await.unwrap(), None);
     let mut again = key.clone();
     again.secret_key = "different".to_owned();
@@ -97,7 +121,11 @@ pub async fn users_roles_keys_and_tokens(ctx: Ctx) {
         Err(StoreError::AlreadyExists(_))
     ));
     assert_eq!(
-        s.find_access_key("AKDESKFLEET0001").await.unwrap().unwrap().secret_key,
+        s.find_access_key("AKDESKFLEET0001")
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_key,
         "s3cr3t"
     );
 

@@ -1,0 +1,84 @@
+//! Fleet benchmark driver: installs the agent on every desktop of a project in jobs of
+//! `BATCH` desktop ids, through the signed API, and waits until every job has ended.
+//! Prints one JSON line with the timings.
+//!
+//! Usage: `install_all ENDPOINT PROJECT_ID AK SK [BATCH=100] [CONCURRENCY=8]`
+
+use deskfleet_client::{Client, Credentials};
+use std::time::{Duration, Instant};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, endpoint, project, ak, sk] = &args[..5] else {
+        return Err("usage: install_all ENDPOINT PROJECT_ID AK SK [BATCH] [CONCURRENCY]".into());
+    };
+    let batch: usize = args.get(5).map_or(Ok(100), |s| s.parse())?;
+    let concurrency: usize = args.get(6).map_or(Ok(8), |s| s.parse())?;
+    let client = Client::new(
+        endpoint,
+        project,
+        Credentials::AkSk {
+            access_key: ak.clone(),
+            secret_key: sk.clone(),
+        },
+    )?;
+
+    let mut ids = Vec::new();
+    loop {
+        let page = client
+            .list_desktops(&[("limit".into(), "1000".into()), ("offset".into(), ids.len().to_string())])
+            .await?;
+        let n = page.desktops.len();
+        ids.extend(page.desktops.into_iter().map(|d| d.desktop_id));
+        if n == 0 || ids.len() as i64 >= page.total_count {
+            break;
+        }
+    }
+
+    let started = Instant::now();
+    let mut jobs = Vec::new();
+    for group in ids.chunks(batch * concurrency) {
+        let calls = group.chunks(batch).map(|chunk| client.batch_install_agent(chunk));
+        for result in futures_util::future::join_all(calls).await {
+            jobs.push(result?.job_id);
+        }
+    }
+    let submitted = started.elapsed();
+
+    let (mut success, mut failed, mut codes) = (0usize, 0usize, std::collections::BTreeMap::new());
+    let mut pending = jobs.clone();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for job in pending {
+            let info = client.show_job(&job).await?;
+            if matches!(info.status.as_str(), "SUCCESS" | "FAIL") {
+                for s in &info.sub_jobs {
+                    if s.status == "SUCCESS" {
+                        success += 1;
+                    } else {
+                        failed += 1;
+                        *codes.entry(s.error_code.clone().unwrap_or_default()).or_insert(0usize) += 1;
+                    }
+                }
+            } else {
+                still.push(job);
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let total = started.elapsed();
+    println!(
+        "{{\"desktops\":{},\"jobs\":{},\"success\":{success},\"failed\":{failed},\"failure_codes\":{},\"submit_secs\":{:.3},\"total_secs\":{:.3},\"desktops_per_sec\":{:.1}}}",
+        ids.len(),
+        jobs.len(),
+        serde_json::to_string(&codes)?,
+        submitted.as_secs_f64(),
+        total.as_secs_f64(),
+        ids.len() as f64 / total.as_secs_f64()
+    );
+    Ok(())
+}
