@@ -138,7 +138,10 @@ mod tests {
         assert!(*min < Duration::from_millis(5500), "{min:?}");
         assert!(*max > Duration::from_millis(14500), "{max:?}");
         let below = samples.iter().filter(|d| **d < base).count();
-        assert!((800..1200).contains(&below), "{below} of 2000 below the base");
+        assert!(
+            (800..1200).contains(&below),
+            "{below} of 2000 below the base"
+        );
     }
 
     #[test]

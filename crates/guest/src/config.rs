@@ -108,6 +108,11 @@ pub fn parse_server_url(server: &str) -> Result<Url, ConfigError> {
     if !matches!(url.scheme(), "http" | "https" | "ws" | "wss") {
         return Err(bad("the scheme must be http or https"));
     }
+    if matches!(url.scheme(), "https" | "wss") && !cfg!(feature = "tls") {
+        return Err(bad(
+            "this guest was built without TLS support (cargo feature `tls`)",
+        ));
+    }
     if url.host_str().is_none() {
         return Err(bad("no host"));
     }
@@ -166,12 +171,22 @@ mod tests {
             ("http://127.0.0.1:8087", "ws://127.0.0.1:8087/v1/opamp"),
             ("http://127.0.0.1:8087/", "ws://127.0.0.1:8087/v1/opamp"),
             ("https://fleet.example", "wss://fleet.example/v1/opamp"),
-            ("https://fleet.example/df/", "wss://fleet.example/df/v1/opamp"),
+            (
+                "https://fleet.example/df/",
+                "wss://fleet.example/df/v1/opamp",
+            ),
             ("ws://h:1", "ws://h:1/v1/opamp"),
         ];
         for (base, want) in cases {
-            let url = parse_server_url(base).unwrap();
+            let url = Url::parse(base).unwrap();
             assert_eq!(opamp_url(&url).as_str(), want, "{base}");
+            // A TLS URL is refused up front by a guest built without TLS.
+            let plain = base.starts_with("http:") || base.starts_with("ws:");
+            assert_eq!(
+                parse_server_url(base).is_ok(),
+                plain || cfg!(feature = "tls"),
+                "{base}"
+            );
         }
     }
 

@@ -339,7 +339,8 @@ pub struct Downloaded {
 }
 
 /// Streams the offer's file into a temporary file in `dir`, hashing it on the way.
-/// `on_progress` gets percentages below 100 (throttled); 100 is left for "verifying".
+/// `on_progress` gets percentages above 0 and below 100 (throttled): 0 is reported by
+/// the caller when it starts, 100 is left for "verifying".
 pub async fn download(
     client: &reqwest::Client,
     offer: &PackageOffer,
@@ -405,7 +406,7 @@ pub async fn download(
     let mut hasher = Sha256::new();
     let mut received: u64 = 0;
     let mut throttle = ProgressThrottle::new();
-    on_progress(0.0);
+    // 0 % was reported when the install began; count it for the throttle.
     throttle.should_report(0.0, Instant::now());
     loop {
         let chunk = match tokio::time::timeout(DOWNLOAD_STALL_TIMEOUT, stream.next()).await {
@@ -537,9 +538,8 @@ pub fn unpack_archive(reader: impl Read, dest: &Path) -> Result<(), InstallError
         }
         let target = dest.join(&relative);
         if kind.is_dir() {
-            fs::create_dir_all(&target).map_err(|e| {
-                InstallError::io(&format!("creating {}", target.display()), &e)
-            })?;
+            fs::create_dir_all(&target)
+                .map_err(|e| InstallError::io(&format!("creating {}", target.display()), &e))?;
         } else if kind.is_file() || kind == tar::EntryType::Continuous {
             unpacked = unpacked.saturating_add(entry.size());
             if unpacked > MAX_UNPACKED_BYTES {
@@ -548,13 +548,12 @@ pub fn unpack_archive(reader: impl Read, dest: &Path) -> Result<(), InstallError
                 )));
             }
             if let Some(parent) = target.parent() {
-                fs::create_dir_all(parent).map_err(|e| {
-                    InstallError::io(&format!("creating {}", parent.display()), &e)
-                })?;
+                fs::create_dir_all(parent)
+                    .map_err(|e| InstallError::io(&format!("creating {}", parent.display()), &e))?;
             }
-            entry.unpack(&target).map_err(|e| {
-                InstallError::io(&format!("unpacking {}", relative.display()), &e)
-            })?;
+            entry
+                .unpack(&target)
+                .map_err(|e| InstallError::io(&format!("unpacking {}", relative.display()), &e))?;
         } else if kind.is_pax_global_extensions() {
             continue;
         } else {
@@ -637,9 +636,8 @@ pub fn install_archive(
             offer.version,
             rand::random::<u64>()
         ));
-        fs::rename(&final_dir, &aside).map_err(|e| {
-            InstallError::io(&format!("moving aside {}", final_dir.display()), &e)
-        })?;
+        fs::rename(&final_dir, &aside)
+            .map_err(|e| InstallError::io(&format!("moving aside {}", final_dir.display()), &e))?;
         previous = Some(aside);
     }
     let staged = staging.keep();
@@ -726,13 +724,9 @@ impl Installer {
         bearer: Option<&str>,
         mut progress: impl FnMut(InstallStep),
     ) -> Result<InstalledPackage, InstallError> {
-        let downloaded = download(
-            &self.client,
-            offer,
-            bearer,
-            &self.install_root,
-            |percent| progress(InstallStep::Downloading(percent)),
-        )
+        let downloaded = download(&self.client, offer, bearer, &self.install_root, |percent| {
+            progress(InstallStep::Downloading(percent))
+        })
         .await?;
         progress(InstallStep::Verifying);
         if let Err(error) = verify_digest(
@@ -872,8 +866,14 @@ mod tests {
     fn io_errors_map_to_space_and_permission_codes() {
         let code = |e: io::Error| InstallError::io("x", &e).code;
         assert_eq!(code(io::Error::from_raw_os_error(28)), ReasonCode::NoSpace);
-        assert_eq!(code(io::Error::from_raw_os_error(13)), ReasonCode::NoPermission);
-        assert_eq!(code(io::Error::from_raw_os_error(1)), ReasonCode::NoPermission);
+        assert_eq!(
+            code(io::Error::from_raw_os_error(13)),
+            ReasonCode::NoPermission
+        );
+        assert_eq!(
+            code(io::Error::from_raw_os_error(1)),
+            ReasonCode::NoPermission
+        );
         assert_eq!(
             code(io::Error::new(io::ErrorKind::StorageFull, "wrapped")),
             ReasonCode::NoSpace

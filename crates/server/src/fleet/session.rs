@@ -389,6 +389,9 @@ impl Session {
             Ok(PackageStatusEnum::Installed) if status.agent_has_version == offer.package.version => {
                 (Stage::Started, None)
             }
+            // A failure is only believed once the offer was made on this connection: the
+            // full state a guest sends on reconnect still carries an older failure.
+            Ok(PackageStatusEnum::InstallFailed) if !offer.announced => return Ok(()),
             Ok(PackageStatusEnum::InstallFailed) => {
                 let (code, reason) = task_error(&status.error_message);
                 let sub_job = offer.sub_job.clone();

@@ -1,0 +1,588 @@
+//! The guest against a fake OpAMP server (axum, in this process): enrollment, reconnect
+//! with the credential, a real install of a signed package with a stand-in monitor,
+//! refusal of unverified packages, `Retry-After`, and a restart that does not enroll
+//! again. The end-to-end tests against the real server live elsewhere.
+
+#![cfg(unix)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use deskfleet_guest::Config;
+use deskfleet_guest::backoff::BackoffPolicy;
+use deskfleet_guest::host::HostFacts;
+use deskfleet_guest::testing::{self, SignedPackage};
+use deskfleet_proto::opamp::{
+    AgentToServer, ConnectionSettingsOffers, ConnectionSettingsStatuses, Header, Headers,
+    OpAmpConnectionSettings, PackageStatusEnum, ServerToAgent, decode_ws_frame, encode_ws_frame,
+};
+use secrecy::SecretString;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "DFE1-test-enrollment";
+const CREDENTIAL: &str = "DFD1-test-credential";
+const WAIT: Duration = Duration::from_secs(20);
+
+#[derive(Debug)]
+enum Seen {
+    Connected { authorization: String },
+    Message(Box<AgentToServer>),
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Sender of the newest connection's outgoing messages.
+    to_guest: Mutex<Option<mpsc::UnboundedSender<ServerToAgent>>>,
+    from_guest: Mutex<Option<mpsc::UnboundedSender<Seen>>>,
+    package: Mutex<Vec<u8>>,
+    /// `Authorization` of every package download.
+    downloads: Mutex<Vec<String>>,
+    /// Upgrades still to refuse with 503 + `Retry-After: 1`.
+    refuse: AtomicUsize,
+    attempts: Mutex<Vec<Instant>>,
+}
+
+struct FakeServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    seen: mpsc::UnboundedReceiver<Seen>,
+}
+
+impl FakeServer {
+    async fn start() -> FakeServer {
+        let (tx, seen) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        *shared.from_guest.lock().unwrap() = Some(tx);
+        let app = Router::new()
+            .route("/v1/opamp", get(opamp))
+            .route("/packages/monitor.tar.gz", get(package))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeServer { addr, shared, seen }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn send(&self, msg: ServerToAgent) {
+        let to_guest = self.shared.to_guest.lock().unwrap();
+        to_guest.as_ref().expect("a connection").send(msg).unwrap();
+    }
+
+    async fn next(&mut self) -> Seen {
+        tokio::time::timeout(WAIT, self.seen.recv())
+            .await
+            .expect("the guest to say something in time")
+            .unwrap()
+    }
+
+    async fn expect_connect(&mut self) -> String {
+        match self.next().await {
+            Seen::Connected { authorization } => authorization,
+            Seen::Message(msg) => panic!("expected a new connection, got {msg:?}"),
+        }
+    }
+
+    async fn expect_message(&mut self) -> AgentToServer {
+        match self.next().await {
+            Seen::Message(msg) => *msg,
+            Seen::Connected { .. } => panic!("expected a message, got a new connection"),
+        }
+    }
+
+    /// Messages until `done` says so (within [`WAIT`]); all of them.
+    async fn until(&mut self, mut done: impl FnMut(&AgentToServer) -> bool) -> Vec<AgentToServer> {
+        let deadline = Instant::now() + WAIT;
+        let mut all = Vec::new();
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, self.expect_message()).await {
+                Ok(msg) => msg,
+                Err(_) => panic!(
+                    "the awaited message did not come; the last of {} were {:#?}",
+                    all.len(),
+                    &all[all.len().saturating_sub(3)..]
+                ),
+            };
+            let stop = done(&msg);
+            all.push(msg);
+            if stop {
+                return all;
+            }
+        }
+    }
+
+    fn serve(&self, bytes: &[u8]) {
+        *self.shared.package.lock().unwrap() = bytes.to_vec();
+    }
+
+    fn offer(&self, uid: &[u8], package: &SignedPackage, version: &str) {
+        let url = format!("http://{}/packages/monitor.tar.gz", self.addr);
+        self.send(testing::offer_message(uid, package, version, &url));
+    }
+}
+
+async fn opamp(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    shared.attempts.lock().unwrap().push(Instant::now());
+    if shared
+        .refuse
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "busy",
+        )
+            .into_response();
+    }
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    upgrade.on_upgrade(move |socket| connection(shared, authorization, socket))
+}
+
+async fn connection(shared: Arc<Shared>, authorization: String, mut socket: WebSocket) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    *shared.to_guest.lock().unwrap() = Some(tx);
+    let seen = shared.from_guest.lock().unwrap().clone().unwrap();
+    let _ = seen.send(Seen::Connected { authorization });
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Binary(data))) => {
+                    let msg: AgentToServer = decode_ws_frame(&data).expect("a valid OpAMP frame");
+                    let bye = msg.agent_disconnect.is_some();
+                    let _ = seen.send(Seen::Message(Box::new(msg)));
+                    if bye {
+                        // As the real server: done with this connection.
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => return,
+            },
+            Some(out) = rx.recv() => {
+                if socket.send(Message::Binary(encode_ws_frame(&out).into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn package(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    shared.downloads.lock().unwrap().push(authorization);
+    shared.package.lock().unwrap().clone().into_response()
+}
+
+fn config(server: &FakeServer, dir: &Path, key_seed: u8) -> Config {
+    let trusted = testing::signing_key(key_seed).verifying_key();
+    let mut config = Config::new(
+        &server.url(),
+        Some(SecretString::from(TOKEN)),
+        trusted,
+        dir.join("state"),
+    )
+    .unwrap();
+    let quick = BackoffPolicy {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+        jitter: 0.5,
+    };
+    config.reconnect = quick;
+    config.monitor_restart = quick;
+    config.monitor_interval = Duration::from_millis(1000);
+    config.heartbeat = Duration::from_millis(400);
+    config.monitor_stop_timeout = Duration::from_secs(2);
+    config.host = Some(HostFacts {
+        host_name: "wks-test-7".into(),
+        os_type: "linux".into(),
+        arch: std::env::consts::ARCH.into(),
+        ips: vec!["10.1.2.3".parse().unwrap()],
+    });
+    config
+}
+
+fn spawn_guest(config: Config) -> (CancellationToken, JoinHandle<()>) {
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { deskfleet_guest::run(config, shutdown).await.unwrap() }
+    });
+    (shutdown, task)
+}
+
+fn monitor_status(msg: &AgentToServer) -> Option<&deskfleet_proto::opamp::PackageStatus> {
+    msg.package_statuses
+        .as_ref()?
+        .packages
+        .get("deskfleet-monitor")
+}
+
+fn monitor_health(msg: &AgentToServer) -> Option<&deskfleet_proto::opamp::ComponentHealth> {
+    msg.health
+        .as_ref()?
+        .component_health_map
+        .get("deskfleet-monitor")
+}
+
+fn credential_reply(uid: &[u8]) -> ServerToAgent {
+    ServerToAgent {
+        instance_uid: uid.to_vec(),
+        connection_settings: Some(ConnectionSettingsOffers {
+            hash: vec![7; 16],
+            opamp: Some(OpAmpConnectionSettings {
+                headers: Some(Headers {
+                    headers: vec![Header {
+                        key: "Authorization".into(),
+                        value: format!("Bearer {CREDENTIAL}"),
+                    }],
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// PIDs of processes running an executable under `dir`.
+fn processes_under(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .contains(&needle)
+                .then(|| entry.file_name().to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+fn state_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("state/state.json")).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn enrolls_installs_supervises_and_restarts_without_enrolling_again() {
+    let mut server = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let package = testing::signed_monitor_package("1.2.3", &testing::signing_key(9));
+    server.serve(&package.archive);
+    let (shutdown, guest) = spawn_guest(config(&server, dir.path(), 9));
+
+    // Enrollment: the token, then the full state.
+    assert_eq!(server.expect_connect().await, format!("Bearer {TOKEN}"));
+    let first = server.expect_message().await;
+    let uid = first.instance_uid.clone();
+    assert_eq!(uid.len(), 16);
+    let desc = first
+        .agent_description
+        .as_ref()
+        .expect("a description first");
+    assert_eq!(desc.get_str("host.name"), Some("wks-test-7"));
+    assert_eq!(
+        desc.get_str("service.instance.id"),
+        Some(hex::encode(&uid).as_str())
+    );
+    assert_eq!(
+        first.custom_capabilities.unwrap().capabilities,
+        ["io.deskfleet.monitor"]
+    );
+    let mut last_seq = first.sequence_num;
+
+    // The credential: persisted, then a goodbye and a new connection that uses it.
+    server.send(credential_reply(&uid));
+    let bye = server.expect_message().await;
+    assert!(bye.agent_disconnect.is_some(), "{bye:?}");
+    assert_eq!(
+        server.expect_connect().await,
+        format!("Bearer {CREDENTIAL}")
+    );
+    let state = state_json(dir.path());
+    assert_eq!(state["credential"], CREDENTIAL);
+    assert_eq!(state["instance_uid"], hex::encode(&uid));
+    let mode = std::fs::metadata(dir.path().join("state/state.json")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    let second = server.expect_message().await;
+    assert!(
+        second.agent_description.is_some(),
+        "full state on the new connection"
+    );
+    let applied = second.connection_settings_status.unwrap();
+    assert_eq!(applied.status(), ConnectionSettingsStatuses::Applied);
+    assert_eq!(applied.last_connection_settings_hash, vec![7; 16]);
+    assert_eq!(bye.sequence_num, last_seq + 1);
+    assert_eq!(second.sequence_num, bye.sequence_num + 1);
+    last_seq = second.sequence_num;
+
+    // The install, step by step, up to the first health of the new monitor.
+    server.offer(&uid, &package, "1.2.3");
+    let messages = server
+        .until(|m| monitor_health(m).is_some_and(|h| h.healthy))
+        .await;
+    let steps: Vec<(PackageStatusEnum, Option<f64>)> = messages
+        .iter()
+        .filter_map(monitor_status)
+        .map(|s| {
+            (
+                s.status(),
+                s.download_details.as_ref().map(|d| d.download_percent),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps.first(),
+        Some(&(PackageStatusEnum::Downloading, Some(0.0)))
+    );
+    let tail: Vec<_> = steps.iter().rev().take(3).rev().cloned().collect();
+    assert_eq!(
+        tail,
+        [
+            (PackageStatusEnum::Downloading, Some(100.0)),
+            (PackageStatusEnum::Installing, None),
+            (PackageStatusEnum::Installed, None),
+        ]
+    );
+    let installed = messages.iter().rev().find_map(monitor_status).unwrap();
+    assert_eq!(installed.agent_has_version, "1.2.3");
+    assert_eq!(installed.server_offered_version, "1.2.3");
+    let health = monitor_health(messages.last().unwrap()).unwrap();
+    assert_eq!(health.status, "running deskfleet-monitor/1.2.3");
+    assert!(health.start_time_unix_nano > 0);
+    for msg in &messages {
+        assert_eq!(msg.sequence_num, last_seq + 1, "no gap in sequence numbers");
+        last_seq = msg.sequence_num;
+    }
+    assert_eq!(
+        *server.shared.downloads.lock().unwrap(),
+        [format!("Bearer {CREDENTIAL}")]
+    );
+    let state = state_json(dir.path());
+    assert_eq!(state["package"]["version"], "1.2.3");
+    assert_eq!(
+        state["package"]["sha256"],
+        hex::encode(package.content_hash)
+    );
+    let install_dir = dir.path().join("state/agents/deskfleet-monitor/1.2.3");
+    assert_eq!(
+        PathBuf::from(state["package"]["path"].as_str().unwrap()),
+        install_dir.join("deskfleet-monitor")
+    );
+
+    // Metrics are forwarded, and heartbeats fill the silence between them.
+    let more = server.until(|m| m.custom_message.is_some()).await;
+    let metrics = more.last().unwrap().custom_message.as_ref().unwrap();
+    assert_eq!(
+        (metrics.capability.as_str(), metrics.r#type.as_str()),
+        ("io.deskfleet.monitor", "metrics")
+    );
+    let sample: serde_json::Value = serde_json::from_slice(&metrics.data).unwrap();
+    assert_eq!(sample["type"], "metrics");
+    server
+        .until(|m| {
+            m.custom_message.is_none()
+                && m.health.is_none()
+                && m.package_statuses.is_none()
+                && m.agent_description.is_none()
+        })
+        .await;
+
+    // The same offer again: no download, just INSTALLED and healthy.
+    server.offer(&uid, &package, "1.2.3");
+    let again = server.until(|m| monitor_status(m).is_some()).await;
+    assert_eq!(
+        monitor_status(again.last().unwrap()).unwrap().status(),
+        PackageStatusEnum::Installed
+    );
+    server
+        .until(|m| monitor_health(m).is_some_and(|h| h.healthy))
+        .await;
+    assert_eq!(server.shared.downloads.lock().unwrap().len(), 1);
+
+    // Shutdown: a goodbye, the monitor stopped, run returns.
+    assert!(
+        !processes_under(&install_dir).is_empty(),
+        "the monitor runs"
+    );
+    shutdown.cancel();
+    server.until(|m| m.agent_disconnect.is_some()).await;
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+    let left = processes_under(&install_dir);
+    assert!(left.is_empty(), "monitor processes left behind: {left:?}");
+
+    // A restart: the credential, not the token; the monitor is started at once and the
+    // first message already reports it installed.
+    let (shutdown, guest) = spawn_guest(config(&server, dir.path(), 9));
+    assert_eq!(
+        server.expect_connect().await,
+        format!("Bearer {CREDENTIAL}")
+    );
+    let first = server.expect_message().await;
+    assert_eq!(first.instance_uid, uid);
+    let status = monitor_status(&first).unwrap();
+    assert_eq!(status.status(), PackageStatusEnum::Installed);
+    assert_eq!(status.agent_has_version, "1.2.3");
+    let health = match monitor_health(&first) {
+        Some(h) if h.healthy => h.clone(),
+        _ => monitor_health(
+            server
+                .until(|m| monitor_health(m).is_some_and(|h| h.healthy))
+                .await
+                .last()
+                .unwrap(),
+        )
+        .unwrap()
+        .clone(),
+    };
+    assert_eq!(health.status, "running deskfleet-monitor/1.2.3");
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+    assert_eq!(server.shared.downloads.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn unverified_packages_are_refused_and_never_unpacked() {
+    let mut server = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (shutdown, guest) = spawn_guest(config(&server, dir.path(), 9));
+    server.expect_connect().await;
+    let uid = server.expect_message().await.instance_uid;
+
+    // Signed by a key the guest does not trust.
+    let foreign = testing::signed_monitor_package("1.0.0", &testing::signing_key(66));
+    server.serve(&foreign.archive);
+    server.offer(&uid, &foreign, "1.0.0");
+    let failed = server
+        .until(|m| {
+            monitor_status(m).is_some_and(|s| s.status() == PackageStatusEnum::InstallFailed)
+        })
+        .await;
+    let status = monitor_status(failed.last().unwrap()).unwrap();
+    assert!(
+        status.error_message.starts_with("bad_signature: "),
+        "{}",
+        status.error_message
+    );
+    assert_eq!(status.agent_has_version, "");
+
+    // Properly signed, but the bytes served differ from the bytes announced.
+    let genuine = testing::signed_monitor_package("1.0.1", &testing::signing_key(9));
+    let mut tampered = genuine.archive.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0xff;
+    server.serve(&tampered);
+    server.offer(&uid, &genuine, "1.0.1");
+    let failed = server
+        .until(|m| {
+            monitor_status(m).is_some_and(|s| s.status() == PackageStatusEnum::InstallFailed)
+        })
+        .await;
+    let status = monitor_status(failed.last().unwrap()).unwrap();
+    assert!(
+        status.error_message.starts_with("checksum_mismatch: "),
+        "{}",
+        status.error_message
+    );
+    assert_eq!(status.server_offered_version, "1.0.1");
+
+    // Nothing was unpacked, nothing is left of the downloads, nothing runs.
+    let root = dir.path().join("state/agents");
+    let left: Vec<_> = std::fs::read_dir(&root)
+        .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in the install root: {left:?}");
+    assert!(processes_under(&root).is_empty());
+    assert!(state_json(dir.path())["package"].is_null());
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn retry_after_on_the_upgrade_is_honoured() {
+    let mut server = FakeServer::start().await;
+    server.shared.refuse.store(1, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let (shutdown, guest) = spawn_guest(config(&server, dir.path(), 9));
+    server.expect_connect().await;
+    let attempts = server.shared.attempts.lock().unwrap().clone();
+    assert_eq!(attempts.len(), 2);
+    let waited = attempts[1] - attempts[0];
+    // The backoff alone would have been ~50 ms.
+    assert!(
+        waited >= Duration::from_secs(1),
+        "reconnected after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "reconnected after {waited:?}"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn download_errors_are_download_failed_and_leave_nothing() {
+    use deskfleet_guest::ReasonCode;
+    use deskfleet_guest::install::{InstallStep, Installer, MONITOR_PACKAGE, PackageOffer};
+
+    let server = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("agents");
+    let installer = Installer {
+        client: reqwest::Client::new(),
+        install_root: root.clone(),
+        trusted_key: testing::signing_key(9).verifying_key(),
+    };
+    let package = testing::signed_monitor_package("1.0.0", &testing::signing_key(9));
+    let base = reqwest::Url::parse(&server.url()).unwrap();
+    for url in ["/no/such/package", "http://127.0.0.1:9/closed-port"] {
+        let available = testing::package_available(&package, "1.0.0", url);
+        let offer = PackageOffer::parse(MONITOR_PACKAGE, &available, &base).unwrap();
+        let mut steps = Vec::new();
+        let error = installer
+            .install(&offer, Some(CREDENTIAL), |step| steps.push(step))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code, ReasonCode::DownloadFailed, "{url}: {error}");
+        assert!(!steps.contains(&InstallStep::Installing), "{steps:?}");
+        let left: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{url}: left {left:?}");
+    }
+}
