@@ -4,7 +4,8 @@
 #
 # Usage: scripts/sdk-tests.sh [pytest args...]
 #   DESKFLEET_SERVER_BIN  server binary (default: target/debug/deskfleet-server; build it
-#                         first with `cargo build -p deskfleet-server`)
+#                         first with `cargo build --workspace --bins`: the fleet tests also
+#                         run deskfleet-guest and deskfleet-monitor from the same directory)
 # The virtual environment lives in .venv and is reused; requirements are reinstalled only
 # when tests/sdk/requirements.txt changes. The exit code is pytest's.
 set -euo pipefail
@@ -18,9 +19,16 @@ SERVER_BIN="${DESKFLEET_SERVER_BIN:-$REPO/target/debug/deskfleet-server}"
 case "$SERVER_BIN" in /*) ;; *) SERVER_BIN="$PWD/$SERVER_BIN" ;; esac
 if [[ ! -f "$SERVER_BIN" || ! -x "$SERVER_BIN" ]]; then
   echo "sdk-tests: server binary not found or not executable: $SERVER_BIN" >&2
-  echo "sdk-tests: build it with 'cargo build -p deskfleet-server' or set DESKFLEET_SERVER_BIN" >&2
+  echo "sdk-tests: build it with 'cargo build --workspace --bins' or set DESKFLEET_SERVER_BIN" >&2
   exit 2
 fi
+for sibling in deskfleet-guest deskfleet-monitor; do
+  if [[ ! -x "$(dirname "$SERVER_BIN")/$sibling" ]]; then
+    echo "sdk-tests: $sibling not found beside $SERVER_BIN (the fleet tests run it)" >&2
+    echo "sdk-tests: build the binaries with 'cargo build --workspace --bins'" >&2
+    exit 2
+  fi
+done
 
 if ! command -v python3 >/dev/null 2>&1; then
   echo "sdk-tests: python3 is required" >&2

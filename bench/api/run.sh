@@ -48,7 +48,20 @@ run_wrk() {
   echo "$name: $rps req/s, p50 $p50, p99 $p99, non-2xx $non2xx"
 }
 
-ids_json() { python3 -c 'import json,sys; ids=[d["desktop_id"] for d in json.load(open(sys.argv[1]))]; print(json.dumps({"desktop_ids": ids[:int(sys.argv[2])]}))' "$1" "$2"; }
+# The body file holds exactly the bytes that are signed and sent (no trailing newline).
+ids_json() { python3 -c 'import json,sys; ids=[d["desktop_id"] for d in json.load(open(sys.argv[1]))]; sys.stdout.write(json.dumps({"desktop_ids": ids[:int(sys.argv[2])]}))' "$1" "$2"; }
+
+# check_request URL HEADERS BODY: one request as wrk will send it must succeed.
+check_request() {
+  local args=()
+  while IFS= read -r line; do args+=(-H "$line"); done < "$2"
+  local status
+  status=$(curl -s -o "$OUT/check.out" -w '%{http_code}' -X POST "${args[@]}" --data-binary "@$3" "$1")
+  if [ "$status" != 200 ]; then
+    echo "the benchmark request is refused ($status): $(cat "$OUT/check.out")" >&2
+    exit 1
+  fi
+}
 
 bench_backend() {
   local label=$1 db_url=$2 dir="$OUT/$1"
@@ -74,6 +87,7 @@ PY
   for n in 2 100; do
     ids_json "$dir/imported.json" "$n" > "$dir/body$n.json"
     "$BIN/examples/sign" POST "$url" "$ak" "$sk" "$project" "$dir/body$n.json" > "$dir/headers$n"
+    check_request "$url" "$dir/headers$n" "$dir/body$n.json"
     wrk_lua "$dir/body$n.json" "$dir/headers$n" > "$dir/install$n.lua"
     run_wrk "$label-install-$n" "$url" "$dir/install$n.lua"
   done
@@ -86,7 +100,7 @@ PY
 "$BIN/examples/bare" 127.0.0.1:0 > "$OUT/bare.addr" &
 wait_file "$OUT/bare.addr"
 bare_url="http://$(head -n1 "$OUT/bare.addr")/v2/p/desktops/agents"
-echo '{"desktop_ids": ["a", "b"]}' > "$OUT/bare.json"
+printf '{"desktop_ids": ["a", "b"]}' > "$OUT/bare.json"
 : > "$OUT/bare.headers"; echo "Content-Type: application/json" > "$OUT/bare.headers"
 wrk_lua "$OUT/bare.json" "$OUT/bare.headers" > "$OUT/bare.lua"
 run_wrk bare-2 "$bare_url" "$OUT/bare.lua"
@@ -127,6 +141,8 @@ for name, (rps, p50, p99, non2xx) in rows.items():
     goal_p99 = "yes" if ms(p99) < 25 else "no"
     if name.startswith("bare"):
         goal_pct = goal_p99 = "—"
+    elif non2xx != "0":
+        goal_pct = goal_p99 = "no: requests failed"
     lines.append(f"| {name} | {float(rps):.0f} | {pct:.1f} % | {p50} | {p99} | {non2xx} | {goal_p99} | {goal_pct} |")
 mem = " ".join(f"{k}: {v/1024:.1f} MiB" for k, v in rss.items())
 kernel = platform.release()

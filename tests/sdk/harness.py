@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -193,6 +194,15 @@ class Server:
         f.write_text(json.dumps(desktops))
         return self.admin("desktops", "import", "--project", project_id, str(f))
 
+    def create_enrollment_token(self, project_id: Optional[str] = None) -> dict:
+        """``admin enrollment-tokens create``: ``{"enrollment_token", "project_id", "expires_at"}``."""
+        return self.admin("enrollment-tokens", "create", "--project", project_id or self.project_id)
+
+    @property
+    def signing_pub(self) -> Path:
+        """The package-signing public key that guests trust."""
+        return self.data_dir / "package-signing.pub"
+
     def decode(self, message: str) -> dict:
         # Documented without --data-dir: decoding needs no database.
         cmd = [self.bin, "admin", "decode-authorization-message", message]
@@ -213,6 +223,145 @@ class Server:
 
     def token_workspace(self, token: str, project_id: Optional[str] = None) -> WorkspaceClient:
         return token_workspace_client(self.endpoint, token, project_id or self.project_id)
+
+
+def sibling_bin(name: str) -> str:
+    """Another binary of the workspace, next to DESKFLEET_SERVER_BIN (same cargo profile)."""
+    path = Path(server_bin()).parent / name
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise RuntimeError(f"{path} is not an executable file (build it: cargo build --workspace --bins)")
+    return str(path)
+
+
+# --------------------------------------------------------------------------- processes (/proc)
+
+
+def proc_ppid(pid: int) -> Optional[int]:
+    """The parent pid of a live process, from /proc/PID/stat; None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    fields = stat.rpartition(")")[2].split()
+    if fields[0] == "Z":  # a zombie is gone for our purposes
+        return None
+    return int(fields[1])
+
+
+def proc_exe(pid: int) -> Optional[str]:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def children_named(ppid: int, name: str) -> dict:
+    """``{pid: executable path}`` of the live children of ``ppid`` whose executable is
+    called ``name`` (the executable, not the 15-character ``comm``)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        if proc_ppid(pid) != ppid:
+            continue
+        exe = proc_exe(pid)
+        if exe and os.path.basename(exe.removesuffix(" (deleted)")) == name:
+            found[pid] = exe
+    return found
+
+
+def alive(pid: int) -> bool:
+    return proc_ppid(pid) is not None
+
+
+class Guest:
+    """One ``deskfleet-guest`` process (a desktop's daemon) with its own state directory.
+
+    It runs in a session of its own, so that the monitor it starts (which stays in the
+    guest's process group) can be found and, as a last resort, killed with it."""
+
+    MONITOR = "deskfleet-monitor"
+
+    def __init__(self, server: Server, enrollment_token: str, state_dir: Path, hostname: str,
+                 monitor_interval_ms: int = 300, heartbeat_secs: int = 1):
+        self.bin = sibling_bin("deskfleet-guest")
+        self.server = server
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.hostname = hostname
+        self.args = [self.bin, "--server", server.endpoint, "--enrollment-token", enrollment_token,
+                     "--trusted-key", str(server.signing_pub), "--state-dir", str(self.state_dir),
+                     "--hostname", hostname, "--monitor-interval-ms", str(monitor_interval_ms),
+                     "--heartbeat-secs", str(heartbeat_secs)]
+        self.log_path = self.state_dir.parent / f"{self.state_dir.name}.log"
+        self.proc: Optional[subprocess.Popen] = None
+        self._log = None
+        self.seen_monitors: set = set()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def install_root(self) -> Path:
+        return self.state_dir / "agents"
+
+    def start(self) -> "Guest":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=_server_env(), start_new_session=True)
+        return self
+
+    def monitors(self) -> dict:
+        """The running ``deskfleet-monitor`` children of this guest: ``{pid: exe}``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return {}
+        found = children_named(self.proc.pid, self.MONITOR)
+        self.seen_monitors.update(found)
+        return found
+
+    def terminate(self, timeout: float = 15.0) -> Optional[int]:
+        """SIGTERM, wait up to ``timeout`` s; the exit status, or None if it did not exit."""
+        if self.proc is None:
+            return None
+        self.monitors()  # remember the monitors before they are reparented
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self) -> None:
+        """Teardown: SIGTERM, then SIGKILL; then kill whatever is left of its process group
+        (a monitor that outlived the guest) and every monitor it was seen running."""
+        if self.proc is None:
+            return
+        if self.terminate(timeout=10.0) is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: only its processes
+        except (ProcessLookupError, PermissionError):
+            pass
+        for pid in self.seen_monitors:
+            exe = proc_exe(pid)
+            if exe and os.path.basename(exe.removesuffix(" (deleted)")) == self.MONITOR:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
 
 
 # --------------------------------------------------------------------------- SDK clients
