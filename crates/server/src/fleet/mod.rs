@@ -58,7 +58,6 @@ pub enum Push {
 
 struct Registered {
     conn_id: u64,
-    uid: String,
     push: Option<mpsc::Sender<Push>>,
     last_seen: Instant,
 }
@@ -89,13 +88,12 @@ impl Fleet {
         self.conn_ids.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn register(&self, desktop: &DesktopId, uid: &str, conn_id: u64, push: Option<mpsc::Sender<Push>>) {
+    fn register(&self, desktop: &DesktopId, conn_id: u64, push: Option<mpsc::Sender<Push>>) {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         live.insert(
             desktop.clone(),
             Registered {
                 conn_id,
-                uid: uid.to_string(),
                 push,
                 last_seen: Instant::now(),
             },
@@ -113,12 +111,6 @@ impl Fleet {
     fn desktop_is_live(&self, desktop: &DesktopId, conn_id: u64) -> bool {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         live.get(desktop).is_some_and(|r| r.conn_id != conn_id && r.is_fresh())
-    }
-
-    /// Is instance uid `uid` held by another live connection than `conn_id`?
-    fn uid_is_live(&self, uid: &str, conn_id: u64) -> bool {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.values().any(|r| r.uid == uid && r.conn_id != conn_id && r.is_fresh())
     }
 
     /// How many desktops are connected to this replica.

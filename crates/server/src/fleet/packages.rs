@@ -165,31 +165,17 @@ pub async fn publish_bundled_monitor(state: &AppState) -> anyhow::Result<Option<
     }
 }
 
-/// Package blobs and the latest package per platform, kept in memory once read.
+/// Package blobs, kept in memory once read (a package id never changes its bytes). The
+/// latest package is asked of the store each time, so a newly published one (by the admin
+/// command, in another process) is offered at once.
 #[derive(Default)]
 pub struct PackageCache {
     blobs: Mutex<HashMap<String, (PackageMeta, bytes::Bytes)>>,
-    latest: Mutex<HashMap<String, (PackageMeta, std::time::Instant)>>,
 }
-
-/// How long the answer to "which is the latest package" is reused before asking again.
-const LATEST_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl PackageCache {
     pub async fn latest(&self, state: &AppState, platform: &str) -> Result<Option<PackageMeta>, StoreError> {
-        if let Some((meta, at)) = self.latest.lock().unwrap_or_else(|p| p.into_inner()).get(platform)
-            && at.elapsed() < LATEST_TTL
-        {
-            return Ok(Some(meta.clone()));
-        }
-        let found = state.store.latest_package(MONITOR, platform).await?;
-        if let Some(meta) = &found {
-            self.latest
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(platform.to_string(), (meta.clone(), std::time::Instant::now()));
-        }
-        Ok(found)
+        state.store.latest_package(MONITOR, platform).await
     }
 
     pub async fn blob(&self, state: &AppState, id: &str) -> Result<Option<(PackageMeta, bytes::Bytes)>, StoreError> {

@@ -177,35 +177,41 @@ impl Session {
 
     /// Establishes which desktop this is: enrolls it, or recognises it by its credential,
     /// giving a cloned desktop an identity of its own.
+    ///
+    /// A clone is told from a reconnect by what it says of itself: a cloned image comes up
+    /// under another host name (or, when two copies run under one name at once, from
+    /// another address). The same host reconnecting, even while its old connection has
+    /// not timed out yet, takes its identity over.
     async fn identify(&mut self, uid: &[u8], facts: DesktopFacts, reply: &mut ServerToAgent) -> Result<(), StoreError> {
         let store = &self.state.store;
         let now = self.state.clock.now();
         let uid_hex = hex::encode(uid);
-        let project = match &self.auth {
-            FleetAuth::Enrollment(project) => {
-                let holder = store.find_desktop_by_instance_uid(project, &uid_hex).await?;
-                let clone = fleet(&self.state).uid_is_live(&uid_hex, self.conn_id)
-                    || holder
-                        .as_ref()
-                        .is_some_and(|h| h.hostname.as_deref().is_some_and(|n| !n.eq_ignore_ascii_case(&facts.hostname)));
-                return self.enroll(project.clone(), uid, clone, facts, reply, now).await;
-            }
-            FleetAuth::Desktop(identity) => identity.desktop.project_id.clone(),
+        let same_host = |identity: &DesktopIdentity| {
+            identity.hostname.as_deref().is_none_or(|n| n.eq_ignore_ascii_case(&facts.hostname))
         };
-        let FleetAuth::Desktop(identity) = &self.auth else { unreachable!("matched above") };
+        let same_address = |identity: &DesktopIdentity| {
+            facts.ip_addresses.is_empty() || facts.ip_addresses.contains(&identity.desktop.ip_address)
+        };
+        let identity = match &self.auth {
+            FleetAuth::Enrollment(project) => {
+                let project = project.clone();
+                let holder = store.find_desktop_by_instance_uid(&project, &uid_hex).await?;
+                let clone = holder.as_ref().is_some_and(|h| {
+                    !same_host(h)
+                        || (fleet(&self.state).desktop_is_live(&h.desktop.id, self.conn_id) && !same_address(h))
+                });
+                return self.enroll(project, uid, clone, facts, reply, now).await;
+            }
+            FleetAuth::Desktop(identity) => identity.clone(),
+        };
         let live_elsewhere = fleet(&self.state).desktop_is_live(&identity.desktop.id, self.conn_id);
-        let renamed = identity
-            .hostname
-            .as_deref()
-            .is_some_and(|n| !n.eq_ignore_ascii_case(&facts.hostname));
-        if live_elsewhere || renamed {
-            tracing::warn!(desktop_id = %identity.desktop.id, live_elsewhere, renamed, "cloned desktop detected; enrolling it as a new desktop");
-            return self.enroll(project, uid, true, facts, reply, now).await;
+        if !same_host(&identity) || (live_elsewhere && !same_address(&identity)) {
+            tracing::warn!(desktop_id = %identity.desktop.id, hostname = %facts.hostname, "cloned desktop detected; enrolling it as a new desktop");
+            return self.enroll(identity.desktop.project_id.clone(), uid, true, facts, reply, now).await;
         }
-        let identity = identity.clone();
         store.record_desktop_facts(&identity.desktop.id, &facts, now).await?;
         self.instance_uid = uid.to_vec();
-        self.register(identity, &uid_hex);
+        self.register(identity);
         Ok(())
     }
 
@@ -229,6 +235,7 @@ impl Session {
         };
         let uid_hex = hex::encode(&uid);
         let (credential, credential_sha256) = new_credential();
+        let offer_hash = hex::decode(&credential_sha256).unwrap_or_default();
         let enrolled = self
             .state
             .store
@@ -243,8 +250,11 @@ impl Session {
             )
             .await?;
         tracing::info!(desktop_id = %enrolled.desktop.id, hostname = %facts.hostname, matched_import = enrolled.matched_import, "desktop enrolled");
-        reply.connection_settings = Some(op::ConnectionSettingsOffers {
-            hash: credential.as_bytes()[..16].to_vec(),
+        // OpAMP lets a server offer connection settings only to agents that accept them;
+        // an agent that does not keeps using its enrollment token.
+        let accepts_settings = has_capability(self.capabilities, AgentCapabilities::AcceptsOpAmpConnectionSettings);
+        reply.connection_settings = accepts_settings.then(|| op::ConnectionSettingsOffers {
+            hash: offer_hash,
             opamp: Some(op::OpAmpConnectionSettings {
                 headers: Some(op::Headers {
                     headers: vec![op::Header {
@@ -263,12 +273,12 @@ impl Session {
             instance_uid: Some(uid_hex.clone()),
             hostname: Some(facts.hostname),
         };
-        self.register(identity, &uid_hex);
+        self.register(identity);
         Ok(())
     }
 
-    fn register(&mut self, identity: DesktopIdentity, uid_hex: &str) {
-        fleet(&self.state).register(&identity.desktop.id, uid_hex, self.conn_id, self.push.clone());
+    fn register(&mut self, identity: DesktopIdentity) {
+        fleet(&self.state).register(&identity.desktop.id, self.conn_id, self.push.clone());
         self.desktop = Some(identity);
     }
 

@@ -206,6 +206,15 @@ impl Guest {
         }
     }
 
+    /// Waits until the server has given this guest its desktop credential.
+    pub async fn enrolled(&self) {
+        let state = self.state_dir.path().join("state.json");
+        eventually(30, "guest enrolled", || async {
+            std::fs::read_to_string(&state).ok().filter(|s| s.contains("DFD1")).map(|_| ())
+        })
+        .await;
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -258,4 +267,9 @@ impl Guest {
         guest.launch(server, token);
         guest
     }
+}
+
+pub fn now_ms() -> i64 {
+    use deskfleet_core::clock::Clock;
+    deskfleet_core::clock::SystemClock.now()
 }

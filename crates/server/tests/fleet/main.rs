@@ -33,8 +33,9 @@ async fn job_done(server: &Server, job: &str, secs: u64) -> JobInfo {
     .await
 }
 
-/// Publishes `archive` under `version` with metadata from `meta` (possibly altered).
-async fn publish(server: &Server, meta: PackageMeta, archive: &[u8]) {
+/// Publishes `archive` with metadata `meta` (possibly altered), as the newest package.
+async fn publish(server: &Server, mut meta: PackageMeta, archive: &[u8]) {
+    meta.created_at = harness::now_ms();
     let store = deskfleet_store::connect_data_dir(server.dir.path()).await.unwrap();
     store.publish_package(&meta, archive).await.unwrap();
 }
@@ -102,6 +103,7 @@ async fn an_imported_desktop_is_matched_when_its_guest_enrolls() {
     let imported_id = imported[0]["desktop_id"].as_str().unwrap().to_string();
     let token = server.enrollment_token();
     let mut guest = Guest::start(&server, &token, "desk-imported");
+    guest.enrolled().await;
     let ids = desktops_enrolled(&server, 1).await;
     assert_eq!(ids, [imported_id.clone()]);
     // A restarted guest keeps its identity: still one desktop.
@@ -245,4 +247,27 @@ async fn a_cloned_desktop_gets_an_identity_of_its_own() {
         v["instance_uid"].as_str().unwrap().to_string()
     };
     eventually(30, "clone took a new instance uid", || async { (uid(&original) != uid(&clone)).then_some(()) }).await;
+}
+
+#[tokio::test]
+async fn a_flood_of_connections_is_refused_with_retry_after_not_served_badly() {
+    let server = Server::start("[fleet]\nmax_new_connections_per_sec = 3\n").await;
+    let token = server.enrollment_token();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/opamp", server.endpoint);
+    let mut refused = 0;
+    for _ in 0..10 {
+        let r = http.get(&url).bearer_auth(&token).send().await.unwrap();
+        if r.status() == 503 {
+            refused += 1;
+            let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!(retry >= 1);
+        } else {
+            // Admitted: a plain GET is not a WebSocket upgrade.
+            assert!(r.status().is_client_error(), "{}", r.status());
+        }
+    }
+    assert!(refused >= 5, "only {refused} of 10 refused");
+    // The server still serves the API.
+    server.client().list_desktops(&[]).await.unwrap();
 }
