@@ -2,12 +2,15 @@
 //! not at all, so a crash never leaves a half-written job behind.
 
 use crate::clock::Millis;
-use crate::fleet::{DesktopFacts, DesktopIdentity, Enrolled, Enrollment, MetricsRecord, PackageMeta, SubJobReport};
+use crate::fleet::{
+    DesktopFacts, DesktopIdentity, Enrolled, Enrollment, MetricsRecord, PackageMeta, SubJobReport,
+};
 use crate::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
 use crate::job::Stage;
 use crate::model::{
-    AccessKey, AgentCondition, AgentState, AgentFilter, Desktop, DesktopFilter, Domain, Job, NewDesktop,
-    Outcome, Page, Project, Role, SubJob, SubJobFilter, SubJobSelector, TokenRecord, User,
+    AccessKey, AgentCondition, AgentFilter, AgentState, Desktop, DesktopFilter, Domain, Job,
+    NewDesktop, Outcome, Page, Project, Role, SubJob, SubJobFilter, SubJobSelector, TokenRecord,
+    User,
 };
 use async_trait::async_trait;
 
@@ -178,87 +181,84 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- the fleet ----
 
+    /// Stores an enrollment token of `project` under the SHA-256 of its value.
+    /// `NotFound` if the project does not exist, `AlreadyExists` for a hash already stored.
     async fn create_enrollment_token(
         &self,
         project: &ProjectId,
         token_sha256: &str,
         now: Millis,
         expires_at: Millis,
-    ) -> StoreResult<()> {
-        let _ = (project, token_sha256, now, expires_at);
-        Err(StoreError::Backend("create_enrollment_token: not implemented by this backend yet".into()))
-    }
+    ) -> StoreResult<()>;
     /// The project of an unexpired enrollment token.
-    async fn find_enrollment_token(&self, token_sha256: &str, now: Millis) -> StoreResult<Option<ProjectId>> {
-        let _ = (token_sha256, now);
-        Err(StoreError::Backend("find_enrollment_token: not implemented by this backend yet".into()))
-    }
+    async fn find_enrollment_token(
+        &self,
+        token_sha256: &str,
+        now: Millis,
+    ) -> StoreResult<Option<ProjectId>>;
     /// Enrolls a desktop of `project`: the desktop already holding the instance uid with
     /// the same host name is re-enrolled; else an imported desktop that never connected
     /// and whose `computer_name` equals the host name (case-insensitive) is claimed; else
     /// a new desktop is created. Stores the uid, the facts and the credential hash.
-    async fn enroll_desktop(&self, project: &ProjectId, enrollment: &Enrollment, now: Millis) -> StoreResult<Enrolled> {
-        let _ = (project, enrollment, now);
-        Err(StoreError::Backend("enroll_desktop: not implemented by this backend yet".into()))
-    }
-    async fn find_desktop_by_credential(&self, credential_sha256: &str) -> StoreResult<Option<DesktopIdentity>> {
-        let _ = credential_sha256;
-        Err(StoreError::Backend("find_desktop_by_credential: not implemented by this backend yet".into()))
-    }
+    ///
+    /// `AlreadyExists` if another desktop of the project (another host name) holds the
+    /// instance uid: the caller must hand the desktop a fresh uid first.
+    async fn enroll_desktop(
+        &self,
+        project: &ProjectId,
+        enrollment: &Enrollment,
+        now: Millis,
+    ) -> StoreResult<Enrolled>;
+    async fn find_desktop_by_credential(
+        &self,
+        credential_sha256: &str,
+    ) -> StoreResult<Option<DesktopIdentity>>;
     async fn find_desktop_by_instance_uid(
         &self,
         project: &ProjectId,
         instance_uid: &str,
-    ) -> StoreResult<Option<DesktopIdentity>> {
-        let _ = (project, instance_uid);
-        Err(StoreError::Backend("find_desktop_by_instance_uid: not implemented by this backend yet".into()))
-    }
-    /// Records what the desktop reports of itself (host name, OS, addresses).
-    async fn record_desktop_facts(&self, desktop: &DesktopId, facts: &DesktopFacts, now: Millis) -> StoreResult<()> {
-        let _ = (desktop, facts, now);
-        Err(StoreError::Backend("record_desktop_facts: not implemented by this backend yet".into()))
-    }
-    async fn record_agent_state(&self, desktop: &DesktopId, agent: Option<&AgentState>) -> StoreResult<()> {
-        let _ = (desktop, agent);
-        Err(StoreError::Backend("record_agent_state: not implemented by this backend yet".into()))
-    }
-    /// Keeps the latest metrics JSON of a desktop.
-    async fn record_metrics(&self, desktop: &DesktopId, json: &str, now: Millis) -> StoreResult<()> {
-        let _ = (desktop, json, now);
-        Err(StoreError::Backend("record_metrics: not implemented by this backend yet".into()))
-    }
-    async fn get_metrics(&self, project: &ProjectId, desktop: &DesktopId) -> StoreResult<Option<MetricsRecord>> {
-        let _ = (project, desktop);
-        Err(StoreError::Backend("get_metrics: not implemented by this backend yet".into()))
-    }
-    /// Stores a package; `AlreadyExists` for the same (name, version, platform).
-    async fn publish_package(&self, meta: &PackageMeta, blob: &[u8]) -> StoreResult<()> {
-        let _ = (meta, blob);
-        Err(StoreError::Backend("publish_package: not implemented by this backend yet".into()))
-    }
-    /// The most recently published package of this name and platform.
-    async fn latest_package(&self, name: &str, platform: &str) -> StoreResult<Option<PackageMeta>> {
-        let _ = (name, platform);
-        Err(StoreError::Backend("latest_package: not implemented by this backend yet".into()))
-    }
-    async fn get_package(&self, id: &str) -> StoreResult<Option<(PackageMeta, Vec<u8>)>> {
-        let _ = id;
-        Err(StoreError::Backend("get_package: not implemented by this backend yet".into()))
-    }
-    /// Desktops that have a WAITING sub-job that is not a follower.
-    async fn desktops_with_waiting_work(&self, limit: u32) -> StoreResult<Vec<DesktopId>> {
-        let _ = limit;
-        Err(StoreError::Backend("desktops_with_waiting_work: not implemented by this backend yet".into()))
-    }
+    ) -> StoreResult<Option<DesktopIdentity>>;
+    /// Records what the desktop reports of itself (host name, OS, addresses; its
+    /// `ip_address` becomes the first address, if any) and when it was last seen. The
+    /// `computer_name` is kept. `NotFound` if the desktop does not exist.
+    async fn record_desktop_facts(
+        &self,
+        desktop: &DesktopId,
+        facts: &DesktopFacts,
+        now: Millis,
+    ) -> StoreResult<()>;
+    /// Records the state of the desktop's monitoring agent; `None` clears it (the agent is
+    /// then not installed). `NotFound` if the desktop does not exist.
+    async fn record_agent_state(
+        &self,
+        desktop: &DesktopId,
+        agent: Option<&AgentState>,
+    ) -> StoreResult<()>;
+    /// Keeps the latest metrics JSON of a desktop. `NotFound` if the desktop does not
+    /// exist.
+    async fn record_metrics(&self, desktop: &DesktopId, json: &str, now: Millis)
+    -> StoreResult<()>;
+    /// The latest metrics of a desktop of `project` (none for another project's desktop).
+    async fn get_metrics(
+        &self,
+        project: &ProjectId,
+        desktop: &DesktopId,
+    ) -> StoreResult<Option<MetricsRecord>>;
+    /// Stores a package; `AlreadyExists` for the same (name, version, platform) or id.
+    async fn publish_package(&self, meta: &PackageMeta, blob: &[u8]) -> StoreResult<()>;
+    /// The most recently published package of this name and platform (the latest
+    /// `created_at`, then the last stored), without its archive.
+    async fn latest_package(&self, name: &str, platform: &str) -> StoreResult<Option<PackageMeta>>;
+    /// A package with its archive.
+    async fn get_package(&self, id: &str) -> StoreResult<Option<(PackageMeta, Vec<u8>)>>;
+    /// Desktops that have a WAITING sub-job that is not a follower, at most `limit`, the
+    /// most urgent (earliest delivery deadline) first.
+    async fn desktops_with_waiting_work(&self, limit: u32) -> StoreResult<Vec<DesktopId>>;
     /// The desktop's RUNNING sub-job that is not a follower, if any.
-    async fn running_sub_job(&self, desktop: &DesktopId) -> StoreResult<Option<SubJob>> {
-        let _ = desktop;
-        Err(StoreError::Backend("running_sub_job: not implemented by this backend yet".into()))
-    }
+    async fn running_sub_job(&self, desktop: &DesktopId) -> StoreResult<Option<SubJob>>;
     /// Applies progress and results of RUNNING sub-jobs (followers mirror them) in one
-    /// transaction; a report about a sub-job that is not RUNNING changes nothing (false).
-    async fn apply_reports(&self, reports: &[SubJobReport], now: Millis) -> StoreResult<Vec<bool>> {
-        let _ = (reports, now);
-        Err(StoreError::Backend("apply_reports: not implemented by this backend yet".into()))
-    }
+    /// transaction, in order, each exactly as [`Store::record_progress`] or
+    /// [`Store::finish_sub_job`] would; a report about a sub-job that is not a RUNNING
+    /// leader changes nothing (false). One answer per report.
+    async fn apply_reports(&self, reports: &[SubJobReport], now: Millis) -> StoreResult<Vec<bool>>;
 }

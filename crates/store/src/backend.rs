@@ -2,15 +2,19 @@
 //! the matching function of [`crate::ops`] in it. The backends differ only in how they
 //! hand out transactions (see [`crate::sqlite`] and [`crate::postgres`]).
 
-use crate::conn::{BoxFuture, Conn, backend};
+use crate::conn::{BoxFuture, Conn, backend, is_retryable};
 use crate::ops::{self, NewJob};
 use async_trait::async_trait;
 use deskfleet_core::clock::Millis;
+use deskfleet_core::fleet::{
+    DesktopFacts, DesktopIdentity, Enrolled, Enrollment, MetricsRecord, PackageMeta, SubJobReport,
+};
 use deskfleet_core::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
 use deskfleet_core::job::Stage;
 use deskfleet_core::model::{
-    AccessKey, AgentCondition, AgentFilter, Desktop, DesktopFilter, Domain, Job, NewDesktop,
-    Outcome, Page, Project, Role, SubJob, SubJobFilter, SubJobSelector, TokenRecord, User,
+    AccessKey, AgentCondition, AgentFilter, AgentState, Desktop, DesktopFilter, Domain, Job,
+    NewDesktop, Outcome, Page, Project, Role, SubJob, SubJobFilter, SubJobSelector, TokenRecord,
+    User,
 };
 use deskfleet_core::store::{Deadlines, Expired, Store, StoreResult};
 use std::future::Future;
@@ -43,6 +47,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
         self.write(move |c| Box::pin(async move { ops::create_install_job(c, &call).await }))
     }
 }
+
+/// How many times an enrollment that lost a race for a unique key (on PostgreSQL, the same
+/// uid enrolling twice at once) is run again; the next run sees the winner.
+const ENROLL_ATTEMPTS: u32 = 3;
 
 /// The `Store` of a backend.
 pub(crate) struct DbStore<B>(pub(crate) B);
@@ -307,5 +315,152 @@ impl<B: Backend> Store for DbStore<B> {
             { sub_job = sub_job.clone(), outcome = outcome.clone() },
             finish_sub_job(&sub_job, &outcome, now)
         )
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, reports = reports.len()))]
+    async fn apply_reports(&self, reports: &[SubJobReport], now: Millis) -> StoreResult<Vec<bool>> {
+        write!(
+            self,
+            { reports = reports.to_vec() },
+            apply_reports(&reports, now)
+        )
+    }
+
+    async fn running_sub_job(&self, desktop: &DesktopId) -> StoreResult<Option<SubJob>> {
+        read!(self, running_sub_job(desktop))
+    }
+
+    async fn desktops_with_waiting_work(&self, limit: u32) -> StoreResult<Vec<DesktopId>> {
+        read!(self, desktops_with_waiting_work(limit))
+    }
+
+    // ---- the fleet ----
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, project = %project))]
+    async fn create_enrollment_token(
+        &self,
+        project: &ProjectId,
+        token_sha256: &str,
+        now: Millis,
+        expires_at: Millis,
+    ) -> StoreResult<()> {
+        write!(
+            self,
+            { project = project.clone(), sha = token_sha256.to_owned() },
+            create_enrollment_token(&project, &sha, now, expires_at)
+        )
+    }
+
+    async fn find_enrollment_token(
+        &self,
+        token_sha256: &str,
+        now: Millis,
+    ) -> StoreResult<Option<ProjectId>> {
+        read!(self, find_enrollment_token(token_sha256, now))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, project = %project))]
+    async fn enroll_desktop(
+        &self,
+        project: &ProjectId,
+        enrollment: &Enrollment,
+        now: Millis,
+    ) -> StoreResult<Enrolled> {
+        let mut attempt = 1;
+        loop {
+            let result = write!(
+                self,
+                { project = project.clone(), enrollment = enrollment.clone() },
+                enroll_desktop(&project, &enrollment, now)
+            );
+            match result {
+                Err(e) if attempt < ENROLL_ATTEMPTS && is_retryable(&e) => {
+                    tracing::debug!(error = %e, attempt, "enrollment raced another; again");
+                    attempt += 1;
+                }
+                result => return result.map_err(ops::enroll_conflict),
+            }
+        }
+    }
+
+    async fn find_desktop_by_credential(
+        &self,
+        credential_sha256: &str,
+    ) -> StoreResult<Option<DesktopIdentity>> {
+        read!(self, find_desktop_by_credential(credential_sha256))
+    }
+
+    async fn find_desktop_by_instance_uid(
+        &self,
+        project: &ProjectId,
+        instance_uid: &str,
+    ) -> StoreResult<Option<DesktopIdentity>> {
+        read!(self, find_desktop_by_instance_uid(project, instance_uid))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, desktop = %desktop))]
+    async fn record_desktop_facts(
+        &self,
+        desktop: &DesktopId,
+        facts: &DesktopFacts,
+        now: Millis,
+    ) -> StoreResult<()> {
+        write!(
+            self,
+            { desktop = desktop.clone(), facts = facts.clone() },
+            record_desktop_facts(&desktop, &facts, now)
+        )
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, desktop = %desktop))]
+    async fn record_agent_state(
+        &self,
+        desktop: &DesktopId,
+        agent: Option<&AgentState>,
+    ) -> StoreResult<()> {
+        write!(
+            self,
+            { desktop = desktop.clone(), agent = agent.cloned() },
+            record_agent_state(&desktop, agent.as_ref())
+        )
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, desktop = %desktop))]
+    async fn record_metrics(
+        &self,
+        desktop: &DesktopId,
+        json: &str,
+        now: Millis,
+    ) -> StoreResult<()> {
+        write!(
+            self,
+            { desktop = desktop.clone(), json = json.to_owned() },
+            record_metrics(&desktop, &json, now)
+        )
+    }
+
+    async fn get_metrics(
+        &self,
+        project: &ProjectId,
+        desktop: &DesktopId,
+    ) -> StoreResult<Option<MetricsRecord>> {
+        read!(self, get_metrics(project, desktop))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, package = %meta.id, size = blob.len()))]
+    async fn publish_package(&self, meta: &PackageMeta, blob: &[u8]) -> StoreResult<()> {
+        write!(
+            self,
+            { meta = meta.clone(), blob = blob.to_vec() },
+            publish_package(&meta, &blob)
+        )
+    }
+
+    async fn latest_package(&self, name: &str, platform: &str) -> StoreResult<Option<PackageMeta>> {
+        read!(self, latest_package(name, platform))
+    }
+
+    async fn get_package(&self, id: &str) -> StoreResult<Option<(PackageMeta, Vec<u8>)>> {
+        read!(self, get_package(id))
     }
 }

@@ -50,6 +50,14 @@ impl Dialect {
         }
     }
 
+    /// The suffix of a `SELECT` that locks the rows of table `alias` exclusively.
+    pub(crate) fn lock_suffix_of(self, alias: &str) -> String {
+        match self {
+            Dialect::Sqlite => String::new(),
+            Dialect::Postgres => format!(" FOR NO KEY UPDATE OF {alias}"),
+        }
+    }
+
     /// The suffix of a `SELECT ... FROM desktops d` that locks those rows shared: job
     /// creators only add followers, so they may run side by side.
     pub(crate) fn share_lock_suffix(self) -> &'static str {
@@ -86,6 +94,7 @@ pub(crate) enum Arg<'a> {
     OptStr(Option<&'a str>),
     Int(i64),
     OptInt(Option<i64>),
+    Bytes(&'a [u8]),
 }
 
 impl<'a> From<&'a str> for Arg<'a> {
@@ -103,6 +112,12 @@ impl<'a> From<&'a String> for Arg<'a> {
 impl<'a> From<Option<&'a str>> for Arg<'a> {
     fn from(v: Option<&'a str>) -> Self {
         Arg::OptStr(v)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Arg<'a> {
+    fn from(v: &'a [u8]) -> Self {
+        Arg::Bytes(v)
     }
 }
 
@@ -131,6 +146,7 @@ pub(crate) trait DbRow: Send + Sync {
     fn opt_text(&self, col: &str) -> StoreResult<Option<String>>;
     fn int(&self, col: &str) -> StoreResult<i64>;
     fn opt_int(&self, col: &str) -> StoreResult<Option<i64>>;
+    fn bytes(&self, col: &str) -> StoreResult<Vec<u8>>;
 }
 
 /// A connection the shared queries can run on.
@@ -219,6 +235,7 @@ macro_rules! impl_conn {
                     Arg::OptStr(v) => q.bind(v),
                     Arg::Int(v) => q.bind(v),
                     Arg::OptInt(v) => q.bind(v),
+                    Arg::Bytes(v) => q.bind(v),
                 })
             }
 
@@ -233,6 +250,9 @@ macro_rules! impl_conn {
                     self.try_get(col).map_err(|e| column_error(col, e))
                 }
                 fn opt_int(&self, col: &str) -> StoreResult<Option<i64>> {
+                    self.try_get(col).map_err(|e| column_error(col, e))
+                }
+                fn bytes(&self, col: &str) -> StoreResult<Vec<u8>> {
                     self.try_get(col).map_err(|e| column_error(col, e))
                 }
             }

@@ -2,6 +2,7 @@
 //! parsed, never trusted: a row that does not fit is [`StoreError::Corrupt`].
 
 use crate::conn::DbRow;
+use deskfleet_core::fleet::{DesktopIdentity, MetricsRecord, PackageMeta};
 use deskfleet_core::ids::{DesktopId, DomainId, IdError, JobId, ProjectId, SubJobId, UserId};
 use deskfleet_core::model::{
     AccessKey, AgentState, Desktop, Domain, Job, Project, Role, SubJob, Tag, TokenRecord, User,
@@ -23,6 +24,13 @@ pub(crate) const DESKTOP_COLUMNS: &str = "d.id AS id, d.project_id AS project_id
      d.status AS status, d.enterprise_project_id AS enterprise_project_id, d.tags AS tags, \
      d.created_at AS created_at, d.agent_version AS agent_version, \
      d.agent_healthy AS agent_healthy, d.agent_reported_at AS agent_reported_at";
+
+/// Columns of [`identity`], from a desktop `d`: [`DESKTOP_COLUMNS`] and these.
+pub(crate) const IDENTITY_COLUMNS: &str = "d.instance_uid AS instance_uid, d.hostname AS hostname";
+
+/// Columns of [`package`], from `packages` (never the archive).
+pub(crate) const PACKAGE_COLUMNS: &str =
+    "id, name, version, platform, size, sha256, signature, created_at";
 
 /// Columns of [`job`].
 pub(crate) const JOB_COLUMNS: &str = "id, project_id, job_type, status, created_at, begin_time, \
@@ -189,5 +197,35 @@ pub(crate) fn sub_job<R: DbRow>(row: &R) -> StoreResult<SubJob> {
         end_time: row.opt_int("end_time")?,
         follows: opt_id(row, "follows", SubJobId::parse)?,
         attempts: narrow(row, "attempts")?,
+    })
+}
+
+pub(crate) fn identity<R: DbRow>(row: &R) -> StoreResult<DesktopIdentity> {
+    Ok(DesktopIdentity {
+        desktop: desktop(row)?,
+        instance_uid: row.opt_text("instance_uid")?,
+        hostname: row.opt_text("hostname")?,
+    })
+}
+
+pub(crate) fn package<R: DbRow>(row: &R) -> StoreResult<PackageMeta> {
+    Ok(PackageMeta {
+        id: row.text("id")?,
+        name: row.text("name")?,
+        version: row.text("version")?,
+        platform: row.text("platform")?,
+        size: narrow(row, "size")?,
+        sha256: row.text("sha256")?,
+        signature: row.text("signature")?,
+        created_at: row.int("created_at")?,
+    })
+}
+
+pub(crate) fn metrics<R: DbRow>(row: &R) -> StoreResult<MetricsRecord> {
+    Ok(MetricsRecord {
+        desktop_id: id(row, "desktop_id", DesktopId::parse)?,
+        project_id: id(row, "project_id", ProjectId::parse)?,
+        json: row.text("json")?,
+        received_at: row.int("received_at")?,
     })
 }

@@ -13,25 +13,31 @@
 //!
 //! On PostgreSQL several transactions write at once. Every transaction that changes
 //! sub-jobs first locks the rows of their desktops, in id order ([`lock_desktops`]), and
-//! updates job rows last, in id order: writers of one desktop are serialised, and no two
-//! transactions can wait on each other in a cycle. Job creators are the exception that
-//! keeps creation fast: they only add sub-jobs, so they take the desktop locks *shared*
-//! and run side by side, still excluding every writer that could end a leader under them.
-//! Two creators that both start a leader for one desktop collide on the unique leader
-//! index (they insert leaders in desktop order, so they cannot deadlock); the loser's
-//! transaction is run again and then follows the winner. SQLite has one writer and skips
-//! all of this.
+//! locks job rows last, in id order, before it counts their sub-jobs
+//! ([`recompute_jobs`]): writers of one desktop are serialised, the last writer of a job
+//! counts what all the others committed, and no two transactions can wait on each other
+//! in a cycle. Job creators are the exception that keeps creation fast: they only add
+//! sub-jobs, so they take the desktop locks *shared* and run side by side, still
+//! excluding every writer that could end a leader under them. Two creators that both
+//! start a leader for one desktop collide on the unique leader index (they insert leaders
+//! in desktop order, so they cannot deadlock); the loser's transaction is run again and
+//! then follows the winner. SQLite has one writer and skips all of this.
 
 use crate::conn::{Arg, Conn, DbRow, Dialect, Violation, args, sql, violation};
 use crate::decode::{
-    self, DESKTOP_COLUMNS, JOB_COLUMNS, PROJECT_COLUMNS, SUB_JOB_SELECT, USER_COLUMNS,
+    self, DESKTOP_COLUMNS, IDENTITY_COLUMNS, JOB_COLUMNS, PACKAGE_COLUMNS, PROJECT_COLUMNS,
+    SUB_JOB_SELECT, USER_COLUMNS,
 };
 use deskfleet_core::clock::Millis;
+use deskfleet_core::fleet::{
+    DesktopFacts, DesktopIdentity, Enrolled, Enrollment, MetricsRecord, PackageMeta, SubJobReport,
+};
 use deskfleet_core::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
 use deskfleet_core::job::{Stage, StatusCounts, SubJobStatus, derive_job_status, job_fail_reason};
 use deskfleet_core::model::{
-    AccessKey, AgentCondition, AgentFilter, Desktop, DesktopFilter, Domain, Job, NewDesktop,
-    Outcome, Page, Project, Role, SubJob, SubJobFilter, SubJobSelector, TokenRecord, User,
+    AccessKey, AgentCondition, AgentFilter, AgentState, Desktop, DesktopFilter, Domain, Job,
+    NewDesktop, Outcome, Page, Project, Role, SubJob, SubJobFilter, SubJobSelector, TokenRecord,
+    User,
 };
 use deskfleet_core::store::{Deadlines, Expired, StoreError, StoreResult};
 use deskfleet_proto::error::TaskErrorCode;
@@ -165,6 +171,48 @@ fn agent_conditions_sql(d: Dialect) -> String {
     )
 }
 
+/// The desktops with a WAITING leader, the most urgent first. A WAITING leader is exactly a
+/// sub-job with a delivery deadline (see the module documentation), and the index on
+/// `deliver_by` holds the desktop: the scheduler runs this several times a second without
+/// reading the table.
+const WAITING_WORK: &str = "SELECT s.desktop_id AS desktop_id FROM sub_jobs s \
+     WHERE s.deliver_by IS NOT NULL ORDER BY s.deliver_by LIMIT $1";
+
+/// The RUNNING leader of desktop `$1`, if any.
+fn running_leader_sql() -> String {
+    format!(
+        "{SUB_JOB_SELECT} WHERE s.desktop_id = $1 AND s.status IN ('WAITING', 'RUNNING') \
+         AND s.follows IS NULL AND s.status = 'RUNNING'"
+    )
+}
+
+/// The desktop of the credential hash `$1`, as its connection sees it.
+fn identity_by_credential_sql() -> String {
+    format!(
+        "SELECT {DESKTOP_COLUMNS}, {IDENTITY_COLUMNS} FROM desktops d \
+         WHERE d.credential_sha256 = $1"
+    )
+}
+
+/// The desktop of project `$1` holding instance uid `$2`.
+fn identity_by_uid_sql() -> String {
+    format!(
+        "SELECT {DESKTOP_COLUMNS}, {IDENTITY_COLUMNS} FROM desktops d \
+         WHERE d.project_id = $1 AND d.instance_uid = $2"
+    )
+}
+
+/// The oldest imported desktop of project `$1` named `$2` (without case) that never
+/// connected, locked on PostgreSQL.
+fn unclaimed_sql(d: Dialect) -> String {
+    format!(
+        "SELECT d.id AS id FROM desktops d WHERE d.project_id = $1 \
+         AND lower(d.computer_name) = lower($2) AND d.instance_uid IS NULL \
+         ORDER BY d.created_at, d.id LIMIT 1{}",
+        d.lock_suffix()
+    )
+}
+
 /// The hot statements with the index each must use, for the plan test.
 #[cfg(test)]
 pub(crate) fn hot_queries(d: Dialect) -> Vec<(String, &'static str)> {
@@ -178,6 +226,14 @@ pub(crate) fn hot_queries(d: Dialect) -> Vec<(String, &'static str)> {
         (known_desktops_sql(d), "sqlite_autoindex_desktops_1"),
         (agent_conditions_sql(d), "sub_jobs_one_leader"),
         (agent_conditions_sql(d), "sub_jobs_finished"),
+        (
+            WAITING_WORK.to_owned(),
+            "USING COVERING INDEX sub_jobs_deliver_by",
+        ),
+        (running_leader_sql(), "sub_jobs_one_leader"),
+        (identity_by_credential_sql(), "desktops_by_credential"),
+        (identity_by_uid_sql(), "desktops_by_instance_uid"),
+        (unclaimed_sql(d), "desktops_unclaimed"),
     ]
 }
 
@@ -718,6 +774,7 @@ struct JobInsert<'a> {
     job_type: &'a str,
     status: &'a str,
     created_at: Millis,
+    begin_time: Option<Millis>,
     end_time: Option<Millis>,
     total: u32,
 }
@@ -858,7 +915,8 @@ pub(crate) async fn create_install_jobs<C: Conn>(
             job_type: call.job_type.clone(),
             status,
             created_at: call.at.now,
-            begin_time: None,
+            // A job begins when it is accepted, not when a desktop first picks it up.
+            begin_time: Some(call.at.now),
             end_time: status.is_terminal().then_some(call.at.now),
             error_code: None,
             fail_reason: None,
@@ -888,6 +946,7 @@ pub(crate) async fn create_install_jobs<C: Conn>(
             job_type: &job.job_type,
             status: job.status.as_str(),
             created_at: job.created_at,
+            begin_time: job.begin_time,
             end_time: job.end_time,
             total: job.sub_jobs_total,
         });
@@ -915,11 +974,12 @@ pub(crate) async fn create_install_jobs<C: Conn>(
         }
     }
     let sql = sql!(C::DIALECT, |d| format!(
-        "INSERT INTO jobs (id, project_id, job_type, status, created_at, end_time, \
-         sub_jobs_total) \
+        "INSERT INTO jobs (id, project_id, job_type, status, created_at, begin_time, \
+         end_time, sub_jobs_total) \
          SELECT j.value ->> 'id', j.value ->> 'project', j.value ->> 'job_type', \
          j.value ->> 'status', CAST(j.value ->> 'created_at' AS BIGINT), \
-         CAST(j.value ->> 'end_time' AS BIGINT), CAST(j.value ->> 'total' AS BIGINT) FROM {}",
+         CAST(j.value ->> 'begin_time' AS BIGINT), CAST(j.value ->> 'end_time' AS BIGINT), \
+         CAST(j.value ->> 'total' AS BIGINT) FROM {}",
         d.objects(1)
     ));
     c.execute(sql, args![objects(&jobs)?.as_str()]).await?;
@@ -1205,7 +1265,6 @@ async fn mirror<C: Conn>(c: &mut C, leaders: &[String]) -> StoreResult<Vec<Strin
 #[derive(Default)]
 struct Tally {
     counts: StatusCounts,
-    first_time: Option<Millis>,
     first_failure: Option<(String, String)>,
 }
 
@@ -1221,9 +1280,22 @@ async fn recompute_jobs<C: Conn>(
         return Ok(());
     }
     let set = strings(tallies.keys());
+    if C::DIALECT.locks_rows() {
+        // Writers of different desktops may change sub-jobs of one job at once. Whoever
+        // locks the job row last counts after every other writer of it committed (each
+        // statement of a READ COMMITTED transaction reads afresh), so the last status
+        // written is right. Counting before the lock would let a writer overwrite the
+        // job with a count that misses a concurrent change.
+        let sql = sql!(C::DIALECT, |d| format!(
+            "SELECT j.id AS id FROM jobs j WHERE j.id IN (SELECT t.value FROM {}) \
+             ORDER BY j.id{}",
+            d.texts(1),
+            d.lock_suffix_of("j")
+        ));
+        c.fetch_all(sql, args![set.as_str()]).await?;
+    }
     let sql = sql!(C::DIALECT, |d| format!(
-        "SELECT s.job_id AS job_id, s.status AS status, COUNT(*) AS n, \
-         MIN(COALESCE(s.begin_time, s.end_time)) AS first_time \
+        "SELECT s.job_id AS job_id, s.status AS status, COUNT(*) AS n \
          FROM sub_jobs s WHERE s.job_id IN (SELECT t.value FROM {}) \
          GROUP BY s.job_id, s.status",
         d.texts(1)
@@ -1239,9 +1311,6 @@ async fn recompute_jobs<C: Conn>(
             SubJobStatus::Running => counts.running += n,
             SubJobStatus::Success => counts.success += n,
             SubJobStatus::Failed => counts.failed += n,
-        }
-        if let Some(at) = row.opt_int("first_time")? {
-            t.first_time = Some(t.first_time.map_or(at, |f| f.min(at)));
         }
     }
     let sql = sql!(C::DIALECT, |d| format!(
@@ -1259,7 +1328,6 @@ async fn recompute_jobs<C: Conn>(
             t.first_failure = Some((code, reason));
         }
     }
-    // In id order: see the module documentation on lock order.
     for (job, t) in &tallies {
         let status = derive_job_status(t.counts);
         let failure = t
@@ -1274,13 +1342,12 @@ async fn recompute_jobs<C: Conn>(
             _ => (None, None),
         };
         c.execute(
-            "UPDATE jobs SET status = $2, begin_time = COALESCE(begin_time, $3), \
-             end_time = CASE WHEN $4 IS NULL THEN NULL ELSE COALESCE(end_time, $4) END, \
-             error_code = $5, fail_reason = $6 WHERE id = $1",
+            "UPDATE jobs SET status = $2, \
+             end_time = CASE WHEN $3 IS NULL THEN NULL ELSE COALESCE(end_time, $3) END, \
+             error_code = $4, fail_reason = $5 WHERE id = $1",
             args![
                 job.as_str(),
                 status.as_str(),
-                t.first_time,
                 status.is_terminal().then_some(now),
                 code.as_deref(),
                 reason.as_deref(),
@@ -1388,19 +1455,28 @@ pub(crate) async fn claim_desktop_work<C: Conn>(
     fetch_sub_job(c, &id).await.map(Some)
 }
 
-pub(crate) async fn record_progress<C: Conn>(
+/// Records the progress of sub-job `$1` if it is a RUNNING leader; its followers are left
+/// to [`propagate`].
+const PROGRESS: &str = "UPDATE sub_jobs SET stage = $2, process = $3, execute_by = $4 \
+     WHERE id = $1 AND status = 'RUNNING' AND follows IS NULL";
+
+/// Ends sub-job `$1` if it is a RUNNING leader; its followers are left to [`propagate`].
+const FINISH: &str = "UPDATE sub_jobs SET status = $2, stage = COALESCE($3, stage), \
+     process = COALESCE($4, process), error_code = $5, fail_reason = $6, \
+     end_time = $7, execute_by = NULL, deliver_by = NULL \
+     WHERE id = $1 AND status = 'RUNNING' AND follows IS NULL RETURNING job_id";
+
+/// Applies [`PROGRESS`]: whether the sub-job was a RUNNING leader.
+async fn progress<C: Conn>(
     c: &mut C,
     sub_job: &SubJobId,
     stage: Stage,
     process: i32,
-    now: Millis,
     execute_by: Millis,
 ) -> StoreResult<bool> {
-    lock_desktop_of(c, sub_job).await?;
     let n = c
         .execute(
-            "UPDATE sub_jobs SET stage = $2, process = $3, execute_by = $4 \
-             WHERE id = $1 AND status = 'RUNNING' AND follows IS NULL",
+            PROGRESS,
             args![
                 sub_job.as_str(),
                 stage.as_str(),
@@ -1409,21 +1485,16 @@ pub(crate) async fn record_progress<C: Conn>(
             ],
         )
         .await?;
-    if n == 0 {
-        return Ok(false);
-    }
-    // The leader's own job does not change status; only followers that start mirroring
-    // can move theirs.
-    propagate(c, &[sub_job.as_str().to_owned()], Vec::new(), now).await?;
-    Ok(true)
+    Ok(n > 0)
 }
 
-pub(crate) async fn finish_sub_job<C: Conn>(
+/// Applies [`FINISH`]: the job of the sub-job, if it was a RUNNING leader.
+async fn finish<C: Conn>(
     c: &mut C,
     sub_job: &SubJobId,
     outcome: &Outcome,
     now: Millis,
-) -> StoreResult<bool> {
+) -> StoreResult<Option<String>> {
     let (status, stage, process, code, reason) = match outcome {
         Outcome::Success => (
             SubJobStatus::Success,
@@ -1441,13 +1512,9 @@ pub(crate) async fn finish_sub_job<C: Conn>(
             Some(reason.as_str()),
         ),
     };
-    lock_desktop_of(c, sub_job).await?;
     let finished = c
         .fetch_optional(
-            "UPDATE sub_jobs SET status = $2, stage = COALESCE($3, stage), \
-             process = COALESCE($4, process), error_code = $5, fail_reason = $6, \
-             end_time = $7, execute_by = NULL, deliver_by = NULL \
-             WHERE id = $1 AND status = 'RUNNING' AND follows IS NULL RETURNING job_id",
+            FINISH,
             args![
                 sub_job.as_str(),
                 status.as_str(),
@@ -1459,15 +1526,500 @@ pub(crate) async fn finish_sub_job<C: Conn>(
             ],
         )
         .await?;
-    let Some(row) = finished else {
+    finished.map(|row| row.text("job_id")).transpose()
+}
+
+pub(crate) async fn record_progress<C: Conn>(
+    c: &mut C,
+    sub_job: &SubJobId,
+    stage: Stage,
+    process: i32,
+    now: Millis,
+    execute_by: Millis,
+) -> StoreResult<bool> {
+    lock_desktop_of(c, sub_job).await?;
+    if !progress(c, sub_job, stage, process, execute_by).await? {
+        return Ok(false);
+    }
+    // The leader's own job does not change status; only followers that start mirroring
+    // can move theirs.
+    propagate(c, &[sub_job.as_str().to_owned()], Vec::new(), now).await?;
+    Ok(true)
+}
+
+pub(crate) async fn finish_sub_job<C: Conn>(
+    c: &mut C,
+    sub_job: &SubJobId,
+    outcome: &Outcome,
+    now: Millis,
+) -> StoreResult<bool> {
+    lock_desktop_of(c, sub_job).await?;
+    let Some(job) = finish(c, sub_job, outcome, now).await? else {
         return Ok(false);
     };
-    propagate(
-        c,
-        &[sub_job.as_str().to_owned()],
-        vec![row.text("job_id")?],
-        now,
+    propagate(c, &[sub_job.as_str().to_owned()], vec![job], now).await?;
+    Ok(true)
+}
+
+pub(crate) async fn running_sub_job<C: Conn>(
+    c: &mut C,
+    desktop: &DesktopId,
+) -> StoreResult<Option<SubJob>> {
+    let sql = sql!(C::DIALECT, |_d| running_leader_sql());
+    let row = c.fetch_optional(sql, args![desktop.as_str()]).await?;
+    row.as_ref().map(decode::sub_job).transpose()
+}
+
+pub(crate) async fn desktops_with_waiting_work<C: Conn>(
+    c: &mut C,
+    limit: u32,
+) -> StoreResult<Vec<DesktopId>> {
+    let rows = c.fetch_all(WAITING_WORK, args![i64::from(limit)]).await?;
+    rows.iter()
+        .map(|r| decode::id(r, "desktop_id", DesktopId::parse))
+        .collect()
+}
+
+/// The sub-job a report is about.
+fn reported(report: &SubJobReport) -> &SubJobId {
+    match report {
+        SubJobReport::Progress { sub_job, .. } | SubJobReport::Finish { sub_job, .. } => sub_job,
+    }
+}
+
+/// Applies each report as [`record_progress`] or [`finish_sub_job`] would, in order, then
+/// mirrors every leader changed onto its followers and recomputes every job concerned
+/// once. On PostgreSQL the desktops of all the sub-jobs named are locked first, in id
+/// order, as every writer of sub-jobs does.
+pub(crate) async fn apply_reports<C: Conn>(
+    c: &mut C,
+    reports: &[SubJobReport],
+    now: Millis,
+) -> StoreResult<Vec<bool>> {
+    match reports {
+        [] => return Ok(Vec::new()),
+        // The common case (the server sends each report as it comes), locked as the
+        // single-report methods do. PostgreSQL plans the set form below for a hundred
+        // ids, and then reads the whole desktops table even for one.
+        [one] => lock_desktop_of(c, reported(one)).await?,
+        _ if C::DIALECT.locks_rows() => {
+            let ids = strings(reports.iter().map(reported));
+            let select = sql!(C::DIALECT, |d| format!(
+                "SELECT s.desktop_id AS desktop_id FROM sub_jobs s \
+                 WHERE s.id IN (SELECT t.value FROM {})",
+                d.texts(1)
+            ));
+            lock_desktops_where(c, select, args![ids.as_str()]).await?;
+        }
+        _ => {}
+    }
+    let mut applied = Vec::with_capacity(reports.len());
+    let mut leaders = BTreeSet::new();
+    let mut jobs = Vec::new();
+    for report in reports {
+        let changed = match report {
+            SubJobReport::Progress {
+                sub_job,
+                stage,
+                process,
+                execute_by,
+            } => progress(c, sub_job, *stage, *process, *execute_by).await?,
+            SubJobReport::Finish { sub_job, outcome } => {
+                match finish(c, sub_job, outcome, now).await? {
+                    Some(job) => {
+                        jobs.push(job);
+                        true
+                    }
+                    None => false,
+                }
+            }
+        };
+        if changed {
+            leaders.insert(reported(report).as_str().to_owned());
+        }
+        applied.push(changed);
+    }
+    let leaders: Vec<String> = leaders.into_iter().collect();
+    propagate(c, &leaders, jobs, now).await?;
+    Ok(applied)
+}
+
+// ---- the fleet ----
+
+pub(crate) async fn create_enrollment_token<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    token_sha256: &str,
+    now: Millis,
+    expires_at: Millis,
+) -> StoreResult<()> {
+    c.execute(
+        "INSERT INTO enrollment_tokens (token_sha256, project_id, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4)",
+        args![token_sha256, project.as_str(), now, expires_at],
+    )
+    .await
+    .map_err(|e| conflict(e, || "enrollment token".to_owned()))?;
+    Ok(())
+}
+
+pub(crate) async fn find_enrollment_token<C: Conn>(
+    c: &mut C,
+    token_sha256: &str,
+    now: Millis,
+) -> StoreResult<Option<ProjectId>> {
+    let row = c
+        .fetch_optional(
+            "SELECT project_id FROM enrollment_tokens \
+             WHERE token_sha256 = $1 AND expires_at > $2",
+            args![token_sha256, now],
+        )
+        .await?;
+    row.as_ref()
+        .map(|r| decode::id(r, "project_id", ProjectId::parse))
+        .transpose()
+}
+
+/// `SET` terms recording a desktop's [`DesktopFacts`]: `$2` host name, `$3` addresses
+/// (JSON), `$4` OS, `$5` now, `$6` first address or NULL. The `computer_name` stays.
+macro_rules! set_facts {
+    () => {
+        "hostname = $2, ip_addresses = $3, os_type = $4, last_seen_at = $5, \
+         ip_address = COALESCE($6, ip_address)"
+    };
+}
+
+/// The bound values of [`set_facts!`], after the desktop id.
+struct FactsArgs<'a> {
+    facts: &'a DesktopFacts,
+    ips: String,
+    now: Millis,
+}
+
+impl<'a> FactsArgs<'a> {
+    fn new(facts: &'a DesktopFacts, now: Millis) -> Self {
+        Self {
+            facts,
+            ips: strings(&facts.ip_addresses),
+            now,
+        }
+    }
+
+    fn first_ip(&self) -> Option<&'a str> {
+        self.facts.ip_addresses.first().map(String::as_str)
+    }
+
+    /// `$1` the desktop, `$2`..`$6` the facts, then `more`.
+    fn bind<'b>(&'b self, desktop: &'b str, more: Vec<Arg<'b>>) -> Vec<Arg<'b>> {
+        let mut args = args![
+            desktop,
+            self.facts.hostname.as_str(),
+            self.ips.as_str(),
+            self.facts.os_type.as_str(),
+            self.now,
+            self.first_ip(),
+        ];
+        args.extend(more);
+        args
+    }
+}
+
+/// Host names compare without case, as the names people type do.
+fn same_host(a: &str, b: &str) -> bool {
+    a.to_lowercase() == b.to_lowercase()
+}
+
+async fn identity_where<C: Conn>(
+    c: &mut C,
+    sql: &str,
+    bound: Vec<Arg<'_>>,
+) -> StoreResult<Option<DesktopIdentity>> {
+    let row = c.fetch_optional(sql, bound).await?;
+    row.as_ref().map(decode::identity).transpose()
+}
+
+async fn desktop_by_id<C: Conn>(c: &mut C, id: &str) -> StoreResult<Desktop> {
+    let sql = sql!(C::DIALECT, |_d| format!(
+        "SELECT {DESKTOP_COLUMNS} FROM desktops d WHERE d.id = $1"
+    ));
+    let row = c
+        .fetch_optional(sql, args![id])
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("desktop {id} vanished mid-transaction")))?;
+    decode::desktop(&row)
+}
+
+/// Enrolls a desktop; see `Store::enroll_desktop`. A unique key lost to a concurrent
+/// enrollment comes back as the driver's error, so that the caller can run it again
+/// (it then finds the winner's row) before telling `AlreadyExists`.
+pub(crate) async fn enroll_desktop<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    enrollment: &Enrollment,
+    now: Millis,
+) -> StoreResult<Enrolled> {
+    let facts = FactsArgs::new(&enrollment.facts, now);
+    let uid = enrollment.instance_uid.as_str();
+    let credential = enrollment.credential_sha256.as_str();
+
+    // 1. The desktop that holds the uid: the same machine enrolling again.
+    let sql = sql!(C::DIALECT, |d| format!(
+        "SELECT d.id AS id, d.hostname AS hostname FROM desktops d \
+         WHERE d.project_id = $1 AND d.instance_uid = $2{}",
+        d.lock_suffix()
+    ));
+    if let Some(holder) = c.fetch_optional(sql, args![project.as_str(), uid]).await? {
+        let id = holder.text("id")?;
+        // A holder whose host name is unknown counts as the same host, as the server
+        // sees it: refusing would leave that desktop unable ever to enroll again.
+        let host = holder.opt_text("hostname")?;
+        if !host.is_none_or(|h| same_host(&h, &enrollment.facts.hostname)) {
+            return Err(StoreError::AlreadyExists(format!(
+                "instance uid {uid} belongs to another desktop of the project"
+            )));
+        }
+        c.execute(
+            concat!(
+                "UPDATE desktops SET ",
+                set_facts!(),
+                ", credential_sha256 = $7 WHERE id = $1"
+            ),
+            facts.bind(&id, args![credential]),
+        )
+        .await?;
+        return Ok(Enrolled {
+            desktop: desktop_by_id(c, &id).await?,
+            matched_import: false,
+        });
+    }
+
+    // 2. An imported desktop of that name that never connected, oldest first. On
+    // PostgreSQL its row is locked: a concurrent enrollment of the same name waits, then
+    // no longer sees it unclaimed and takes the next one, if any. The update checks
+    // again all the same, so that no two enrollments can both claim one desktop.
+    let sql = sql!(C::DIALECT, |d| unclaimed_sql(d));
+    while let Some(row) = c
+        .fetch_optional(
+            sql,
+            args![project.as_str(), enrollment.facts.hostname.as_str()],
+        )
+        .await?
+    {
+        let id = row.text("id")?;
+        let claimed = c
+            .execute(
+                concat!(
+                    "UPDATE desktops SET ",
+                    set_facts!(),
+                    ", instance_uid = $7, credential_sha256 = $8 \
+                     WHERE id = $1 AND instance_uid IS NULL"
+                ),
+                facts.bind(&id, args![uid, credential]),
+            )
+            .await?;
+        if claimed == 1 {
+            return Ok(Enrolled {
+                desktop: desktop_by_id(c, &id).await?,
+                matched_import: true,
+            });
+        }
+    }
+
+    // 3. A desktop new to the store.
+    let desktop = Desktop {
+        id: DesktopId::generate(),
+        project_id: project.clone(),
+        computer_name: enrollment.facts.hostname.clone(),
+        ip_address: facts.first_ip().unwrap_or_default().to_owned(),
+        os_type: enrollment.facts.os_type.clone(),
+        status: "ACTIVE".to_owned(),
+        enterprise_project_id: "0".to_owned(),
+        tags: Vec::new(),
+        created_at: now,
+        agent: None,
+    };
+    c.execute(
+        "INSERT INTO desktops (id, project_id, computer_name, ip_address, os_type, status, \
+         enterprise_project_id, tags, created_at, instance_uid, credential_sha256, hostname, \
+         ip_addresses, last_seen_at) \
+         VALUES ($1, $2, $3, $4, $5, 'ACTIVE', '0', '[]', $6, $7, $8, $3, $9, $6)",
+        args![
+            desktop.id.as_str(),
+            project.as_str(),
+            desktop.computer_name.as_str(),
+            desktop.ip_address.as_str(),
+            desktop.os_type.as_str(),
+            now,
+            uid,
+            credential,
+            facts.ips.as_str(),
+        ],
     )
     .await?;
-    Ok(true)
+    Ok(Enrolled {
+        desktop,
+        matched_import: false,
+    })
+}
+
+/// The error a caller of [`enroll_desktop`] sees once it stops running it again.
+pub(crate) fn enroll_conflict(e: StoreError) -> StoreError {
+    conflict(e, || {
+        "the instance uid or the credential of another desktop".to_owned()
+    })
+}
+
+pub(crate) async fn find_desktop_by_credential<C: Conn>(
+    c: &mut C,
+    credential_sha256: &str,
+) -> StoreResult<Option<DesktopIdentity>> {
+    let sql = sql!(C::DIALECT, |_d| identity_by_credential_sql());
+    identity_where(c, sql, args![credential_sha256]).await
+}
+
+pub(crate) async fn find_desktop_by_instance_uid<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    instance_uid: &str,
+) -> StoreResult<Option<DesktopIdentity>> {
+    let sql = sql!(C::DIALECT, |_d| identity_by_uid_sql());
+    identity_where(c, sql, args![project.as_str(), instance_uid]).await
+}
+
+fn found(changed: u64) -> StoreResult<()> {
+    if changed == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) async fn record_desktop_facts<C: Conn>(
+    c: &mut C,
+    desktop: &DesktopId,
+    facts: &DesktopFacts,
+    now: Millis,
+) -> StoreResult<()> {
+    let facts = FactsArgs::new(facts, now);
+    let n = c
+        .execute(
+            concat!("UPDATE desktops SET ", set_facts!(), " WHERE id = $1"),
+            facts.bind(desktop.as_str(), Vec::new()),
+        )
+        .await?;
+    found(n)
+}
+
+pub(crate) async fn record_agent_state<C: Conn>(
+    c: &mut C,
+    desktop: &DesktopId,
+    agent: Option<&AgentState>,
+) -> StoreResult<()> {
+    let n = c
+        .execute(
+            "UPDATE desktops SET agent_version = $2, agent_healthy = $3, \
+             agent_reported_at = $4 WHERE id = $1",
+            args![
+                desktop.as_str(),
+                agent.map(|a| a.version.as_str()),
+                agent.map(|a| i64::from(a.healthy)),
+                agent.map(|a| a.reported_at),
+            ],
+        )
+        .await?;
+    found(n)
+}
+
+pub(crate) async fn record_metrics<C: Conn>(
+    c: &mut C,
+    desktop: &DesktopId,
+    json: &str,
+    now: Millis,
+) -> StoreResult<()> {
+    let n = c
+        .execute(
+            "INSERT INTO desktop_metrics (desktop_id, project_id, json, received_at) \
+             SELECT d.id, d.project_id, $2, $3 FROM desktops d WHERE d.id = $1 \
+             ON CONFLICT (desktop_id) DO UPDATE SET project_id = excluded.project_id, \
+             json = excluded.json, received_at = excluded.received_at",
+            args![desktop.as_str(), json, now],
+        )
+        .await?;
+    found(n)
+}
+
+pub(crate) async fn get_metrics<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    desktop: &DesktopId,
+) -> StoreResult<Option<MetricsRecord>> {
+    let row = c
+        .fetch_optional(
+            "SELECT desktop_id, project_id, json, received_at FROM desktop_metrics \
+             WHERE desktop_id = $1 AND project_id = $2",
+            args![desktop.as_str(), project.as_str()],
+        )
+        .await?;
+    row.as_ref().map(decode::metrics).transpose()
+}
+
+pub(crate) async fn publish_package<C: Conn>(
+    c: &mut C,
+    meta: &PackageMeta,
+    blob: &[u8],
+) -> StoreResult<()> {
+    let size = i64::try_from(meta.size).map_err(|_| {
+        StoreError::Backend(format!("package size {} is too large", meta.size).into())
+    })?;
+    c.execute(
+        "INSERT INTO packages (id, name, version, platform, size, sha256, signature, \
+         created_at, blob) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        args![
+            meta.id.as_str(),
+            meta.name.as_str(),
+            meta.version.as_str(),
+            meta.platform.as_str(),
+            size,
+            meta.sha256.as_str(),
+            meta.signature.as_str(),
+            meta.created_at,
+            blob,
+        ],
+    )
+    .await
+    .map_err(|e| {
+        conflict(e, || {
+            format!(
+                "package {} {} for {} (or id {})",
+                meta.name, meta.version, meta.platform, meta.id
+            )
+        })
+    })?;
+    Ok(())
+}
+
+pub(crate) async fn latest_package<C: Conn>(
+    c: &mut C,
+    name: &str,
+    platform: &str,
+) -> StoreResult<Option<PackageMeta>> {
+    let sql = sql!(C::DIALECT, |_d| format!(
+        "SELECT {PACKAGE_COLUMNS} FROM packages WHERE name = $1 AND platform = $2 \
+         ORDER BY created_at DESC, seq DESC LIMIT 1"
+    ));
+    let row = c.fetch_optional(sql, args![name, platform]).await?;
+    row.as_ref().map(decode::package).transpose()
+}
+
+pub(crate) async fn get_package<C: Conn>(
+    c: &mut C,
+    id: &str,
+) -> StoreResult<Option<(PackageMeta, Vec<u8>)>> {
+    let sql = sql!(C::DIALECT, |_d| format!(
+        "SELECT {PACKAGE_COLUMNS}, blob FROM packages WHERE id = $1"
+    ));
+    let row = c.fetch_optional(sql, args![id]).await?;
+    row.as_ref()
+        .map(|r| Ok((decode::package(r)?, r.bytes("blob")?)))
+        .transpose()
 }

@@ -420,4 +420,80 @@ mod tests {
             );
         }
     }
+
+    /// A database created before the fleet existed (only `0001` applied) migrates in
+    /// place: what it held is kept and works with the new queries, and a job not yet
+    /// begun takes its creation time as its begin time.
+    #[tokio::test]
+    async fn a_database_of_the_first_schema_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("first");
+        std::fs::create_dir(&first).unwrap();
+        std::fs::write(
+            first.join("0001_init.sql"),
+            include_str!("../migrations/sqlite/0001_init.sql"),
+        )
+        .unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("old.db"))
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        sqlx::migrate::Migrator::new(first.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        for sql in [
+            "INSERT INTO desktops (id, project_id, computer_name, ip_address, os_type, status, \
+             enterprise_project_id, tags, created_at) \
+             VALUES ('d1', 'p1', 'PC-1', '10.0.0.1', 'Linux', 'ACTIVE', '0', '[]', 5)",
+            "INSERT INTO jobs (id, project_id, job_type, status, created_at, sub_jobs_total) \
+             VALUES ('j1', 'p1', 'install', 'WAITING', 7, 1)",
+            "INSERT INTO jobs (id, project_id, job_type, status, created_at, begin_time, \
+             sub_jobs_total) VALUES ('j2', 'p1', 'install', 'RUNNING', 7, 9, 1)",
+            "INSERT INTO sub_jobs (id, job_id, project_id, desktop_id, position, status, \
+             stage, process, created_at, deliver_by, attempts) \
+             VALUES ('s1', 'j1', 'p1', 'd1', 0, 'WAITING', 'queued', 0, 7, 100, 0)",
+        ] {
+            conn.execute(sql, Vec::new()).await.unwrap();
+        }
+        drop(conn);
+        MIGRATOR.run(&pool).await.unwrap();
+
+        let mut conn = pool.acquire().await.unwrap();
+        let begun = conn
+            .fetch_all("SELECT begin_time FROM jobs ORDER BY id", Vec::new())
+            .await
+            .unwrap();
+        let begun: Vec<i64> = begun.iter().map(|r| r.int("begin_time").unwrap()).collect();
+        assert_eq!(
+            begun,
+            [7, 9],
+            "only the job not yet begun takes its creation time"
+        );
+        let d1 = deskfleet_core::ids::DesktopId::parse("d1").unwrap();
+        assert_eq!(
+            ops::desktops_with_waiting_work(&mut *conn, 10)
+                .await
+                .unwrap(),
+            std::slice::from_ref(&d1)
+        );
+        let p1 = deskfleet_core::ids::ProjectId::parse("p1").unwrap();
+        let enrollment = deskfleet_core::fleet::Enrollment {
+            instance_uid: "u1".into(),
+            facts: deskfleet_core::fleet::DesktopFacts {
+                hostname: "pc-1".into(),
+                os_type: "Linux".into(),
+                ip_addresses: vec![],
+            },
+            credential_sha256: "c1".into(),
+        };
+        let enrolled = ops::enroll_desktop(&mut *conn, &p1, &enrollment, 11)
+            .await
+            .unwrap();
+        assert!(enrolled.matched_import, "the old desktop is claimable");
+        assert_eq!(enrolled.desktop.id, d1);
+    }
 }

@@ -37,10 +37,12 @@ pub async fn claim_progress_and_finish(ctx: Ctx) {
             .is_none(),
         "nothing else waits for this desktop"
     );
+    // A job begins when it is accepted ("task start time"), not when a desktop picks it up.
+    assert_eq!(j.begin_time, Some(T0));
     let (running, _) = job(s, &p, &j.id).await;
     assert_eq!(
         (running.status, running.begin_time),
-        (JobStatus::Running, Some(T0 + 10))
+        (JobStatus::Running, Some(T0))
     );
 
     let pct = Stage::Downloading.process(Some(50));
@@ -78,7 +80,7 @@ pub async fn claim_progress_and_finish(ctx: Ctx) {
     assert_eq!(finished.status, JobStatus::Success);
     assert_eq!(
         (finished.begin_time, finished.end_time),
-        (Some(T0 + 10), Some(T0 + 50))
+        (Some(T0), Some(T0 + 50))
     );
     assert_eq!((finished.error_code, finished.fail_reason), (None, None));
     assert_eq!(finished.sub_jobs_total, 2);

@@ -18,7 +18,11 @@ pub async fn create_writes_the_job_and_its_sub_jobs(ctx: Ctx) {
     assert_eq!(created.sub_jobs_total, 3);
     assert_eq!(created.created_at, T0);
     assert_eq!(created.job_type, INSTALL);
-    assert_eq!((created.begin_time, created.end_time), (None, None));
+    assert_eq!(
+        (created.begin_time, created.end_time),
+        (Some(T0), None),
+        "a job begins when it is accepted"
+    );
 
     let (stored, subs) = job(s, &p, &created.id).await;
     assert_eq!(stored, created);
@@ -334,8 +338,9 @@ pub async fn retry_requeues_only_failed_sub_jobs(ctx: Ctx) {
     assert_eq!(retried.end_time, None);
     assert_eq!((retried.error_code, retried.fail_reason), (None, None));
     assert_eq!(
-        retried.begin_time, failed_job.begin_time,
-        "began when it first began"
+        (retried.begin_time, failed_job.begin_time),
+        (Some(T0), Some(T0)),
+        "began when it was accepted"
     );
     assert_eq!(subs[0].status, SubJobStatus::Success);
     assert_eq!(subs[0].attempts, 0);

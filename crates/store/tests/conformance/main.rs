@@ -8,6 +8,7 @@ mod connect;
 mod desktops;
 mod durability;
 mod engine;
+mod fleet;
 mod harness;
 mod identity;
 mod jobs;
@@ -65,4 +66,20 @@ conformance! {
     concurrency::a_batch_fails_only_the_calls_that_fail,
     concurrency::no_follower_is_orphaned_by_racing_finishes,
     durability::data_survives_closing_and_reopening,
+    fleet::enrollment_tokens_expire,
+    fleet::enroll_creates_a_new_desktop,
+    fleet::enroll_again_with_the_same_uid_and_host_re_enrolls,
+    fleet::enroll_claims_an_imported_desktop,
+    fleet::enroll_does_not_claim_another_projects_desktop,
+    fleet::concurrent_enrollments_claim_each_import_once,
+    fleet::lookups_by_credential_and_uid,
+    fleet::facts_and_agent_state,
+    fleet::metrics_keep_the_latest_per_desktop,
+    fleet::packages_publish_latest_and_get,
+    fleet::waiting_work_lists_waiting_leaders_only,
+    fleet::running_sub_job_is_the_running_leader,
+    fleet::reports_record_progress_and_results,
+    fleet::reports_about_work_not_running_change_nothing,
+    fleet::a_mixed_batch_of_reports_applies_in_order,
+    fleet::concurrent_reports_all_land,
 }

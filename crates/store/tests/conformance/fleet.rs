@@ -1,0 +1,881 @@
+//! The fleet: enrollment, desktop identity, facts, agent state, metrics, packages, and
+//! the engine calls the fleet connection makes (waiting work, running work, reports).
+
+use crate::harness::{
+    Ctx, DELIVER, EXECUTE, T0, all, claim, desktops, install, job, new_desktop, project, sub_job_of,
+};
+use deskfleet_core::fleet::{DesktopFacts, Enrolled, Enrollment, PackageMeta, SubJobReport};
+use deskfleet_core::ids::{DesktopId, ProjectId, SubJobId};
+use deskfleet_core::job::{JobStatus, Stage, SubJobStatus};
+use deskfleet_core::model::{AgentFilter, AgentState, DesktopFilter, Outcome};
+use deskfleet_core::store::{Expired, Store, StoreError};
+use std::collections::BTreeSet;
+use tokio::task::JoinSet;
+
+fn facts(hostname: &str, ips: &[&str]) -> DesktopFacts {
+    DesktopFacts {
+        hostname: hostname.to_owned(),
+        os_type: "Linux".to_owned(),
+        ip_addresses: ips.iter().map(|ip| (*ip).to_owned()).collect(),
+    }
+}
+
+fn enrollment(uid: &str, hostname: &str, credential: &str) -> Enrollment {
+    Enrollment {
+        instance_uid: uid.to_owned(),
+        facts: facts(hostname, &["10.9.0.1", "fe80::1"]),
+        credential_sha256: credential.to_owned(),
+    }
+}
+
+async fn enroll(s: &dyn Store, p: &ProjectId, e: &Enrollment, now: i64) -> Enrolled {
+    s.enroll_desktop(p, e, now).await.expect("enroll")
+}
+
+async fn desktop_count(s: &dyn Store, p: &ProjectId) -> i64 {
+    s.list_desktops(p, &DesktopFilter::default(), all())
+        .await
+        .unwrap()
+        .0
+}
+
+pub async fn enrollment_tokens_expire(ctx: Ctx) {
+    let s = &*ctx.store;
+    let p = project(s, "main").await;
+    s.create_enrollment_token(&p, "tok-a", T0, T0 + 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.find_enrollment_token("tok-a", T0).await.unwrap(),
+        Some(p.clone())
+    );
+    assert_eq!(
+        s.find_enrollment_token("tok-a", T0 + 999).await.unwrap(),
+        Some(p.clone())
+    );
+    assert_eq!(
+        s.find_enrollment_token("tok-a", T0 + 1000).await.unwrap(),
+        None,
+        "expired at its expiry time"
+    );
+    assert_eq!(s.find_enrollment_token("tok-b", T0).await.unwrap(), None);
+    assert!(matches!(
+        s.create_enrollment_token(&p, "tok-a", T0, T0 + 5000).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        s.create_enrollment_token(&ProjectId::generate(), "tok-c", T0, T0 + 5000)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let other = project(s, "other").await;
+    s.create_enrollment_token(&other, "tok-d", T0, T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.find_enrollment_token("tok-d", T0).await.unwrap(),
+        Some(other)
+    );
+}
+
+pub async fn enroll_creates_a_new_desktop(ctx: Ctx) {
+    let s = &*ctx.store;
+    let p = project(s, "main").await;
+    desktops(s, &p, 2).await;
+    let e = enrollment("uid-1", "Build-Host", "cred-1");
+    let Enrolled {
+        desktop,
+        matched_import,
+    } = enroll(s, &p, &e, T0 + 7).await;
+    assert!(!matched_import);
+    assert_eq!(desktop.id.as_str().len(), 32);
+    assert_eq!(desktop.project_id, p);
+    assert_eq!(desktop.computer_name, "Build-Host");
+    assert_eq!(desktop.ip_address, "10.9.0.1", "the first address");
+    assert_eq!(desktop.os_type, "Linux");
+    assert_eq!(desktop.status, "ACTIVE");
+    assert_eq!(desktop.enterprise_project_id, "0");
+    assert!(desktop.tags.is_empty());
+    assert_eq!(desktop.created_at, T0 + 7);
+    assert_eq!(desktop.agent, None);
+    assert_eq!(
+        s.get_desktop(&p, &desktop.id).await.unwrap().as_ref(),
+        Some(&desktop)
+    );
+    assert_eq!(desktop_count(s, &p).await, 3);
+
+    let identity = s
+        .find_desktop_by_credential("cred-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(identity.desktop, desktop);
+    assert_eq!(identity.instance_uid.as_deref(), Some("uid-1"));
+    assert_eq!(identity.hostname.as_deref(), Some("Build-Host"));
+
+    // A desktop that reports no address gets an empty one.
+    let mut bare = enrollment("uid-2", "bare", "cred-2");
+    bare.facts.ip_addresses.clear();
+    let bare = enroll(s, &p, &bare, T0 + 8).await;
+    assert!(!bare.matched_import);
+    assert_eq!(bare.desktop.ip_address, "");
+    assert_ne!(bare.desktop.id, desktop.id);
+    assert_eq!(desktop_count(s, &p).await, 4);
+}
+
+pub async fn enroll_again_with_the_same_uid_and_host_re_enrolls(ctx: Ctx) {
+    let s = &*ctx.store;
+    let p = project(s, "main").await;
+    let first = enroll(s, &p, &enrollment("uid-1", "pc-a", "cred-1"), T0).await;
+
+    let mut again = enrollment("uid-1", "PC-A", "cred-2");
+    again.facts = facts("PC-A", &["10.9.0.2"]);
+    again.facts.os_type = "Others".to_owned();
+    let second = enroll(s, &p, &again, T0 + 5).await;
+    assert!(!second.matched_import);
+    assert_eq!(second.desktop.id, first.desktop.id, "the same desktop");
+    assert_eq!(
+        second.desktop.computer_name, "pc-a",
+        "the name is not changed"
+    );
+    assert_eq!(second.desktop.ip_address, "10.9.0.2");
+    assert_eq!(second.desktop.os_type, "Others");
+    assert_eq!(second.desktop.created_at, T0);
+    assert_eq!(desktop_count(s, &p).await, 1);
+    assert_eq!(
+        s.find_desktop_by_credential("cred-1").await.unwrap(),
+        None,
+        "the old credential is replaced"
+    );
+    let identity = s
+        .find_desktop_by_credential("cred-2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(identity.desktop, second.desktop);
+    assert_eq!(identity.hostname.as_deref(), Some("PC-A"));
+
+    // The uid of a desktop is not handed to another host.
+    let clash = s
+        .enroll_desktop(&p, &enrollment("uid-1", "pc-b", "cred-3"), T0 + 6)
+        .await;
+    assert!(
+        matches!(clash, Err(StoreError::AlreadyExists(_))),
+        "{clash:?}"
+    );
+    assert_eq!(desktop_count(s, &p).await, 1);
+    assert_eq!(s.find_desktop_by_credential("cred-3").await.unwrap(), None);
+    assert_eq!(
+        s.find_desktop_by_credential("cred-2")
+            .await
+            .unwrap()
+            .unwrap()
+            .hostname
+            .as_deref(),
+        Some("PC-A"),
+        "the holder is untouched"
+    );
+}
+
+pub async fn enroll_claims_an_imported_desktop(ctx: Ctx) {
+    let s = &*ctx.store;
+    let p = project(s, "main").await;
+    let mut imported = new_desktop("KIOSK-7", "10.0.0.7");
+    imported.enterprise_project_id = Some("ep-1".to_owned());
+    let older = s.import_desktops(&p, &[imported], T0).await.unwrap();
+    let newer = s
+        .import_desktops(&p, &[new_desktop("kiosk-7", "10.0.0.8")], T0 + 1)
+        .await
+        .unwrap();
+    desktops(s, &p, 1).await;
+
+    let claimed = enroll(s, &p, &enrollment("uid-1", "Kiosk-7", "cred-1"), T0 + 10).await;
+    assert!(claimed.matched_import);
+    let d = &claimed.desktop;
+    assert_eq!(d.id, older[0].id, "the oldest import first");
+    assert_eq!(d.computer_name, "KIOSK-7", "the imported name is kept");
+    assert_eq!(d.tags, older[0].tags);
+    assert_eq!(d.enterprise_project_id, "ep-1");
+    assert_eq!(d.created_at, T0);
+    assert_eq!(d.ip_address, "10.9.0.1", "what the desktop reports");
+    assert_eq!(d.os_type, "Linux");
+    let identity = s
+        .find_desktop_by_instance_uid(&p, "uid-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&identity.desktop, d);
+    assert_eq!(identity.hostname.as_deref(), Some("Kiosk-7"));
+
+    // A desktop that connected once is not claimed again; the next import is.
+    let next = enroll(s, &p, &enrollment("uid-2", "KIOSK-7", "cred-2"), T0 + 11).await;
+    assert!(next.matched_import);
+    assert_eq!(next.desktop.id, newer[0].id);
+    let fresh = enroll(s, &p, &enrollment("uid-3", "kiosk-7", "cred-3"), T0 + 12).await;
+    assert!(!fresh.matched_import);
+    assert_eq!(desktop_count(s, &p).await, 4);
+}
+
+pub async fn enroll_does_not_claim_another_projects_desktop(ctx: Ctx) {
+    let s = &*ctx.store;
+    let a = project(s, "a").await;
+    let b = project(s, "b").await;
+    let in_b = s
+        .import_desktops(&b, &[new_desktop("shared-name", "10.0.0.1")], T0)
+        .await
+        .unwrap();
+    let enrolled = enroll(s, &a, &enrollment("uid-1", "shared-name", "cred-1"), T0 + 1).await;
+    assert!(!enrolled.matched_import);
+    assert_ne!(enrolled.desktop.id, in_b[0].id);
+    assert_eq!(enrolled.desktop.project_id, a);
+    assert_eq!(desktop_count(s, &a).await, 1);
+    assert_eq!(
+        s.get_desktop(&b, &in_b[0].id).await.unwrap().as_ref(),
+        Some(&in_b[0]),
+        "untouched"
+    );
+    // Still claimable in its own project, with the same uid: uids are per project.
+    let claimed = enroll(s, &b, &enrollment("uid-1", "SHARED-NAME", "cred-2"), T0 + 2).await;
+    assert!(claimed.matched_import);
+    assert_eq!(claimed.desktop.id, in_b[0].id);
+    let in_a = s.find_desktop_by_instance_uid(&a, "uid-1").await.unwrap();
+    let in_b = s.find_desktop_by_instance_uid(&b, "uid-1").await.unwrap();
+    assert_eq!(in_a.unwrap().desktop.id, enrolled.desktop.id);
+    assert_eq!(in_b.unwrap().desktop.id, claimed.desktop.id);
+}
+
+pub async fn concurrent_enrollments_claim_each_import_once(ctx: Ctx) {
+    let p = project(&*ctx.store, "main").await;
+    let imports: Vec<_> = (0..3)
+        .map(|i| new_desktop("kiosk", &format!("10.0.0.{i}")))
+        .collect();
+    let imported: BTreeSet<DesktopId> = ctx
+        .store
+        .import_desktops(&p, &imports, T0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    let mut enrollments = JoinSet::new();
+    for i in 0..12 {
+        let (store, p) = (ctx.store.clone(), p.clone());
+        enrollments.spawn(async move {
+            let e = enrollment(&format!("uid-{i}"), "KIOSK", &format!("cred-{i}"));
+            store.enroll_desktop(&p, &e, T0 + 1).await
+        });
+    }
+    let enrolled: Vec<Enrolled> = enrollments
+        .join_all()
+        .await
+        .into_iter()
+        .map(|r| r.expect("enroll"))
+        .collect();
+    let claimed: Vec<&DesktopId> = enrolled
+        .iter()
+        .filter(|e| e.matched_import)
+        .map(|e| &e.desktop.id)
+        .collect();
+    assert_eq!(claimed.len(), 3, "each import is claimed by one enrollment");
+    assert_eq!(
+        claimed.into_iter().cloned().collect::<BTreeSet<_>>(),
+        imported
+    );
+    let ids: BTreeSet<&DesktopId> = enrolled.iter().map(|e| &e.desktop.id).collect();
+    assert_eq!(ids.len(), 12, "every enrollment has a desktop of its own");
+    assert_eq!(desktop_count(&*ctx.store, &p).await, 12);
+    for i in 0..12 {
+        let identity = ctx
+            .store
+            .find_desktop_by_credential(&format!("cred-{i}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(identity.instance_uid, Some(format!("uid-{i}")));
+    }
+}
+
+pub async fn lookups_by_credential_and_uid(ctx: Ctx) {
+    let s = &*ctx.store;
+    let p = project(s, "main").await;
+    let d = enroll(s, &p, &enrollment("uid-1", "pc", "cred-1"), T0)
+        .await
+        .desktop;
+    assert_eq!(s.find_desktop_by_credential("cred-x").await.unwrap(), None);
+    assert_eq!(
+        s.find_desktop_by_instance_uid(&p, "uid-x").await.unwrap(),
+        None
+    );
+    let other = project(s, "other").await;
+    assert_eq!(
+        s.find_desktop_by_instance_uid(&other, "uid-1")
+            .await
+            .unwrap(),
+        None,
+        "uids are looked up within a project"
+    );
+    let agent = AgentState {
+        version: "1.2.3".to_owned(),
+        healthy: true,
+        reported_at: T0 + 3,
+    };
+    s.record_agent_state(&d.id, Some(&agent)).await.unwrap();
+    let by_credential = s
+        .find_desktop_by_credential("cred-1")
+        .await
+        .unwrap()
+        .unwrap();
+    let by_uid = s
+        .find_desktop_by_instance_uid(&p, "uid-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_credential, by_uid);
+    assert_eq!(by_credential.desktop.id, d.id);
+    assert_eq!(by_credential.desktop.agent, Some(agent));
+    // An imported desktop that never connected has no identity yet.
+    let imported = desktops(s, &p, 1).await;
+    let identity = s.find_desktop_by_instance_uid(&p, "").await.unwrap();
+    assert_eq!(identity, None);
+    assert_eq!(
+        s.get_desktop(&p, &imported[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .agent,
+        None
+    );
+}
+
+pub async fn facts_and_agent_state(ctx: Ctx) {
+    let s = &*ctx.store;
+    let p = project(s, "main").await;
+    let ds = desktops(s, &p, 2).await;
+    let d = enroll(s, &p, &enrollment("uid-1", "pc-0", "cred-1"), T0)
+        .await
+        .desktop;
+    assert_eq!(d.id, ds[0], "claimed pc-0");
+
+    s.record_desktop_facts(
+        &d.id,
+        &facts("renamed", &["192.168.1.5", "10.1.1.1"]),
+        T0 + 1,
+    )
+    .await
+    .unwrap();
+    let identity = s
+        .find_desktop_by_credential("cred-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(identity.hostname.as_deref(), Some("renamed"));
+    assert_eq!(identity.desktop.computer_name, "pc-0", "not renamed");
+    assert_eq!(identity.desktop.ip_address, "192.168.1.5");
+    assert_eq!(identity.desktop.os_type, "Linux");
+    // No address reported: the last known one stays.
+    let mut quiet = facts("renamed", &[]);
+    quiet.os_type = "Windows".to_owned();
+    s.record_desktop_facts(&d.id, &quiet, T0 + 2).await.unwrap();
+    let now = s.get_desktop(&p, &d.id).await.unwrap().unwrap();
+    assert_eq!(
+        (now.ip_address.as_str(), now.os_type.as_str()),
+        ("192.168.1.5", "Windows")
+    );
+    assert!(matches!(
+        s.record_desktop_facts(&DesktopId::generate(), &quiet, T0)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    let installed = |v| AgentFilter {
+        is_installed: Some(v),
+        ..Default::default()
+    };
+    let pr = &p;
+    let count = |f: AgentFilter| async move {
+        let (total, conditions) = s.list_agent_conditions(pr, &f, all()).await.unwrap();
+        (
+            total,
+            conditions
+                .into_iter()
+                .map(|c| c.desktop)
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(count(installed(true)).await.0, 0);
+    let agent = AgentState {
+        version: "2.0.0".to_owned(),
+        healthy: false,
+        reported_at: T0 + 4,
+    };
+    s.record_agent_state(&ds[1], Some(&agent)).await.unwrap();
+    let desktop = s.get_desktop(&p, &ds[1]).await.unwrap().unwrap();
+    assert_eq!(desktop.agent, Some(agent.clone()));
+    let (n, listed) = count(installed(true)).await;
+    assert_eq!(n, 1);
+    assert_eq!(listed[0].id, ds[1]);
+    assert_eq!(listed[0].agent, Some(agent));
+    let (n, listed) = count(installed(false)).await;
+    assert_eq!((n, &listed[0].id), (1, &ds[0]));
+
+    let healthy = AgentState {
+        version: "2.0.1".to_owned(),
+        healthy: true,
+        reported_at: T0 + 5,
+    };
+    s.record_agent_state(&ds[1], Some(&healthy)).await.unwrap();
+    assert_eq!(
+        s.get_desktop(&p, &ds[1]).await.unwrap().unwrap().agent,
+        Some(healthy)
+    );
+    s.record_agent_state(&ds[1], None).await.unwrap();
+    assert_eq!(
+        s.get_desktop(&p, &ds[1]).await.unwrap().unwrap().agent,
+        None
+    );
+    assert_eq!(count(installed(true)).await.0, 0);
+    assert_eq!(count(installed(false)).await.0, 2);
+    assert!(matches!(
+        s.record_agent_state(&DesktopId::generate(), None).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn metrics_keep_the_latest_per_desktop(ctx: Ctx) {
+    let s = &*ctx.store;
+    let a = project(s, "a").await;
+    let b = project(s, "b").await;
+    let da = desktops(s, &a, 2).await;
+    let db = desktops(s, &b, 1).await;
+    assert_eq!(s.get_metrics(&a, &da[0]).await.unwrap(), None);
+    s.record_metrics(&da[0], r#"{"cpu":1}"#, T0).await.unwrap();
+    s.record_metrics(&db[0], r#"{"cpu":9}"#, T0).await.unwrap();
+    let got = s.get_metrics(&a, &da[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            &got.desktop_id,
+            &got.project_id,
+            got.json.as_str(),
+            got.received_at
+        ),
+        (&da[0], &a, r#"{"cpu":1}"#, T0)
+    );
+    s.record_metrics(&da[0], r#"{"cpu":2}"#, T0 + 5)
+        .await
+        .unwrap();
+    let got = s.get_metrics(&a, &da[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (got.json.as_str(), got.received_at),
+        (r#"{"cpu":2}"#, T0 + 5)
+    );
+    assert_eq!(s.get_metrics(&a, &da[1]).await.unwrap(), None);
+    assert_eq!(
+        s.get_metrics(&b, &da[0]).await.unwrap(),
+        None,
+        "another project's desktop"
+    );
+    assert_eq!(s.get_metrics(&a, &db[0]).await.unwrap(), None);
+    assert_eq!(
+        s.get_metrics(&b, &db[0]).await.unwrap().unwrap().json,
+        r#"{"cpu":9}"#
+    );
+    assert!(matches!(
+        s.record_metrics(&DesktopId::generate(), "{}", T0).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+fn package(id: &str, version: &str, platform: &str, created_at: i64, blob: &[u8]) -> PackageMeta {
+    PackageMeta {
+        id: id.to_owned(),
+        name: "deskfleet-monitor".to_owned(),
+        version: version.to_owned(),
+        platform: platform.to_owned(),
+        size: blob.len() as u64,
+        sha256: format!("sha-of-{id}"),
+        signature: format!("sig-of-{id}"),
+        created_at,
+    }
+}
+
+pub async fn packages_publish_latest_and_get(ctx: Ctx) {
+    let s = &*ctx.store;
+    const LINUX: &str = "linux-x86_64";
+    assert_eq!(
+        s.latest_package("deskfleet-monitor", LINUX).await.unwrap(),
+        None
+    );
+    // Every byte value, and more than a page or two.
+    let big: Vec<u8> = (0..300_000_u32).map(|i| (i % 251) as u8).collect();
+    let v1 = package("p1", "1.0.0", LINUX, T0, b"\x00\x01\xffv1");
+    let v2 = package("p2", "2.0.0", LINUX, T0 + 10, &big);
+    let arm = package("p3", "3.0.0", "linux-aarch64", T0 + 20, b"arm");
+    s.publish_package(&v1, b"\x00\x01\xffv1").await.unwrap();
+    s.publish_package(&v2, &big).await.unwrap();
+    s.publish_package(&arm, b"arm").await.unwrap();
+    // Published later but built earlier: not the latest.
+    let late = package("p4", "1.5.0", LINUX, T0 + 5, b"late");
+    s.publish_package(&late, b"late").await.unwrap();
+
+    assert_eq!(
+        s.latest_package("deskfleet-monitor", LINUX).await.unwrap(),
+        Some(v2.clone())
+    );
+    assert_eq!(
+        s.latest_package("deskfleet-monitor", "linux-aarch64")
+            .await
+            .unwrap(),
+        Some(arm)
+    );
+    assert_eq!(s.latest_package("other", LINUX).await.unwrap(), None);
+    assert_eq!(
+        s.get_package("p2").await.unwrap(),
+        Some((v2.clone(), big.clone()))
+    );
+    assert_eq!(
+        s.get_package("p1").await.unwrap(),
+        Some((v1, b"\x00\x01\xffv1".to_vec()))
+    );
+    assert_eq!(s.get_package("nope").await.unwrap(), None);
+
+    let again = package("p5", "2.0.0", LINUX, T0 + 30, b"again");
+    assert!(matches!(
+        s.publish_package(&again, b"again").await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert_eq!(s.get_package("p5").await.unwrap(), None);
+    assert_eq!(
+        s.latest_package("deskfleet-monitor", LINUX)
+            .await
+            .unwrap()
+            .map(|m| m.id),
+        Some("p2".to_owned())
+    );
+    // Two published in the same millisecond: the one stored last is the latest.
+    let tie = package("p6", "2.0.1", LINUX, T0 + 10, b"tie");
+    s.publish_package(&tie, b"tie").await.unwrap();
+    assert_eq!(
+        s.latest_package("deskfleet-monitor", LINUX).await.unwrap(),
+        Some(tie)
+    );
+}
+
+pub async fn waiting_work_lists_waiting_leaders_only(ctx: Ctx) {
+    let s = &*ctx.store;
+    let p = project(s, "main").await;
+    let ds = desktops(s, &p, 5).await;
+    let waiting = |limit| async move {
+        let mut ids = s.desktops_with_waiting_work(limit).await.unwrap();
+        ids.sort();
+        ids
+    };
+    assert!(waiting(100).await.is_empty());
+
+    // ds[0]: a WAITING leader with a follower. ds[1]: RUNNING, with a WAITING follower.
+    // ds[2]: done. ds[3]: waits, queued later than ds[0]. ds[4]: nothing.
+    let first = install(s, &p, &ds[..3], T0).await;
+    claim(s, &ds[1], T0 + 1).await;
+    let done = claim(s, &ds[2], T0 + 1).await;
+    assert!(
+        s.finish_sub_job(&done.id, &Outcome::Success, T0 + 2)
+            .await
+            .unwrap()
+    );
+    let second = install(s, &p, &ds[..2], T0 + 3).await;
+    install(s, &p, &ds[3..4], T0 + 4).await;
+    assert_eq!(
+        sub_job_of(s, &p, &second.id, &ds[1]).await.status,
+        SubJobStatus::Waiting,
+        "a follower of a running install still waits"
+    );
+    let mut expected = vec![ds[0].clone(), ds[3].clone()];
+    expected.sort();
+    assert_eq!(waiting(100).await, expected);
+    assert_eq!(
+        s.desktops_with_waiting_work(1).await.unwrap(),
+        [ds[0].clone()],
+        "the earliest delivery deadline first"
+    );
+
+    // Canceling the waiting leader hands the install to its follower, which now waits.
+    s.cancel_job(&p, &first.id, T0 + 5).await.unwrap();
+    assert_eq!(waiting(100).await, expected);
+    claim(s, &ds[0], T0 + 6).await;
+    assert_eq!(waiting(100).await, [ds[3].clone()]);
+    // Work that timed out waits no more.
+    s.expire_overdue(T0 + 4 + DELIVER + 1).await.unwrap();
+    assert!(waiting(100).await.is_empty());
+}
+
+pub async fn running_sub_job_is_the_running_leader(ctx: Ctx) {
+    let s = &*ctx.store;
+    let p = project(s, "main").await;
+    let ds = desktops(s, &p, 2).await;
+    let j1 = install(s, &p, &ds[..1], T0).await;
+    let j2 = install(s, &p, &ds[..1], T0 + 1).await;
+    assert_eq!(s.running_sub_job(&ds[0]).await.unwrap(), None, "waiting");
+    let leader = claim(s, &ds[0], T0 + 2).await;
+    assert_eq!(leader.job_id, j1.id);
+    let running = s.running_sub_job(&ds[0]).await.unwrap().unwrap();
+    assert_eq!(running, sub_job_of(s, &p, &j1.id, &ds[0]).await);
+    assert_eq!(running.status, SubJobStatus::Running);
+    assert_eq!(
+        sub_job_of(s, &p, &j2.id, &ds[0]).await.status,
+        SubJobStatus::Running,
+        "the follower runs along, but is not the one to report on"
+    );
+    assert_eq!(s.running_sub_job(&ds[1]).await.unwrap(), None);
+    assert!(
+        s.finish_sub_job(&leader.id, &Outcome::Success, T0 + 3)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.running_sub_job(&ds[0]).await.unwrap(), None);
+}
+
+fn progress(sub_job: &SubJobId, stage: Stage, process: i32, execute_by: i64) -> SubJobReport {
+    SubJobReport::Progress {
+        sub_job: sub_job.clone(),
+        stage,
+        process,
+        execute_by,
+    }
+}
+
+fn done(sub_job: &SubJobId, outcome: Outcome) -> SubJobReport {
+    SubJobReport::Finish {
+        sub_job: sub_job.clone(),
+        outcome,
+    }
+}
+
+pub async fn reports_record_progress_and_results(ctx: Ctx) {
+    let s = &*ctx.store;
+    let p = project(s, "main").await;
+    let ds = desktops(s, &p, 1).await;
+    let j1 = install(s, &p, &ds, T0).await;
+    let leader = claim(s, &ds[0], T0 + 1).await;
+    // Created while the leader runs: it waits until the next report mirrors the leader.
+    let j2 = install(s, &p, &ds, T0 + 2).await;
+    assert_eq!(
+        sub_job_of(s, &p, &j2.id, &ds[0]).await.status,
+        SubJobStatus::Waiting
+    );
+
+    let pct = Stage::Downloading.process(Some(50));
+    let pushed = T0 + 10 * EXECUTE;
+    assert_eq!(
+        s.apply_reports(
+            &[progress(&leader.id, Stage::Downloading, pct, pushed)],
+            T0 + 3
+        )
+        .await
+        .unwrap(),
+        [true]
+    );
+    for j in [&j1, &j2] {
+        let sub = sub_job_of(s, &p, &j.id, &ds[0]).await;
+        assert_eq!(
+            (sub.status, sub.stage, sub.process),
+            (SubJobStatus::Running, Stage::Downloading, pct)
+        );
+        assert_eq!(job(s, &p, &j.id).await.0.status, JobStatus::Running);
+    }
+    // The execution deadline moved out.
+    assert_eq!(
+        s.expire_overdue(T0 + 2 * EXECUTE).await.unwrap(),
+        Expired::default()
+    );
+
+    assert_eq!(
+        s.apply_reports(&[done(&leader.id, Outcome::Success)], T0 + 4)
+            .await
+            .unwrap(),
+        [true]
+    );
+    for j in [&j1, &j2] {
+        let sub = sub_job_of(s, &p, &j.id, &ds[0]).await;
+        assert_eq!(
+            (sub.status, sub.stage, sub.process, sub.end_time),
+            (SubJobStatus::Success, Stage::Healthy, 100, Some(T0 + 4))
+        );
+        let (finished, _) = job(s, &p, &j.id).await;
+        assert_eq!(
+            (finished.status, finished.end_time),
+            (JobStatus::Success, Some(T0 + 4))
+        );
+    }
+
+    // Reported twice: recorded once.
+    let before = (job(s, &p, &j1.id).await, job(s, &p, &j2.id).await);
+    let late = Outcome::Failed {
+        code: "WKS.00990008".into(),
+        reason: "late".into(),
+    };
+    assert_eq!(
+        s.apply_reports(
+            &[
+                done(&leader.id, Outcome::Success),
+                done(&leader.id, late),
+                progress(&leader.id, Stage::Installing, 70, pushed),
+            ],
+            T0 + 9
+        )
+        .await
+        .unwrap(),
+        [false, false, false]
+    );
+    assert_eq!((job(s, &p, &j1.id).await, job(s, &p, &j2.id).await), before);
+    assert_eq!(s.apply_reports(&[], T0).await.unwrap(), Vec::<bool>::new());
+}
+
+pub async fn reports_about_work_not_running_change_nothing(ctx: Ctx) {
+    let s = &*ctx.store;
+    let p = project(s, "main").await;
+    let ds = desktops(s, &p, 2).await;
+    let j1 = install(s, &p, &ds, T0).await;
+    let j2 = install(s, &p, &ds[..1], T0 + 1).await;
+    claim(s, &ds[0], T0 + 2).await;
+    let waiting = sub_job_of(s, &p, &j1.id, &ds[1]).await;
+    let follower = sub_job_of(s, &p, &j2.id, &ds[0]).await;
+    assert_eq!(follower.status, SubJobStatus::Running);
+    let before = (job(s, &p, &j1.id).await, job(s, &p, &j2.id).await);
+    let reports = [
+        done(&waiting.id, Outcome::Success),
+        progress(&waiting.id, Stage::Installing, 70, T0 + EXECUTE),
+        done(&follower.id, Outcome::Success),
+        progress(&follower.id, Stage::Installing, 70, T0 + EXECUTE),
+        done(&SubJobId::generate(), Outcome::Success),
+    ];
+    assert_eq!(s.apply_reports(&reports, T0 + 3).await.unwrap(), [false; 5]);
+    assert_eq!((job(s, &p, &j1.id).await, job(s, &p, &j2.id).await), before);
+    assert_eq!(
+        s.desktops_with_waiting_work(10).await.unwrap(),
+        [ds[1].clone()]
+    );
+}
+
+pub async fn a_mixed_batch_of_reports_applies_in_order(ctx: Ctx) {
+    let s = &*ctx.store;
+    let p = project(s, "main").await;
+    let ds = desktops(s, &p, 4).await;
+    let j = install(s, &p, &ds, T0).await;
+    let follower_job = install(s, &p, &ds[..1], T0 + 1).await;
+    let a = claim(s, &ds[0], T0 + 2).await;
+    let b = claim(s, &ds[1], T0 + 2).await;
+    let c = claim(s, &ds[2], T0 + 2).await;
+    let d = sub_job_of(s, &p, &j.id, &ds[3]).await;
+    let failed = Outcome::Failed {
+        code: "WKS.00990004".into(),
+        reason: "download failed".into(),
+    };
+    let deadline = T0 + EXECUTE;
+    let reports = [
+        progress(&a.id, Stage::Installing, 70, deadline),
+        done(&b.id, failed.clone()),
+        done(&d.id, Outcome::Success),
+        progress(&c.id, Stage::Verifying, 60, deadline),
+        done(&a.id, Outcome::Success),
+        done(&a.id, Outcome::Success),
+        progress(&b.id, Stage::Installing, 70, deadline),
+    ];
+    assert_eq!(
+        s.apply_reports(&reports, T0 + 5).await.unwrap(),
+        [true, true, false, true, true, false, false]
+    );
+    let sub = |desktop: usize| sub_job_of(s, &p, &j.id, &ds[desktop]);
+    let a_now = sub(0).await;
+    assert_eq!(
+        (a_now.status, a_now.stage, a_now.end_time),
+        (SubJobStatus::Success, Stage::Healthy, Some(T0 + 5))
+    );
+    let b_now = sub(1).await;
+    assert_eq!(b_now.status, SubJobStatus::Failed);
+    assert_eq!(b_now.stage, Stage::Delivered, "where it failed");
+    assert_eq!(b_now.error_code.as_deref(), Some("WKS.00990004"));
+    let c_now = sub(2).await;
+    assert_eq!(
+        (c_now.status, c_now.stage, c_now.process),
+        (SubJobStatus::Running, Stage::Verifying, 60)
+    );
+    assert_eq!(sub(3).await, d, "never claimed, untouched");
+    let f = sub_job_of(s, &p, &follower_job.id, &ds[0]).await;
+    assert_eq!(
+        (f.status, f.end_time),
+        (SubJobStatus::Success, Some(T0 + 5))
+    );
+    assert_eq!(
+        job(s, &p, &follower_job.id).await.0.status,
+        JobStatus::Success
+    );
+    let (mid, _) = job(s, &p, &j.id).await;
+    assert_eq!((mid.status, mid.error_code), (JobStatus::Running, None));
+
+    // The rest ends the job: it fails with b's failure as its first.
+    let d = claim(s, &ds[3], T0 + 6).await;
+    let last = [done(&c.id, Outcome::Success), done(&d.id, Outcome::Success)];
+    assert_eq!(s.apply_reports(&last, T0 + 7).await.unwrap(), [true, true]);
+    let (end, _) = job(s, &p, &j.id).await;
+    assert_eq!(end.status, JobStatus::Fail);
+    assert_eq!(end.error_code.as_deref(), Some("WKS.00990004"));
+    assert_eq!((end.begin_time, end.end_time), (Some(T0), Some(T0 + 7)));
+}
+
+/// Many desktops of one job report at once: every report lands, and the job, written by
+/// each of them, ends counting them all.
+pub async fn concurrent_reports_all_land(ctx: Ctx) {
+    let p = project(&*ctx.store, "main").await;
+    let ds = desktops(&*ctx.store, &p, 40).await;
+    let s = &*ctx.store;
+    let j1 = install(s, &p, &ds, T0).await;
+    let mut leaders = Vec::new();
+    for d in &ds {
+        leaders.push(claim(s, d, T0 + 1).await);
+    }
+    // Every other desktop has a second install following the first.
+    let evens: Vec<DesktopId> = ds.iter().step_by(2).cloned().collect();
+    let j2 = install(s, &p, &evens, T0 + 2).await;
+    let mut calls = JoinSet::new();
+    for (i, leader) in leaders.into_iter().enumerate() {
+        let store = ctx.store.clone();
+        calls.spawn(async move {
+            let pct = Stage::Downloading.process(Some(30));
+            let step = progress(&leader.id, Stage::Downloading, pct, T0 + EXECUTE);
+            let first = store.apply_reports(&[step], T0 + 3).await?;
+            let outcome = if i % 10 == 9 {
+                Outcome::Failed {
+                    code: "WKS.00990008".into(),
+                    reason: format!("failure {i}"),
+                }
+            } else {
+                Outcome::Success
+            };
+            // Half the results come the single-report way: both must count right
+            // however they interleave.
+            let second = if i % 2 == 0 {
+                store
+                    .apply_reports(&[done(&leader.id, outcome)], T0 + 4)
+                    .await?
+            } else {
+                vec![store.finish_sub_job(&leader.id, &outcome, T0 + 4).await?]
+            };
+            Ok::<_, StoreError>((first, second))
+        });
+    }
+    for result in calls.join_all().await {
+        assert_eq!(result.expect("apply reports"), (vec![true], vec![true]));
+    }
+    let (first, subs) = job(s, &p, &j1.id).await;
+    assert_eq!(first.status, JobStatus::Fail);
+    assert_eq!(
+        subs.iter()
+            .filter(|s| s.status == SubJobStatus::Success)
+            .count(),
+        36
+    );
+    assert!(subs.iter().all(|s| s.status.is_terminal()));
+    let (second, subs) = job(s, &p, &j2.id).await;
+    assert!(subs.iter().all(|s| s.status.is_terminal()), "{subs:#?}");
+    assert_eq!(second.end_time, Some(T0 + 4));
+    assert!(s.desktops_with_waiting_work(100).await.unwrap().is_empty());
+}
