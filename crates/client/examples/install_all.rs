@@ -27,7 +27,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut ids = Vec::new();
     loop {
         let page = client
-            .list_desktops(&[("limit".into(), "1000".into()), ("offset".into(), ids.len().to_string())])
+            .list_desktops(&[
+                ("limit".into(), "1000".into()),
+                ("offset".into(), ids.len().to_string()),
+            ])
             .await?;
         let n = page.desktops.len();
         ids.extend(page.desktops.into_iter().map(|d| d.desktop_id));
@@ -39,7 +42,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut jobs = Vec::new();
     for group in ids.chunks(batch * concurrency) {
-        let calls = group.chunks(batch).map(|chunk| client.batch_install_agent(chunk));
+        let calls = group
+            .chunks(batch)
+            .map(|chunk| client.batch_install_agent(chunk));
         for result in futures_util::future::join_all(calls).await {
             jobs.push(result?.job_id);
         }
@@ -58,7 +63,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         success += 1;
                     } else {
                         failed += 1;
-                        *codes.entry(s.error_code.clone().unwrap_or_default()).or_insert(0usize) += 1;
+                        *codes
+                            .entry(s.error_code.clone().unwrap_or_default())
+                            .or_insert(0usize) += 1;
                     }
                 }
             } else {

@@ -25,7 +25,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("X-Project-Id".to_string(), project.clone()),
         ("Host".to_string(), host),
     ];
-    let signed = sign::sign(ak, sk, method, url.path(), &[], &headers, &body, chrono::Utc::now());
+    let signed = sign::sign(
+        ak,
+        sk,
+        method,
+        url.path(),
+        &[],
+        &headers,
+        &body,
+        chrono::Utc::now(),
+    );
     for (name, value) in signed.headers {
         if !name.eq_ignore_ascii_case("host") {
             println!("{name}: {value}");

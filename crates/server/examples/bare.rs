@@ -10,13 +10,19 @@ use deskfleet_proto::workspace::{BatchInstallAgentRequest, JobIdResponse};
 
 async fn install(Json(request): Json<BatchInstallAgentRequest>) -> Json<JobIdResponse> {
     Json(JobIdResponse {
-        job_id: format!("{}-{}", uuid::Uuid::new_v4().simple(), request.desktop_ids.len()),
+        job_id: format!(
+            "{}-{}",
+            uuid::Uuid::new_v4().simple(),
+            request.desktop_ids.len()
+        ),
     })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:0".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("{}", listener.local_addr()?);
     let app = Router::new().route("/v2/{project_id}/desktops/agents", post(install));

@@ -115,7 +115,12 @@ pub async fn create_enrollment_token(
     let token = format!("DFE1{}", random_alphanumeric(48));
     let expires_at = now + (ttl_hours as i64) * 3600 * 1000;
     store
-        .create_enrollment_token(project, &crate::auth::secrets::sha256_hex(&token), now, expires_at)
+        .create_enrollment_token(
+            project,
+            &crate::auth::secrets::sha256_hex(&token),
+            now,
+            expires_at,
+        )
         .await?;
     Ok((token, expires_at))
 }
@@ -131,7 +136,10 @@ pub async fn publish_package(
     now: Millis,
 ) -> anyhow::Result<deskfleet_core::fleet::PackageMeta> {
     let dir = signing_key.parent().unwrap_or(std::path::Path::new("."));
-    let key = if signing_key.file_name().is_some_and(|n| n == crate::fleet::packages::SIGNING_KEY_FILE) {
+    let key = if signing_key
+        .file_name()
+        .is_some_and(|n| n == crate::fleet::packages::SIGNING_KEY_FILE)
+    {
         crate::fleet::packages::load_or_create_signing_key(dir)?
     } else {
         let text = std::fs::read_to_string(signing_key)

@@ -256,17 +256,31 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
         AdminCommand::EnrollmentTokens(EnrollmentTokensCommand::Create { project, ttl_hours }) => {
             let project = admin::find_project(store, &project).await?;
             let ttl = ttl_hours.unwrap_or(settings.fleet.enrollment_token_ttl_hours);
-            let (token, expires_at) = admin::create_enrollment_token(store, &project.id, ttl, now).await?;
+            let (token, expires_at) =
+                admin::create_enrollment_token(store, &project.id, ttl, now).await?;
             print_json(&serde_json::json!({
                 "enrollment_token": token, "project_id": project.id, "expires_at": wire::api_time(expires_at),
             }))
         }
-        AdminCommand::Packages(PackagesCommand::Publish { file, name, version, platform, signing_key }) => {
-            let archive = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let key = signing_key
-                .unwrap_or_else(|| settings.data_dir.join(deskfleet_server::fleet::packages::SIGNING_KEY_FILE));
-            let platform = platform.unwrap_or_else(deskfleet_server::fleet::packages::host_platform);
-            let meta = admin::publish_package(store, &key, &name, &version, &platform, &archive, now).await?;
+        AdminCommand::Packages(PackagesCommand::Publish {
+            file,
+            name,
+            version,
+            platform,
+            signing_key,
+        }) => {
+            let archive =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let key = signing_key.unwrap_or_else(|| {
+                settings
+                    .data_dir
+                    .join(deskfleet_server::fleet::packages::SIGNING_KEY_FILE)
+            });
+            let platform =
+                platform.unwrap_or_else(deskfleet_server::fleet::packages::host_platform);
+            let meta =
+                admin::publish_package(store, &key, &name, &version, &platform, &archive, now)
+                    .await?;
             print_json(&serde_json::json!({
                 "package_id": meta.id, "name": meta.name, "version": meta.version, "platform": meta.platform,
                 "size": meta.size, "sha256": meta.sha256, "signature": meta.signature,

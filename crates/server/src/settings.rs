@@ -203,7 +203,7 @@ impl Settings {
     pub fn load(
         file: Option<&Path>,
         overrides: Serialized<serde_json::Value>,
-    ) -> Result<Self, figment::Error> {
+    ) -> Result<Self, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
@@ -216,6 +216,7 @@ impl Settings {
             )
             .merge(overrides)
             .extract()
+            .map_err(Box::new)
     }
 
     /// The database URL in force: the configured one, or SQLite in the data directory.

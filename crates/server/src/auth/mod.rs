@@ -55,10 +55,13 @@ struct Failures {
     locked_until: Option<Instant>,
 }
 
+/// A verified credential: who it is, the secret key for AK/SK, and when it was read.
+type CachedCredential = (Principal, Option<String>, Instant);
+
 /// Credential caches and the AK lockout table. Both are per process.
 #[derive(Debug, Default)]
 pub struct AuthState {
-    cache: Mutex<HashMap<String, (Principal, Option<String>, Instant)>>,
+    cache: Mutex<HashMap<String, CachedCredential>>,
     failures: Mutex<HashMap<String, Failures>>,
     pub throttle: throttle::Throttle,
 }

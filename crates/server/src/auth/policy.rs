@@ -61,7 +61,9 @@ impl Api {
                 Access::Read,
             ),
             Api::ShowDesktopDetail => ("ShowDesktopDetail", "workspace:desktops:get", Access::Read),
-            Api::ShowDesktopMonitor => ("ShowDesktopMonitor", "workspace:desktops:get", Access::Read),
+            Api::ShowDesktopMonitor => {
+                ("ShowDesktopMonitor", "workspace:desktops:get", Access::Read)
+            }
         }
     }
 

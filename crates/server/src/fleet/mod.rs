@@ -46,7 +46,7 @@ pub enum FleetAuth {
     /// An enrollment token of this project: a desktop that has no identity yet.
     Enrollment(ProjectId),
     /// A desktop credential.
-    Desktop(DesktopIdentity),
+    Desktop(Box<DesktopIdentity>),
 }
 
 /// What the scheduler can tell a connection.
@@ -62,13 +62,16 @@ struct Registered {
     last_seen: Instant,
 }
 
+/// An HTTP agent between polls: (SHA-256 of its bearer secret, its instance uid).
+type HttpSessionKey = (String, Vec<u8>);
+
 /// The fleet's in-process state: who is connected here, HTTP sessions between polls,
 /// the package cache, and the admission limits.
 #[derive(Default)]
 pub struct Fleet {
     conn_ids: AtomicU64,
     live: Mutex<HashMap<DesktopId, Registered>>,
-    http_sessions: tokio::sync::Mutex<HashMap<(String, Vec<u8>), (Session, Instant)>>,
+    http_sessions: tokio::sync::Mutex<HashMap<HttpSessionKey, (Session, Instant)>>,
     pub packages: packages::PackageCache,
     /// Wakes the scheduler at once (a job was created here).
     pub wake: Notify,
@@ -110,7 +113,8 @@ impl Fleet {
     /// Is `desktop` connected here through another connection than `conn_id`?
     fn desktop_is_live(&self, desktop: &DesktopId, conn_id: u64) -> bool {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.get(desktop).is_some_and(|r| r.conn_id != conn_id && r.is_fresh())
+        live.get(desktop)
+            .is_some_and(|r| r.conn_id != conn_id && r.is_fresh())
     }
 
     /// How many desktops are connected to this replica.
@@ -167,7 +171,9 @@ pub fn routes() -> Router<AppState> {
 fn refuse(status: StatusCode, message: &str, retry_after: Option<u64>) -> Response {
     let mut response = (status, message.to_string()).into_response();
     if let Some(secs) = retry_after {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response
 }
@@ -184,13 +190,20 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<FleetAuth, Response> {
     let unauthorized = |why: &str| refuse(StatusCode::UNAUTHORIZED, why, None);
     let Some(secret) = bearer(headers) else {
-        return Err(unauthorized("send Authorization: Bearer <enrollment token or desktop credential>"));
+        return Err(unauthorized(
+            "send Authorization: Bearer <enrollment token or desktop credential>",
+        ));
     };
     let hash = sha256_hex(secret);
     let internal = |e: StoreError| ApiError::from(e).into_response();
     if secret.starts_with("DFD1") {
-        match state.store.find_desktop_by_credential(&hash).await.map_err(internal)? {
-            Some(identity) => Ok(FleetAuth::Desktop(identity)),
+        match state
+            .store
+            .find_desktop_by_credential(&hash)
+            .await
+            .map_err(internal)?
+        {
+            Some(identity) => Ok(FleetAuth::Desktop(Box::new(identity))),
             None => Err(unauthorized("unknown desktop credential")),
         }
     } else {
@@ -222,8 +235,15 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
 async fn opamp_ws(State(state): State<AppState>, request: Request) -> Response {
     let (mut parts, _) = request.into_parts();
     let fleet = &state.fleet;
-    if let Err(retry) = fleet.admit(state.settings.fleet.max_connections, state.settings.fleet.max_new_connections_per_sec) {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections; retry later", Some(retry));
+    if let Err(retry) = fleet.admit(
+        state.settings.fleet.max_connections,
+        state.settings.fleet.max_new_connections_per_sec,
+    ) {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections; retry later",
+            Some(retry),
+        );
     }
     let auth = match authenticate(&state, &parts.headers).await {
         Ok(auth) => auth,
@@ -286,7 +306,11 @@ async fn serve_socket(state: AppState, auth: FleetAuth, base: String, mut socket
                 unavailable(5)
             }
         };
-        if socket.send(Message::Binary(encode_ws_frame(&reply).into())).await.is_err() {
+        if socket
+            .send(Message::Binary(encode_ws_frame(&reply).into()))
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -314,9 +338,11 @@ fn unavailable(retry_secs: u64) -> op::ServerToAgent {
         error_response: Some(op::ServerErrorResponse {
             r#type: op::ServerErrorResponseType::Unavailable as i32,
             error_message: "the server could not process the message; retry later".into(),
-            details: Some(op::server_error_response::Details::RetryInfo(op::RetryInfo {
-                retry_after_nanoseconds: retry_secs * 1_000_000_000,
-            })),
+            details: Some(op::server_error_response::Details::RetryInfo(
+                op::RetryInfo {
+                    retry_after_nanoseconds: retry_secs * 1_000_000_000,
+                },
+            )),
         }),
         ..Default::default()
     }
@@ -324,7 +350,10 @@ fn unavailable(retry_secs: u64) -> op::ServerToAgent {
 
 fn protobuf(reply: &op::ServerToAgent) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static(op::CONTENT_TYPE))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(op::CONTENT_TYPE),
+        )],
         reply.encode_to_vec(),
     )
         .into_response()
@@ -335,15 +364,24 @@ fn protobuf(reply: &op::ServerToAgent) -> Response {
 #[tracing::instrument(skip_all)]
 async fn opamp_http(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     if body.len() > MAX_MESSAGE_BYTES {
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "OpAMP message too large", None);
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "OpAMP message too large",
+            None,
+        );
     }
     let body = if headers
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"))
     {
         let mut out = Vec::new();
-        let mut limited = std::io::Read::take(flate2::read::GzDecoder::new(&body[..]), MAX_MESSAGE_BYTES as u64 + 1);
-        if std::io::Read::read_to_end(&mut limited, &mut out).is_err() || out.len() > MAX_MESSAGE_BYTES {
+        let mut limited = std::io::Read::take(
+            flate2::read::GzDecoder::new(&body[..]),
+            MAX_MESSAGE_BYTES as u64 + 1,
+        );
+        if std::io::Read::read_to_end(&mut limited, &mut out).is_err()
+            || out.len() > MAX_MESSAGE_BYTES
+        {
             return protobuf(&bad_request("the gzip body could not be decoded"));
         }
         Bytes::from(out)
@@ -355,7 +393,11 @@ async fn opamp_http(State(state): State<AppState>, headers: HeaderMap, body: Byt
         Err(e) => return protobuf(&bad_request(&format!("not an AgentToServer message: {e}"))),
     };
     let Some(secret) = bearer(&headers).map(sha256_hex) else {
-        return refuse(StatusCode::UNAUTHORIZED, "send Authorization: Bearer <enrollment token or desktop credential>", None);
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "send Authorization: Bearer <enrollment token or desktop credential>",
+            None,
+        );
     };
     let key = (secret, msg.instance_uid.clone());
     let existing = {
@@ -375,8 +417,15 @@ async fn opamp_http(State(state): State<AppState>, headers: HeaderMap, body: Byt
         Some((session, _)) => session,
         None => {
             let fleet = &state.settings.fleet;
-            if let Err(retry) = state.fleet.admit(fleet.max_connections, fleet.max_new_connections_per_sec) {
-                return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections; retry later", Some(retry));
+            if let Err(retry) = state
+                .fleet
+                .admit(fleet.max_connections, fleet.max_new_connections_per_sec)
+            {
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many connections; retry later",
+                    Some(retry),
+                );
             }
             let auth = match authenticate(&state, &headers).await {
                 Ok(auth) => auth,
@@ -390,7 +439,11 @@ async fn opamp_http(State(state): State<AppState>, headers: HeaderMap, body: Byt
         Ok(reply) => reply,
         Err(e) => {
             tracing::warn!(error = %e, "fleet session failed");
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "the server could not process the message; retry later", Some(5));
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server could not process the message; retry later",
+                Some(5),
+            );
         }
     };
     if let Some(desktop) = session.desktop_id() {
@@ -402,7 +455,12 @@ async fn opamp_http(State(state): State<AppState>, headers: HeaderMap, body: Byt
             Some(credential) => (sha256_hex(&credential), reply_uid(&reply, &key.1)),
             None => (key.0, reply_uid(&reply, &key.1)),
         };
-        state.fleet.http_sessions.lock().await.insert(key, (session, Instant::now()));
+        state
+            .fleet
+            .http_sessions
+            .lock()
+            .await
+            .insert(key, (session, Instant::now()));
     }
     protobuf(&reply)
 }
@@ -448,14 +506,21 @@ async fn download_package(
     match authenticate(&state, &headers).await {
         Ok(FleetAuth::Desktop(_)) => {}
         Ok(FleetAuth::Enrollment(_)) => {
-            return refuse(StatusCode::FORBIDDEN, "enroll first: packages are served to desktop credentials", None);
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "enroll first: packages are served to desktop credentials",
+                None,
+            );
         }
         Err(response) => return response,
     }
     match state.fleet.packages.blob(&state, &package_id).await {
         Ok(Some((meta, bytes))) => (
             [
-                (header::CONTENT_TYPE, HeaderValue::from_static("application/gzip")),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/gzip"),
+                ),
                 (
                     header::HeaderName::from_static("x-content-sha256"),
                     HeaderValue::from_str(&meta.sha256).unwrap_or(HeaderValue::from_static("")),

@@ -43,7 +43,10 @@ pub fn load_or_create_signing_key(dir: &Path) -> anyhow::Result<SigningKey> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-            crate::bootstrap::write_private(&path, format!("{}\n", hex::encode(key.to_bytes())).as_bytes())?;
+            crate::bootstrap::write_private(
+                &path,
+                format!("{}\n", hex::encode(key.to_bytes())).as_bytes(),
+            )?;
             key
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
@@ -58,7 +61,8 @@ pub fn load_or_create_signing_key(dir: &Path) -> anyhow::Result<SigningKey> {
 
 /// Reads a public key file (64 hex characters).
 pub fn read_public_key(path: &Path) -> anyhow::Result<VerifyingKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let bytes: [u8; 32] = hex::decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
@@ -73,7 +77,10 @@ pub fn build_archive(name: &str, version: &str, binary: &[u8]) -> anyhow::Result
     }))?;
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
-    for (path, data, mode) in [(name, binary, 0o755), ("manifest.json", &manifest[..], 0o644)] {
+    for (path, data, mode) in [
+        (name, binary, 0o755),
+        ("manifest.json", &manifest[..], 0o644),
+    ] {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(mode);
@@ -114,7 +121,9 @@ pub fn find_monitor_binary(configured: Option<&Path>) -> Option<PathBuf> {
     }
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    [dir.join(MONITOR), dir.parent()?.join(MONITOR)].into_iter().find(|p| p.is_file())
+    [dir.join(MONITOR), dir.parent()?.join(MONITOR)]
+        .into_iter()
+        .find(|p| p.is_file())
 }
 
 /// The version a monitor binary reports (`deskfleet-monitor X.Y.Z`).
@@ -133,8 +142,11 @@ pub fn monitor_version(binary: &Path) -> anyhow::Result<String> {
 /// Publishes the monitoring agent built from this workspace, signed with the data
 /// directory's key, unless that version is already published for this platform.
 pub async fn publish_bundled_monitor(state: &AppState) -> anyhow::Result<Option<PackageMeta>> {
-    let Some(binary) = find_monitor_binary(state.settings.packages.monitor_binary.as_deref()) else {
-        tracing::warn!("no deskfleet-monitor binary beside the server; no package published (build the workspace's binaries, or set packages.monitor_binary)");
+    let Some(binary) = find_monitor_binary(state.settings.packages.monitor_binary.as_deref())
+    else {
+        tracing::warn!(
+            "no deskfleet-monitor binary beside the server; no package published (build the workspace's binaries, or set packages.monitor_binary)"
+        );
         return Ok(None);
     };
     let version = monitor_version(&binary)?;
@@ -150,7 +162,10 @@ pub async fn publish_bundled_monitor(state: &AppState) -> anyhow::Result<Option<
         let (version, platform, now) = (version.clone(), platform.clone(), state.clock.now());
         move || -> anyhow::Result<_> {
             let archive = build_archive(MONITOR, &version, &bytes)?;
-            Ok((sign_archive(&key, MONITOR, &version, &platform, &archive, now), archive))
+            Ok((
+                sign_archive(&key, MONITOR, &version, &platform, &archive, now),
+                archive,
+            ))
         }
     })
     .await??;
@@ -174,11 +189,19 @@ pub struct PackageCache {
 }
 
 impl PackageCache {
-    pub async fn latest(&self, state: &AppState, platform: &str) -> Result<Option<PackageMeta>, StoreError> {
+    pub async fn latest(
+        &self,
+        state: &AppState,
+        platform: &str,
+    ) -> Result<Option<PackageMeta>, StoreError> {
         state.store.latest_package(MONITOR, platform).await
     }
 
-    pub async fn blob(&self, state: &AppState, id: &str) -> Result<Option<(PackageMeta, bytes::Bytes)>, StoreError> {
+    pub async fn blob(
+        &self,
+        state: &AppState,
+        id: &str,
+    ) -> Result<Option<(PackageMeta, bytes::Bytes)>, StoreError> {
         if let Some(hit) = self.blobs.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
             return Ok(Some(hit.clone()));
         }
@@ -207,13 +230,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = load_or_create_signing_key(dir.path()).unwrap();
         // The key is stable across loads, and its public half is written beside it.
-        assert_eq!(load_or_create_signing_key(dir.path()).unwrap().to_bytes(), key.to_bytes());
+        assert_eq!(
+            load_or_create_signing_key(dir.path()).unwrap().to_bytes(),
+            key.to_bytes()
+        );
         let public = read_public_key(&dir.path().join(PUBLIC_KEY_FILE)).unwrap();
         let archive = build_archive(MONITOR, "1.2.3", b"#!/bin/sh\n").unwrap();
         let meta = sign_archive(&key, MONITOR, "1.2.3", "linux-x86_64", &archive, 0);
         let digest = Sha256::digest(&archive);
         assert_eq!(meta.sha256, hex::encode(digest));
-        let sig = ed25519_dalek::Signature::from_slice(&hex::decode(&meta.signature).unwrap()).unwrap();
+        let sig =
+            ed25519_dalek::Signature::from_slice(&hex::decode(&meta.signature).unwrap()).unwrap();
         assert!(public.verify(&digest, &sig).is_ok());
         let mut tampered = digest;
         tampered[0] ^= 1;

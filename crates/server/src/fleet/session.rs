@@ -16,8 +16,8 @@ use deskfleet_core::model::{AgentState, Outcome};
 use deskfleet_core::store::StoreError;
 use deskfleet_proto::error::TaskErrorCode;
 use deskfleet_proto::opamp::{
-    self as op, AgentCapabilities, AgentToServer, PackageStatusEnum, ServerCapabilities, ServerToAgent,
-    ServerToAgentFlags, has_capability,
+    self as op, AgentCapabilities, AgentToServer, PackageStatusEnum, ServerCapabilities,
+    ServerToAgent, ServerToAgentFlags, has_capability,
 };
 use tokio::sync::mpsc;
 
@@ -58,7 +58,12 @@ fn fleet(state: &AppState) -> &Fleet {
 }
 
 impl Session {
-    pub fn new(state: AppState, auth: FleetAuth, base_url: String, push: Option<mpsc::Sender<Push>>) -> Self {
+    pub fn new(
+        state: AppState,
+        auth: FleetAuth,
+        base_url: String,
+        push: Option<mpsc::Sender<Push>>,
+    ) -> Self {
         let conn_id = fleet(&state).next_conn_id();
         Self {
             state,
@@ -131,7 +136,8 @@ impl Session {
                 reply.flags |= ServerToAgentFlags::ReportFullState.bit();
                 return Ok(reply);
             };
-            self.identify(&msg.instance_uid, facts(description), &mut reply).await?;
+            self.identify(&msg.instance_uid, facts(description), &mut reply)
+                .await?;
             self.resume_running_work().await?;
             self.look_for_work = true;
         } else if msg.instance_uid != self.instance_uid && reply.agent_identification.is_none() {
@@ -182,34 +188,57 @@ impl Session {
     /// under another host name (or, when two copies run under one name at once, from
     /// another address). The same host reconnecting, even while its old connection has
     /// not timed out yet, takes its identity over.
-    async fn identify(&mut self, uid: &[u8], facts: DesktopFacts, reply: &mut ServerToAgent) -> Result<(), StoreError> {
+    async fn identify(
+        &mut self,
+        uid: &[u8],
+        facts: DesktopFacts,
+        reply: &mut ServerToAgent,
+    ) -> Result<(), StoreError> {
         let store = &self.state.store;
         let now = self.state.clock.now();
         let uid_hex = hex::encode(uid);
         let same_host = |identity: &DesktopIdentity| {
-            identity.hostname.as_deref().is_none_or(|n| n.eq_ignore_ascii_case(&facts.hostname))
+            identity
+                .hostname
+                .as_deref()
+                .is_none_or(|n| n.eq_ignore_ascii_case(&facts.hostname))
         };
         let same_address = |identity: &DesktopIdentity| {
-            facts.ip_addresses.is_empty() || facts.ip_addresses.contains(&identity.desktop.ip_address)
+            facts.ip_addresses.is_empty()
+                || facts.ip_addresses.contains(&identity.desktop.ip_address)
         };
         let identity = match &self.auth {
             FleetAuth::Enrollment(project) => {
                 let project = project.clone();
-                let holder = store.find_desktop_by_instance_uid(&project, &uid_hex).await?;
+                let holder = store
+                    .find_desktop_by_instance_uid(&project, &uid_hex)
+                    .await?;
                 let clone = holder.as_ref().is_some_and(|h| {
                     !same_host(h)
-                        || (fleet(&self.state).desktop_is_live(&h.desktop.id, self.conn_id) && !same_address(h))
+                        || (fleet(&self.state).desktop_is_live(&h.desktop.id, self.conn_id)
+                            && !same_address(h))
                 });
                 return self.enroll(project, uid, clone, facts, reply, now).await;
             }
-            FleetAuth::Desktop(identity) => identity.clone(),
+            FleetAuth::Desktop(identity) => (**identity).clone(),
         };
         let live_elsewhere = fleet(&self.state).desktop_is_live(&identity.desktop.id, self.conn_id);
         if !same_host(&identity) || (live_elsewhere && !same_address(&identity)) {
             tracing::warn!(desktop_id = %identity.desktop.id, hostname = %facts.hostname, "cloned desktop detected; enrolling it as a new desktop");
-            return self.enroll(identity.desktop.project_id.clone(), uid, true, facts, reply, now).await;
+            return self
+                .enroll(
+                    identity.desktop.project_id.clone(),
+                    uid,
+                    true,
+                    facts,
+                    reply,
+                    now,
+                )
+                .await;
         }
-        store.record_desktop_facts(&identity.desktop.id, &facts, now).await?;
+        store
+            .record_desktop_facts(&identity.desktop.id, &facts, now)
+            .await?;
         self.instance_uid = uid.to_vec();
         self.register(identity);
         Ok(())
@@ -252,7 +281,10 @@ impl Session {
         tracing::info!(desktop_id = %enrolled.desktop.id, hostname = %facts.hostname, matched_import = enrolled.matched_import, "desktop enrolled");
         // OpAMP lets a server offer connection settings only to agents that accept them;
         // an agent that does not keeps using its enrollment token.
-        let accepts_settings = has_capability(self.capabilities, AgentCapabilities::AcceptsOpAmpConnectionSettings);
+        let accepts_settings = has_capability(
+            self.capabilities,
+            AgentCapabilities::AcceptsOpAmpConnectionSettings,
+        );
         reply.connection_settings = accepts_settings.then(|| op::ConnectionSettingsOffers {
             hash: offer_hash,
             opamp: Some(op::OpAmpConnectionSettings {
@@ -292,16 +324,31 @@ impl Session {
     /// After a reconnect (or a server restart), work this desktop already runs is offered
     /// again; the guest recognises what it has and reports where it is.
     async fn resume_running_work(&mut self) -> Result<(), StoreError> {
-        let Some(desktop) = self.desktop_id().cloned() else { return Ok(()) };
+        let Some(desktop) = self.desktop_id().cloned() else {
+            return Ok(());
+        };
         if let Some(sub) = self.state.store.running_sub_job(&desktop).await? {
             self.offer_for(sub.id, sub.stage, sub.process).await?;
         }
         Ok(())
     }
 
-    async fn offer_for(&mut self, sub_job: SubJobId, stage: Stage, process: i32) -> Result<bool, StoreError> {
-        let platform = if self.platform.is_empty() { super::packages::host_platform() } else { self.platform.clone() };
-        match fleet(&self.state).packages.latest(&self.state, &platform).await? {
+    async fn offer_for(
+        &mut self,
+        sub_job: SubJobId,
+        stage: Stage,
+        process: i32,
+    ) -> Result<bool, StoreError> {
+        let platform = if self.platform.is_empty() {
+            super::packages::host_platform()
+        } else {
+            self.platform.clone()
+        };
+        match fleet(&self.state)
+            .packages
+            .latest(&self.state, &platform)
+            .await?
+        {
             Some(package) => {
                 self.current = Some(Offer {
                     sub_job,
@@ -313,10 +360,15 @@ impl Session {
                 Ok(true)
             }
             None => {
-                let reason = format!("no {MONITOR} package is published for platform {platform}; publish one with `deskfleet-server admin packages publish`");
+                let reason = format!(
+                    "no {MONITOR} package is published for platform {platform}; publish one with `deskfleet-server admin packages publish`"
+                );
                 self.report(SubJobReport::Finish {
                     sub_job,
-                    outcome: Outcome::Failed { code: TaskErrorCode::InstallFailed.code().into(), reason },
+                    outcome: Outcome::Failed {
+                        code: TaskErrorCode::InstallFailed.code().into(),
+                        reason,
+                    },
                 })
                 .await?;
                 Ok(false)
@@ -326,20 +378,34 @@ impl Session {
 
     /// Hands the desktop its next install, if it has none in flight here.
     pub async fn deliver(&mut self, reply: &mut ServerToAgent) -> Result<(), StoreError> {
-        let Some(desktop) = self.desktop_id().cloned() else { return Ok(()) };
-        if self.current.is_none() && has_capability(self.capabilities, AgentCapabilities::AcceptsPackages) {
+        let Some(desktop) = self.desktop_id().cloned() else {
+            return Ok(());
+        };
+        if self.current.is_none()
+            && has_capability(self.capabilities, AgentCapabilities::AcceptsPackages)
+        {
             let now = self.state.clock.now();
             let execute_by = now + self.state.settings.jobs.execution_timeout_ms as i64;
-            if let Some(sub) = self.state.store.claim_desktop_work(&desktop, now, execute_by).await? {
+            if let Some(sub) = self
+                .state
+                .store
+                .claim_desktop_work(&desktop, now, execute_by)
+                .await?
+            {
                 tracing::info!(desktop_id = %desktop, sub_job = %sub.id, "install delivered");
-                self.offer_for(sub.id, Stage::Delivered, Stage::Delivered.process(None)).await?;
+                self.offer_for(sub.id, Stage::Delivered, Stage::Delivered.process(None))
+                    .await?;
                 // Already running the offered version, healthily: done, nothing to install.
                 if let (Some(offer), Some((version, true))) = (&self.current, &self.agent)
                     && &offer.package.version == version
                 {
                     let sub_job = offer.sub_job.clone();
                     self.current = None;
-                    self.report(SubJobReport::Finish { sub_job, outcome: Outcome::Success }).await?;
+                    self.report(SubJobReport::Finish {
+                        sub_job,
+                        outcome: Outcome::Success,
+                    })
+                    .await?;
                     return Ok(());
                 }
             }
@@ -382,13 +448,21 @@ impl Session {
     }
 
     async fn on_package_status(&mut self, status: &op::PackageStatus) -> Result<(), StoreError> {
-        let Some(offer) = &self.current else { return Ok(()) };
-        if !status.server_offered_version.is_empty() && status.server_offered_version != offer.package.version {
+        let Some(offer) = &self.current else {
+            return Ok(());
+        };
+        if !status.server_offered_version.is_empty()
+            && status.server_offered_version != offer.package.version
+        {
             return Ok(()); // about an older offer
         }
         let (stage, percent) = match PackageStatusEnum::try_from(status.status) {
             Ok(PackageStatusEnum::Downloading) => {
-                let pct = status.download_details.as_ref().map(|d| d.download_percent).unwrap_or(0.0);
+                let pct = status
+                    .download_details
+                    .as_ref()
+                    .map(|d| d.download_percent)
+                    .unwrap_or(0.0);
                 if pct >= 100.0 {
                     (Stage::Verifying, None)
                 } else {
@@ -396,7 +470,9 @@ impl Session {
                 }
             }
             Ok(PackageStatusEnum::Installing) => (Stage::Installing, None),
-            Ok(PackageStatusEnum::Installed) if status.agent_has_version == offer.package.version => {
+            Ok(PackageStatusEnum::Installed)
+                if status.agent_has_version == offer.package.version =>
+            {
                 (Stage::Started, None)
             }
             // A failure is only believed once the offer was made on this connection: the
@@ -410,7 +486,10 @@ impl Session {
                 return self
                     .report(SubJobReport::Finish {
                         sub_job,
-                        outcome: Outcome::Failed { code: code.into(), reason },
+                        outcome: Outcome::Failed {
+                            code: code.into(),
+                            reason,
+                        },
                     })
                     .await;
             }
@@ -420,13 +499,16 @@ impl Session {
     }
 
     async fn progress(&mut self, stage: Stage, process: i32) -> Result<(), StoreError> {
-        let Some(offer) = &mut self.current else { return Ok(()) };
+        let Some(offer) = &mut self.current else {
+            return Ok(());
+        };
         if process <= offer.process {
             return Ok(());
         }
         offer.stage = stage;
         offer.process = process;
-        let execute_by = self.state.clock.now() + self.state.settings.jobs.execution_timeout_ms as i64;
+        let execute_by =
+            self.state.clock.now() + self.state.settings.jobs.execution_timeout_ms as i64;
         let report = SubJobReport::Progress {
             sub_job: offer.sub_job.clone(),
             stage,
@@ -437,7 +519,9 @@ impl Session {
     }
 
     async fn on_health(&mut self, health: &op::ComponentHealth) -> Result<(), StoreError> {
-        let Some(component) = health.component_health_map.get(MONITOR) else { return Ok(()) };
+        let Some(component) = health.component_health_map.get(MONITOR) else {
+            return Ok(());
+        };
         let version = component
             .status
             .strip_prefix("running ")
@@ -447,8 +531,15 @@ impl Session {
         let reported = version.clone().map(|v| (v, component.healthy));
         if reported != self.agent {
             if let (Some(desktop), Some((v, healthy))) = (self.desktop_id().cloned(), &reported) {
-                let agent = AgentState { version: v.clone(), healthy: *healthy, reported_at: self.state.clock.now() };
-                self.state.store.record_agent_state(&desktop, Some(&agent)).await?;
+                let agent = AgentState {
+                    version: v.clone(),
+                    healthy: *healthy,
+                    reported_at: self.state.clock.now(),
+                };
+                self.state
+                    .store
+                    .record_agent_state(&desktop, Some(&agent))
+                    .await?;
             }
             self.agent = reported;
         }
@@ -458,7 +549,12 @@ impl Session {
             let sub_job = offer.sub_job.clone();
             self.current = None;
             tracing::info!(desktop_id = ?self.desktop_id(), version = %v, "agent healthy; install done");
-            return self.report(SubJobReport::Finish { sub_job, outcome: Outcome::Success }).await;
+            return self
+                .report(SubJobReport::Finish {
+                    sub_job,
+                    outcome: Outcome::Success,
+                })
+                .await;
         } else if let Some(offer) = &self.current
             && offer.stage == Stage::Started
             && !component.last_error.is_empty()
@@ -472,11 +568,15 @@ impl Session {
     async fn on_metrics(&mut self, data: &[u8]) -> Result<(), StoreError> {
         let now = self.state.clock.now();
         let min_gap = self.state.settings.fleet.metrics_min_interval_ms as i64;
-        let Some(desktop) = self.desktop_id().cloned() else { return Ok(()) };
+        let Some(desktop) = self.desktop_id().cloned() else {
+            return Ok(());
+        };
         if now - self.last_metrics_at < min_gap || data.len() > 64 * 1024 {
             return Ok(());
         }
-        let Ok(json) = std::str::from_utf8(data) else { return Ok(()) };
+        let Ok(json) = std::str::from_utf8(data) else {
+            return Ok(());
+        };
         if serde_json::from_str::<serde_json::Value>(json).is_err() {
             return Ok(());
         }
@@ -485,19 +585,33 @@ impl Session {
     }
 
     async fn report(&self, report: SubJobReport) -> Result<(), StoreError> {
-        self.state.store.apply_reports(&[report], self.state.clock.now()).await.map(|_| ())
+        self.state
+            .store
+            .apply_reports(&[report], self.state.clock.now())
+            .await
+            .map(|_| ())
     }
 }
 
 /// The desktop's facts from its OpAMP description.
 fn facts(d: &op::AgentDescription) -> DesktopFacts {
-    let os_type = match d.get_str("os.type").unwrap_or("").to_ascii_lowercase().as_str() {
+    let os_type = match d
+        .get_str("os.type")
+        .unwrap_or("")
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "linux" => "Linux",
         "windows" => "Windows",
         _ => "Others",
     };
     DesktopFacts {
-        hostname: d.get_str("host.name").unwrap_or("unknown").chars().take(55).collect(),
+        hostname: d
+            .get_str("host.name")
+            .unwrap_or("unknown")
+            .chars()
+            .take(55)
+            .collect(),
         os_type: os_type.to_string(),
         ip_addresses: d
             .get_str("host.ip")
@@ -512,7 +626,10 @@ fn facts(d: &op::AgentDescription) -> DesktopFacts {
 
 /// Maps the guest's `<reason-code>: <reason>` to a task error code.
 pub fn task_error(message: &str) -> (&'static str, String) {
-    let (tag, reason) = message.split_once(':').map(|(t, r)| (t.trim(), r.trim())).unwrap_or(("", message.trim()));
+    let (tag, reason) = message
+        .split_once(':')
+        .map(|(t, r)| (t.trim(), r.trim()))
+        .unwrap_or(("", message.trim()));
     let code = match tag {
         "download_failed" => TaskErrorCode::DownloadFailed,
         "checksum_mismatch" => TaskErrorCode::ChecksumMismatch,
@@ -521,7 +638,11 @@ pub fn task_error(message: &str) -> (&'static str, String) {
         "agent_not_started" => TaskErrorCode::AgentNotStarted,
         _ => TaskErrorCode::InstallFailed,
     };
-    let reason = if reason.is_empty() { "the install failed on the desktop".to_string() } else { reason.chars().take(255).collect() };
+    let reason = if reason.is_empty() {
+        "the install failed on the desktop".to_string()
+    } else {
+        reason.chars().take(255).collect()
+    };
     (code.code(), reason)
 }
 
@@ -531,8 +652,14 @@ mod tests {
 
     #[test]
     fn guest_reasons_map_to_task_codes() {
-        assert_eq!(task_error("checksum_mismatch: sha256 differs").0, "WKS.00990005");
-        assert_eq!(task_error("bad_signature: not signed by the trusted key").0, "WKS.00990006");
+        assert_eq!(
+            task_error("checksum_mismatch: sha256 differs").0,
+            "WKS.00990005"
+        );
+        assert_eq!(
+            task_error("bad_signature: not signed by the trusted key").0,
+            "WKS.00990006"
+        );
         assert_eq!(task_error("no_permission: /opt").0, "WKS.00990007");
         assert_eq!(task_error("no_space: disk full").0, "WKS.00990007");
         assert_eq!(task_error("download_failed: 404").0, "WKS.00990004");

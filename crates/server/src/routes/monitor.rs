@@ -14,7 +14,10 @@ use deskfleet_core::ids::DesktopId;
 use serde_json::{Value, json};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v2/{project_id}/desktop-monitor/{desktop_id}", get(show_desktop_monitor))
+    Router::new().route(
+        "/v2/{project_id}/desktop-monitor/{desktop_id}",
+        get(show_desktop_monitor),
+    )
 }
 
 /// `{"desktop_id", "agent": {"agent_name", "agent_version", "healthy", "reported_at"} | null,
@@ -31,7 +34,9 @@ async fn show_desktop_monitor(
         .store
         .get_desktop(&project, &id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("desktop {id} does not exist in this project")))?;
+        .ok_or_else(|| {
+            ApiError::not_found(format!("desktop {id} does not exist in this project"))
+        })?;
     let metrics = state.store.get_metrics(&project, &id).await?;
     let agent = desktop.agent.map(|a| {
         json!({

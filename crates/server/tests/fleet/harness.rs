@@ -32,7 +32,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not reached within {secs} s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not reached within {secs} s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -59,8 +62,10 @@ impl Server {
             child: None,
         };
         server.launch().await;
-        server.bootstrap =
-            serde_json::from_slice(&std::fs::read(server.dir.path().join("bootstrap.json")).unwrap()).unwrap();
+        server.bootstrap = serde_json::from_slice(
+            &std::fs::read(server.dir.path().join("bootstrap.json")).unwrap(),
+        )
+        .unwrap();
         server
     }
 
@@ -80,13 +85,18 @@ impl Server {
             .expect("start deskfleet-server");
         self.child = Some(child);
         let addr = eventually(60, "server listening", || async {
-            std::fs::read_to_string(&addr_file).ok().filter(|s| !s.is_empty())
+            std::fs::read_to_string(&addr_file)
+                .ok()
+                .filter(|s| !s.is_empty())
         })
         .await;
         self.listen = addr.trim().to_string();
         self.endpoint = format!("http://{}", addr.trim());
         let url = format!("{}/", self.endpoint);
-        eventually(30, "server answering", || async { reqwest::get(&url).await.ok().map(|_| ()) }).await;
+        eventually(30, "server answering", || async {
+            reqwest::get(&url).await.ok().map(|_| ())
+        })
+        .await;
     }
 
     /// SIGKILL, then start again on the same data directory (a new port).
@@ -127,12 +137,21 @@ impl Server {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
     pub fn enrollment_token(&self) -> String {
-        let v = self.admin(&["enrollment-tokens", "create", "--project", &self.bootstrap.project_id]);
+        let v = self.admin(&[
+            "enrollment-tokens",
+            "create",
+            "--project",
+            &self.bootstrap.project_id,
+        ]);
         v["enrollment_token"].as_str().unwrap().to_string()
     }
 
@@ -184,7 +203,13 @@ impl Guest {
             .open(self.state_dir.path().join("guest.log"))
             .unwrap();
         let child = Command::new(bin("deskfleet-guest"))
-            .args(["--server", &server.endpoint, "--enrollment-token", token, "--trusted-key"])
+            .args([
+                "--server",
+                &server.endpoint,
+                "--enrollment-token",
+                token,
+                "--trusted-key",
+            ])
             .arg(server.public_key())
             .arg("--state-dir")
             .arg(self.state_dir.path())
@@ -210,7 +235,10 @@ impl Guest {
     pub async fn enrolled(&self) {
         let state = self.state_dir.path().join("state.json");
         eventually(30, "guest enrolled", || async {
-            std::fs::read_to_string(&state).ok().filter(|s| s.contains("DFD1")).map(|_| ())
+            std::fs::read_to_string(&state)
+                .ok()
+                .filter(|s| s.contains("DFD1"))
+                .map(|_| ())
         })
         .await;
     }
@@ -225,14 +253,30 @@ impl Guest {
 
     /// The monitoring agent processes started by this guest (children of its pid).
     pub fn monitor_pids(&self) -> Vec<u32> {
-        let Some(parent) = self.pid() else { return vec![] };
+        let Some(parent) = self.pid() else {
+            return vec![];
+        };
         let mut pids = vec![];
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-            let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else { continue };
-            let ppid: u32 = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-            let comm = stat.split_once('(').and_then(|(_, r)| r.split_once(')')).map(|(c, _)| c).unwrap_or("");
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+                continue;
+            };
+            let ppid: u32 = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            let comm = stat
+                .split_once('(')
+                .and_then(|(_, r)| r.split_once(')'))
+                .map(|(c, _)| c)
+                .unwrap_or("");
             if ppid == parent && comm.starts_with("deskfleet-monit") {
                 pids.push(pid);
             }

@@ -12,7 +12,10 @@ const FAST: &str = "[jobs]\ndelivery_timeout_ms = 30000\nexecution_timeout_ms = 
                     [fleet]\nschedule_interval_ms = 100\nmetrics_min_interval_ms = 0\n";
 
 fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 async fn desktops_enrolled(server: &Server, n: i64) -> Vec<String> {
@@ -36,7 +39,9 @@ async fn job_done(server: &Server, job: &str, secs: u64) -> JobInfo {
 /// Publishes `archive` with metadata `meta` (possibly altered), as the newest package.
 async fn publish(server: &Server, mut meta: PackageMeta, archive: &[u8]) {
     meta.created_at = harness::now_ms();
-    let store = deskfleet_store::connect_data_dir(server.dir.path()).await.unwrap();
+    let store = deskfleet_store::connect_data_dir(server.dir.path())
+        .await
+        .unwrap();
     store.publish_package(&meta, archive).await.unwrap();
 }
 
@@ -48,21 +53,39 @@ fn signing_key(server: &Server) -> ed25519_dalek::SigningKey {
 async fn three_guests_install_the_agent_and_report_metrics() {
     let server = Server::start(FAST).await;
     let token = server.enrollment_token();
-    let guests: Vec<Guest> = (0..3).map(|i| Guest::start(&server, &token, &format!("desk-{i}"))).collect();
+    let guests: Vec<Guest> = (0..3)
+        .map(|i| Guest::start(&server, &token, &format!("desk-{i}")))
+        .collect();
     let ids = desktops_enrolled(&server, 3).await;
     let client = server.client();
     let detail = client.list_desktops_detail(&[]).await.unwrap();
-    let mut names: Vec<_> = detail.desktops.iter().map(|d| d.computer_name.clone()).collect();
+    let mut names: Vec<_> = detail
+        .desktops
+        .iter()
+        .map(|d| d.computer_name.clone())
+        .collect();
     names.sort();
     assert_eq!(names, ["desk-0", "desk-1", "desk-2"]);
-    assert!(detail.desktops.iter().all(|d| d.metadata["os_type"] == "Linux" && !d.ip_addresses.is_empty()));
+    assert!(
+        detail
+            .desktops
+            .iter()
+            .all(|d| d.metadata["os_type"] == "Linux" && !d.ip_addresses.is_empty())
+    );
 
     let job = client.batch_install_agent(&ids).await.unwrap().job_id;
     let info = job_done(&server, &job, 90).await;
     assert_eq!(info.status, "SUCCESS", "{info:#?}\n{}", server.log());
-    assert!(info.sub_jobs.iter().all(|s| s.status == "SUCCESS" && s.process == Some(100)));
+    assert!(
+        info.sub_jobs
+            .iter()
+            .all(|s| s.status == "SUCCESS" && s.process == Some(100))
+    );
 
-    let agents = client.list_agents(&q(&[("is_installed", "true")])).await.unwrap();
+    let agents = client
+        .list_agents(&q(&[("is_installed", "true")]))
+        .await
+        .unwrap();
     assert_eq!(agents.total_count, 3);
     let version = env!("CARGO_PKG_VERSION");
     for a in &agents.agents_condition {
@@ -76,15 +99,30 @@ async fn three_guests_install_the_agent_and_report_metrics() {
     // Its figures are served.
     let figures = eventually(30, "metrics served", || async {
         let raw = client
-            .send_v2(reqwest::Method::GET, &["desktop-monitor", &ids[0]], &[], None, &[])
+            .send_v2(
+                reqwest::Method::GET,
+                &["desktop-monitor", &ids[0]],
+                &[],
+                None,
+                &[],
+            )
             .await
             .ok()?;
         let v: serde_json::Value = serde_json::from_slice(&raw.body).ok()?;
-        (raw.status == 200 && v["metrics"]["cpu"]["cores"].as_u64().is_some_and(|c| c >= 1)).then_some(v)
+        (raw.status == 200
+            && v["metrics"]["cpu"]["cores"]
+                .as_u64()
+                .is_some_and(|c| c >= 1))
+        .then_some(v)
     })
     .await;
     assert_eq!(figures["agent"]["agent_version"], version);
-    assert!(figures["metrics"]["memory"]["total_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        figures["metrics"]["memory"]["total_bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 
     // Installing again succeeds at once, without reinstalling: the same process runs on.
     let before: Vec<_> = guests.iter().map(Guest::monitor_pids).collect();
@@ -98,20 +136,48 @@ async fn three_guests_install_the_agent_and_report_metrics() {
 async fn an_imported_desktop_is_matched_when_its_guest_enrolls() {
     let server = Server::start(FAST).await;
     let file = server.dir.path().join("desktops.json");
-    std::fs::write(&file, r#"[{"computer_name":"Desk-Imported","ip_address":"10.9.0.1","os_type":"Linux"}]"#).unwrap();
-    let imported = server.admin(&["desktops", "import", "--project", &server.bootstrap.project_id, file.to_str().unwrap()]);
+    std::fs::write(
+        &file,
+        r#"[{"computer_name":"Desk-Imported","ip_address":"10.9.0.1","os_type":"Linux"}]"#,
+    )
+    .unwrap();
+    let imported = server.admin(&[
+        "desktops",
+        "import",
+        "--project",
+        &server.bootstrap.project_id,
+        file.to_str().unwrap(),
+    ]);
     let imported_id = imported[0]["desktop_id"].as_str().unwrap().to_string();
     let token = server.enrollment_token();
     let mut guest = Guest::start(&server, &token, "desk-imported");
     guest.enrolled().await;
     let ids = desktops_enrolled(&server, 1).await;
-    assert_eq!(ids, [imported_id.clone()]);
+    assert_eq!(ids, std::slice::from_ref(&imported_id));
     // A restarted guest keeps its identity: still one desktop.
     guest.kill();
     guest.launch(&server, "not-needed-any-more");
-    let job = server.client().batch_install_agent(&ids).await.unwrap().job_id;
-    assert_eq!(job_done(&server, &job, 60).await.status, "SUCCESS", "{}", guest.log());
-    assert_eq!(server.client().list_desktops(&[]).await.unwrap().total_count, 1);
+    let job = server
+        .client()
+        .batch_install_agent(&ids)
+        .await
+        .unwrap()
+        .job_id;
+    assert_eq!(
+        job_done(&server, &job, 60).await.status,
+        "SUCCESS",
+        "{}",
+        guest.log()
+    );
+    assert_eq!(
+        server
+            .client()
+            .list_desktops(&[])
+            .await
+            .unwrap()
+            .total_count,
+        1
+    );
 }
 
 #[tokio::test]
@@ -120,26 +186,65 @@ async fn a_tampered_package_fails_verification_and_nothing_runs() {
     let token = server.enrollment_token();
     let guest = Guest::start(&server, &token, "desk-t");
     let ids = desktops_enrolled(&server, 1).await;
-    let archive = build_archive(MONITOR, "7.0.0", b"#!/bin/sh\necho tampered > /tmp/never\n").unwrap();
+    let archive =
+        build_archive(MONITOR, "7.0.0", b"#!/bin/sh\necho tampered > /tmp/never\n").unwrap();
     let key = signing_key(&server);
     // The announced hash (and its valid signature) are of other bytes than those served.
-    let mut meta = sign_archive(&key, MONITOR, "7.0.0", &host_platform(), b"the original bytes", 1);
+    let mut meta = sign_archive(
+        &key,
+        MONITOR,
+        "7.0.0",
+        &host_platform(),
+        b"the original bytes",
+        1,
+    );
     meta.size = archive.len() as u64;
     publish(&server, meta, &archive).await;
-    let job = server.client().batch_install_agent(&ids).await.unwrap().job_id;
+    let job = server
+        .client()
+        .batch_install_agent(&ids)
+        .await
+        .unwrap()
+        .job_id;
     let info = job_done(&server, &job, 60).await;
     assert_eq!(info.status, "FAIL");
-    assert_eq!(info.sub_jobs[0].error_code.as_deref(), Some("WKS.00990005"), "{info:#?}");
+    assert_eq!(
+        info.sub_jobs[0].error_code.as_deref(),
+        Some("WKS.00990005"),
+        "{info:#?}"
+    );
     assert!(guest.monitor_pids().is_empty());
-    assert!(!guest.state_dir.path().join("agents").join(MONITOR).join("7.0.0").exists());
+    assert!(
+        !guest
+            .state_dir
+            .path()
+            .join("agents")
+            .join(MONITOR)
+            .join("7.0.0")
+            .exists()
+    );
 
     // Signed by a key the guest does not trust.
     let foreign = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
     let archive = build_archive(MONITOR, "7.0.1", b"#!/bin/sh\n").unwrap();
-    publish(&server, sign_archive(&foreign, MONITOR, "7.0.1", &host_platform(), &archive, 2), &archive).await;
-    let job = server.client().batch_install_agent(&ids).await.unwrap().job_id;
+    publish(
+        &server,
+        sign_archive(&foreign, MONITOR, "7.0.1", &host_platform(), &archive, 2),
+        &archive,
+    )
+    .await;
+    let job = server
+        .client()
+        .batch_install_agent(&ids)
+        .await
+        .unwrap()
+        .job_id;
     let info = job_done(&server, &job, 60).await;
-    assert_eq!(info.sub_jobs[0].error_code.as_deref(), Some("WKS.00990006"), "{info:#?}");
+    assert_eq!(
+        info.sub_jobs[0].error_code.as_deref(),
+        Some("WKS.00990006"),
+        "{info:#?}"
+    );
     assert!(guest.monitor_pids().is_empty());
 }
 
@@ -151,18 +256,38 @@ async fn an_offline_desktop_fails_at_the_delivery_timeout_while_the_others_succe
     )
     .await;
     let file = server.dir.path().join("desktops.json");
-    std::fs::write(&file, r#"[{"computer_name":"never-on","ip_address":"10.9.0.2","os_type":"Windows"}]"#).unwrap();
-    let offline = server.admin(&["desktops", "import", "--project", &server.bootstrap.project_id, file.to_str().unwrap()]);
+    std::fs::write(
+        &file,
+        r#"[{"computer_name":"never-on","ip_address":"10.9.0.2","os_type":"Windows"}]"#,
+    )
+    .unwrap();
+    let offline = server.admin(&[
+        "desktops",
+        "import",
+        "--project",
+        &server.bootstrap.project_id,
+        file.to_str().unwrap(),
+    ]);
     let token = server.enrollment_token();
-    let _guests: Vec<Guest> = (0..2).map(|i| Guest::start(&server, &token, &format!("on-{i}"))).collect();
+    let _guests: Vec<Guest> = (0..2)
+        .map(|i| Guest::start(&server, &token, &format!("on-{i}")))
+        .collect();
     let ids = desktops_enrolled(&server, 3).await;
-    let job = server.client().batch_install_agent(&ids).await.unwrap().job_id;
+    let job = server
+        .client()
+        .batch_install_agent(&ids)
+        .await
+        .unwrap()
+        .job_id;
     let info = job_done(&server, &job, 60).await;
     assert_eq!(info.status, "FAIL");
     let offline_id = offline[0]["desktop_id"].as_str().unwrap();
     for s in &info.sub_jobs {
         if s.entities.desktop_id.as_deref() == Some(offline_id) {
-            assert_eq!((s.status.as_str(), s.error_code.as_deref()), ("FAILED", Some("WKS.00990001")));
+            assert_eq!(
+                (s.status.as_str(), s.error_code.as_deref()),
+                ("FAILED", Some("WKS.00990001"))
+            );
         } else {
             assert_eq!(s.status, "SUCCESS", "{s:#?}");
         }
@@ -180,7 +305,12 @@ async fn a_guest_killed_mid_install_fails_at_the_execution_timeout_and_a_retry_s
     // An agent that never reports: the install stays at "started" until the guest dies.
     let archive = build_archive(MONITOR, "0.0.1-hang", b"#!/bin/sh\nexec sleep 600\n").unwrap();
     let key = signing_key(&server);
-    publish(&server, sign_archive(&key, MONITOR, "0.0.1-hang", &host_platform(), &archive, 1), &archive).await;
+    publish(
+        &server,
+        sign_archive(&key, MONITOR, "0.0.1-hang", &host_platform(), &archive, 1),
+        &archive,
+    )
+    .await;
     let token = server.enrollment_token();
     let mut guest = Guest::start(&server, &token, "desk-k");
     let ids = desktops_enrolled(&server, 1).await;
@@ -194,16 +324,28 @@ async fn a_guest_killed_mid_install_fails_at_the_execution_timeout_and_a_retry_s
     let hung = guest.monitor_pids();
     guest.kill();
     for pid in hung {
-        let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        let _ = std::process::Command::new("kill")
+            .arg("-9")
+            .arg(pid.to_string())
+            .status();
     }
     let info = job_done(&server, &job, 30).await;
-    assert_eq!(info.sub_jobs[0].error_code.as_deref(), Some("WKS.00990002"), "{info:#?}");
+    assert_eq!(
+        info.sub_jobs[0].error_code.as_deref(),
+        Some("WKS.00990002"),
+        "{info:#?}"
+    );
 
     // The real agent is published; the guest comes back; a retry installs it.
     let binary = std::fs::read(harness::bin("deskfleet-monitor")).unwrap();
     let version = env!("CARGO_PKG_VERSION");
     let archive = build_archive(MONITOR, version, &binary).unwrap();
-    publish(&server, sign_archive(&key, MONITOR, version, &host_platform(), &archive, 2), &archive).await;
+    publish(
+        &server,
+        sign_archive(&key, MONITOR, version, &host_platform(), &archive, 2),
+        &archive,
+    )
+    .await;
     guest.launch(&server, &token);
     client.job_action(&job, "retry").await.unwrap();
     let info = job_done(&server, &job, 60).await;
@@ -215,20 +357,44 @@ async fn a_guest_killed_mid_install_fails_at_the_execution_timeout_and_a_retry_s
 async fn a_server_killed_mid_job_finishes_it_after_restart_with_nothing_lost() {
     let mut server = Server::start(FAST).await;
     let token = server.enrollment_token();
-    let guests: Vec<Guest> = (0..3).map(|i| Guest::start(&server, &token, &format!("desk-r{i}"))).collect();
+    let guests: Vec<Guest> = (0..3)
+        .map(|i| Guest::start(&server, &token, &format!("desk-r{i}")))
+        .collect();
     let ids = desktops_enrolled(&server, 3).await;
-    let job = server.client().batch_install_agent(&ids).await.unwrap().job_id;
+    let job = server
+        .client()
+        .batch_install_agent(&ids)
+        .await
+        .unwrap()
+        .job_id;
     server.kill_and_restart().await;
     let info = job_done(&server, &job, 90).await;
     assert_eq!(info.status, "SUCCESS", "{info:#?}\n{}", server.log());
     assert_eq!(info.sub_jobs_total, 3);
-    let subs = server.client().list_sub_jobs(&q(&[("job_id", &job)])).await.unwrap();
+    let subs = server
+        .client()
+        .list_sub_jobs(&q(&[("job_id", &job)]))
+        .await
+        .unwrap();
     assert_eq!(subs.total_count, 3);
     assert!(subs.jobs.iter().all(|s| s.status == "SUCCESS"));
     for g in &guests {
-        assert_eq!(g.monitor_pids().len(), 1, "one agent per desktop: {}", g.log());
+        assert_eq!(
+            g.monitor_pids().len(),
+            1,
+            "one agent per desktop: {}",
+            g.log()
+        );
     }
-    assert_eq!(server.client().list_desktops(&[]).await.unwrap().total_count, 3);
+    assert_eq!(
+        server
+            .client()
+            .list_desktops(&[])
+            .await
+            .unwrap()
+            .total_count,
+        3
+    );
 }
 
 #[tokio::test]
@@ -243,10 +409,14 @@ async fn a_cloned_desktop_gets_an_identity_of_its_own() {
     assert_ne!(ids[0], ids[1]);
     let uid = |g: &Guest| {
         let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(g.state_dir.path().join("state.json")).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(g.state_dir.path().join("state.json")).unwrap())
+                .unwrap();
         v["instance_uid"].as_str().unwrap().to_string()
     };
-    eventually(30, "clone took a new instance uid", || async { (uid(&original) != uid(&clone)).then_some(()) }).await;
+    eventually(30, "clone took a new instance uid", || async {
+        (uid(&original) != uid(&clone)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -260,7 +430,11 @@ async fn a_flood_of_connections_is_refused_with_retry_after_not_served_badly() {
         let r = http.get(&url).bearer_auth(&token).send().await.unwrap();
         if r.status() == 503 {
             refused += 1;
-            let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            let retry: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
             assert!(retry >= 1);
         } else {
             // Admitted: a plain GET is not a WebSocket upgrade.
