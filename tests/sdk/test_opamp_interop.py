@@ -410,7 +410,8 @@ def test_raw_gzip_post_of_the_clients_message(srv):
     """Separate from the client tests (the package never compresses): the documented gzip
     request body, with the message the package builds and its decoder for the answer."""
     host = "otel-gzip-raw"
-    client, _ = new_client(srv, srv.token, host=host)
+    # It declares AcceptsOpAMPConnectionSettings: only such agents are offered a credential.
+    client, _ = new_client(srv, srv.token, host=host, capabilities=_DEFAULT_CAPABILITIES | ACCEPTS_SETTINGS)
     body = gzip.compress(client.build_full_state_message())
     r = requests.post(f"{srv.endpoint}/v1/opamp", data=body, timeout=30, headers={
         "Content-Type": "application/x-protobuf", "Content-Encoding": "gzip", "Authorization": f"Bearer {srv.token}"})
