@@ -43,6 +43,11 @@ struct Args {
     /// Stop after this long (0: until interrupted).
     #[arg(long, default_value_t = 0)]
     duration_secs: u64,
+    /// Downloads in flight at once across all simulated desktops (they share this
+    /// machine's descriptors and cores with the server; a real fleet spreads them over
+    /// many machines).
+    #[arg(long, default_value_t = 512)]
+    max_concurrent_downloads: usize,
 }
 
 #[derive(Default)]
@@ -58,6 +63,7 @@ struct Counters {
 }
 
 struct Shared {
+    downloads: tokio::sync::Semaphore,
     args: Args,
     key: VerifyingKey,
     http: reqwest::Client,
@@ -145,6 +151,11 @@ async fn fetch_and_verify(
     p: &op::PackageAvailable,
 ) -> Result<(), &'static str> {
     let file = p.file.as_ref().ok_or("download_failed")?;
+    let _permit = shared
+        .downloads
+        .acquire()
+        .await
+        .map_err(|_| "download_failed")?;
     let response = shared
         .http
         .get(&file.download_url)
@@ -342,10 +353,12 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| anyhow!("the trusted key must be 64 hex characters"))?;
+    let downloads = tokio::sync::Semaphore::new(args.max_concurrent_downloads.max(1));
     let shared = Arc::new(Shared {
+        downloads,
         key: VerifyingKey::from_bytes(&bytes)?,
         http: reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(1024)
             .build()?,
         counters: Counters::default(),
         args,
