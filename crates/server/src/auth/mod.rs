@@ -246,21 +246,20 @@ impl AppState {
         }
 
         // The signature covers the body's hash; hashing megabytes belongs off the runtime.
-        // The parsed header borrows `authorization`; the closure needs owned values.
-        let body_len = body.len();
-        let (method, uri, headers) = (method.clone(), uri.clone(), headers.clone());
-        let authorization = authorization.to_string();
-        let verify = move || {
-            sign::parse_authorization(&authorization).and_then(|auth| {
-                sign::verify(&method, &uri, &headers, &body, &auth, secret.as_bytes())
-            })
-        };
-        let result = if body_len < BODY_CHECK_INLINE_BYTES {
-            verify()
+        // Small bodies are checked in place; a large body's hash is computed off the async
+        // runtime, which needs owned copies of what the check reads.
+        let result = if body.len() < BODY_CHECK_INLINE_BYTES {
+            sign::verify(method, uri, headers, &body, &parsed, secret.as_bytes())
         } else {
-            tokio::task::spawn_blocking(verify)
-                .await
-                .map_err(|e| ApiError::internal(&e))?
+            let (method, uri, headers) = (method.clone(), uri.clone(), headers.clone());
+            let authorization = authorization.to_string();
+            tokio::task::spawn_blocking(move || {
+                sign::parse_authorization(&authorization).and_then(|auth| {
+                    sign::verify(&method, &uri, &headers, &body, &auth, secret.as_bytes())
+                })
+            })
+            .await
+            .map_err(|e| ApiError::internal(&e))?
         };
         match result {
             Ok(()) => {
