@@ -9,13 +9,13 @@
 
 use anyhow::{Context, anyhow};
 use clap::Parser;
+use deskfleet_guest::install::verify_package;
 use deskfleet_proto::opamp::{
     self as op, AgentCapabilities, AgentToServer, KeyValue, PackageStatusEnum, ServerToAgent,
     decode_ws_frame, encode_ws_frame,
 };
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use futures_util::{SinkExt, StreamExt};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -144,38 +144,41 @@ fn healthy(name: &str, version: &str) -> op::ComponentHealth {
     }
 }
 
-/// Downloads and verifies an offered package as the guest does. Returns an error code.
+/// Downloads an offered package and verifies it with the guest's own check
+/// (`deskfleet_guest::install::verify_package`). The error is the guest's
+/// `<reason-code>: <reason>`.
 async fn fetch_and_verify(
     shared: &Shared,
     credential: &str,
     p: &op::PackageAvailable,
-) -> Result<(), &'static str> {
-    let file = p.file.as_ref().ok_or("download_failed")?;
+) -> Result<(), String> {
+    let download_failed = |why: &str| format!("download_failed: {why}");
+    let file = p
+        .file
+        .as_ref()
+        .ok_or_else(|| download_failed("the offer has no file"))?;
     let _permit = shared
         .downloads
         .acquire()
         .await
-        .map_err(|_| "download_failed")?;
+        .map_err(|e| download_failed(&e.to_string()))?;
     let response = shared
         .http
         .get(&file.download_url)
         .bearer_auth(credential)
         .send()
         .await
-        .map_err(|_| "download_failed")?;
+        .map_err(|e| download_failed(&e.to_string()))?;
     if !response.status().is_success() {
-        return Err("download_failed");
+        return Err(download_failed(&format!("HTTP {}", response.status())));
     }
-    let bytes = response.bytes().await.map_err(|_| "download_failed")?;
-    let digest = Sha256::digest(&bytes);
-    if digest.as_slice() != file.content_hash.as_slice() {
-        return Err("checksum_mismatch");
-    }
-    let signature = Signature::from_slice(&file.signature).map_err(|_| "bad_signature")?;
-    shared
-        .key
-        .verify(&digest, &signature)
-        .map_err(|_| "bad_signature")
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| download_failed(&e.to_string()))?;
+    verify_package(&bytes, &file.content_hash, &file.signature, &shared.key)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// One simulated desktop: connect, enroll, serve offers; reconnect on loss.
@@ -307,14 +310,13 @@ async fn session(
                     ws.send(send(done)).await?;
                     installed = Some(p.version.clone());
                 }
-                Err(code) => {
-                    let counter = if code == "download_failed" {
+                Err(reason) => {
+                    let counter = if reason.starts_with("download_failed") {
                         &shared.counters.download_failed
                     } else {
                         &shared.counters.verify_failed
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    let reason = format!("{code}: simulated desktop refused the package");
                     ws.send(send(report(
                         PackageStatusEnum::InstallFailed,
                         None,
