@@ -9,9 +9,13 @@
 
 use anyhow::{Context, anyhow};
 use clap::Parser;
+use deskfleet_guest::config::read_trusted_key;
+use deskfleet_guest::host::HostFacts;
 use deskfleet_guest::install::verify_package;
+use deskfleet_guest::protocol::agent_description;
+use deskfleet_guest::state::InstanceUid;
 use deskfleet_proto::opamp::{
-    self as op, AgentCapabilities, AgentToServer, KeyValue, PackageStatusEnum, ServerToAgent,
+    self as op, AgentCapabilities, AgentToServer, PackageStatusEnum, ServerToAgent,
     decode_ws_frame, encode_ws_frame,
 };
 use ed25519_dalek::VerifyingKey;
@@ -70,19 +74,18 @@ struct Shared {
     counters: Counters,
 }
 
-fn description(host: &str, uid: &[u8]) -> op::AgentDescription {
-    op::AgentDescription {
-        identifying_attributes: vec![
-            KeyValue::string("service.name", "deskfleet-fleet-sim"),
-            KeyValue::string("service.instance.id", hex::encode(uid)),
-        ],
-        non_identifying_attributes: vec![
-            KeyValue::string("host.name", host),
-            KeyValue::string("os.type", std::env::consts::OS),
-            KeyValue::string("host.arch", std::env::consts::ARCH),
-            KeyValue::string("host.ip", "127.0.0.1"),
-        ],
-    }
+/// The description a guest on this host would send, built by the guest's own code; each
+/// simulated desktop has its own host name.
+fn description(host: &str, uid: &[u8]) -> anyhow::Result<op::AgentDescription> {
+    let uid =
+        InstanceUid::from_bytes(uid).ok_or_else(|| anyhow!("instance uid must be 16 bytes"))?;
+    let facts = HostFacts {
+        host_name: host.to_string(),
+        os_type: std::env::consts::OS.to_string(),
+        arch: std::env::consts::ARCH.to_string(),
+        ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+    };
+    Ok(agent_description(&uid, &facts))
 }
 
 fn capabilities() -> u64 {
@@ -239,7 +242,7 @@ async fn session(
     let base = AgentToServer {
         instance_uid: uid.clone(),
         capabilities: capabilities(),
-        agent_description: Some(description(host, uid)),
+        agent_description: Some(description(host, uid)?),
         ..Default::default()
     };
     ws.send(send(base)).await?;
@@ -350,15 +353,11 @@ fn summary(shared: &Shared, started: Instant, event: &str) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let text = std::fs::read_to_string(&args.trusted_key).context("reading the trusted key")?;
-    let bytes: [u8; 32] = hex::decode(text.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| anyhow!("the trusted key must be 64 hex characters"))?;
+    let key = read_trusted_key(&args.trusted_key).context("reading the trusted key")?;
     let downloads = tokio::sync::Semaphore::new(args.max_concurrent_downloads.max(1));
     let shared = Arc::new(Shared {
         downloads,
-        key: VerifyingKey::from_bytes(&bytes)?,
+        key,
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(1024)
             .build()?,
