@@ -142,13 +142,7 @@ pub async fn publish_package(
     {
         crate::fleet::packages::load_or_create_signing_key(dir)?
     } else {
-        let text = std::fs::read_to_string(signing_key)
-            .with_context(|| format!("reading {}", signing_key.display()))?;
-        let bytes: [u8; 32] = hex::decode(text.trim())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| anyhow!("{} must hold 64 hex characters", signing_key.display()))?;
-        ed25519_dalek::SigningKey::from_bytes(&bytes)
+        ed25519_dalek::SigningKey::from_bytes(&crate::fleet::packages::read_hex_key(signing_key)?)
     };
     let meta = crate::fleet::packages::sign_archive(&key, name, version, platform, archive, now);
     store.publish_package(&meta, archive).await?;

@@ -33,23 +33,15 @@ pub fn platform(os: &str, arch: &str) -> String {
 /// Loads the signing key of `dir`, creating it (mode 0600) on first use.
 pub fn load_or_create_signing_key(dir: &Path) -> anyhow::Result<SigningKey> {
     let path = dir.join(SIGNING_KEY_FILE);
-    let key = match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let bytes: [u8; 32] = hex::decode(text.trim())
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| anyhow!("{} must hold 64 hex characters", path.display()))?;
-            SigningKey::from_bytes(&bytes)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-            crate::bootstrap::write_private(
-                &path,
-                format!("{}\n", hex::encode(key.to_bytes())).as_bytes(),
-            )?;
-            key
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    let key = if path.exists() {
+        SigningKey::from_bytes(&read_hex_key(&path)?)
+    } else {
+        let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+        crate::bootstrap::write_private(
+            &path,
+            format!("{}\n", hex::encode(key.to_bytes())).as_bytes(),
+        )?;
+        key
     };
     std::fs::write(
         dir.join(PUBLIC_KEY_FILE),
@@ -59,15 +51,19 @@ pub fn load_or_create_signing_key(dir: &Path) -> anyhow::Result<SigningKey> {
     Ok(key)
 }
 
-/// Reads a public key file (64 hex characters).
-pub fn read_public_key(path: &Path) -> anyhow::Result<VerifyingKey> {
+/// Reads a key file: 32 bytes written as 64 hex characters.
+pub fn read_hex_key(path: &Path) -> anyhow::Result<[u8; 32]> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let bytes: [u8; 32] = hex::decode(text.trim())
+    hex::decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| anyhow!("{} must hold 64 hex characters", path.display()))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))
+        .ok_or_else(|| anyhow!("{} must hold 64 hex characters", path.display()))
+}
+
+/// Reads a public key file (64 hex characters).
+pub fn read_public_key(path: &Path) -> anyhow::Result<VerifyingKey> {
+    VerifyingKey::from_bytes(&read_hex_key(path)?).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
 /// Builds the package archive of an agent binary: `NAME` (0755) and `manifest.json`.
