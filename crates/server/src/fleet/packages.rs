@@ -14,7 +14,7 @@ use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// The package name of the monitoring agent.
 pub const MONITOR: &str = "deskfleet-monitor";
@@ -212,9 +212,6 @@ impl PackageCache {
         Ok(Some(entry))
     }
 }
-
-/// Shared handle used by the app state.
-pub type SharedPackageCache = Arc<PackageCache>;
 
 #[cfg(test)]
 mod tests {
