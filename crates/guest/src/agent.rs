@@ -30,6 +30,7 @@ use crate::install::{
 use crate::protocol::{self, Directives, MessageBuilder, ServerError, Status};
 use crate::state::{GuestState, InstalledPackage, StateError, StateStore};
 use crate::supervise::{MonitorEvent, SuperviseSettings, Supervisor};
+use crate::tls::Transport;
 
 /// How long a starting guest waits for the monitor's first health line before its
 /// first connection, so that the first message already says whether the monitor runs.
@@ -45,11 +46,13 @@ pub enum GuestError {
     #[error(transparent)]
     State(#[from] StateError),
     #[error(
-        "no desktop credential is stored in {0} and no enrollment token was given (--enrollment-token or DESKFLEET_ENROLLMENT_TOKEN)"
+        "no desktop credential is stored in {0} and no enrollment token was given (--enrollment-token-file, DESKFLEET_ENROLLMENT_TOKEN or --enrollment-token)"
     )]
     NoEnrollmentToken(PathBuf),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Runs the guest until `shutdown` is cancelled: connects, reconnects forever, installs
@@ -59,6 +62,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Gues
     let mut agent = Agent::start(config).await?;
     agent.wait_for_first_health(&shutdown).await;
     let url = agent.config.opamp_url();
+    let transport = agent.transport.clone();
     let mut backoff = Backoff::new(agent.config.reconnect);
     let mut immediate_reconnects = 0;
     while !shutdown.is_cancelled() {
@@ -66,7 +70,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Gues
         tracing::debug!(url = %url, with_credential = agent.state.credential.is_some(), "connecting");
         let connected = tokio::select! {
             _ = shutdown.cancelled() => break,
-            connected = connection::connect(&url, bearer.expose_secret()) => connected,
+            connected = connection::connect(&url, bearer.expose_secret(), &transport) => connected,
         };
         let delay = match connected {
             Ok(ws) => {
@@ -161,6 +165,7 @@ struct InstallTask {
 
 pub(crate) struct Agent {
     config: Config,
+    transport: Transport,
     store: StateStore,
     state: GuestState,
     host: HostFacts,
@@ -213,10 +218,9 @@ impl Agent {
         if state.credential.is_none() && config.enrollment_token.is_none() {
             return Err(GuestError::NoEnrollmentToken(config.state_dir.clone()));
         }
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(15))
-            .user_agent(concat!("deskfleet-guest/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        // One TLS configuration for the WebSocket and the downloads.
+        let transport = Transport::new(&config)?;
+        let client = transport.http_client()?;
         let installer = Installer {
             client,
             install_root: config.install_root.clone(),
@@ -232,6 +236,7 @@ impl Agent {
         let (install_tx, install_rx) = mpsc::channel(64);
         let (monitor_tx, monitor_rx) = mpsc::channel(64);
         let mut agent = Agent {
+            transport,
             builder: MessageBuilder::new(state.instance_uid),
             heartbeat: config.heartbeat,
             store,

@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use deskfleet_proto::enrollment::{EnrollmentToken, Fingerprint};
 use ed25519_dalek::VerifyingKey;
 use reqwest::Url;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::backoff::BackoffPolicy;
 use crate::host::HostFacts;
@@ -35,16 +36,31 @@ pub enum ConfigError {
     },
     #[error("trusted key: {0}")]
     TrustedKey(String),
+    #[error("enrollment token: {0}")]
+    EnrollmentToken(#[from] deskfleet_proto::enrollment::TokenError),
+    #[error("cannot read the enrollment token file {path}: {source}")]
+    ReadEnrollmentToken {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Everything [`crate::run`] needs. Build it with [`Config::new`] and adjust the public
 /// fields (tests shorten the timeouts and backoffs).
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The server's base URL (`http://host:port`, optionally with a path prefix).
+    /// The server's base URL (`https://host:port`, optionally with a path prefix).
     pub server: Url,
-    /// The project's enrollment token (`DFE1…`); needed only until a credential is stored.
+    /// The secret part of the project's enrollment token (`DFE1…`, without the CA
+    /// fingerprint): the bearer credential until the desktop has its own.
     pub enrollment_token: Option<SecretString>,
+    /// The CA fingerprint the enrollment token carried (`DFE1….<sha256>`): pins the
+    /// server's CA on first contact when nothing else says whom to trust.
+    pub ca_fingerprint: Option<Fingerprint>,
+    /// Trust the certificates of this PEM file for the server (`--ca-cert`).
+    pub ca_cert: Option<PathBuf>,
+    /// Talk to an `http://` server (`--allow-insecure-http`); refused otherwise.
+    pub allow_insecure_http: bool,
     /// The server's package-signing key: nothing it did not sign is ever run.
     pub trusted_key: VerifyingKey,
     /// Holds `state.json` (identity, credential, installed package).
@@ -67,7 +83,8 @@ pub struct Config {
 
 impl Config {
     /// Settings with every default: install root `state_dir/agents`, heartbeat 30 s,
-    /// monitor interval 10 s, backoffs 1 s..60 s ±50 %.
+    /// monitor interval 10 s, backoffs 1 s..60 s ±50 %, plain http refused. The
+    /// enrollment token is split into its secret and its CA fingerprint.
     pub fn new(
         server: &str,
         enrollment_token: Option<SecretString>,
@@ -76,9 +93,15 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let state_dir = state_dir.into();
         let server = parse_server_url(server)?;
+        let token = enrollment_token
+            .map(|token| EnrollmentToken::parse(token.expose_secret()))
+            .transpose()?;
         Ok(Config {
             server,
-            enrollment_token,
+            ca_fingerprint: token.as_ref().and_then(|t| t.ca_fingerprint),
+            enrollment_token: token.map(|t| SecretString::from(t.secret)),
+            ca_cert: None,
+            allow_insecure_http: false,
             trusted_key,
             install_root: state_dir.join("agents"),
             state_dir,
@@ -108,11 +131,6 @@ pub fn parse_server_url(server: &str) -> Result<Url, ConfigError> {
     if !matches!(url.scheme(), "http" | "https" | "ws" | "wss") {
         return Err(bad("the scheme must be http or https"));
     }
-    if matches!(url.scheme(), "https" | "wss") && !cfg!(feature = "tls") {
-        return Err(bad(
-            "this guest was built without TLS support (cargo feature `tls`)",
-        ));
-    }
     if url.host_str().is_none() {
         return Err(bad("no host"));
     }
@@ -134,6 +152,17 @@ pub fn opamp_url(server: &Url) -> Url {
     let prefix = server.path().trim_end_matches('/');
     url.set_path(&format!("{prefix}{}", deskfleet_proto::opamp::DEFAULT_PATH));
     url
+}
+
+/// Reads an enrollment token from a file (`--enrollment-token-file`): the first line,
+/// without surrounding whitespace.
+pub fn read_enrollment_token(path: &Path) -> Result<SecretString, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::ReadEnrollmentToken {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(SecretString::from(text.trim().to_owned()))
 }
 
 /// Reads a file holding the ed25519 public key as 64 hex characters.
@@ -180,13 +209,7 @@ mod tests {
         for (base, want) in cases {
             let url = Url::parse(base).unwrap();
             assert_eq!(opamp_url(&url).as_str(), want, "{base}");
-            // A TLS URL is refused up front by a guest built without TLS.
-            let plain = base.starts_with("http:") || base.starts_with("ws:");
-            assert_eq!(
-                parse_server_url(base).is_ok(),
-                plain || cfg!(feature = "tls"),
-                "{base}"
-            );
+            assert!(parse_server_url(base).is_ok(), "{base}");
         }
     }
 
@@ -195,6 +218,22 @@ mod tests {
         for bad in ["ftp://h", "not a url", "http://h/?a=1", "unix:/tmp/s"] {
             assert!(parse_server_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_token_is_split_into_bearer_secret_and_fingerprint() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let hash = "ab".repeat(32);
+        let token = SecretString::from(format!("DFE1secret.{hash}"));
+        let config = Config::new("https://h:1", Some(token), key, "/tmp/x").unwrap();
+        assert_eq!(
+            config.enrollment_token.unwrap().expose_secret(),
+            "DFE1secret"
+        );
+        assert_eq!(config.ca_fingerprint, Some([0xab; 32]));
+        assert!(!config.allow_insecure_http);
+        let bad = SecretString::from("DFE1secret.nothex".to_owned());
+        assert!(Config::new("https://h:1", Some(bad), key, "/tmp/x").is_err());
     }
 
     #[test]

@@ -17,14 +17,15 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Agent, Handled};
 use crate::backoff::parse_retry_after;
+use crate::tls::Transport;
 
 /// The upgrade (TCP connect, TLS, HTTP handshake) must finish within this.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+pub const CONNECT_TIMEOUT: Duration = crate::tls::CONNECT_TIMEOUT;
 
 /// How long the goodbye waits for the server to acknowledge `agent_disconnect`.
 pub const GOODBYE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -61,8 +62,14 @@ impl ConnectError {
     }
 }
 
-/// Opens the OpAMP WebSocket with `Authorization: Bearer <secret>`.
-pub async fn connect(url: &Url, bearer: &str) -> Result<WsStream, ConnectError> {
+/// Opens the OpAMP WebSocket with `Authorization: Bearer <secret>`, over TLS with the
+/// transport's configuration for `wss://`. A server that fails verification never sees
+/// the request (nor the credential).
+pub async fn connect(
+    url: &Url,
+    bearer: &str,
+    transport: &Transport,
+) -> Result<WsStream, ConnectError> {
     let mut request = url
         .as_str()
         .into_client_request()
@@ -73,10 +80,20 @@ pub async fn connect(url: &Url, bearer: &str) -> Result<WsStream, ConnectError> 
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
-    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    let connector = transport.tls_config().map(Connector::Rustls);
+    if connector.is_none() && url.scheme() == "wss" {
+        return Err(ConnectError::Request(
+            "wss:// without a TLS configuration".into(),
+        ));
+    }
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector);
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Err(_) => Err(ConnectError::Timeout),
-        Ok(Ok((ws, _response))) => Ok(ws),
+        Ok(Ok((ws, _response))) => {
+            transport.keep_pinned_ca().await;
+            Ok(ws)
+        }
         Ok(Err(tungstenite::Error::Http(response))) => {
             let status = response.status();
             let retry_after = matches!(

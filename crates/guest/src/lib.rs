@@ -22,6 +22,10 @@
 //! [`deskfleet_proto::opamp::ServerToAgent`], verifying a package) are plain functions so
 //! that a load generator can drive many simulated guests without the IO around them.
 //!
+//! - **Talks only to its server**: https and wss through one rustls configuration
+//!   ([`tls`]); the server's CA comes from `--ca-cert`, from the state directory, or is
+//!   pinned by the fingerprint the enrollment token carries; plain http only when asked.
+//!
 //! It reaches the server over the wire only: it must not depend on the server, store or
 //! core crates. It links `deskfleet-monitor` for the `Report` line types alone. Tracing is
 //! set up by the binary, never here.
@@ -36,6 +40,7 @@ pub mod state;
 pub mod supervise;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod tls;
 
 mod agent;
 

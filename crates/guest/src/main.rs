@@ -16,12 +16,27 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(name = "deskfleet-guest", version)]
 struct Args {
-    /// The server's base URL, e.g. http://127.0.0.1:8087.
+    /// The server's base URL, e.g. https://fleet.example:8087 (the content of the
+    /// server's DATA_DIR/endpoint.url).
     #[arg(long)]
     server: String,
-    /// The project's enrollment token (DFE1...). Needed until this desktop has a credential.
+    /// File holding the project's enrollment token (DFE1...). Needed until this desktop
+    /// has a credential. The token may also come from the environment variable
+    /// DESKFLEET_ENROLLMENT_TOKEN.
+    #[arg(long, value_name = "FILE", conflicts_with = "enrollment_token")]
+    enrollment_token_file: Option<PathBuf>,
+    /// The project's enrollment token on the command line. Any local user can read it
+    /// (ps, /proc): prefer --enrollment-token-file or DESKFLEET_ENROLLMENT_TOKEN.
     #[arg(long, env = "DESKFLEET_ENROLLMENT_TOKEN", hide_env_values = true)]
     enrollment_token: Option<String>,
+    /// PEM file with the CA certificate(s) to trust for the server. Without it the
+    /// guest trusts the CA it kept in STATE_DIR/server-ca.pem, else the CA whose
+    /// fingerprint the enrollment token carries, else the system's roots.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// Talk to an http:// server: the credential then crosses the network unencrypted.
+    #[arg(long)]
+    allow_insecure_http: bool,
     /// File holding the server's package-signing ed25519 public key (64 hex characters).
     #[arg(long, value_name = "PUBKEY_FILE")]
     trusted_key: PathBuf,
@@ -64,14 +79,16 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let trusted_key = deskfleet_guest::config::read_trusted_key(&args.trusted_key)?;
-    let mut config = Config::new(
-        &args.server,
-        args.enrollment_token
+    let token = match &args.enrollment_token_file {
+        Some(path) => Some(deskfleet_guest::config::read_enrollment_token(path)?),
+        None => args
+            .enrollment_token
             .filter(|t| !t.trim().is_empty())
             .map(SecretString::from),
-        trusted_key,
-        &args.state_dir,
-    )?;
+    };
+    let mut config = Config::new(&args.server, token, trusted_key, &args.state_dir)?;
+    config.ca_cert = args.ca_cert;
+    config.allow_insecure_http = args.allow_insecure_http;
     if let Some(root) = args.install_root {
         config.install_root = root;
     }

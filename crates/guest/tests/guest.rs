@@ -1,9 +1,14 @@
 //! The guest against a fake OpAMP server (axum, in this process): enrollment, reconnect
 //! with the credential, a real install of a signed package with a stand-in monitor,
 //! refusal of unverified packages, `Retry-After`, and a restart that does not enroll
-//! again. The end-to-end tests against the real server live elsewhere.
+//! again; and how the guest trusts the server: the CA pinned by the enrollment token's
+//! fingerprint and kept, `--ca-cert`, refusal of a server whose chain does not match,
+//! refusal of plain http. The fake server speaks https with its own CA, as the real one
+//! does. The end-to-end tests against the real server live elsewhere.
 
 #![cfg(unix)]
+
+mod pki;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +26,7 @@ use deskfleet_guest::Config;
 use deskfleet_guest::backoff::BackoffPolicy;
 use deskfleet_guest::host::HostFacts;
 use deskfleet_guest::testing::{self, SignedPackage};
+use deskfleet_guest::tls::ServerTrust;
 use deskfleet_proto::opamp::{
     AgentToServer, ConnectionSettingsOffers, ConnectionSettingsStatuses, Header, Headers,
     OpAmpConnectionSettings, PackageStatusEnum, ServerToAgent, decode_ws_frame, encode_ws_frame,
@@ -52,16 +58,25 @@ struct Shared {
     /// Upgrades still to refuse with 503 + `Retry-After: 1`.
     refuse: AtomicUsize,
     attempts: Mutex<Vec<Instant>>,
+    /// TLS handshakes the client broke off (it refused the server's certificate).
+    failed_handshakes: Arc<AtomicUsize>,
 }
 
 struct FakeServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
     seen: mpsc::UnboundedReceiver<Seen>,
+    /// `None`: plain http.
+    pki: Option<pki::Pki>,
 }
 
 impl FakeServer {
+    /// An https server whose leaf is valid for 127.0.0.1 and localhost.
     async fn start() -> FakeServer {
+        FakeServer::start_with(Some(pki::Pki::new(&["127.0.0.1", "localhost"]))).await
+    }
+
+    async fn start_with(pki: Option<pki::Pki>) -> FakeServer {
         let (tx, seen) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::default());
         *shared.from_guest.lock().unwrap() = Some(tx);
@@ -71,12 +86,36 @@ impl FakeServer {
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        FakeServer { addr, shared, seen }
+        tokio::spawn(pki::serve(
+            listener,
+            pki.as_ref().map(|p| p.acceptor.clone()),
+            app,
+            shared.failed_handshakes.clone(),
+        ));
+        FakeServer {
+            addr,
+            shared,
+            seen,
+            pki,
+        }
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.pki.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    fn pki(&self) -> &pki::Pki {
+        self.pki.as_ref().expect("an https server")
+    }
+
+    /// The enrollment token with this server's CA fingerprint, as the admin command
+    /// prints it.
+    fn token(&self) -> String {
+        match &self.pki {
+            Some(pki) => format!("{TOKEN}.{}", pki.fingerprint()),
+            None => TOKEN.to_owned(),
+        }
     }
 
     fn send(&self, msg: ServerToAgent) {
@@ -131,7 +170,7 @@ impl FakeServer {
     }
 
     fn offer(&self, uid: &[u8], package: &SignedPackage, version: &str) {
-        let url = format!("http://{}/packages/monitor.tar.gz", self.addr);
+        let url = format!("{}/packages/monitor.tar.gz", self.url());
         self.send(testing::offer_message(uid, package, version, &url));
     }
 }
@@ -205,11 +244,12 @@ fn config(server: &FakeServer, dir: &Path, key_seed: u8) -> Config {
     let trusted = testing::signing_key(key_seed).verifying_key();
     let mut config = Config::new(
         &server.url(),
-        Some(SecretString::from(TOKEN)),
+        Some(SecretString::from(server.token())),
         trusted,
         dir.join("state"),
     )
     .unwrap();
+    config.allow_insecure_http = server.pki.is_none();
     let quick = BackoffPolicy {
         initial: Duration::from_millis(50),
         max: Duration::from_millis(200),
@@ -562,7 +602,11 @@ async fn download_errors_are_download_failed_and_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("agents");
     let installer = Installer {
-        client: reqwest::Client::new(),
+        client: ServerTrust::Pinned(server.pki().ca_der_fingerprint())
+            .client()
+            .unwrap()
+            .http_client("test")
+            .unwrap(),
         install_root: root.clone(),
         trusted_key: testing::signing_key(9).verifying_key(),
     };
@@ -585,4 +629,147 @@ async fn download_errors_are_download_failed_and_leave_nothing() {
             .collect();
         assert!(left.is_empty(), "{url}: left {left:?}");
     }
+}
+
+/// The CA file the guest keeps in its state directory.
+fn kept_ca(dir: &Path) -> PathBuf {
+    dir.join("state").join(deskfleet_guest::tls::SERVER_CA_FILE)
+}
+
+/// Waits until the fake server has seen `n` broken-off TLS handshakes.
+async fn refused_handshakes(server: &FakeServer, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while server.shared.failed_handshakes.load(Ordering::SeqCst) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the guest never tried to connect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_ca_pinned_by_the_token_is_kept_and_trusted_on_the_next_start() {
+    let mut server = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (shutdown, guest) = spawn_guest(config(&server, dir.path(), 9));
+    // Only the secret goes out as the bearer, never the fingerprint.
+    assert_eq!(server.expect_connect().await, format!("Bearer {TOKEN}"));
+    let hello = server.expect_message().await;
+    server.send(credential_reply(&hello.instance_uid));
+    server.until(|m| m.agent_disconnect.is_some()).await;
+    assert_eq!(
+        server.expect_connect().await,
+        format!("Bearer {CREDENTIAL}")
+    );
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+
+    let kept = kept_ca(dir.path());
+    let certs = deskfleet_guest::tls::read_certificates(&kept).unwrap();
+    assert_eq!(certs, vec![server.pki().ca_der.clone()]);
+    let mode = std::fs::metadata(&kept).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    // Restarted with neither token nor fingerprint: the kept CA is the trust anchor.
+    let mut again = config(&server, dir.path(), 9);
+    again.enrollment_token = None;
+    again.ca_fingerprint = None;
+    let (shutdown, guest) = spawn_guest(again);
+    assert_eq!(
+        server.expect_connect().await,
+        format!("Bearer {CREDENTIAL}")
+    );
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+    assert_eq!(server.shared.failed_handshakes.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_server_whose_chain_lacks_the_pinned_ca_is_refused_before_the_token_is_sent() {
+    let mut server = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&server, dir.path(), 9);
+    // The token of another server: its CA is not in this server's chain.
+    let other = pki::Pki::new(&["127.0.0.1"]);
+    config.ca_fingerprint = Some(other.ca_der_fingerprint());
+    let (shutdown, guest) = spawn_guest(config);
+    refused_handshakes(&server, 2).await;
+    assert!(
+        server.seen.try_recv().is_err(),
+        "the guest must not talk to a server it cannot verify"
+    );
+    assert!(server.shared.attempts.lock().unwrap().is_empty());
+    assert!(!kept_ca(dir.path()).exists());
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+    assert!(state_json(dir.path())["credential"].is_null());
+}
+
+#[tokio::test]
+async fn a_leaf_for_another_name_is_refused_even_under_the_pinned_ca() {
+    // The right CA, but a leaf that is not valid for 127.0.0.1.
+    let mut server = FakeServer::start_with(Some(pki::Pki::new(&["fleet.example.test"]))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (shutdown, guest) = spawn_guest(config(&server, dir.path(), 9));
+    refused_handshakes(&server, 2).await;
+    assert!(server.seen.try_recv().is_err());
+    assert!(!kept_ca(dir.path()).exists());
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_ca_file_is_trusted_and_another_ca_file_is_not() {
+    let mut server = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // The wrong CA file wins over the token's (right) fingerprint: refused.
+    let other = pki::Pki::new(&["127.0.0.1"]);
+    let wrong = dir.path().join("other-ca.pem");
+    std::fs::write(&wrong, &other.ca_pem).unwrap();
+    let mut config_wrong = config(&server, dir.path(), 9);
+    config_wrong.ca_cert = Some(wrong);
+    let (shutdown, guest) = spawn_guest(config_wrong);
+    refused_handshakes(&server, 1).await;
+    assert!(server.seen.try_recv().is_err());
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+
+    // The server's CA file, and a token without a fingerprint.
+    let right = dir.path().join("ca.pem");
+    std::fs::write(&right, &server.pki().ca_pem).unwrap();
+    let mut config_right = config(&server, dir.path(), 9);
+    config_right.ca_fingerprint = None;
+    config_right.ca_cert = Some(right);
+    let (shutdown, guest) = spawn_guest(config_right);
+    assert_eq!(server.expect_connect().await, format!("Bearer {TOKEN}"));
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+    // Nothing was pinned: the CA came from the operator's file.
+    assert!(!kept_ca(dir.path()).exists());
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_unless_allowed() {
+    let mut server = FakeServer::start_with(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut refused = config(&server, dir.path(), 9);
+    refused.allow_insecure_http = false;
+    let error = deskfleet_guest::run(refused, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("--allow-insecure-http"),
+        "{error}"
+    );
+    assert!(server.seen.try_recv().is_err());
+
+    let (shutdown, guest) = spawn_guest(config(&server, dir.path(), 9));
+    assert_eq!(server.expect_connect().await, format!("Bearer {TOKEN}"));
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
 }

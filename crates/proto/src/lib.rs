@@ -7,11 +7,13 @@
 //! - [`opamp`]: the OpAMP agent-management messages (`prost`) and their WebSocket and
 //!   HTTP framing.
 //! - [`sign`]: the `SDK-HMAC-SHA256` request signature, both sides (sign and verify).
+//! - [`enrollment`]: the enrollment token's format (secret and CA fingerprint).
 //!
 //! Invariant: this crate is pure data and pure functions. It must not depend on tokio,
 //! axum, sqlx or any other runtime, so that every other crate (server, client, guest)
 //! can share it without dragging a runtime along.
 
+pub mod enrollment;
 pub mod error;
 pub mod iam;
 pub mod opamp;

@@ -19,6 +19,8 @@ pub mod fleet;
 pub mod routes;
 pub mod settings;
 pub mod wire;
+// The CA fingerprint that enrollment tokens carry.
+pub mod tls_fingerprint;
 
 use anyhow::Context;
 use deskfleet_core::clock::{Clock, SystemClock};
