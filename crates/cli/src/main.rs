@@ -3,7 +3,7 @@
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use deskfleet_client::{Client, Credentials};
+use deskfleet_client::{Client, ClientOptions, Credentials};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,9 +15,19 @@ use std::time::Duration;
     about = "Install agents on desktop fleets"
 )]
 struct Cli {
-    /// Server URL, e.g. http://127.0.0.1:8087 (default: from DATA_DIR/listen.addr).
+    /// Server URL, e.g. https://fleet.example:8087 (default: DATA_DIR/endpoint.url).
     #[arg(long, env = "DESKFLEET_ENDPOINT", global = true)]
     endpoint: Option<String>,
+    /// PEM file with CA certificates to trust for the server, besides the system's
+    /// roots (default: DATA_DIR/ca.pem when there is one).
+    #[arg(long, env = "DESKFLEET_CA_CERT", value_name = "FILE", global = true)]
+    ca_cert: Option<PathBuf>,
+    /// Send credentials over plain http to a host that is not a loopback address.
+    #[arg(long, global = true)]
+    allow_insecure_http: bool,
+    /// Seconds a request may take, connection included.
+    #[arg(long, default_value_t = 60, global = true)]
+    timeout_secs: u64,
     #[arg(long, env = "DESKFLEET_PROJECT_ID", global = true)]
     project: Option<String>,
     #[arg(long, env = "DESKFLEET_ACCESS_KEY", global = true)]
@@ -29,7 +39,8 @@ struct Cli {
         global = true
     )]
     secret_key: Option<String>,
-    /// Use the credentials and endpoint of a server data directory (bootstrap.json).
+    /// Use the credentials, endpoint and CA of a server data directory (bootstrap.json,
+    /// endpoint.url, ca.pem).
     #[arg(long, env = "DESKFLEET_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
     #[command(subcommand)]
@@ -95,12 +106,25 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
     };
     let endpoint = match (&cli.endpoint, &cli.data_dir) {
         (Some(e), _) => e.clone(),
-        (None, Some(dir)) => format!(
-            "http://{}",
-            std::fs::read_to_string(dir.join("listen.addr"))?.trim()
-        ),
+        (None, Some(dir)) => endpoint_of(dir)?,
         (None, None) => bail!("give --endpoint (or DESKFLEET_ENDPOINT) or --data-dir"),
     };
+    let ca_cert = cli.ca_cert.clone().or_else(|| {
+        cli.data_dir
+            .as_ref()
+            .map(|dir| dir.join("ca.pem"))
+            .filter(|path| path.is_file())
+    });
+    let mut options = ClientOptions {
+        allow_insecure_http: cli.allow_insecure_http,
+        connect_timeout: deskfleet_client::DEFAULT_CONNECT_TIMEOUT
+            .min(Duration::from_secs(cli.timeout_secs)),
+        timeout: Duration::from_secs(cli.timeout_secs),
+        ..ClientOptions::default()
+    };
+    if let Some(path) = &ca_cert {
+        options = options.with_ca_file(path)?;
+    }
     let pick = |flag: &Option<String>, from: fn(&BootstrapFile) -> &String, name: &str| {
         flag.clone()
             .or_else(|| bootstrap.as_ref().map(|b| from(b).clone()))
@@ -109,14 +133,36 @@ fn client(cli: &Cli) -> anyhow::Result<Client> {
     let project = pick(&cli.project, |b| &b.project_id, "project")?;
     let access_key = pick(&cli.access_key, |b| &b.access_key, "access-key")?;
     let secret_key = pick(&cli.secret_key, |b| &b.secret_key, "secret-key")?;
-    Ok(Client::new(
+    let client = Client::with_options(
         &endpoint,
         &project,
         Credentials::AkSk {
             access_key,
             secret_key,
         },
-    )?)
+        &options,
+    );
+    match client {
+        Err(deskfleet_client::ClientError::InsecureHttp(url)) => bail!(
+            "refusing plain http to {url}: the signed requests would cross the network unencrypted; use https, or pass --allow-insecure-http"
+        ),
+        other => Ok(other?),
+    }
+}
+
+/// The server's base URL from its data directory: `endpoint.url` (written by the
+/// server with its scheme), else `listen.addr` of a server that predates it (plain http).
+fn endpoint_of(dir: &std::path::Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(dir.join("endpoint.url")) {
+        Ok(url) => Ok(url.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let path = dir.join("listen.addr");
+            let addr = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {} (no endpoint.url)", path.display()))?;
+            Ok(format!("http://{}", addr.trim()))
+        }
+        Err(e) => Err(e).context(format!("reading {}", dir.join("endpoint.url").display())),
+    }
 }
 
 fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {

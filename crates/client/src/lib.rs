@@ -3,6 +3,12 @@
 //! It signs every `/v2` request exactly as the official SDKs do (`SDK-HMAC-SHA256` with
 //! `X-Project-Id`, via [`deskfleet_proto::sign`]) or sends an `X-Auth-Token`. It talks to
 //! the server over the wire only and must not depend on server, store or core crates.
+//!
+//! Transport ([`ClientOptions`]): https with rustls, trusting the system's roots plus an
+//! optional CA bundle (the server's private CA, `DATA_DIR/ca.pem`). Plain `http://` is
+//! refused unless the host is a loopback address (the credentials never leave the
+//! machine) or the caller allows it (`--allow-insecure-http`). Every request has a
+//! connect timeout and an overall timeout.
 
 use deskfleet_proto::error::ErrorBody;
 use deskfleet_proto::iam;
@@ -12,6 +18,14 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::time::Duration;
+
+/// TCP connect and TLS handshake must finish within this, by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A whole request (answer and body included) must finish within this, by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Path-segment encoding: everything but the unreserved characters.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -52,6 +66,12 @@ pub enum ClientError {
     Transport(#[from] reqwest::Error),
     #[error("bad endpoint: {0}")]
     Endpoint(String),
+    #[error(
+        "refusing plain http to {0}: credentials would cross the network unencrypted (use https, or allow insecure http explicitly)"
+    )]
+    InsecureHttp(String),
+    #[error("CA certificates: {0}")]
+    Ca(String),
     #[error("unexpected response: {0}")]
     Decode(String),
 }
@@ -80,6 +100,81 @@ pub struct RawResponse {
     pub body: Vec<u8>,
 }
 
+/// How the client reaches the server: whom it trusts, whether plain http is allowed,
+/// and its timeouts.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// PEM certificates to trust in addition to the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Allow `http://` to hosts that are not loopback addresses.
+    pub allow_insecure_http: bool,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            ca_pem: None,
+            allow_insecure_http: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+impl ClientOptions {
+    /// Trusts the certificates of a PEM file (besides the system's roots).
+    pub fn with_ca_file(mut self, path: &Path) -> Result<Self, ClientError> {
+        let pem = std::fs::read(path)
+            .map_err(|e| ClientError::Ca(format!("reading {}: {e}", path.display())))?;
+        self.ca_pem = Some(pem);
+        Ok(self)
+    }
+
+    /// Refuses `http://` to a host that is not loopback, unless allowed.
+    pub fn check_endpoint(&self, endpoint: &Url) -> Result<(), ClientError> {
+        match endpoint.scheme() {
+            "https" => Ok(()),
+            "http" if self.allow_insecure_http || is_loopback(endpoint) => Ok(()),
+            "http" => Err(ClientError::InsecureHttp(endpoint.to_string())),
+            other => Err(ClientError::Endpoint(format!(
+                "{endpoint}: the scheme must be https (or http), not {other}"
+            ))),
+        }
+    }
+
+    /// A reqwest client with these roots and timeouts.
+    pub fn http_client(&self) -> Result<reqwest::Client, ClientError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.timeout);
+        if let Some(pem) = &self.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ClientError::Ca(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(ClientError::Ca("no certificate in the CA file".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(builder.build()?)
+    }
+}
+
+/// `localhost`, `127.0.0.0/8` and `::1`: traffic that never leaves the machine.
+pub fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -90,14 +185,25 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client with the default [`ClientOptions`] (system roots, default timeouts).
     pub fn new(
         endpoint: &str,
         project_id: &str,
         credentials: Credentials,
     ) -> Result<Self, ClientError> {
+        Self::with_options(endpoint, project_id, credentials, &ClientOptions::default())
+    }
+
+    pub fn with_options(
+        endpoint: &str,
+        project_id: &str,
+        credentials: Credentials,
+        options: &ClientOptions,
+    ) -> Result<Self, ClientError> {
         let endpoint = Url::parse(endpoint).map_err(|e| ClientError::Endpoint(e.to_string()))?;
+        options.check_endpoint(&endpoint)?;
         Ok(Self {
-            http: reqwest::Client::new(),
+            http: options.http_client()?,
             endpoint,
             project_id: project_id.to_string(),
             credentials,
@@ -332,6 +438,26 @@ pub async fn create_token(
     password: &str,
     project_id: &str,
 ) -> Result<(String, iam::TokenResponse), ClientError> {
+    create_token_with(
+        &ClientOptions::default(),
+        endpoint,
+        domain_name,
+        user_name,
+        password,
+        project_id,
+    )
+    .await
+}
+
+/// [`create_token`] with the given transport options.
+pub async fn create_token_with(
+    options: &ClientOptions,
+    endpoint: &str,
+    domain_name: &str,
+    user_name: &str,
+    password: &str,
+    project_id: &str,
+) -> Result<(String, iam::TokenResponse), ClientError> {
     let body = iam::TokenRequest {
         auth: iam::Auth {
             identity: iam::Identity {
@@ -359,7 +485,8 @@ pub async fn create_token(
     let url = Url::parse(endpoint)
         .and_then(|u| u.join("/v3/auth/tokens"))
         .map_err(|e| ClientError::Endpoint(e.to_string()))?;
-    let response = reqwest::Client::new().post(url).json(&body).send().await?;
+    options.check_endpoint(&url)?;
+    let response = options.http_client()?.post(url).json(&body).send().await?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.bytes().await?.to_vec();
@@ -374,4 +501,60 @@ pub async fn create_token(
     })?;
     let token = token.ok_or_else(|| ClientError::Decode("no X-Subject-Token header".into()))?;
     Ok((token, parsed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_refused_unless_loopback_or_allowed() {
+        let options = ClientOptions::default();
+        for ok in [
+            "https://fleet.example",
+            "http://127.0.0.1:8087",
+            "http://127.3.2.1",
+            "http://[::1]:1",
+            "http://localhost:8087",
+        ] {
+            assert!(
+                options.check_endpoint(&Url::parse(ok).unwrap()).is_ok(),
+                "{ok}"
+            );
+        }
+        for refused in [
+            "http://fleet.example",
+            "http://10.0.0.1:8087",
+            "http://[::2]",
+        ] {
+            let url = Url::parse(refused).unwrap();
+            assert!(
+                matches!(
+                    options.check_endpoint(&url),
+                    Err(ClientError::InsecureHttp(_))
+                ),
+                "{refused}"
+            );
+            let allowed = ClientOptions {
+                allow_insecure_http: true,
+                ..ClientOptions::default()
+            };
+            assert!(allowed.check_endpoint(&url).is_ok(), "{refused}");
+        }
+        assert!(
+            options
+                .check_endpoint(&Url::parse("ftp://h").unwrap())
+                .is_err()
+        );
+        assert!(Client::new("http://fleet.example", "p", Credentials::Token("t".into())).is_err());
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_an_error() {
+        let options = ClientOptions {
+            ca_pem: Some(b"not a certificate".to_vec()),
+            ..ClientOptions::default()
+        };
+        assert!(matches!(options.http_client(), Err(ClientError::Ca(_))));
+    }
 }

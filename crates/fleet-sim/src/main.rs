@@ -4,16 +4,22 @@
 //! signature against the trusted key exactly as the guest does, and reports the install
 //! steps and the agent's health. Nothing is executed. Used by `bench/fleet/run.sh`.
 //!
+//! It trusts the server exactly as the guest does, with the guest's own TLS code
+//! (`deskfleet_guest::tls`): `--ca-cert`, else the CA fingerprint of the enrollment
+//! token (pinning), else the system's roots; plain http only with `--allow-insecure-http`.
+//!
 //! It prints one JSON line when every desktop is connected (`{"event":"connected",...}`)
 //! and a summary on SIGINT/SIGTERM or when `--duration-secs` ends.
 
 use anyhow::{Context, anyhow};
 use clap::Parser;
-use deskfleet_guest::config::read_trusted_key;
+use deskfleet_guest::config::{opamp_url, parse_server_url, read_trusted_key};
 use deskfleet_guest::host::HostFacts;
 use deskfleet_guest::install::verify_package;
 use deskfleet_guest::protocol::agent_description;
 use deskfleet_guest::state::InstanceUid;
+use deskfleet_guest::tls::{self, CONNECT_TIMEOUT, ServerTrust};
+use deskfleet_proto::enrollment::EnrollmentToken;
 use deskfleet_proto::opamp::{
     self as op, AgentCapabilities, AgentToServer, PackageStatusEnum, ServerToAgent,
     decode_ws_frame, encode_ws_frame,
@@ -29,11 +35,19 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[derive(Parser, Clone)]
 struct Args {
-    /// Server base URL, e.g. http://127.0.0.1:8087
+    /// Server base URL, e.g. https://127.0.0.1:8087 (DATA_DIR/endpoint.url)
     #[arg(long)]
     server: String,
-    #[arg(long)]
+    /// The enrollment token (DFE1<secret>[.<CA sha256>]).
+    #[arg(long, env = "DESKFLEET_ENROLLMENT_TOKEN", hide_env_values = true)]
     enrollment_token: String,
+    /// PEM file with the CA to trust for the server (default: pin the CA by the token's
+    /// fingerprint, else the system's roots).
+    #[arg(long)]
+    ca_cert: Option<std::path::PathBuf>,
+    /// Allow an http:// server.
+    #[arg(long)]
+    allow_insecure_http: bool,
     /// The server's package-signing public key (64 hex characters).
     #[arg(long)]
     trusted_key: std::path::PathBuf,
@@ -69,6 +83,11 @@ struct Counters {
 struct Shared {
     downloads: tokio::sync::Semaphore,
     args: Args,
+    /// The secret part of the token: the bearer.
+    enrollment_secret: String,
+    opamp_url: String,
+    /// For wss://; `None` for an allowed ws://.
+    tls: Option<Arc<rustls::ClientConfig>>,
     key: VerifyingKey,
     http: reqwest::Client,
     counters: Counters,
@@ -214,15 +233,24 @@ async fn session(
     credential: &mut Option<String>,
     first: &mut bool,
 ) -> anyhow::Result<()> {
-    let url = format!("{}/v1/opamp", shared.args.server.replacen("http", "ws", 1));
-    let mut request = url.into_client_request()?;
+    let mut request = shared.opamp_url.as_str().into_client_request()?;
     let bearer = credential
         .clone()
-        .unwrap_or_else(|| shared.args.enrollment_token.clone());
+        .unwrap_or_else(|| shared.enrollment_secret.clone());
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {bearer}").parse()?);
-    let (mut ws, _) = match tokio_tungstenite::connect_async(request).await {
+    let connector = shared.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector);
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .unwrap_or_else(|_| {
+            Err(tokio_tungstenite::tungstenite::Error::Io(
+                std::io::ErrorKind::TimedOut.into(),
+            ))
+        });
+    let (mut ws, _) = match connected {
         Ok(ok) => ok,
         Err(e) => {
             shared.counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -354,14 +382,36 @@ fn summary(shared: &Shared, started: Instant, event: &str) -> String {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let key = read_trusted_key(&args.trusted_key).context("reading the trusted key")?;
+    let token = EnrollmentToken::parse(&args.enrollment_token).context("the enrollment token")?;
+    let server = parse_server_url(&args.server)?;
+    tls::check_scheme(&server, args.allow_insecure_http)?;
+    let tls = match server.scheme() {
+        "https" | "wss" => {
+            let trust = match (&args.ca_cert, token.ca_fingerprint) {
+                (Some(path), _) => ServerTrust::CaFile(path.clone()),
+                (None, Some(fingerprint)) => ServerTrust::Pinned(fingerprint),
+                (None, None) => ServerTrust::System,
+            };
+            Some(trust.client()?.config)
+        }
+        _ => None,
+    };
+    let mut http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(tls::READ_TIMEOUT);
+    if let Some(config) = &tls {
+        http = http.use_preconfigured_tls(rustls::ClientConfig::clone(config));
+    }
     let downloads = tokio::sync::Semaphore::new(args.max_concurrent_downloads.max(1));
     let shared = Arc::new(Shared {
         downloads,
         key,
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(1024)
-            .build()?,
+        http: http.build()?,
         counters: Counters::default(),
+        enrollment_secret: token.secret,
+        opamp_url: opamp_url(&server).to_string(),
+        tls,
         args,
     });
     let started = Instant::now();
