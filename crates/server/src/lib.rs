@@ -138,7 +138,6 @@ impl Application {
             None
         };
         let dir = &state.settings.data_dir;
-        std::fs::write(dir.join("listen.addr"), addr.to_string()).context("writing listen.addr")?;
         let scheme = if certificates.is_some() {
             "https"
         } else {
@@ -149,6 +148,8 @@ impl Application {
             format!("{scheme}://{}", endpoint_host(addr)),
         )
         .context("writing endpoint.url")?;
+        // Last: tools wait for listen.addr and find endpoint.url beside it.
+        std::fs::write(dir.join("listen.addr"), addr.to_string()).context("writing listen.addr")?;
         Ok(Self {
             listener,
             state,
