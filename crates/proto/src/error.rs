@@ -30,11 +30,20 @@ pub enum ErrorCode {
     Conflict,
     /// 500: something failed inside the server; the cause is logged, not sent.
     Internal,
+    /// 400: the request could not be parsed as HTTP at all (bad bytes in a header,
+    /// conflicting lengths); answered below the API.
+    MalformedRequest,
+    /// 414: the request line is too long.
+    UriTooLong,
+    /// 431: the header block is too large.
+    HeadersTooLarge,
+    /// 408: the request body did not arrive in time.
+    RequestTimeout,
 }
 
 impl ErrorCode {
     /// Every variant, for tests and docs that walk the table.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::ApiNotFound,
         ErrorCode::BodyTooLarge,
         ErrorCode::Unauthenticated,
@@ -45,6 +54,10 @@ impl ErrorCode {
         ErrorCode::ResourceNotFound,
         ErrorCode::Conflict,
         ErrorCode::Internal,
+        ErrorCode::MalformedRequest,
+        ErrorCode::UriTooLong,
+        ErrorCode::HeadersTooLarge,
+        ErrorCode::RequestTimeout,
     ];
 
     /// The one table: HTTP status, wire code, default message.
@@ -76,6 +89,10 @@ impl ErrorCode {
             ErrorCode::ResourceNotFound => (404, "WKS.0202", "The resource not found."),
             ErrorCode::Conflict => (409, "WKS.0409", "The resource is in a conflicting state."),
             ErrorCode::Internal => (500, "WKS.00000003", "Internal server error."),
+            ErrorCode::MalformedRequest => (400, "APIGW.0201", "API request error."),
+            ErrorCode::UriTooLong => (414, "APIGW.0201", "Request URI too large."),
+            ErrorCode::HeadersTooLarge => (431, "APIGW.0201", "Request headers too large."),
+            ErrorCode::RequestTimeout => (408, "APIGW.0201", "Request timeout."),
         }
     }
 

@@ -80,19 +80,27 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The wire body; gateway (`APIGW.*`) errors carry the request id, as the gateway's do.
+    pub fn body(&self) -> ErrorBody {
         let code = self.code.code();
         let gateway = code.starts_with("APIGW.");
-        let body = ErrorBody {
+        ErrorBody {
             error_code: code.to_string(),
             error_msg: self
                 .message
+                .clone()
                 .unwrap_or_else(|| self.code.message().to_string()),
-            error_detail: self.detail,
-            encoded_authorization_message: self.encoded_authorization_message,
+            error_detail: self.detail.clone(),
+            encoded_authorization_message: self.encoded_authorization_message.clone(),
             request_id: if gateway { current_request_id() } else { None },
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = self.body();
         let status =
             StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(body)).into_response();

@@ -17,7 +17,9 @@ pub mod error;
 mod extract;
 pub mod fleet;
 pub mod routes;
+pub mod serve;
 pub mod settings;
+pub mod tls;
 pub mod wire;
 // The CA fingerprint that enrollment tokens carry.
 pub mod tls_fingerprint;
@@ -32,6 +34,38 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// `host:port` for URLs: an unspecified listen address is reached on loopback here.
+fn endpoint_host(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
+        other => other.to_string(),
+    }
+}
+
+/// Re-reads the certificate on every SIGHUP; open connections keep theirs.
+fn reload_on_sighup(certificates: Arc<tls::Certificates>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; certificates are read at start only");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                Some(()) = hangups.recv() => match certificates.reload() {
+                    Ok(()) => tracing::info!("certificate reloaded"),
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "certificate reload failed; keeping the one in use"),
+                },
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (certificates, shutdown);
+}
+
 /// Shared state of the handlers and workers; cheap to clone.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -42,6 +76,8 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     pub auth: auth::AuthState,
     pub fleet: fleet::Fleet,
+    /// Bytes of request bodies that may be held before their signature is verified.
+    pub body_budget: auth::BodyBudget,
 }
 
 impl Deref for AppState {
@@ -55,10 +91,11 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, settings: Settings, clock: Arc<dyn Clock>) -> Self {
         Self(Arc::new(Inner {
             store,
-            settings,
             clock,
             auth: auth::AuthState::default(),
             fleet: fleet::Fleet::default(),
+            body_budget: auth::BodyBudget::new(settings.http.unverified_body_budget_bytes),
+            settings,
         }))
     }
 }
@@ -67,6 +104,8 @@ impl AppState {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// The certificate served, when TLS is on.
+    certificates: Option<Arc<tls::Certificates>>,
     /// Credentials created on first start, to be shown once.
     pub bootstrap: Option<bootstrap::Bootstrap>,
 }
@@ -90,16 +129,45 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", state.settings.listen))?;
         let addr = listener.local_addr()?;
+        let certificates = if state.settings.tls.enabled {
+            let files = tls::prepare(&state.settings, addr).context("preparing TLS")?;
+            Some(Arc::new(tls::Certificates::load(files)?))
+        } else {
+            tracing::warn!(
+                "TLS is off (tls.enabled = false): credentials and packages travel in clear \
+                 unless a proxy in front terminates TLS"
+            );
+            None
+        };
+        let dir = &state.settings.data_dir;
+        let scheme = if certificates.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         std::fs::write(
-            state.settings.data_dir.join("listen.addr"),
-            addr.to_string(),
+            dir.join(tls::ENDPOINT_FILE),
+            format!("{scheme}://{}", endpoint_host(addr)),
         )
-        .context("writing listen.addr")?;
+        .context("writing endpoint.url")?;
+        // Last: tools wait for listen.addr and find endpoint.url beside it.
+        std::fs::write(dir.join("listen.addr"), addr.to_string()).context("writing listen.addr")?;
         Ok(Self {
             listener,
             state,
+            certificates,
             bootstrap,
         })
+    }
+
+    /// The server's base URL, as written to `DATA_DIR/endpoint.url`.
+    pub fn endpoint(&self) -> String {
+        let scheme = if self.certificates.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", endpoint_host(self.local_addr()))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -113,16 +181,18 @@ impl Application {
     }
 
     /// Serves until `shutdown` is cancelled; then stops accepting, lets in-flight requests
-    /// finish, and stops the workers.
+    /// finish, and stops the workers. With TLS on, SIGHUP re-reads the certificate.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let workers = engine::spawn_workers(self.state.clone(), shutdown.child_token());
         let app = routes::router(self.state.clone());
-        tracing::info!(addr = %self.local_addr(), backend = self.state.store.backend(), "serving");
-        let signal = shutdown.clone();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { signal.cancelled().await })
-            .await
-            .context("serving")?;
+        let endpoint = self.endpoint();
+        tracing::info!(%endpoint, backend = self.state.store.backend(), "serving");
+        let acceptor = self.certificates.as_ref().map(|certs| {
+            reload_on_sighup(certs.clone(), shutdown.clone());
+            tokio_rustls::TlsAcceptor::from(certs.server_config())
+        });
+        let limits = serve::Limits::from_settings(&self.state.settings.http);
+        serve::serve(self.listener, acceptor, app, limits, shutdown.clone()).await;
         shutdown.cancel();
         workers.join().await;
         tracing::info!("stopped");

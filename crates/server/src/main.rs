@@ -24,6 +24,13 @@ struct Cli {
     /// A TOML settings file.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// The server's certificate chain (PEM, leaf first), instead of one issued by the
+    /// data directory's own CA; with --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -168,6 +175,12 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
     }
     if let Some(listen) = &cli.listen {
         flags.insert("listen".into(), serde_json::json!(listen));
+    }
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        flags.insert(
+            "tls".into(),
+            serde_json::json!({"cert_file": cert, "key_file": key}),
+        );
     }
     Settings::load(
         cli.config.as_deref(),
@@ -324,7 +337,7 @@ async fn main() -> anyhow::Result<()> {
         );
         print_json(b)?;
     }
-    println!("deskfleet-server listening on http://{}", app.local_addr());
+    println!("deskfleet-server listening on {}", app.endpoint());
 
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

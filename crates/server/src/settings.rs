@@ -25,6 +25,70 @@ pub struct Settings {
     pub packages: PackageSettings,
     /// Largest accepted request body (the gateway's limit is 12 MB).
     pub max_body_bytes: usize,
+    pub tls: TlsSettings,
+    pub http: HttpSettings,
+}
+
+/// TLS on the one listener (API, `/v1/opamp`, package downloads).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// Serve HTTPS. Turn off only behind a proxy that terminates TLS; a warning is logged.
+    pub enabled: bool,
+    /// An operator's certificate chain (PEM, leaf first); with `key_file`. When both are
+    /// unset the server issues its own from a private CA in the data directory.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// More names (DNS or IP) for the certificate the server issues itself.
+    pub extra_sans: Vec<String>,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            cert_file: None,
+            key_file: None,
+            extra_sans: Vec::new(),
+        }
+    }
+}
+
+/// Bounds on what a connection may hold, in count, bytes and time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Open HTTP connections (WebSockets count under `fleet.max_connections` once
+    /// upgraded). Kept below the descriptor limit; at the cap an idle connection is closed
+    /// to make room, or the new one is refused.
+    pub max_connections: usize,
+    /// A TLS handshake must finish within this time.
+    pub handshake_timeout_ms: u64,
+    /// A request's headers must arrive within this time.
+    pub header_read_timeout_ms: u64,
+    /// A request's body must arrive within this time of its headers.
+    pub body_read_timeout_ms: u64,
+    /// A connection with no request in progress and no traffic is closed after this time.
+    pub idle_timeout_ms: u64,
+    /// Bytes of request bodies held, across all connections, before their signature is
+    /// verified; beyond it such requests get 503 + Retry-After.
+    pub unverified_body_budget_bytes: usize,
+    /// How long shutdown waits for requests in progress before closing connections.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            handshake_timeout_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 60_000,
+            idle_timeout_ms: 60_000,
+            unverified_body_budget_bytes: 32 * 1024 * 1024,
+            shutdown_grace_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,6 +202,8 @@ impl Default for Settings {
             fleet: FleetSettings::default(),
             packages: PackageSettings::default(),
             max_body_bytes: 12 * 1024 * 1024,
+            tls: TlsSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }
@@ -185,7 +251,7 @@ impl Default for BootstrapSettings {
 }
 
 /// Top-level keys read from the environment; other `DESKFLEET_*` variables are not ours.
-const ENV_KEYS: [&str; 10] = [
+const ENV_KEYS: [&str; 12] = [
     "listen",
     "data_dir",
     "database_url",
@@ -196,6 +262,8 @@ const ENV_KEYS: [&str; 10] = [
     "fleet",
     "packages",
     "max_body_bytes",
+    "tls",
+    "http",
 ];
 
 impl Settings {

@@ -68,26 +68,37 @@ pub struct AuthState {
 
 const BODY_CHECK_INLINE_BYTES: usize = 64 * 1024;
 
-/// Middleware for authenticated routes: buffer the body, verify, insert [`Caller`].
+/// Middleware for authenticated routes: check the credential in the headers, then read
+/// the body within its bounds, then verify the signature over it; insert [`Caller`].
+///
+/// Nothing of the body is read before the headers name a live credential: a token is
+/// checked whole, a signature as far as it can be without the body (well-formed, a known
+/// access key, a fresh `X-Sdk-Date`). A body that is then read before its signature is
+/// verified counts against the shared [`BodyBudget`].
 pub async fn authenticate(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    let body = read_body(body, state.settings.max_body_bytes).await?;
-    let caller =
+    let (caller, body) =
         if let Some(token) = parts.headers.get("x-auth-token") {
             let token = token
                 .to_str()
                 .map_err(|_| ApiError::unauthenticated("decrypt token fail"))?;
-            state.authenticate_token(token).await?
+            let principal = state.authenticate_token(token).await?;
+            let body = state.read_request_body(body, &parts.headers, true).await?;
+            (principal, body)
         } else if let Some(authorization) = parts.headers.get(http::header::AUTHORIZATION) {
             let authorization = authorization
                 .to_str()
                 .map_err(|_| malformed_authorization())?
                 .to_string();
             state
+                .precheck_signature(&authorization, &parts.headers)
+                .await?;
+            let body = state.read_request_body(body, &parts.headers, false).await?;
+            let principal = state
                 .authenticate_signature(
                     &authorization,
                     &parts.method,
@@ -95,7 +106,8 @@ pub async fn authenticate(
                     &parts.headers,
                     body.clone(),
                 )
-                .await?
+                .await?;
+            (principal, body)
         } else {
             return Err(ApiError::unauthenticated("x-auth-token not found").with_detail(
             "send an SDK-HMAC-SHA256 Authorization header (AK/SK) or an X-Auth-Token header",
@@ -120,9 +132,136 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
         // The only failure of a local, in-memory body is hitting the limit; a broken
         // connection surfaces the same way and the client is gone anyway.
         tracing::debug!(error = %e, "request body refused");
-        ApiError::new(ErrorCode::BodyTooLarge)
-            .with_detail(format!("the request body must be at most {limit} bytes"))
+        body_too_large(limit)
     })
+}
+
+fn body_too_large(limit: usize) -> ApiError {
+    ApiError::new(ErrorCode::BodyTooLarge)
+        .with_detail(format!("the request body must be at most {limit} bytes"))
+}
+
+/// Bodies up to this size are read without drawing on the [`BodyBudget`].
+const UNMETERED_BODY_BYTES: u64 = 64 * 1024;
+
+/// The bytes of request bodies that may be held, across all connections, before their
+/// signature is verified. Without it, callers who know an access key but not its secret
+/// could make the server hold `max_body_bytes` per connection.
+#[derive(Debug)]
+pub struct BodyBudget(std::sync::Arc<tokio::sync::Semaphore>);
+
+impl BodyBudget {
+    pub fn new(bytes: usize) -> Self {
+        Self(std::sync::Arc::new(tokio::sync::Semaphore::new(
+            bytes.min(tokio::sync::Semaphore::MAX_PERMITS),
+        )))
+    }
+
+    fn take(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let bytes = u32::try_from(bytes).ok()?;
+        self.0.clone().try_acquire_many_owned(bytes).ok()
+    }
+}
+
+impl AppState {
+    /// Reads the request body within `max_body_bytes`, `http.body_read_timeout_ms` and,
+    /// for a caller not yet verified, the shared [`BodyBudget`].
+    pub(crate) async fn read_request_body(
+        &self,
+        body: Body,
+        headers: &HeaderMap,
+        verified: bool,
+    ) -> Result<Bytes, ApiError> {
+        let limit = self.settings.max_body_bytes;
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(body_too_large(limit));
+        }
+        let _held = match declared {
+            _ if verified => None,
+            Some(n) if n <= UNMETERED_BODY_BYTES => None,
+            // A body of unknown length may be as large as the limit.
+            _ => {
+                let bytes = declared.map_or(limit, |n| n as usize);
+                Some(self.body_budget.take(bytes).ok_or_else(|| {
+                    metrics::counter!("deskfleet_http_body_budget_refusals_total").increment(1);
+                    let mut e = ApiError::new(ErrorCode::Unavailable).with_detail(
+                        "too many large request bodies are being received; retry shortly",
+                    );
+                    e.retry_after_secs = Some(1);
+                    e
+                })?)
+            }
+        };
+        let deadline = std::time::Duration::from_millis(self.settings.http.body_read_timeout_ms);
+        tokio::time::timeout(deadline, read_body(body, limit))
+            .await
+            .unwrap_or_else(|_| {
+                Err(
+                    ApiError::new(ErrorCode::RequestTimeout).with_detail(format!(
+                        "the request body did not arrive within {} ms",
+                        deadline.as_millis()
+                    )),
+                )
+            })
+    }
+
+    /// What can be checked of a signed request before its body is read: a well-formed
+    /// header, a known access key, a fresh `X-Sdk-Date`.
+    async fn precheck_signature(
+        &self,
+        authorization: &str,
+        headers: &HeaderMap,
+    ) -> Result<(), ApiError> {
+        let parsed = parse_signature_header(authorization)?;
+        let access_key = parsed.access_key.to_string();
+        if self.cached(&format!("ak:{access_key}")).is_none()
+            && self.store.find_access_key(&access_key).await?.is_none()
+        {
+            return Err(unknown_access_key());
+        }
+        self.check_sdk_date(headers)
+    }
+
+    fn check_sdk_date(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let date = headers
+            .get("x-sdk-date")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::unauthenticated("verify aksk signature fail")
+                    .with_detail("the X-Sdk-Date header (yyyyMMddTHHmmssZ) is missing")
+            })?;
+        let date = sign::parse_sdk_date(date).map_err(|_| {
+            ApiError::unauthenticated("verify aksk signature fail")
+                .with_detail("X-Sdk-Date must look like 20250101T000000Z (UTC)")
+        })?;
+        let skew = (self.clock.now() - date.timestamp_millis()).abs() / 1000;
+        let max_skew = self.settings.auth.max_clock_skew_secs as i64;
+        if skew > max_skew {
+            return Err(ApiError::unauthenticated("verify aksk signature fail").with_detail(format!(
+                "X-Sdk-Date is {skew} s away from the server's clock; at most {max_skew} s are allowed: check the client's clock"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn parse_signature_header(authorization: &str) -> Result<sign::Authorization<'_>, ApiError> {
+    sign::parse_authorization(authorization).map_err(|e| match e {
+        SignError::UnsupportedAlgorithm(alg) => {
+            ApiError::unauthenticated("verify aksk signature fail").with_detail(format!(
+                "signing algorithm {alg} is not supported; use SDK-HMAC-SHA256"
+            ))
+        }
+        _ => malformed_authorization(),
+    })
+}
+
+fn unknown_access_key() -> ApiError {
+    ApiError::unauthenticated("Get secretKey failed")
+        .with_detail("the access key (AK) is unknown; check the AK the client uses")
 }
 
 fn malformed_authorization() -> ApiError {
@@ -179,14 +318,7 @@ impl AppState {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Principal, ApiError> {
-        let parsed = sign::parse_authorization(authorization).map_err(|e| match e {
-            SignError::UnsupportedAlgorithm(alg) => {
-                ApiError::unauthenticated("verify aksk signature fail").with_detail(format!(
-                    "signing algorithm {alg} is not supported; use SDK-HMAC-SHA256"
-                ))
-            }
-            _ => malformed_authorization(),
-        })?;
+        let parsed = parse_signature_header(authorization)?;
         let access_key = parsed.access_key.to_string();
         if let Some(until) = self.locked_until(&access_key) {
             let secs = until.saturating_duration_since(Instant::now()).as_secs() + 1;
@@ -203,11 +335,7 @@ impl AppState {
                     .store
                     .find_access_key(&access_key)
                     .await?
-                    .ok_or_else(|| {
-                        ApiError::unauthenticated("Get secretKey failed").with_detail(
-                            "the access key (AK) is unknown; check the AK the client uses",
-                        )
-                    })?;
+                    .ok_or_else(unknown_access_key)?;
                 let user = self
                     .store
                     .find_user_by_id(&found.user_id)
@@ -226,24 +354,7 @@ impl AppState {
             }
         };
 
-        let date = headers
-            .get("x-sdk-date")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::unauthenticated("verify aksk signature fail")
-                    .with_detail("the X-Sdk-Date header (yyyyMMddTHHmmssZ) is missing")
-            })?;
-        let date = sign::parse_sdk_date(date).map_err(|_| {
-            ApiError::unauthenticated("verify aksk signature fail")
-                .with_detail("X-Sdk-Date must look like 20250101T000000Z (UTC)")
-        })?;
-        let skew = (self.clock.now() - date.timestamp_millis()).abs() / 1000;
-        let max_skew = self.settings.auth.max_clock_skew_secs as i64;
-        if skew > max_skew {
-            return Err(ApiError::unauthenticated("verify aksk signature fail").with_detail(format!(
-                "X-Sdk-Date is {skew} s away from the server's clock; at most {max_skew} s are allowed: check the client's clock"
-            )));
-        }
+        self.check_sdk_date(headers)?;
 
         // The signature covers the body's hash; hashing megabytes belongs off the runtime.
         // Small bodies are checked in place; a large body's hash is computed off the async

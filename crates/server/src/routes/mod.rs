@@ -16,7 +16,11 @@ use axum::http::HeaderValue;
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use deskfleet_proto::error::ErrorCode;
+use std::time::Duration;
 use tracing::Instrument;
+
+/// Largest body accepted on the unauthenticated routes (`POST /v3/auth/tokens`).
+const PUBLIC_BODY_BYTES: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
     let v2 = Router::new()
@@ -26,13 +30,19 @@ pub fn router(state: AppState) -> Router {
         .merge(monitor::routes())
         .merge(iam::authenticated_routes())
         .route_layer(from_fn_with_state(state.clone(), authenticate));
+    // The one body an unauthenticated caller may send is a password request: small.
+    let public = iam::public_routes().layer(DefaultBodyLimit::max(PUBLIC_BODY_BYTES));
+    let body_deadline = Duration::from_millis(state.settings.http.body_read_timeout_ms);
     Router::new()
         .merge(v2)
-        .merge(iam::public_routes())
+        .merge(public)
         .merge(crate::fleet::routes())
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_not_found)
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_deadline,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::internal(&"a request handler panicked").into_response()
         }))

@@ -91,10 +91,16 @@ impl Server {
         })
         .await;
         self.listen = addr.trim().to_string();
-        self.endpoint = format!("http://{}", addr.trim());
-        let url = format!("{}/", self.endpoint);
-        eventually(30, "server answering", || async {
-            reqwest::get(&url).await.ok().map(|_| ())
+        self.endpoint = std::fs::read_to_string(self.dir.path().join("endpoint.url"))
+            .expect("endpoint.url is written with listen.addr")
+            .trim()
+            .to_string();
+        let listen = self.listen.clone();
+        eventually(30, "server accepting", || async {
+            tokio::net::TcpStream::connect(&listen)
+                .await
+                .ok()
+                .map(|_| ())
         })
         .await;
     }
@@ -103,6 +109,18 @@ impl Server {
     pub async fn kill_and_restart(&mut self) {
         self.kill();
         self.launch().await;
+    }
+
+    /// The server process's id.
+    #[allow(dead_code, reason = "used by the hostile-client suite, which shares this file")]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
+    }
+
+    /// The address the server listens on.
+    #[allow(dead_code, reason = "used by the hostile-client suite, which shares this file")]
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.listen.parse().expect("listen.addr holds host:port")
     }
 
     pub fn kill(&mut self) {
