@@ -21,8 +21,6 @@ pub mod serve;
 pub mod settings;
 pub mod tls;
 pub mod wire;
-// The CA fingerprint that enrollment tokens carry.
-pub mod tls_fingerprint;
 
 use anyhow::Context;
 use deskfleet_core::clock::{Clock, SystemClock};

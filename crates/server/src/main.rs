@@ -273,7 +273,7 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
                 admin::create_enrollment_token(store, &project.id, ttl, now).await?;
             // The database holds the secret's hash only; the fingerprint of the private
             // CA rides along so that a guest can verify the server on first contact.
-            let fingerprint = deskfleet_server::tls_fingerprint::ca_fingerprint(&settings.data_dir)
+            let fingerprint = deskfleet_server::tls::ca_fingerprint(&settings.data_dir)
                 .context("reading the CA certificate (ca.pem) of the data directory")?;
             let token = deskfleet_proto::enrollment::EnrollmentToken::compose(
                 &token,

@@ -1,7 +1,7 @@
 //! Authentication, authorisation and throttling as a client sees them.
 
 use crate::helpers::{TestApp, now};
-use deskfleet_client::{ClientError, create_token};
+use deskfleet_client::{ClientError, create_token_with};
 use deskfleet_core::model::Role;
 use deskfleet_server::auth::policy::Denial;
 use reqwest::Method;
@@ -90,7 +90,7 @@ async fn stale_dates_missing_and_malformed_credentials_are_401() {
     assert_eq!(body["error_code"], "APIGW.0301");
     assert!(body["error_detail"].as_str().unwrap().contains("clock"));
 
-    let http = reqwest::Client::new();
+    let http = app.http();
     let url = format!("{}/v2/{}/desktops", app.endpoint(), app.project());
     for (name, value, needle) in [
         ("x-none", "x", "x-auth-token not found"),
@@ -118,7 +118,8 @@ async fn stale_dates_missing_and_malformed_credentials_are_401() {
 async fn tokens_work_on_every_call_and_expire() {
     let app = TestApp::spawn().await;
     let b = &app.bootstrap;
-    let (token, body) = create_token(
+    let (token, body) = create_token_with(
+        &app.options(),
         &app.endpoint(),
         &b.domain_name,
         &b.user_name,
@@ -137,7 +138,8 @@ async fn tokens_work_on_every_call_and_expire() {
         1
     );
 
-    let wrong = create_token(
+    let wrong = create_token_with(
+        &app.options(),
         &app.endpoint(),
         &b.domain_name,
         &b.user_name,
@@ -150,7 +152,8 @@ async fn tokens_work_on_every_call_and_expire() {
 
     let short = TestApp::spawn_with(|s| s.auth.token_ttl_secs = 0).await;
     let b = &short.bootstrap;
-    let (token, _) = create_token(
+    let (token, _) = create_token_with(
+        &short.options(),
         &short.endpoint(),
         &b.domain_name,
         &b.user_name,

@@ -77,7 +77,7 @@ async fn install_validation_errors_are_precise_and_write_nothing() {
 async fn gateway_errors_for_paths_sizes_and_queries() {
     let app = TestApp::spawn_with(|s| s.max_body_bytes = 64 * 1024).await;
     let admin = app.admin();
-    let http = reqwest::Client::new();
+    let http = app.http();
     for (method, path) in [
         (Method::GET, "/v2/x/nothing-here".to_string()),
         (

@@ -1,6 +1,8 @@
-//! A real server on port 0 with its own SQLite database, and clients for it.
+//! A real server on port 0 with its own SQLite database, and clients for it. The server
+//! speaks https with the CA it created in its data directory (unless a test turns TLS
+//! off); every client here trusts that CA.
 
-use deskfleet_client::{Client, Credentials};
+use deskfleet_client::{Client, ClientOptions, Credentials};
 use deskfleet_server::Application;
 use deskfleet_server::bootstrap::Bootstrap;
 use deskfleet_server::settings::Settings;
@@ -8,7 +10,11 @@ use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
+    /// The listening address, for tests that speak raw TCP.
+    #[allow(dead_code)]
     pub addr: SocketAddr,
+    /// `https://127.0.0.1:PORT` (`http://` with TLS off), from `DATA_DIR/endpoint.url`.
+    endpoint: String,
     pub bootstrap: Bootstrap,
     pub settings: Settings,
     pub shutdown: CancellationToken,
@@ -35,8 +41,13 @@ impl TestApp {
         let bootstrap = app.bootstrap.clone().expect("a new data dir bootstraps");
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(app.run(shutdown.clone()));
+        let endpoint = std::fs::read_to_string(dir.path().join("endpoint.url"))
+            .expect("the server writes endpoint.url")
+            .trim()
+            .to_string();
         Self {
             addr,
+            endpoint,
             bootstrap,
             settings,
             shutdown,
@@ -46,7 +57,23 @@ impl TestApp {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        self.endpoint.clone()
+    }
+
+    /// Transport options trusting the server's CA (`DATA_DIR/ca.pem`).
+    pub fn options(&self) -> ClientOptions {
+        let ca = self.settings.data_dir.join("ca.pem");
+        let options = ClientOptions::default();
+        if ca.is_file() {
+            options.with_ca_file(&ca).expect("the CA file reads")
+        } else {
+            options
+        }
+    }
+
+    /// A plain reqwest client for hand-made requests, trusting the server's CA.
+    pub fn http(&self) -> reqwest::Client {
+        self.options().http_client().expect("an HTTP client")
     }
 
     pub fn project(&self) -> &str {
@@ -59,22 +86,24 @@ impl TestApp {
     }
 
     pub fn client(&self, ak: &str, sk: &str) -> Client {
-        Client::new(
+        Client::with_options(
             &self.endpoint(),
             self.project(),
             Credentials::AkSk {
                 access_key: ak.into(),
                 secret_key: sk.into(),
             },
+            &self.options(),
         )
         .unwrap()
     }
 
     pub fn token_client(&self, token: &str) -> Client {
-        Client::new(
+        Client::with_options(
             &self.endpoint(),
             self.project(),
             Credentials::Token(token.into()),
+            &self.options(),
         )
         .unwrap()
     }

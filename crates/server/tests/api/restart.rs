@@ -2,7 +2,7 @@
 //! still there after a restart, and the timeouts still fire.
 
 use crate::helpers::eventually;
-use deskfleet_client::{Client, Credentials, create_token};
+use deskfleet_client::{Client, ClientOptions, Credentials, create_token_with};
 use deskfleet_server::bootstrap::Bootstrap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -22,15 +22,32 @@ fn start(dir: &Path) -> (Child, String) {
     (child, addr_file.display().to_string())
 }
 
+/// The server's `endpoint.url` once it listens (listen.addr is written last).
 async fn endpoint(addr_file: &str) -> String {
-    let addr = eventually(30, || async { std::fs::read_to_string(addr_file).ok() }).await;
-    let endpoint = format!("http://{}", addr.trim());
-    // The file is written after bind; the first request may still race the accept loop.
-    eventually(30, || async {
-        reqwest::get(format!("{endpoint}/")).await.ok().map(|_| ())
+    let addr = eventually(30, || async {
+        std::fs::read_to_string(addr_file)
+            .ok()
+            .filter(|s| !s.is_empty())
     })
     .await;
-    endpoint
+    let dir = Path::new(addr_file).parent().unwrap();
+    let endpoint = std::fs::read_to_string(dir.join("endpoint.url")).unwrap();
+    // The file is written after bind; the first request may still race the accept loop.
+    eventually(30, || async {
+        tokio::net::TcpStream::connect(addr.trim())
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    endpoint.trim().to_string()
+}
+
+/// Clients trusting the CA of the data directory (the same CA across restarts).
+fn options(dir: &Path) -> ClientOptions {
+    ClientOptions::default()
+        .with_ca_file(&dir.join("ca.pem"))
+        .unwrap()
 }
 
 #[tokio::test]
@@ -71,9 +88,12 @@ async fn jobs_tokens_and_keys_survive_sigkill_and_timeouts_still_fire() {
         access_key: bootstrap.access_key.clone(),
         secret_key: bootstrap.secret_key.clone(),
     };
-    let client = Client::new(&first, &bootstrap.project_id, creds.clone()).unwrap();
+    let options = options(dir.path());
+    let client =
+        Client::with_options(&first, &bootstrap.project_id, creds.clone(), &options).unwrap();
     let job = client.batch_install_agent(&ids).await.unwrap().job_id;
-    let (token, _) = create_token(
+    let (token, _) = create_token_with(
+        &options,
         &first,
         &bootstrap.domain_name,
         &bootstrap.user_name,
@@ -88,10 +108,16 @@ async fn jobs_tokens_and_keys_survive_sigkill_and_timeouts_still_fire() {
 
     let (mut server, addr_file) = start(dir.path());
     let second = endpoint(&addr_file).await;
-    let client = Client::new(&second, &bootstrap.project_id, creds).unwrap();
+    let client = Client::with_options(&second, &bootstrap.project_id, creds, &options).unwrap();
     let info = client.show_job(&job).await.unwrap();
     assert_eq!(info.sub_jobs_total, 2);
-    let by_token = Client::new(&second, &bootstrap.project_id, Credentials::Token(token)).unwrap();
+    let by_token = Client::with_options(
+        &second,
+        &bootstrap.project_id,
+        Credentials::Token(token),
+        &options,
+    )
+    .unwrap();
     assert_eq!(by_token.show_job(&job).await.unwrap().id, job);
     // The bootstrap ran once: the credentials file is unchanged.
     let again: Bootstrap =

@@ -112,13 +112,19 @@ impl Server {
     }
 
     /// The server process's id.
-    #[allow(dead_code, reason = "used by the hostile-client suite, which shares this file")]
+    #[allow(
+        dead_code,
+        reason = "used by the hostile-client suite, which shares this file"
+    )]
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("the server runs").id()
     }
 
     /// The address the server listens on.
-    #[allow(dead_code, reason = "used by the hostile-client suite, which shares this file")]
+    #[allow(
+        dead_code,
+        reason = "used by the hostile-client suite, which shares this file"
+    )]
     pub fn addr(&self) -> std::net::SocketAddr {
         self.listen.parse().expect("listen.addr holds host:port")
     }
