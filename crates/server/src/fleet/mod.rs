@@ -228,7 +228,13 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
-    format!("http://{host}")
+    // The scheme the guest reached us with: downloads use the same TLS as the socket.
+    let scheme = if state.settings.tls.enabled {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}")
 }
 
 #[tracing::instrument(skip_all)]
