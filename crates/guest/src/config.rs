@@ -37,7 +37,7 @@ pub enum ConfigError {
     #[error("trusted key: {0}")]
     TrustedKey(String),
     #[error("enrollment token: {0}")]
-    EnrollmentToken(#[from] deskfleet_proto::enrollment::TokenError),
+    EnrollmentToken(deskfleet_proto::enrollment::TokenError),
     #[error("cannot read the enrollment token file {path}: {source}")]
     ReadEnrollmentToken {
         path: PathBuf,
@@ -95,7 +95,8 @@ impl Config {
         let server = parse_server_url(server)?;
         let token = enrollment_token
             .map(|token| EnrollmentToken::parse(token.expose_secret()))
-            .transpose()?;
+            .transpose()
+            .map_err(ConfigError::EnrollmentToken)?;
         Ok(Config {
             server,
             ca_fingerprint: token.as_ref().and_then(|t| t.ca_fingerprint),

@@ -1,8 +1,13 @@
 //! Real processes on loopback: a `deskfleet-server` and `deskfleet-guest` daemons, each with
 //! its own directory. The binaries are the workspace's own (`cargo build --workspace
 //! --bins` builds them; `scripts/test` does so before the tests).
+//!
+//! The server speaks https with the CA it creates in its data directory; API clients
+//! trust that CA (`ca.pem`). Guests are given what an operator gives a desktop: the
+//! server's URL and the enrollment token (in a file, or in the environment), and no CA:
+//! they pin the server's CA by the token's fingerprint. [`GuestOptions`] varies that.
 
-use deskfleet_client::{Client, Credentials};
+use deskfleet_client::{Client, ClientOptions, Credentials};
 use deskfleet_server::bootstrap::Bootstrap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -137,15 +142,37 @@ impl Server {
     }
 
     pub fn client(&self) -> Client {
-        Client::new(
+        Client::with_options(
             &self.endpoint,
             &self.bootstrap.project_id,
             Credentials::AkSk {
                 access_key: self.bootstrap.access_key.clone(),
                 secret_key: self.bootstrap.secret_key.clone(),
             },
+            &self.options(),
         )
         .unwrap()
+    }
+
+    /// The server's private CA (absent with TLS off or an operator's certificate).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Transport options that trust the server's CA.
+    pub fn options(&self) -> ClientOptions {
+        let options = ClientOptions::default();
+        if self.ca_cert().is_file() {
+            options.with_ca_file(&self.ca_cert()).unwrap()
+        } else {
+            options
+        }
+    }
+
+    /// A plain reqwest client for hand-made requests, trusting the server's CA.
+    #[allow(dead_code, reason = "not every test binary sharing this file uses it")]
+    pub fn http(&self) -> reqwest::Client {
+        self.options().http_client().unwrap()
     }
 
     pub fn public_key(&self) -> PathBuf {
@@ -202,18 +229,35 @@ fn placeholder() -> Bootstrap {
     }
 }
 
+/// How a guest is told about its server.
+#[derive(Debug, Clone, Default)]
+pub struct GuestOptions {
+    /// Pass `--ca-cert DATA_DIR/ca.pem` instead of relying on the token's fingerprint.
+    pub ca_cert: bool,
+    /// Hand the token over in `DESKFLEET_ENROLLMENT_TOKEN` instead of a token file.
+    pub token_in_env: bool,
+    /// Pass `--allow-insecure-http` (a server with TLS off).
+    pub allow_insecure_http: bool,
+}
+
 pub struct Guest {
     pub state_dir: tempfile::TempDir,
     pub name: String,
+    pub options: GuestOptions,
     child: Option<Child>,
 }
 
 impl Guest {
     pub fn start(server: &Server, token: &str, name: &str) -> Self {
+        Self::start_with(server, token, name, GuestOptions::default())
+    }
+
+    pub fn start_with(server: &Server, token: &str, name: &str, options: GuestOptions) -> Self {
         let state_dir = tempfile::tempdir().unwrap();
         let mut guest = Self {
             state_dir,
             name: name.to_string(),
+            options,
             child: None,
         };
         guest.launch(server, token);
@@ -226,26 +270,48 @@ impl Guest {
             .append(true)
             .open(self.state_dir.path().join("guest.log"))
             .unwrap();
-        let child = Command::new(bin("deskfleet-guest"))
-            .args([
-                "--server",
-                &server.endpoint,
-                "--enrollment-token",
-                token,
-                "--trusted-key",
-            ])
+        let mut command = Command::new(bin("deskfleet-guest"));
+        command
+            .args(["--server", &server.endpoint, "--trusted-key"])
             .arg(server.public_key())
             .arg("--state-dir")
             .arg(self.state_dir.path())
             .args(["--monitor-interval-ms", "300", "--heartbeat-secs", "1"])
             .env("RUST_LOG", "info")
+            .env_remove("DESKFLEET_ENROLLMENT_TOKEN")
             // Each simulated desktop has its own host name, as real ones do.
-            .env("DESKFLEET_GUEST_HOSTNAME", &self.name)
+            .env("DESKFLEET_GUEST_HOSTNAME", &self.name);
+        // The token never goes on the command line, where `ps` shows it.
+        if self.options.token_in_env {
+            command.env("DESKFLEET_ENROLLMENT_TOKEN", token);
+        } else {
+            let file = self.state_dir.path().join("enrollment-token");
+            std::fs::write(&file, format!("{token}\n")).unwrap();
+            command.arg("--enrollment-token-file").arg(file);
+        }
+        if self.options.ca_cert {
+            command.arg("--ca-cert").arg(server.ca_cert());
+        }
+        if self.options.allow_insecure_http {
+            command.arg("--allow-insecure-http");
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start deskfleet-guest");
         self.child = Some(child);
+    }
+
+    /// Waits for the guest process to exit by itself; its exit status.
+    #[allow(dead_code, reason = "not every test binary sharing this file uses it")]
+    pub async fn exited(&mut self, secs: u64) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("the guest was started");
+        eventually(secs, "guest exited", || {
+            let status = child.try_wait().unwrap();
+            async move { status }
+        })
+        .await
     }
 
     pub fn kill(&mut self) {
@@ -330,6 +396,7 @@ impl Guest {
         let mut guest = Self {
             state_dir,
             name: name.to_string(),
+            options: original.options.clone(),
             child: None,
         };
         guest.launch(server, token);

@@ -2,13 +2,14 @@
 //! monitoring agent, and every failure ends with its stable code.
 
 mod harness;
+mod tls;
 
 use deskfleet_core::fleet::PackageMeta;
 use deskfleet_proto::workspace::JobInfo;
 use deskfleet_server::fleet::packages::{MONITOR, build_archive, host_platform, sign_archive};
 use harness::{Guest, Server, eventually};
 
-const FAST: &str = "[jobs]\ndelivery_timeout_ms = 30000\nexecution_timeout_ms = 30000\nsweep_interval_ms = 100\n\
+pub(crate) const FAST: &str = "[jobs]\ndelivery_timeout_ms = 30000\nexecution_timeout_ms = 30000\nsweep_interval_ms = 100\n\
                     [fleet]\nschedule_interval_ms = 100\nmetrics_min_interval_ms = 0\n";
 
 fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -18,7 +19,7 @@ fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn desktops_enrolled(server: &Server, n: i64) -> Vec<String> {
+pub(crate) async fn desktops_enrolled(server: &Server, n: i64) -> Vec<String> {
     let client = server.client();
     eventually(60, "desktops enrolled", || async {
         let list = client.list_desktops(&[]).await.ok()?;
@@ -156,7 +157,8 @@ async fn an_imported_desktop_is_matched_when_its_guest_enrolls() {
     assert_eq!(ids, std::slice::from_ref(&imported_id));
     // A restarted guest keeps its identity: still one desktop.
     guest.kill();
-    guest.launch(&server, "not-needed-any-more");
+    // A well-formed token the server never issued: the stored credential is used.
+    guest.launch(&server, "DFE1not-needed-any-more");
     let job = server
         .client()
         .batch_install_agent(&ids)
@@ -423,11 +425,15 @@ async fn a_cloned_desktop_gets_an_identity_of_its_own() {
 async fn a_flood_of_connections_is_refused_with_retry_after_not_served_badly() {
     let server = Server::start("[fleet]\nmax_new_connections_per_sec = 3\n").await;
     let token = server.enrollment_token();
-    let http = reqwest::Client::new();
+    // The bearer is the token's secret, as a guest sends it.
+    let secret = deskfleet_proto::enrollment::EnrollmentToken::parse(&token)
+        .unwrap()
+        .secret;
+    let http = server.http();
     let url = format!("{}/v1/opamp", server.endpoint);
     let mut refused = 0;
     for _ in 0..10 {
-        let r = http.get(&url).bearer_auth(&token).send().await.unwrap();
+        let r = http.get(&url).bearer_auth(&secret).send().await.unwrap();
         if r.status() == 503 {
             refused += 1;
             let retry: u64 = r.headers()["retry-after"]
