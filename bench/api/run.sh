@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # API benchmark: signed BatchInstallAgent with 2 and with 100 desktop_ids against a bare
 # axum JSON endpoint, measured in the same run with wrk on loopback, on SQLite and (when
-# a PostgreSQL URL is given or TEST_DATABASE_URL is set) on PostgreSQL.
+# a PostgreSQL URL is given or TEST_DATABASE_URL is set) on PostgreSQL. The server speaks
+# https as it does by default (its own CA, DATA_DIR/ca.pem); the bare endpoint is plain
+# http, so the comparison includes the cost of TLS.
 #
 #   bench/api/run.sh                 # writes bench/api/RESULTS.md
 #   DURATION=30 CONNECTIONS=64 PG_URL=postgres://postgres@127.0.0.1:5432/test bench/api/run.sh
@@ -19,9 +21,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
 if ! command -v wrk >/dev/null; then
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null
 fi
-cargo build --release --locked -p deskfleet-server --bins --examples
-cargo build --release --locked -p deskfleet-client --examples
-BIN=target/release
+# PROFILE=dev: a quick check of the script itself with debug binaries (no figures).
+PROFILE=${PROFILE:-release}
+cargo build --profile "$PROFILE" --locked -p deskfleet-server --bins --examples
+cargo build --profile "$PROFILE" --locked -p deskfleet-client --examples
+BIN=target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 
 wait_file() { for _ in $(seq 1 300); do [ -s "$1" ] && return 0; sleep 0.1; done; echo "timed out waiting for $1" >&2; return 1; }
 
@@ -56,7 +60,9 @@ check_request() {
   local args=()
   while IFS= read -r line; do args+=(-H "$line"); done < "$2"
   local status
-  status=$(curl -s -o "$OUT/check.out" -w '%{http_code}' -X POST "${args[@]}" --data-binary "@$3" "$1")
+  local tls=()
+  [ -f "${CA_CERT:-}" ] && tls=(--cacert "$CA_CERT")
+  status=$(curl -s -o "$OUT/check.out" -w '%{http_code}' -X POST ${tls[@]+"${tls[@]}"} "${args[@]}" --data-binary "@$3" "$1")
   if [ "$status" != 200 ]; then
     echo "the benchmark request is refused ($status): $(cat "$OUT/check.out")" >&2
     exit 1
@@ -72,8 +78,8 @@ bench_backend() {
   "$BIN/deskfleet-server" --data-dir "$dir" --listen 127.0.0.1:0 --config "$dir/settings.toml" "${db_args[@]}" \
     > "$dir/server.out" 2> "$dir/server.log" &
   local pid=$!
-  wait_file "$dir/listen.addr"
-  local addr; addr=$(cat "$dir/listen.addr")
+  wait_file "$dir/listen.addr" # written after endpoint.url
+  local endpoint; endpoint=$(cat "$dir/endpoint.url")
   python3 - "$dir/desktops.json" <<'PY'
 import json, sys
 json.dump([{"computer_name": f"bench-{i:03}", "ip_address": f"10.1.0.{i+1}", "os_type": "Linux"} for i in range(100)], open(sys.argv[1], "w"))
@@ -83,7 +89,8 @@ PY
   ak=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["access_key"])' "$dir/bootstrap.json")
   sk=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["secret_key"])' "$dir/bootstrap.json")
   "$BIN/deskfleet-server" --data-dir "$dir" "${db_args[@]}" admin desktops import --project "$project" "$dir/desktops.json" > "$dir/imported.json"
-  local url="http://$addr/v2/$project/desktops/agents"
+  local url="$endpoint/v2/$project/desktops/agents"
+  CA_CERT="$dir/ca.pem"
   for n in 2 100; do
     ids_json "$dir/imported.json" "$n" > "$dir/body$n.json"
     "$BIN/examples/sign" POST "$url" "$ak" "$sk" "$project" "$dir/body$n.json" > "$dir/headers$n"
@@ -155,7 +162,8 @@ Measured {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC by `bench/api/run.sh` o
 and the server share the same {cpus} cores. `bare-2` is a bare axum endpoint (JSON in, JSON
 out, no auth, no storage; `crates/server/examples/bare.rs`) measured in the same run.
 `install-N` is the real `POST /v2/{{project_id}}/desktops/agents` with N `desktop_ids`,
-signed with SDK-HMAC-SHA256 (a signature replayed within its 15-minute validity), release
+over https (the server's own CA; TLS 1.3, keep-alive connections, so the handshakes are
+few and the cost is mostly record encryption), signed with SDK-HMAC-SHA256 (a signature replayed within its 15-minute validity), release
 build, throttling off; each answered request is a job with N sub-jobs committed durably
 (SQLite: WAL with `synchronous=FULL`, group commit; PostgreSQL: `synchronous_commit=on`)
 before the answer. Goals: install-2 at >= 25 % of bare's requests/s, p99 < 25 ms.

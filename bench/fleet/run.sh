@@ -2,7 +2,10 @@
 # Fleet benchmark: N simulated desktops (deskfleet-fleet-sim) hold real OpAMP WebSocket
 # connections to one server; then the agent is installed on all of them through the
 # signed API in jobs of 100. Each simulated desktop downloads the real signed package and
-# verifies its SHA-256 and ed25519 signature before it reports the install.
+# verifies its SHA-256 and ed25519 signature before it reports the install. Everything is
+# https/wss as by default: the simulator pins the server's CA by the enrollment token's
+# fingerprint, as a guest given only the URL and the token does; the install driver
+# trusts DATA_DIR/ca.pem.
 #
 #   bench/fleet/run.sh                       # 10000 desktops on SQLite, writes RESULTS.md
 #   DESKTOPS=2000 bench/fleet/run.sh
@@ -18,9 +21,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
 # Both ends hold one descriptor per desktop, and more while downloading.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --locked -p deskfleet-server -p deskfleet-monitor -p deskfleet-fleet-sim --bins
-cargo build --release --locked -p deskfleet-client --examples
-BIN=target/release
+# PROFILE=dev: a quick check of the script itself with debug binaries (no figures).
+PROFILE=${PROFILE:-release}
+cargo build --profile "$PROFILE" --locked -p deskfleet-server -p deskfleet-monitor -p deskfleet-fleet-sim --bins
+cargo build --profile "$PROFILE" --locked -p deskfleet-client --examples
+BIN=target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 
 cat > "$OUT/settings.toml" <<TOML
 [throttle]
@@ -37,7 +42,7 @@ TOML
   > "$OUT/server.out" 2> "$OUT/server.log" &
 server=$!
 for _ in $(seq 1 300); do [ -s "$OUT/listen.addr" ] && break; sleep 0.1; done
-addr=$(cat "$OUT/listen.addr")
+endpoint=$(cat "$OUT/endpoint.url") # written before listen.addr
 json() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
 project=$(json "$OUT/bootstrap.json" project_id)
 ak=$(json "$OUT/bootstrap.json" access_key)
@@ -52,7 +57,7 @@ hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 
 t0=$(date +%s.%N)
-"$BIN/deskfleet-fleet-sim" --server "http://$addr" --enrollment-token "$token" \
+DESKFLEET_ENROLLMENT_TOKEN="$token" "$BIN/deskfleet-fleet-sim" --server "$endpoint" \
   --trusted-key "$OUT/package-signing.pub" --desktops "$DESKTOPS" --connect-rate "$CONNECT_RATE" \
   > "$OUT/sim.out" 2> "$OUT/sim.log" &
 sim=$!
@@ -64,7 +69,7 @@ connected_rss=$(rss_kib "$server")
 connect_line=$(grep '"event":"connected"' "$OUT/sim.out")
 
 cpu0=$(cpu_ticks "$server")
-install=$("$BIN/examples/install_all" "http://$addr" "$project" "$ak" "$sk" 100 8)
+install=$(DESKFLEET_CA_CERT="$OUT/ca.pem" "$BIN/examples/install_all" "$endpoint" "$project" "$ak" "$sk" 100 8)
 cpu1=$(cpu_ticks "$server")
 install_rss=$(rss_kib "$server")
 peak_rss=$(hwm_kib "$server")
@@ -98,7 +103,9 @@ Measured {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC by \`bench/fleet/run.sh
 \`synchronous=FULL\`), everything on loopback: one \`deskfleet-server\`, one
 \`deskfleet-fleet-sim\` holding one OpAMP WebSocket per simulated desktop, and the
 \`install_all\` driver (signed API calls, \`crates/client/examples/install_all.rs\`). All three
-share the same {os.cpu_count()} cores. Each simulated desktop enrolls with an enrollment
+share the same {os.cpu_count()} cores. Every connection is TLS (wss for OpAMP, https for
+the downloads and the API) with the server's own CA, which the simulator pins by the
+enrollment token's fingerprint. Each simulated desktop enrolls with an enrollment
 token, and when offered the package downloads it, checks its SHA-256 and its ed25519
 signature against the server's public key, then reports DOWNLOADING, INSTALLING,
 INSTALLED and a healthy agent; a sub-job counts as done only when the server has recorded

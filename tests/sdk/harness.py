@@ -23,6 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
+from urllib.parse import urlparse
 
 import pytest
 import requests
@@ -89,6 +90,7 @@ class Server:
         self.config = config or {}
         self.proc: Optional[subprocess.Popen] = None
         self.addr: Optional[str] = None
+        self._endpoint: Optional[str] = None
         self.bootstrap: dict = {}
         self.log_path = self.data_dir / "server.log"
 
@@ -119,6 +121,8 @@ class Server:
                     pass
                 else:
                     self.addr = addr
+                    # Written before listen.addr: https://... (http://... with TLS off).
+                    self._endpoint = (self.data_dir / "endpoint.url").read_text().strip()
                     return self
             time.sleep(0.05)
 
@@ -151,7 +155,19 @@ class Server:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.addr}"
+        """The base URL the server wrote to ``DATA_DIR/endpoint.url``."""
+        return self._endpoint
+
+    @property
+    def ca(self) -> Optional[str]:
+        """The server's private CA (``DATA_DIR/ca.pem``); None with TLS off."""
+        path = self.data_dir / "ca.pem"
+        return str(path) if path.exists() else None
+
+    @property
+    def verify(self):
+        """What ``requests`` takes as ``verify=``: the server's CA bundle."""
+        return self.ca or True
 
     # -- bootstrap identity
 
@@ -216,13 +232,18 @@ class Server:
 
     def workspace(self, ak: Optional[str] = None, sk: Optional[str] = None,
                   project_id: Optional[str] = None) -> WorkspaceClient:
-        return workspace_client(self.endpoint, ak or self.ak, sk or self.sk, project_id or self.project_id)
+        return workspace_client(self.endpoint, ak or self.ak, sk or self.sk, project_id or self.project_id,
+                                ca=self.ca)
 
     def iam(self, token: Optional[str] = None) -> IamClient:
-        return iam_client(self.endpoint, token)
+        return iam_client(self.endpoint, token, ca=self.ca)
 
     def token_workspace(self, token: str, project_id: Optional[str] = None) -> WorkspaceClient:
-        return token_workspace_client(self.endpoint, token, project_id or self.project_id)
+        return token_workspace_client(self.endpoint, token, project_id or self.project_id, ca=self.ca)
+
+    def http_config(self) -> HttpConfig:
+        """The SDK's HTTP settings trusting this server's CA."""
+        return http_config(self.ca)
 
 
 def sibling_bin(name: str) -> str:
@@ -291,10 +312,17 @@ class Guest:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.hostname = hostname
-        self.args = [self.bin, "--server", server.endpoint, "--enrollment-token", enrollment_token,
+        # What an operator hands a desktop: the URL and the token, in a file (never on the
+        # command line). No CA: the guest pins it by the token's fingerprint.
+        token_file = self.state_dir.parent / f"{self.state_dir.name}.token"
+        token_file.write_text(enrollment_token + "\n")
+        token_file.chmod(0o600)
+        self.args = [self.bin, "--server", server.endpoint, "--enrollment-token-file", str(token_file),
                      "--trusted-key", str(server.signing_pub), "--state-dir", str(self.state_dir),
                      "--hostname", hostname, "--monitor-interval-ms", str(monitor_interval_ms),
                      "--heartbeat-secs", str(heartbeat_secs)]
+        if not server.endpoint.startswith("https:"):
+            self.args.append("--allow-insecure-http")
         self.log_path = self.state_dir.parent / f"{self.state_dir.name}.log"
         self.proc: Optional[subprocess.Popen] = None
         self._log = None
@@ -382,28 +410,33 @@ class RecordingExceptionHandler(DefaultExceptionHandler):
             raise
 
 
-def http_config() -> HttpConfig:
+def http_config(ca: Optional[str] = None) -> HttpConfig:
+    """The SDK's HTTP settings; ``ca``: the CA bundle to verify the server with (the SDK's
+    own ``ssl_ca_cert``), e.g. ``server.ca``."""
     cfg = HttpConfig.get_default_config()
     cfg.timeout = (5, 30)
     cfg.retry_times = 0
+    if ca:
+        cfg.ssl_ca_cert = ca
     return cfg
 
 
-def workspace_client(endpoint: str, ak: str, sk: str, project_id: Optional[str]) -> WorkspaceClient:
+def workspace_client(endpoint: str, ak: str, sk: str, project_id: Optional[str],
+                     ca: Optional[str] = None) -> WorkspaceClient:
     return (WorkspaceClient.new_builder()
-            .with_http_config(http_config())
+            .with_http_config(http_config(ca))
             .with_credentials(BasicCredentials(ak, sk, project_id))
             .with_endpoint(endpoint)
             .with_exception_handler(RecordingExceptionHandler())
             .build())
 
 
-def iam_client(endpoint: str, token: Optional[str] = None) -> IamClient:
+def iam_client(endpoint: str, token: Optional[str] = None, ca: Optional[str] = None) -> IamClient:
     creds = IamCredentials()
     if token:
         creds = creds.with_x_auth_token(token)
     return (IamClient.new_builder()
-            .with_http_config(http_config())
+            .with_http_config(http_config(ca))
             .with_credentials(creds)
             .with_endpoint(endpoint)
             .with_exception_handler(RecordingExceptionHandler())
@@ -439,8 +472,8 @@ class ProjectTokenCredentials(IamCredentials):
         return {"project_id": self.project_id}
 
 
-def token_workspace_client(endpoint: str, token: str, project_id: str) -> WorkspaceClient:
-    client = workspace_client(endpoint, "token-mode-unused-ak", "token-mode-unused-sk", project_id)
+def token_workspace_client(endpoint: str, token: str, project_id: str, ca: Optional[str] = None) -> WorkspaceClient:
+    client = workspace_client(endpoint, "token-mode-unused-ak", "token-mode-unused-sk", project_id, ca)
     client.with_credentials(ProjectTokenCredentials(token, project_id))
     return client
 
@@ -459,14 +492,15 @@ def raw(method: str, server: Server, path: str, *, ak: Optional[str] = None, sk:
         headers.setdefault("Content-Type", "application/json")
     if project_id:
         headers.setdefault("X-Project-Id", project_id)
-    req = SdkRequest(method=method, schema="http", host=server.addr, resource_path=path,
+    base = urlparse(server.endpoint)
+    req = SdkRequest(method=method, schema=base.scheme, host=base.netloc, resource_path=path,
                      query_params=list(query or []), header_params=headers, body=data)
     if sign:
         Signer(BasicCredentials(ak or server.ak, sk or server.sk)).sign(req)
     else:
         Signer.process_request_uri(req)
-    return requests.request(method, f"http://{server.addr}{req.uri}", headers=req.header_params,
-                            data=req.body, timeout=30)
+    return requests.request(method, f"{server.endpoint}{req.uri}", headers=req.header_params,
+                            data=req.body, timeout=30, verify=server.verify)
 
 
 # --------------------------------------------------------------------------- polling

@@ -4,13 +4,16 @@
 What that package is (0.5b0, read in the venv): an HTTP-only client.
 
 * ``OpAMPClient(endpoint=, headers=, agent_identifying_attributes=,
-  agent_non_identifying_attributes=, capabilities=, transport=, timeout_millis=)`` builds
+  agent_non_identifying_attributes=, capabilities=, transport=, timeout_millis=,
+  tls_certificate=)`` builds
   messages (``build_full_state_message``, ``build_heartbeat_message``,
   ``build_agent_disconnect_message``) and ``send(bytes)`` POSTs one ``AgentToServer``
   (``Content-Type: application/x-protobuf``, never gzip) and returns the decoded
   ``ServerToAgent``; an HTTP error raises ``OpAMPException``. Its headers are fixed at
   construction; its instance uid is a fresh UUIDv7 per client, with no way to set or
-  change it (so it cannot adopt ``agent_identification.new_instance_uid``).
+  change it (so it cannot adopt ``agent_identification.new_instance_uid``). Over https,
+  ``tls_certificate`` is what ``RequestsTransport`` hands ``requests`` as ``verify=``: the
+  server's CA file here.
 * ``OpAMPAgent`` runs a client on threads: full state first, then heartbeats every
   ``interval`` s, answering ``ReportFullState``. Its callbacks only see ``remote_config``
   and ``error_response``: it ignores ``connection_settings`` and ``packages_available``.
@@ -145,6 +148,7 @@ def new_client(srv, bearer: Optional[str], host: str = CLIENT_HOST, capabilities
         agent_non_identifying_attributes=description(host, ip),
         capabilities=capabilities,
         transport=transport,
+        tls_certificate=srv.verify,  # the server's private CA, as RequestsTransport's verify=
     )
     return client, transport
 
@@ -184,7 +188,9 @@ def monitor_version() -> str:
 def srv(module_server_factory):
     s = module_server_factory("opamp-interop", CONFIG)
     s.client = s.workspace()
-    s.token = s.create_enrollment_token()["enrollment_token"]
+    # The bearer is the token's secret, DFE1<secret>; the CA fingerprint after the '.' is
+    # for clients that pin the server's CA (this one is given the CA file instead).
+    s.token = s.create_enrollment_token()["enrollment_token"].split(".")[0]
     return s
 
 
@@ -382,8 +388,10 @@ def test_a_client_accepting_packages_gets_a_standard_offer(srv):
     assert p.version == monitor_version()
     assert len(p.file.content_hash) == 32 and len(p.file.signature) == 64, p.file
     url = urlparse(p.file.download_url)
-    assert url.scheme == "http" and url.netloc == srv.addr and url.path.startswith("/v1/packages/"), p.file
-    blob = requests.get(p.file.download_url, headers={"Authorization": f"Bearer {credential}"}, timeout=30)
+    assert url.scheme == urlparse(srv.endpoint).scheme == "https", p.file
+    assert url.netloc == srv.addr and url.path.startswith("/v1/packages/"), p.file
+    blob = requests.get(p.file.download_url, headers={"Authorization": f"Bearer {credential}"}, timeout=30,
+                        verify=srv.verify)
     assert blob.status_code == 200, blob.text
     assert hashlib.sha256(blob.content).digest() == p.file.content_hash
 
@@ -413,7 +421,7 @@ def test_raw_gzip_post_of_the_clients_message(srv):
     # It declares AcceptsOpAMPConnectionSettings: only such agents are offered a credential.
     client, _ = new_client(srv, srv.token, host=host, capabilities=_DEFAULT_CAPABILITIES | ACCEPTS_SETTINGS)
     body = gzip.compress(client.build_full_state_message())
-    r = requests.post(f"{srv.endpoint}/v1/opamp", data=body, timeout=30, headers={
+    r = requests.post(f"{srv.endpoint}/v1/opamp", data=body, timeout=30, verify=srv.verify, headers={
         "Content-Type": "application/x-protobuf", "Content-Encoding": "gzip", "Authorization": f"Bearer {srv.token}"})
     assert r.status_code == 200, r.text
     assert r.headers.get("Content-Type") == "application/x-protobuf"

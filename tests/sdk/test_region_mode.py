@@ -33,7 +33,7 @@ def srv(module_server_factory):
 
 def build(srv, region, ak=None, sk=None):
     creds = BasicCredentials(ak or srv.ak, sk or srv.sk)  # no project id
-    client = (WorkspaceClient.new_builder().with_http_config(http_config()).with_credentials(creds)
+    client = (WorkspaceClient.new_builder().with_http_config(http_config(srv.ca)).with_credentials(creds)
               .with_region(region).with_exception_handler(RecordingExceptionHandler()).build())
     return client, creds
 

@@ -121,7 +121,7 @@ def test_validate_token(srv):
 
 
 def test_list_projects_signed_like_region_discovery(srv):
-    iam = (IamClient.new_builder().with_http_config(http_config())
+    iam = (IamClient.new_builder().with_http_config(http_config(srv.ca))
            .with_credentials(BasicCredentials(srv.ak, srv.sk))
            .with_endpoint(srv.endpoint).with_exception_handler(RecordingExceptionHandler()).build())
     r = iam.keystone_list_projects(KeystoneListProjectsRequest(name="cn-north-4"))

@@ -2,9 +2,11 @@
 //! `BATCH` desktop ids, through the signed API, and waits until every job has ended.
 //! Prints one JSON line with the timings.
 //!
-//! Usage: `install_all ENDPOINT PROJECT_ID AK SK [BATCH=100] [CONCURRENCY=8]`
+//! Usage: `install_all ENDPOINT PROJECT_ID AK SK [BATCH=100] [CONCURRENCY=8]`; the
+//! server's CA file (`DATA_DIR/ca.pem`) in `DESKFLEET_CA_CERT` for an https endpoint with
+//! a private CA.
 
-use deskfleet_client::{Client, Credentials};
+use deskfleet_client::{Client, ClientOptions, Credentials};
 use std::time::{Duration, Instant};
 
 #[tokio::main]
@@ -15,13 +17,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let batch: usize = args.get(5).map_or(Ok(100), |s| s.parse())?;
     let concurrency: usize = args.get(6).map_or(Ok(8), |s| s.parse())?;
-    let client = Client::new(
+    let mut options = ClientOptions::default();
+    if let Some(ca) = std::env::var_os("DESKFLEET_CA_CERT") {
+        options = options.with_ca_file(std::path::Path::new(&ca))?;
+    }
+    let client = Client::with_options(
         endpoint,
         project,
         Credentials::AkSk {
             access_key: ak.clone(),
             secret_key: sk.clone(),
         },
+        &options,
     )?;
 
     let mut ids = Vec::new();
