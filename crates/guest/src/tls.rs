@@ -404,3 +404,54 @@ impl ServerCertVerifier for PinnedCaVerifier {
             .supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trust_anchor_is_the_ca_file_then_the_kept_ca_then_the_fingerprint_then_the_system() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Path::new("/etc/deskfleet/ca.pem");
+        let fp = Some([7; 32]);
+        assert_eq!(
+            ServerTrust::for_guest(Some(file), dir.path(), fp),
+            ServerTrust::CaFile(file.to_owned())
+        );
+        assert_eq!(
+            ServerTrust::for_guest(None, dir.path(), fp),
+            ServerTrust::Pinned([7; 32])
+        );
+        assert_eq!(
+            ServerTrust::for_guest(None, dir.path(), None),
+            ServerTrust::System
+        );
+        let kept = dir.path().join(SERVER_CA_FILE);
+        std::fs::write(&kept, "kept").unwrap();
+        assert_eq!(
+            ServerTrust::for_guest(None, dir.path(), fp),
+            ServerTrust::CaFile(kept)
+        );
+    }
+
+    #[test]
+    fn plain_http_needs_the_operators_consent() {
+        let plain = reqwest::Url::parse("http://127.0.0.1:8087").unwrap();
+        assert!(matches!(
+            check_scheme(&plain, false),
+            Err(TlsError::InsecureHttp { .. })
+        ));
+        assert!(check_scheme(&plain, true).is_ok());
+        let tls = reqwest::Url::parse("https://fleet.example").unwrap();
+        assert!(check_scheme(&tls, false).is_ok());
+    }
+
+    #[test]
+    fn a_kept_ca_reads_back_as_the_same_certificate() {
+        let der = CertificateDer::from((0..=255u8).cycle().take(700).collect::<Vec<u8>>());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SERVER_CA_FILE);
+        std::fs::write(&path, pem_certificate(&der)).unwrap();
+        assert_eq!(read_certificates(&path).unwrap(), vec![der]);
+    }
+}
