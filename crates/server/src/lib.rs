@@ -40,6 +40,8 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     pub auth: auth::AuthState,
     pub fleet: fleet::Fleet,
+    /// Seals and opens the secret keys stored in the database.
+    pub keyring: auth::keyring::Keyring,
 }
 
 impl Deref for AppState {
@@ -50,13 +52,19 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, settings: Settings, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        keyring: auth::keyring::Keyring,
+    ) -> Self {
         Self(Arc::new(Inner {
             store,
             settings,
             clock,
             auth: auth::AuthState::default(),
             fleet: fleet::Fleet::default(),
+            keyring,
         }))
     }
 }
@@ -72,12 +80,12 @@ pub struct Application {
 impl Application {
     /// Opens the store (creating the data directory), bootstraps it if empty, and binds.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+        auth::files::prepare_data_dir(&settings)?;
         let store = deskfleet_store::connect(&settings.effective_database_url())
             .await
             .context("opening the database")?;
-        let state = AppState::new(store, settings, Arc::new(SystemClock));
+        let keyring = auth::keyring::open_keyring(&settings, store.as_ref()).await?;
+        let state = AppState::new(store, settings, Arc::new(SystemClock), keyring);
         let bootstrap = bootstrap::bootstrap_if_empty(&state).await?;
         if state.settings.packages.publish_bundled_monitor {
             fleet::packages::publish_bundled_monitor(&state)
@@ -93,6 +101,7 @@ impl Application {
             addr.to_string(),
         )
         .context("writing listen.addr")?;
+        auth::files::secure_data_dir(&state.settings.data_dir)?;
         Ok(Self {
             listener,
             state,

@@ -114,10 +114,23 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The key-encryption key of this server's secret keys, as the admin command loads it.
+    pub async fn keyring(&self) -> deskfleet_server::auth::keyring::Keyring {
+        let store = self.store().await;
+        deskfleet_server::auth::keyring::open_keyring(&self.settings, store.as_ref())
+            .await
+            .unwrap()
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.server.await.unwrap().unwrap();
     }
+}
+
+/// The endpoint of a server built by hand on `addr` (for tests that restart one).
+pub fn endpoint_of(addr: SocketAddr) -> String {
+    format!("http://{addr}")
 }
 
 pub fn now() -> i64 {
