@@ -35,5 +35,10 @@ async fn the_real_server_keeps_its_data_private_and_drops_a_deleted_key_at_once(
         }
     })
     .await;
-    assert!(start.elapsed().as_millis() < 3000, "{:?}", start.elapsed());
+    let took = start.elapsed();
+    eprintln!(
+        "a deleted key was refused {} ms after the admin command",
+        took.as_millis()
+    );
+    assert!(took.as_millis() < 3000, "{took:?}");
 }
