@@ -12,6 +12,17 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
+/// A server with the production sweep interval: these tests run admin commands, other
+/// processes that write to the same SQLite file, and a sweep writing every 50 ms (the
+/// test default) can keep them waiting for the write lock on a loaded machine.
+async fn spawn(configure: impl FnOnce(&mut deskfleet_server::settings::Settings)) -> TestApp {
+    TestApp::spawn_with(|s| {
+        s.jobs.sweep_interval_ms = 1000;
+        configure(s);
+    })
+    .await
+}
+
 /// Runs `deskfleet-server --data-dir DIR admin ARGS...`; returns (success, stdout JSON or
 /// null, stderr).
 fn admin(app: &TestApp, args: &[&str]) -> (bool, serde_json::Value, String) {
@@ -121,7 +132,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 #[tokio::test]
 async fn secret_keys_are_not_in_the_database_in_clear() {
-    let app = TestApp::spawn().await;
+    let app = spawn(|_| {}).await;
     let (ak, sk, _) = new_user(&app, "keyholder", "admin");
     app.client(&ak, &sk).list_desktops(&[]).await.unwrap();
     app.admin().list_desktops(&[]).await.unwrap();
@@ -160,7 +171,7 @@ async fn the_data_directory_and_its_files_are_private_after_start() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
-    let app = TestApp::spawn_with(|s| s.data_dir = data.clone()).await;
+    let app = spawn(|s| s.data_dir = data.clone()).await;
     // A write, so that the WAL and shared-memory files exist.
     let (ak, sk, _) = new_user(&app, "writer", "admin");
     app.client(&ak, &sk).list_desktops(&[]).await.unwrap();
@@ -193,7 +204,7 @@ async fn the_data_directory_and_its_files_are_private_after_start() {
 
 #[tokio::test]
 async fn a_database_with_secret_keys_in_clear_is_encrypted_on_start() {
-    let mut app = TestApp::spawn().await;
+    let mut app = spawn(|_| {}).await;
     let settings = app.settings.clone();
     let b = app.bootstrap.clone();
     stop_keeping_data(&mut app).await;
@@ -245,7 +256,7 @@ async fn a_database_with_secret_keys_in_clear_is_encrypted_on_start() {
 
 #[tokio::test]
 async fn a_wrong_or_missing_key_file_stops_the_start_clearly() {
-    let mut app = TestApp::spawn().await;
+    let mut app = spawn(|_| {}).await;
     let settings = app.settings.clone();
     stop_keeping_data(&mut app).await;
     let key_file = settings.data_dir.join("secrets.key");
@@ -275,7 +286,7 @@ async fn a_wrong_or_missing_key_file_stops_the_start_clearly() {
 
 #[tokio::test]
 async fn wrong_passwords_lock_the_user_even_against_the_right_password() {
-    let app = TestApp::spawn_with(|s| {
+    let app = spawn(|s| {
         s.auth.login_lockout_failures = 3;
         s.auth.login_lockout_secs = 600;
     })
@@ -344,7 +355,7 @@ async fn list_projects(app: &TestApp, ak: &str, sk: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn projects_are_listed_and_scoped_only_where_the_user_has_a_role() {
-    let app = TestApp::spawn().await;
+    let app = spawn(|_| {}).await;
     let store = app.store().await;
     let domain = store
         .find_domain_by_name("deskfleet")
@@ -425,7 +436,7 @@ async fn projects_are_listed_and_scoped_only_where_the_user_has_a_role() {
 
 #[tokio::test]
 async fn a_deleted_access_key_answers_like_an_unknown_one_at_once() {
-    let app = TestApp::spawn().await;
+    let app = spawn(|_| {}).await;
     let (ak, sk, _) = new_user(&app, "leaver", "admin");
     let client = app.client(&ak, &sk);
     client.list_desktops(&[]).await.unwrap();
@@ -447,7 +458,7 @@ async fn a_deleted_access_key_answers_like_an_unknown_one_at_once() {
 
 #[tokio::test]
 async fn a_disabled_user_loses_keys_tokens_and_logins_until_enabled() {
-    let app = TestApp::spawn().await;
+    let app = spawn(|_| {}).await;
     let (ak, sk, password) = new_user(&app, "temp", "admin");
     let (token, _) = create_token(
         &app.endpoint(),
@@ -494,7 +505,7 @@ async fn a_disabled_user_loses_keys_tokens_and_logins_until_enabled() {
 
 #[tokio::test]
 async fn a_role_change_applies_at_once() {
-    let app = TestApp::spawn().await;
+    let app = spawn(|_| {}).await;
     let ids = app.import_desktops(1).await;
     let (ak, sk, _) = new_user(&app, "demoted", "admin");
     let client = app.client(&ak, &sk);
@@ -525,7 +536,7 @@ async fn a_role_change_applies_at_once() {
 
 #[tokio::test]
 async fn a_locked_access_key_is_unlocked_by_the_admin_command() {
-    let app = TestApp::spawn_with(|s| s.auth.lockout_failures = 3).await;
+    let app = spawn(|s| s.auth.lockout_failures = 3).await;
     let (ak, sk, _) = new_user(&app, "fumbler", "admin");
     let wrong = app.client(&ak, "not-the-secret");
     for _ in 0..3 {
@@ -552,7 +563,7 @@ async fn a_locked_access_key_is_unlocked_by_the_admin_command() {
 
 #[tokio::test]
 async fn enrollment_tokens_are_revoked_and_desktops_deleted() {
-    let app = TestApp::spawn().await;
+    let app = spawn(|_| {}).await;
     let created = admin_ok(
         &app,
         &["enrollment-tokens", "create", "--project", app.project()],
