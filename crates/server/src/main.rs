@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use deskfleet_core::clock::{Clock, SystemClock};
 use deskfleet_core::model::Role;
 use deskfleet_server::auth::policy::Denial;
-use deskfleet_server::settings::Settings;
+use deskfleet_server::settings::{self, Settings};
 use deskfleet_server::{Application, wire};
 use deskfleet_server::{admin, auth};
 use figment::providers::Serialized;
@@ -216,7 +216,7 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         cli.config.as_deref(),
         Serialized::globals(serde_json::Value::Object(flags)),
     )
-    .context("reading settings")
+    .map_err(|e| anyhow::anyhow!("invalid settings: {}", settings::explain(&e)))
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {

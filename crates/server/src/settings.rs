@@ -258,6 +258,28 @@ impl Settings {
     }
 }
 
+/// A settings error as an operator needs it: every problem, each naming its key and, for
+/// the environment, the variable to fix.
+pub fn explain(error: &figment::Error) -> String {
+    error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let from_env = e
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.name.contains("environment"));
+            if from_env && !e.path.is_empty() {
+                let var = format!("DESKFLEET_{}", e.path.join("__").to_uppercase());
+                format!("{e} (environment variable {var})")
+            } else {
+                e.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// `scheme://user:password@host/...` with the password replaced by `***`.
 fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -379,11 +401,11 @@ mod tests {
     fn an_invalid_environment_value_names_its_key() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("DESKFLEET_THROTTLE__ENABLED", "nope");
-            let err = Settings::load(None, no_flags())
-                .unwrap_err()
-                .to_string()
-                .to_lowercase();
-            assert!(err.contains("throttle.enabled"), "{err}");
+            let err = explain(&Settings::load(None, no_flags()).unwrap_err());
+            assert!(
+                err.contains("environment variable DESKFLEET_THROTTLE__ENABLED"),
+                "{err}"
+            );
             assert!(err.contains("nope"), "{err}");
             Ok(())
         });

@@ -623,7 +623,11 @@ async fn the_binary_refuses_an_invalid_environment_setting_and_shows_valid_ones(
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("THROTTLE.ENABLED"), "{stderr}");
+    assert!(stderr.contains("invalid settings"), "{stderr}");
+    assert!(
+        stderr.contains("environment variable DESKFLEET_THROTTLE__ENABLED"),
+        "{stderr}"
+    );
     assert!(stderr.contains("nope"), "{stderr}");
     assert!(
         !dir.path().join("listen.addr").exists(),
