@@ -28,6 +28,8 @@ pub struct User {
     pub domain: Domain,
     /// PHC string (argon2id); never the password.
     pub password_hash: String,
+    /// A disabled user can neither log in nor use its keys and tokens.
+    pub disabled: bool,
 }
 
 /// A role on one project. `admin` grants every action, `readonly` the reads.
@@ -84,6 +86,46 @@ impl fmt::Debug for AccessKey {
             .field("project_id", &self.project_id)
             .finish()
     }
+}
+
+/// Whose failed authentications are counted: an access key (bad signatures) or a user
+/// (wrong passwords).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AuthSubject {
+    AccessKey(String),
+    User(UserId),
+}
+
+impl AuthSubject {
+    /// The stored form: `ak:<access key>` or `user:<user id>`.
+    pub fn key(&self) -> String {
+        match self {
+            AuthSubject::AccessKey(ak) => format!("ak:{ak}"),
+            AuthSubject::User(id) => format!("user:{id}"),
+        }
+    }
+}
+
+/// Consecutive failed authentications of one subject, and the lock they led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuthFailures {
+    pub failures: u32,
+    /// Set once `failures` reached the threshold; may lie in the past.
+    pub locked_until: Option<Millis>,
+}
+
+impl AuthFailures {
+    /// The end of a lock still in force at `now`.
+    pub fn locked_at(&self, now: Millis) -> Option<Millis> {
+        self.locked_until.filter(|until| *until > now)
+    }
+}
+
+/// When failures lock a subject: after `failures` of them, for `lock_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lockout {
+    pub failures: u32,
+    pub lock_ms: Millis,
 }
 
 /// An issued token, stored under the SHA-256 of its value.

@@ -8,9 +8,9 @@ use crate::fleet::{
 use crate::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
 use crate::job::Stage;
 use crate::model::{
-    AccessKey, AgentCondition, AgentFilter, AgentState, Desktop, DesktopFilter, Domain, Job,
-    NewDesktop, Outcome, Page, Project, Role, SubJob, SubJobFilter, SubJobSelector, TokenRecord,
-    User,
+    AccessKey, AgentCondition, AgentFilter, AgentState, AuthFailures, AuthSubject, Desktop,
+    DesktopFilter, Domain, Job, Lockout, NewDesktop, Outcome, Page, Project, Role, SubJob,
+    SubJobFilter, SubJobSelector, TokenRecord, User,
 };
 use async_trait::async_trait;
 
@@ -86,6 +86,61 @@ pub trait Store: Send + Sync + 'static {
     async fn find_access_key(&self, access_key: &str) -> StoreResult<Option<AccessKey>>;
     async fn insert_token(&self, token_sha256: &str, token: &TokenRecord) -> StoreResult<()>;
     async fn find_token(&self, token_sha256: &str) -> StoreResult<Option<TokenRecord>>;
+
+    // ---- taking credentials back ----
+    //
+    // Every method here that revokes, disables, deletes, locks or unlocks bumps the
+    // credential revision in the same transaction, as does `grant_role`: servers poll
+    // [`Store::credential_revision`] and drop their credential caches when it moves.
+
+    /// Every access key (the stored secret keys are opaque to the store).
+    async fn list_access_keys(&self) -> StoreResult<Vec<AccessKey>>;
+    /// Replaces the stored secret key of `access_key` if it still is `expected`; false if
+    /// it changed meanwhile (another process got there first) or the key is gone.
+    async fn replace_secret_key(
+        &self,
+        access_key: &str,
+        expected: &str,
+        replacement: &str,
+    ) -> StoreResult<bool>;
+    /// Projects where `user` has a role, optionally only those named `name`.
+    async fn list_user_projects(
+        &self,
+        user: &UserId,
+        name: Option<&str>,
+    ) -> StoreResult<Vec<Project>>;
+    /// The failure count and lock of `subject`, if it failed since its last success.
+    async fn auth_failures(&self, subject: &AuthSubject) -> StoreResult<Option<AuthFailures>>;
+    /// Counts one more failure of `subject` (afresh if its lock has run out) and locks it
+    /// for `lockout.lock_ms` once it reached `lockout.failures`. Returns the new state.
+    async fn record_auth_failure(
+        &self,
+        subject: &AuthSubject,
+        now: Millis,
+        lockout: Lockout,
+    ) -> StoreResult<AuthFailures>;
+    /// Forgets the failures and lock of `subject`; false if there were none.
+    async fn clear_auth_failures(&self, subject: &AuthSubject) -> StoreResult<bool>;
+    /// A counter that moves whenever a credential is taken back or changed.
+    async fn credential_revision(&self) -> StoreResult<i64>;
+    /// Deletes an access key (and its failure count). `NotFound` if it does not exist.
+    async fn delete_access_key(&self, access_key: &str) -> StoreResult<()>;
+    /// Disables or enables a user. `NotFound` if it does not exist.
+    async fn set_user_disabled(&self, user: &UserId, disabled: bool) -> StoreResult<()>;
+    /// Deletes every token of `user`; returns how many. `NotFound` if the user does not
+    /// exist.
+    async fn revoke_user_tokens(&self, user: &UserId) -> StoreResult<u64>;
+    /// Deletes an enrollment token. `NotFound` if it does not exist.
+    async fn revoke_enrollment_token(&self, token_sha256: &str) -> StoreResult<()>;
+    /// Deletes a desktop of `project` with its credential, metrics and sub-jobs (those in
+    /// flight included); the jobs concerned are brought up to date with the sub-jobs they
+    /// keep. `NotFound` if the project has no such desktop.
+    async fn delete_desktop(
+        &self,
+        project: &ProjectId,
+        desktop: &DesktopId,
+        now: Millis,
+    ) -> StoreResult<()>;
 
     // ---- desktops ----
 

@@ -1,12 +1,14 @@
 //! Operator actions on the store, used by `deskfleet-server admin ...` and by the
 //! bootstrap. They work directly on the database; no server needs to run.
 
-use crate::auth::secrets::{hash_password, new_access_key, random_alphanumeric};
+use crate::auth::keyring::Keyring;
+use crate::auth::secrets::{hash_password, new_access_key, random_alphanumeric, sha256_hex};
 use anyhow::{Context, anyhow};
 use deskfleet_core::clock::Millis;
-use deskfleet_core::ids::{ProjectId, UserId};
-use deskfleet_core::model::{AccessKey, Desktop, NewDesktop, Project, User};
-use deskfleet_core::store::Store;
+use deskfleet_core::ids::{DesktopId, ProjectId, UserId};
+use deskfleet_core::model::{AccessKey, AuthSubject, Desktop, NewDesktop, Project, User};
+use deskfleet_core::store::{Store, StoreError};
+use secrecy::SecretString;
 
 pub async fn create_project(
     store: &dyn Store,
@@ -55,18 +57,21 @@ pub async fn find_project(store: &dyn Store, id: &str) -> anyhow::Result<Project
         .ok_or_else(|| anyhow!("project {id} does not exist"))
 }
 
-/// Creates an AK/SK pair for `user` on `project`; returns (AK, SK).
+/// Creates an AK/SK pair for `user` on `project`; returns (AK, SK). The SK is stored
+/// sealed with `keyring`.
 pub async fn create_access_key(
     store: &dyn Store,
+    keyring: &Keyring,
     user: &UserId,
     project: &ProjectId,
     now: Millis,
 ) -> anyhow::Result<(String, String)> {
     let (access_key, secret_key) = new_access_key();
+    let sealed = keyring.seal(&access_key, &SecretString::from(secret_key.clone()));
     store
         .create_access_key(&AccessKey {
             access_key: access_key.clone(),
-            secret_key: secret_key.clone(),
+            secret_key: sealed,
             user_id: user.clone(),
             project_id: project.clone(),
             created_at: now,
@@ -115,12 +120,7 @@ pub async fn create_enrollment_token(
     let token = format!("DFE1{}", random_alphanumeric(48));
     let expires_at = now + (ttl_hours as i64) * 3600 * 1000;
     store
-        .create_enrollment_token(
-            project,
-            &crate::auth::secrets::sha256_hex(&token),
-            now,
-            expires_at,
-        )
+        .create_enrollment_token(project, &sha256_hex(&token), now, expires_at)
         .await?;
     Ok((token, expires_at))
 }
@@ -147,4 +147,89 @@ pub async fn publish_package(
     let meta = crate::fleet::packages::sign_archive(&key, name, version, platform, archive, now);
     store.publish_package(&meta, archive).await?;
     Ok(meta)
+}
+
+// ---- taking things back ----
+//
+// Each is one store transaction that also moves the credential revision, so running
+// servers drop their credential caches within about a second (see
+// `crate::auth::revocation`).
+
+/// A store error, with `NotFound` said in the operator's words.
+fn not_found(e: StoreError, what: impl FnOnce() -> String) -> anyhow::Error {
+    match e {
+        StoreError::NotFound => anyhow!("{} does not exist", what()),
+        other => other.into(),
+    }
+}
+
+/// Deletes an access key: it then answers like an unknown key.
+pub async fn delete_access_key(store: &dyn Store, access_key: &str) -> anyhow::Result<()> {
+    store
+        .delete_access_key(access_key)
+        .await
+        .map_err(|e| not_found(e, || format!("access key {access_key:?}")))
+}
+
+/// Lifts the bad-signature lock of an access key; false if it was not locked nor failing.
+pub async fn unlock_access_key(store: &dyn Store, access_key: &str) -> anyhow::Result<bool> {
+    if store.find_access_key(access_key).await?.is_none() {
+        return Err(anyhow!("access key {access_key:?} does not exist"));
+    }
+    Ok(store
+        .clear_auth_failures(&AuthSubject::AccessKey(access_key.to_string()))
+        .await?)
+}
+
+/// Disables or enables a user: a disabled user can neither log in nor use its keys and
+/// tokens.
+pub async fn set_user_disabled(
+    store: &dyn Store,
+    user: &User,
+    disabled: bool,
+) -> anyhow::Result<()> {
+    store
+        .set_user_disabled(&user.id, disabled)
+        .await
+        .map_err(|e| not_found(e, || format!("user {:?}", user.name)))
+}
+
+/// Revokes every token of a user; returns how many there were.
+pub async fn revoke_user_tokens(store: &dyn Store, user: &User) -> anyhow::Result<u64> {
+    store
+        .revoke_user_tokens(&user.id)
+        .await
+        .map_err(|e| not_found(e, || format!("user {:?}", user.name)))
+}
+
+/// Lifts the wrong-password lock of a user; false if it was not locked nor failing.
+pub async fn unlock_user(store: &dyn Store, user: &User) -> anyhow::Result<bool> {
+    Ok(store
+        .clear_auth_failures(&AuthSubject::User(user.id.clone()))
+        .await?)
+}
+
+/// Revokes an enrollment token, given its value.
+/// `token` as printed by `enrollment-tokens create`, with or without its CA fingerprint.
+pub async fn revoke_enrollment_token(store: &dyn Store, token: &str) -> anyhow::Result<()> {
+    let token = deskfleet_proto::enrollment::EnrollmentToken::parse(token)
+        .map_err(|e| anyhow::anyhow!("that is not an enrollment token: {e}"))?;
+    store
+        .revoke_enrollment_token(&sha256_hex(&token.secret))
+        .await
+        .map_err(|e| not_found(e, || "that enrollment token".to_string()))
+}
+
+/// Deletes a desktop of a project, with its credential, metrics and sub-jobs.
+pub async fn delete_desktop(
+    store: &dyn Store,
+    project: &ProjectId,
+    desktop: &str,
+    now: Millis,
+) -> anyhow::Result<()> {
+    let id = DesktopId::parse(desktop).map_err(|e| anyhow!("{e}"))?;
+    store
+        .delete_desktop(project, &id, now)
+        .await
+        .map_err(|e| not_found(e, || format!("desktop {desktop} in project {project}")))
 }

@@ -52,8 +52,14 @@ pub async fn bootstrap_if_empty(state: &AppState) -> anyhow::Result<Option<Boots
     let project = store.create_project(&domain.id, &b.project_name).await?;
     let (user, password) = admin::create_user(store, &domain.name, &b.user_name, None).await?;
     store.grant_role(&user.id, &project.id, Role::Admin).await?;
-    let (access_key, secret_key) =
-        admin::create_access_key(store, &user.id, &project.id, state.clock.now()).await?;
+    let (access_key, secret_key) = admin::create_access_key(
+        store,
+        &state.keyring,
+        &user.id,
+        &project.id,
+        state.clock.now(),
+    )
+    .await?;
     let created = Bootstrap {
         domain_name: domain.name,
         project_id: project.id.into_string(),

@@ -81,6 +81,9 @@ impl Workers {
 pub fn spawn_workers(state: AppState, shutdown: CancellationToken) -> Workers {
     let workers: Vec<Box<dyn Worker>> = vec![
         Box::new(TimeoutSweeper::new(state.clone())),
+        Box::new(crate::auth::revocation::RevocationWatcher::new(
+            state.clone(),
+        )),
         Box::new(crate::fleet::Scheduler::new(state)),
     ];
     let mut set = JoinSet::new();

@@ -76,6 +76,8 @@ pub struct Inner {
     pub fleet: fleet::Fleet,
     /// Bytes of request bodies that may be held before their signature is verified.
     pub body_budget: auth::BodyBudget,
+    /// Seals and opens the secret keys stored in the database.
+    pub keyring: auth::keyring::Keyring,
 }
 
 impl Deref for AppState {
@@ -86,7 +88,12 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, settings: Settings, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        keyring: auth::keyring::Keyring,
+    ) -> Self {
         Self(Arc::new(Inner {
             store,
             clock,
@@ -94,6 +101,7 @@ impl AppState {
             fleet: fleet::Fleet::default(),
             body_budget: auth::BodyBudget::new(settings.http.unverified_body_budget_bytes),
             settings,
+            keyring,
         }))
     }
 }
@@ -111,12 +119,12 @@ pub struct Application {
 impl Application {
     /// Opens the store (creating the data directory), bootstraps it if empty, and binds.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+        auth::files::prepare_data_dir(&settings)?;
         let store = deskfleet_store::connect(&settings.effective_database_url())
             .await
             .context("opening the database")?;
-        let state = AppState::new(store, settings, Arc::new(SystemClock));
+        let keyring = auth::keyring::open_keyring(&settings, store.as_ref()).await?;
+        let state = AppState::new(store, settings, Arc::new(SystemClock), keyring);
         let bootstrap = bootstrap::bootstrap_if_empty(&state).await?;
         if state.settings.packages.publish_bundled_monitor {
             fleet::packages::publish_bundled_monitor(&state)
@@ -148,6 +156,7 @@ impl Application {
             format!("{scheme}://{}", endpoint_host(addr)),
         )
         .context("writing endpoint.url")?;
+        auth::files::secure_data_dir(&state.settings.data_dir)?;
         // Last: tools wait for listen.addr and find endpoint.url beside it.
         std::fs::write(dir.join("listen.addr"), addr.to_string()).context("writing listen.addr")?;
         Ok(Self {

@@ -4,10 +4,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use deskfleet_core::clock::{Clock, SystemClock};
 use deskfleet_core::model::Role;
-use deskfleet_server::admin;
 use deskfleet_server::auth::policy::Denial;
-use deskfleet_server::settings::Settings;
+use deskfleet_server::settings::{self, Settings};
 use deskfleet_server::{Application, wire};
+use deskfleet_server::{admin, auth};
 use figment::providers::Serialized;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +50,16 @@ enum Command {
     /// Operator commands on the database.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// The settings in force.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective settings (defaults < file < environment < flags) as JSON, with
+    /// secrets redacted.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -109,6 +119,23 @@ enum UsersCommand {
         #[arg(long, default_value = "deskfleet")]
         domain: String,
     },
+    /// Disable a user: its logins, keys and tokens stop working (within about 1 s on
+    /// every running server).
+    Disable(UserArgs),
+    /// Enable a disabled user again.
+    Enable(UserArgs),
+    /// Revoke every token of a user.
+    RevokeTokens(UserArgs),
+    /// Lift the lock that wrong passwords put on a user.
+    Unlock(UserArgs),
+}
+
+#[derive(Args)]
+struct UserArgs {
+    #[arg(long)]
+    name: String,
+    #[arg(long, default_value = "deskfleet")]
+    domain: String,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +149,10 @@ enum AccessKeysCommand {
         #[arg(long, default_value = "deskfleet")]
         domain: String,
     },
+    /// Delete an access key; it then answers like an unknown key.
+    Delete { access_key: String },
+    /// Lift the lock that bad signatures put on an access key.
+    Unlock { access_key: String },
 }
 
 #[derive(Subcommand)]
@@ -131,6 +162,12 @@ enum DesktopsCommand {
         #[arg(long)]
         project: String,
         file: PathBuf,
+    },
+    /// Delete a desktop with its credential, metrics and sub-jobs.
+    Delete {
+        #[arg(long)]
+        project: String,
+        desktop_id: String,
     },
 }
 
@@ -143,6 +180,12 @@ enum EnrollmentTokensCommand {
         /// Lifetime; default `fleet.enrollment_token_ttl_hours` (30 days).
         #[arg(long)]
         ttl_hours: Option<u64>,
+    },
+    /// Revoke an enrollment token (given as printed by `create`).
+    Revoke {
+        /// Read from the environment so that it stays out of the process list.
+        #[arg(long, env = "DESKFLEET_ENROLLMENT_TOKEN", hide_env_values = true)]
+        token: String,
     },
 }
 
@@ -186,7 +229,7 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         cli.config.as_deref(),
         Serialized::globals(serde_json::Value::Object(flags)),
     )
-    .context("reading settings")
+    .map_err(|e| anyhow::anyhow!("invalid settings: {}", settings::explain(&e)))
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -200,11 +243,12 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
         return print_json(&denial);
     }
     if settings.database_url.is_none() {
-        std::fs::create_dir_all(&settings.data_dir)?;
+        auth::files::prepare_data_dir(&settings)?;
     }
     let store = deskfleet_store::connect(&settings.effective_database_url())
         .await
         .context("opening the database")?;
+    let keyring = auth::keyring::open_keyring(&settings, store.as_ref()).await?;
     let store = store.as_ref();
     let now = SystemClock.now();
     match command {
@@ -249,7 +293,8 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
         }) => {
             let project = admin::find_project(store, &project).await?;
             let user = admin::find_user(store, &domain, &user).await?;
-            let (ak, sk) = admin::create_access_key(store, &user.id, &project.id, now).await?;
+            let (ak, sk) =
+                admin::create_access_key(store, &keyring, &user.id, &project.id, now).await?;
             print_json(&serde_json::json!({
                 "access_key": ak, "secret_key": sk, "user_name": user.name, "project_id": project.id,
             }))
@@ -307,12 +352,64 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
                 "size": meta.size, "sha256": meta.sha256, "signature": meta.signature,
             }))
         }
+        AdminCommand::AccessKeys(AccessKeysCommand::Delete { access_key }) => {
+            admin::delete_access_key(store, &access_key).await?;
+            print_json(&serde_json::json!({"access_key": access_key, "deleted": true}))
+        }
+        AdminCommand::AccessKeys(AccessKeysCommand::Unlock { access_key }) => {
+            let was_locked = admin::unlock_access_key(store, &access_key).await?;
+            print_json(&serde_json::json!({"access_key": access_key, "unlocked": was_locked}))
+        }
+        AdminCommand::Users(UsersCommand::Disable(u)) => {
+            let user = admin::find_user(store, &u.domain, &u.name).await?;
+            admin::set_user_disabled(store, &user, true).await?;
+            print_json(
+                &serde_json::json!({"user_name": user.name, "user_id": user.id, "disabled": true}),
+            )
+        }
+        AdminCommand::Users(UsersCommand::Enable(u)) => {
+            let user = admin::find_user(store, &u.domain, &u.name).await?;
+            admin::set_user_disabled(store, &user, false).await?;
+            print_json(
+                &serde_json::json!({"user_name": user.name, "user_id": user.id, "disabled": false}),
+            )
+        }
+        AdminCommand::Users(UsersCommand::RevokeTokens(u)) => {
+            let user = admin::find_user(store, &u.domain, &u.name).await?;
+            let n = admin::revoke_user_tokens(store, &user).await?;
+            print_json(
+                &serde_json::json!({"user_name": user.name, "user_id": user.id, "revoked_tokens": n}),
+            )
+        }
+        AdminCommand::Users(UsersCommand::Unlock(u)) => {
+            let user = admin::find_user(store, &u.domain, &u.name).await?;
+            let was_locked = admin::unlock_user(store, &user).await?;
+            print_json(
+                &serde_json::json!({"user_name": user.name, "user_id": user.id, "unlocked": was_locked}),
+            )
+        }
+        AdminCommand::EnrollmentTokens(EnrollmentTokensCommand::Revoke { token }) => {
+            admin::revoke_enrollment_token(store, &token).await?;
+            print_json(&serde_json::json!({"revoked": true}))
+        }
+        AdminCommand::Desktops(DesktopsCommand::Delete {
+            project,
+            desktop_id,
+        }) => {
+            let project = admin::find_project(store, &project).await?;
+            admin::delete_desktop(store, &project.id, &desktop_id, now).await?;
+            print_json(
+                &serde_json::json!({"desktop_id": desktop_id, "project_id": project.id, "deleted": true}),
+            )
+        }
         AdminCommand::DecodeAuthorizationMessage { .. } => Ok(()),
     }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Before anything is created: every file and directory of this process is private.
+    auth::files::restrict_umask();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -321,8 +418,10 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let settings = settings(&cli)?;
-    if let Some(Command::Admin(command)) = cli.command {
-        return run_admin(settings, command).await;
+    match cli.command {
+        Some(Command::Admin(command)) => return run_admin(settings, command).await,
+        Some(Command::Config(ConfigCommand::Show)) => return print_json(&settings.redacted()),
+        None => {}
     }
 
     let app = Application::build(settings).await?;

@@ -37,6 +37,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+/// The most bytes of a request head (request line and headers) read before answering
+/// 431; a request line alone longer than `http::Uri` allows is answered 414.
+const MAX_HEAD_BYTES: usize = 96 * 1024;
+
 /// What the listener needs to know; from `Settings::http`.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -322,7 +326,7 @@ impl Connection {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_read_timeout)
-            .max_buf_size(64 * 1024);
+            .max_buf_size(MAX_HEAD_BYTES);
         let connection = builder.serve_connection(io, service).with_upgrades();
         tokio::pin!(connection);
         let mut closing = false;
@@ -479,7 +483,7 @@ fn code_detail(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::UriTooLong => "the request line is too long; shorten the path and query",
         ErrorCode::HeadersTooLarge => {
-            "the request headers are too large (at most 100 headers of about 64 KiB together); send fewer or shorter headers"
+            "the request headers are too large (at most 100 headers of about 96 KiB together); send fewer or shorter headers"
         }
         _ => {
             "the request could not be parsed as HTTP/1.1: check the method, the path, header names and values (visible ASCII), and that Content-Length is given once"

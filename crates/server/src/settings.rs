@@ -27,6 +27,7 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub tls: TlsSettings,
     pub http: HttpSettings,
+    pub secrets: SecretsSettings,
 }
 
 /// TLS on the one listener (API, `/v1/opamp`, package downloads).
@@ -91,6 +92,15 @@ impl Default for HttpSettings {
     }
 }
 
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsSettings {
+    /// The key-encryption key of the secret keys (SK) stored in the database: a file of 32
+    /// random bytes, created (0600) on first start. Default `DATA_DIR/secrets.key`. Replicas
+    /// on one PostgreSQL database must be given the same file.
+    pub key_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobSettings {
@@ -114,6 +124,12 @@ pub struct AuthSettings {
     pub lockout_secs: u64,
     /// How long a verified credential (key or token, with its role) is cached.
     pub credential_cache_secs: u64,
+    /// Consecutive wrong passwords after which a user's logins are locked.
+    pub login_lockout_failures: u32,
+    pub login_lockout_secs: u64,
+    /// How often the credential revision is polled; caches are dropped when it moves, so
+    /// a revocation takes effect within about this long on every replica.
+    pub revocation_poll_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,6 +220,7 @@ impl Default for Settings {
             max_body_bytes: 12 * 1024 * 1024,
             tls: TlsSettings::default(),
             http: HttpSettings::default(),
+            secrets: SecretsSettings::default(),
         }
     }
 }
@@ -226,6 +243,9 @@ impl Default for AuthSettings {
             lockout_failures: 5,
             lockout_secs: 5 * 60,
             credential_cache_secs: 30,
+            login_lockout_failures: 5,
+            login_lockout_secs: 5 * 60,
+            revocation_poll_ms: 1000,
         }
     }
 }
@@ -250,21 +270,18 @@ impl Default for BootstrapSettings {
     }
 }
 
-/// Top-level keys read from the environment; other `DESKFLEET_*` variables are not ours.
-const ENV_KEYS: [&str; 12] = [
-    "listen",
-    "data_dir",
-    "database_url",
-    "jobs",
-    "auth",
-    "throttle",
-    "bootstrap",
-    "fleet",
-    "packages",
-    "max_body_bytes",
-    "tls",
-    "http",
-];
+/// Whether `DESKFLEET_<KEY>` (already without its prefix, `__` turned into `.`) names one
+/// of our settings: other `DESKFLEET_*` variables (`DESKFLEET_NEW_USER_PASSWORD`...) are
+/// not. Compared without case: the documented form is upper case.
+fn is_setting(key: &str) -> bool {
+    static TOP_LEVEL: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| match serde_json::to_value(Settings::default()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        });
+    let first = key.split('.').next().unwrap_or(key);
+    TOP_LEVEL.iter().any(|k| k.eq_ignore_ascii_case(first))
+}
 
 impl Settings {
     /// Layers the sources; `overrides` are the command-line flags that were given.
@@ -280,11 +297,22 @@ impl Settings {
             .merge(
                 Env::prefixed("DESKFLEET_")
                     .split("__")
-                    .filter(|k| ENV_KEYS.iter().any(|key| k.as_str().starts_with(key))),
+                    .filter(|k| is_setting(k.as_str())),
             )
             .merge(overrides)
             .extract()
             .map_err(Box::new)
+    }
+
+    /// The settings as JSON for operators (`config show`), with secrets redacted: the
+    /// password of the database URL. The secrets key file is shown by path only.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(url) = &self.database_url {
+            value["database_url"] = serde_json::Value::String(redact_url(url));
+        }
+        value["secrets"]["key_file"] = serde_json::json!(crate::auth::keyring::key_file(self));
+        value
     }
 
     /// The database URL in force: the configured one, or SQLite in the data directory.
@@ -296,7 +324,48 @@ impl Settings {
     }
 }
 
+/// A settings error as an operator needs it: every problem, each naming its key and, for
+/// the environment, the variable to fix.
+pub fn explain(error: &figment::Error) -> String {
+    error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let from_env = e
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.name.contains("environment"));
+            if from_env && !e.path.is_empty() {
+                let var = format!("DESKFLEET_{}", e.path.join("__").to_uppercase());
+                format!("{e} (environment variable {var})")
+            } else {
+                e.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `scheme://user:password@host/...` with the password replaced by `***`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let masked = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{masked}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
+// `figment::Jail` closures must return `figment::Error`, a large type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -322,5 +391,115 @@ mod tests {
         let err =
             Settings::load(Some(&file), Serialized::globals(serde_json::json!({}))).unwrap_err();
         assert!(err.to_string().contains("delivery_timeout"), "{err}");
+    }
+
+    fn no_flags() -> Serialized<serde_json::Value> {
+        Serialized::globals(serde_json::json!({}))
+    }
+
+    #[test]
+    fn defaults_hold_when_nothing_is_given() {
+        figment::Jail::expect_with(|_jail| {
+            let s = Settings::load(None, no_flags()).map_err(|e| *e)?;
+            let d = Settings::default();
+            assert_eq!(s.listen, d.listen);
+            assert_eq!(s.max_body_bytes, 12 * 1024 * 1024);
+            assert!(s.throttle.enabled);
+            assert_eq!(s.auth.login_lockout_failures, 5);
+            assert_eq!(s.auth.login_lockout_secs, 300);
+            assert_eq!(s.secrets.key_file, None);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn upper_case_environment_beats_the_file_and_flags_beat_both() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "settings.toml",
+                "listen = \"127.0.0.1:1001\"\nmax_body_bytes = 10\n\
+                 [throttle]\nwrites_per_minute = 1\nreads_per_minute = 9\n\
+                 [auth]\nlogin_lockout_failures = 8\n",
+            )?;
+            jail.set_env("DESKFLEET_LISTEN", "127.0.0.1:1002");
+            jail.set_env("DESKFLEET_MAX_BODY_BYTES", "20");
+            jail.set_env("DESKFLEET_AUTH__MAX_CLOCK_SKEW_SECS", "7");
+            jail.set_env("DESKFLEET_THROTTLE__WRITES_PER_MINUTE", "3");
+            jail.set_env("DESKFLEET_THROTTLE__ENABLED", "false");
+            jail.set_env("DESKFLEET_SECRETS__KEY_FILE", "/etc/deskfleet/kek");
+            // Not a setting: other tools' variables share the prefix.
+            jail.set_env("DESKFLEET_NEW_USER_PASSWORD", "whatever");
+
+            let from_env =
+                Settings::load(Some(Path::new("settings.toml")), no_flags()).map_err(|e| *e)?;
+            assert_eq!(from_env.listen, "127.0.0.1:1002".parse().unwrap());
+            assert_eq!(from_env.max_body_bytes, 20);
+            assert_eq!(from_env.auth.max_clock_skew_secs, 7);
+            assert_eq!(from_env.throttle.writes_per_minute, 3);
+            assert!(!from_env.throttle.enabled);
+            assert_eq!(
+                from_env.secrets.key_file.as_deref(),
+                Some(Path::new("/etc/deskfleet/kek"))
+            );
+            // The file still sets what the environment does not.
+            assert_eq!(from_env.throttle.reads_per_minute, 9);
+            assert_eq!(from_env.auth.login_lockout_failures, 8);
+
+            let flags = Serialized::globals(serde_json::json!({"listen": "127.0.0.1:1003"}));
+            let s = Settings::load(Some(Path::new("settings.toml")), flags).map_err(|e| *e)?;
+            assert_eq!(s.listen, "127.0.0.1:1003".parse().unwrap());
+            assert_eq!(s.max_body_bytes, 20);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn lower_case_environment_still_works() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("DESKFLEET_max_body_bytes", "33");
+            let s = Settings::load(None, no_flags()).map_err(|e| *e)?;
+            assert_eq!(s.max_body_bytes, 33);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_invalid_environment_value_names_its_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("DESKFLEET_THROTTLE__ENABLED", "nope");
+            let err = explain(&Settings::load(None, no_flags()).unwrap_err());
+            assert!(
+                err.contains("environment variable DESKFLEET_THROTTLE__ENABLED"),
+                "{err}"
+            );
+            assert!(err.contains("nope"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("DESKFLEET_AUTH__LOGIN_LOCKOUT_SECZ", "1");
+            let err = Settings::load(None, no_flags())
+                .unwrap_err()
+                .to_string()
+                .to_lowercase();
+            assert!(err.contains("login_lockout_secz"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn redacted_settings_hide_the_database_password() {
+        let s = Settings {
+            database_url: Some("postgres://deskfleet:hunter2@db:5432/deskfleet".into()),
+            ..Settings::default()
+        };
+        let shown = s.redacted().to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://deskfleet:***@db:5432/deskfleet"),
+            "{shown}"
+        );
+        assert!(shown.contains("secrets.key"), "{shown}");
+        assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
+        assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
     }
 }

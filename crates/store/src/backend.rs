@@ -12,9 +12,9 @@ use deskfleet_core::fleet::{
 use deskfleet_core::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
 use deskfleet_core::job::Stage;
 use deskfleet_core::model::{
-    AccessKey, AgentCondition, AgentFilter, AgentState, Desktop, DesktopFilter, Domain, Job,
-    NewDesktop, Outcome, Page, Project, Role, SubJob, SubJobFilter, SubJobSelector, TokenRecord,
-    User,
+    AccessKey, AgentCondition, AgentFilter, AgentState, AuthFailures, AuthSubject, Desktop,
+    DesktopFilter, Domain, Job, Lockout, NewDesktop, Outcome, Page, Project, Role, SubJob,
+    SubJobFilter, SubJobSelector, TokenRecord, User,
 };
 use deskfleet_core::store::{Deadlines, Expired, Store, StoreResult};
 use std::future::Future;
@@ -163,6 +163,111 @@ impl<B: Backend> Store for DbStore<B> {
 
     async fn find_token(&self, token_sha256: &str) -> StoreResult<Option<TokenRecord>> {
         read!(self, find_token(token_sha256))
+    }
+
+    // ---- taking credentials back ----
+
+    async fn list_access_keys(&self) -> StoreResult<Vec<AccessKey>> {
+        read!(self, list_access_keys())
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, access_key))]
+    async fn replace_secret_key(
+        &self,
+        access_key: &str,
+        expected: &str,
+        replacement: &str,
+    ) -> StoreResult<bool> {
+        write!(
+            self,
+            {
+                ak = access_key.to_owned(),
+                expected = expected.to_owned(),
+                replacement = replacement.to_owned()
+            },
+            replace_secret_key(&ak, &expected, &replacement)
+        )
+    }
+
+    async fn list_user_projects(
+        &self,
+        user: &UserId,
+        name: Option<&str>,
+    ) -> StoreResult<Vec<Project>> {
+        read!(self, list_user_projects(user, name))
+    }
+
+    async fn auth_failures(&self, subject: &AuthSubject) -> StoreResult<Option<AuthFailures>> {
+        read!(self, auth_failures(subject))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME))]
+    async fn record_auth_failure(
+        &self,
+        subject: &AuthSubject,
+        now: Millis,
+        lockout: Lockout,
+    ) -> StoreResult<AuthFailures> {
+        write!(
+            self,
+            { subject = subject.clone() },
+            record_auth_failure(&subject, now, lockout)
+        )
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME))]
+    async fn clear_auth_failures(&self, subject: &AuthSubject) -> StoreResult<bool> {
+        write!(
+            self,
+            { subject = subject.clone() },
+            clear_auth_failures(&subject)
+        )
+    }
+
+    async fn credential_revision(&self) -> StoreResult<i64> {
+        read!(self, credential_revision())
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, access_key))]
+    async fn delete_access_key(&self, access_key: &str) -> StoreResult<()> {
+        write!(self, { ak = access_key.to_owned() }, delete_access_key(&ak))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, user = %user))]
+    async fn set_user_disabled(&self, user: &UserId, disabled: bool) -> StoreResult<()> {
+        write!(
+            self,
+            { user = user.clone() },
+            set_user_disabled(&user, disabled)
+        )
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, user = %user))]
+    async fn revoke_user_tokens(&self, user: &UserId) -> StoreResult<u64> {
+        write!(self, { user = user.clone() }, revoke_user_tokens(&user))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME))]
+    async fn revoke_enrollment_token(&self, token_sha256: &str) -> StoreResult<()> {
+        write!(
+            self,
+            { sha = token_sha256.to_owned() },
+            revoke_enrollment_token(&sha)
+        )
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, project = %project, desktop = %desktop))]
+    async fn delete_desktop(
+        &self,
+        project: &ProjectId,
+        desktop: &DesktopId,
+        now: Millis,
+    ) -> StoreResult<()> {
+        write!(
+            self,
+            { project = project.clone(), desktop = desktop.clone() },
+            delete_desktop(&project, &desktop, now)
+        )
     }
 
     // ---- desktops ----

@@ -5,7 +5,8 @@ use crate::conn::DbRow;
 use deskfleet_core::fleet::{DesktopIdentity, MetricsRecord, PackageMeta};
 use deskfleet_core::ids::{DesktopId, DomainId, IdError, JobId, ProjectId, SubJobId, UserId};
 use deskfleet_core::model::{
-    AccessKey, AgentState, Desktop, Domain, Job, Project, Role, SubJob, Tag, TokenRecord, User,
+    AccessKey, AgentState, AuthFailures, Desktop, Domain, Job, Project, Role, SubJob, Tag,
+    TokenRecord, User,
 };
 use deskfleet_core::store::{StoreError, StoreResult};
 use std::str::FromStr;
@@ -16,7 +17,7 @@ pub(crate) const PROJECT_COLUMNS: &str =
 
 /// Columns of [`user`]: a user joined with its domain `dm`.
 pub(crate) const USER_COLUMNS: &str = "u.id AS id, u.name AS name, u.password_hash AS password_hash, \
-     dm.id AS domain_id, dm.name AS domain_name";
+     u.disabled AS disabled, dm.id AS domain_id, dm.name AS domain_name";
 
 /// Columns of [`desktop`], from a desktop `d`.
 pub(crate) const DESKTOP_COLUMNS: &str = "d.id AS id, d.project_id AS project_id, \
@@ -107,6 +108,14 @@ pub(crate) fn user<R: DbRow>(row: &R) -> StoreResult<User> {
         name: row.text("name")?,
         domain: domain_of(row)?,
         password_hash: row.text("password_hash")?,
+        disabled: row.int("disabled")? != 0,
+    })
+}
+
+pub(crate) fn auth_failures<R: DbRow>(row: &R) -> StoreResult<AuthFailures> {
+    Ok(AuthFailures {
+        failures: narrow(row, "failures")?,
+        locked_until: row.opt_int("locked_until")?,
     })
 }
 

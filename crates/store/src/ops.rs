@@ -35,9 +35,9 @@ use deskfleet_core::fleet::{
 use deskfleet_core::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
 use deskfleet_core::job::{Stage, StatusCounts, SubJobStatus, derive_job_status, job_fail_reason};
 use deskfleet_core::model::{
-    AccessKey, AgentCondition, AgentFilter, AgentState, Desktop, DesktopFilter, Domain, Job,
-    NewDesktop, Outcome, Page, Project, Role, SubJob, SubJobFilter, SubJobSelector, TokenRecord,
-    User,
+    AccessKey, AgentCondition, AgentFilter, AgentState, AuthFailures, AuthSubject, Desktop,
+    DesktopFilter, Domain, Job, Lockout, NewDesktop, Outcome, Page, Project, Role, SubJob,
+    SubJobFilter, SubJobSelector, TokenRecord, User,
 };
 use deskfleet_core::store::{Deadlines, Expired, StoreError, StoreResult};
 use deskfleet_proto::error::TaskErrorCode;
@@ -334,6 +334,7 @@ pub(crate) async fn create_user<C: Conn>(
         name: name.to_owned(),
         domain,
         password_hash: password_hash.to_owned(),
+        disabled: false,
     };
     c.execute(
         "INSERT INTO users (id, domain_id, name, password_hash) VALUES ($1, $2, $3, $4)",
@@ -384,7 +385,7 @@ pub(crate) async fn grant_role<C: Conn>(
     )
     .await
     .map_err(|e| conflict(e, || format!("role of user {user} on project {project}")))?;
-    Ok(())
+    bump_revision(c).await
 }
 
 pub(crate) async fn find_role<C: Conn>(
@@ -465,6 +466,246 @@ pub(crate) async fn find_token<C: Conn>(
         )
         .await?;
     row.as_ref().map(decode::token).transpose()
+}
+
+// ---- taking credentials back ----
+
+/// Moves the credential revision, so that every server drops its credential cache.
+async fn bump_revision<C: Conn>(c: &mut C) -> StoreResult<()> {
+    c.execute(
+        "UPDATE credential_revision SET revision = revision + 1 WHERE id = 1",
+        args![],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn credential_revision<C: Conn>(c: &mut C) -> StoreResult<i64> {
+    let row = c
+        .fetch_optional(
+            "SELECT revision FROM credential_revision WHERE id = 1",
+            args![],
+        )
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("the credential revision row is missing".into()))?;
+    row.int("revision")
+}
+
+pub(crate) async fn list_access_keys<C: Conn>(c: &mut C) -> StoreResult<Vec<AccessKey>> {
+    let rows = c
+        .fetch_all(
+            "SELECT access_key, secret_key, user_id, project_id, created_at \
+             FROM access_keys ORDER BY created_at, access_key",
+            args![],
+        )
+        .await?;
+    rows.iter().map(decode::access_key).collect()
+}
+
+pub(crate) async fn replace_secret_key<C: Conn>(
+    c: &mut C,
+    access_key: &str,
+    expected: &str,
+    replacement: &str,
+) -> StoreResult<bool> {
+    let n = c
+        .execute(
+            "UPDATE access_keys SET secret_key = $3 WHERE access_key = $1 AND secret_key = $2",
+            args![access_key, expected, replacement],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
+pub(crate) async fn list_user_projects<C: Conn>(
+    c: &mut C,
+    user: &UserId,
+    name: Option<&str>,
+) -> StoreResult<Vec<Project>> {
+    let sql = sql!(C::DIALECT, |_d| format!(
+        "SELECT {PROJECT_COLUMNS} FROM roles r JOIN projects p ON p.id = r.project_id \
+         JOIN domains dm ON dm.id = p.domain_id \
+         WHERE r.user_id = $1 AND ($2 IS NULL OR p.name = $2) \
+         ORDER BY dm.name, p.name, p.id"
+    ));
+    let rows = c.fetch_all(sql, args![user.as_str(), name]).await?;
+    rows.iter().map(decode::project).collect()
+}
+
+pub(crate) async fn auth_failures<C: Conn>(
+    c: &mut C,
+    subject: &AuthSubject,
+) -> StoreResult<Option<AuthFailures>> {
+    let row = c
+        .fetch_optional(
+            "SELECT failures, locked_until FROM auth_failures WHERE subject = $1",
+            args![subject.key().as_str()],
+        )
+        .await?;
+    row.as_ref().map(decode::auth_failures).transpose()
+}
+
+pub(crate) async fn record_auth_failure<C: Conn>(
+    c: &mut C,
+    subject: &AuthSubject,
+    now: Millis,
+    lockout: Lockout,
+) -> StoreResult<AuthFailures> {
+    let key = subject.key();
+    // One upsert counts atomically on either backend (on PostgreSQL it takes the row lock,
+    // so concurrent failures from several replicas all count); a lock that ran out starts
+    // the count afresh.
+    let row = c
+        .fetch_optional(
+            "INSERT INTO auth_failures (subject, failures, locked_until) VALUES ($1, 1, NULL) \
+             ON CONFLICT (subject) DO UPDATE SET \
+             failures = CASE WHEN auth_failures.locked_until IS NOT NULL \
+             AND auth_failures.locked_until <= $2 THEN 1 ELSE auth_failures.failures + 1 END, \
+             locked_until = CASE WHEN auth_failures.locked_until IS NOT NULL \
+             AND auth_failures.locked_until <= $2 THEN NULL ELSE auth_failures.locked_until END \
+             RETURNING failures, locked_until",
+            args![key.as_str(), now],
+        )
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("the failure upsert returned nothing".into()))?;
+    let mut after = decode::auth_failures(&row)?;
+    if after.failures >= lockout.failures && after.locked_at(now).is_none() {
+        let until = now + lockout.lock_ms;
+        c.execute(
+            "UPDATE auth_failures SET locked_until = $2 WHERE subject = $1",
+            args![key.as_str(), until],
+        )
+        .await?;
+        after.locked_until = Some(until);
+        bump_revision(c).await?;
+    }
+    Ok(after)
+}
+
+pub(crate) async fn clear_auth_failures<C: Conn>(
+    c: &mut C,
+    subject: &AuthSubject,
+) -> StoreResult<bool> {
+    let n = c
+        .execute(
+            "DELETE FROM auth_failures WHERE subject = $1",
+            args![subject.key().as_str()],
+        )
+        .await?;
+    if n > 0 {
+        bump_revision(c).await?;
+    }
+    Ok(n > 0)
+}
+
+pub(crate) async fn delete_access_key<C: Conn>(c: &mut C, access_key: &str) -> StoreResult<()> {
+    let n = c
+        .execute(
+            "DELETE FROM access_keys WHERE access_key = $1",
+            args![access_key],
+        )
+        .await?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    let subject = AuthSubject::AccessKey(access_key.to_owned()).key();
+    c.execute(
+        "DELETE FROM auth_failures WHERE subject = $1",
+        args![subject.as_str()],
+    )
+    .await?;
+    bump_revision(c).await
+}
+
+pub(crate) async fn set_user_disabled<C: Conn>(
+    c: &mut C,
+    user: &UserId,
+    disabled: bool,
+) -> StoreResult<()> {
+    let n = c
+        .execute(
+            "UPDATE users SET disabled = $2 WHERE id = $1",
+            args![user.as_str(), i64::from(disabled)],
+        )
+        .await?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    bump_revision(c).await
+}
+
+pub(crate) async fn revoke_user_tokens<C: Conn>(c: &mut C, user: &UserId) -> StoreResult<u64> {
+    if find_user_by_id(c, user).await?.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    let n = c
+        .execute(
+            "DELETE FROM tokens WHERE user_id = $1",
+            args![user.as_str()],
+        )
+        .await?;
+    bump_revision(c).await?;
+    Ok(n)
+}
+
+pub(crate) async fn revoke_enrollment_token<C: Conn>(
+    c: &mut C,
+    token_sha256: &str,
+) -> StoreResult<()> {
+    let n = c
+        .execute(
+            "DELETE FROM enrollment_tokens WHERE token_sha256 = $1",
+            args![token_sha256],
+        )
+        .await?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    bump_revision(c).await
+}
+
+pub(crate) async fn delete_desktop<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    desktop: &DesktopId,
+    now: Millis,
+) -> StoreResult<()> {
+    lock_desktops(c, [desktop.as_str().to_owned()]).await?;
+    let found = c
+        .fetch_optional(
+            "SELECT id FROM desktops WHERE id = $1 AND project_id = $2",
+            args![desktop.as_str(), project.as_str()],
+        )
+        .await?;
+    if found.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    let jobs = c
+        .fetch_all(
+            "SELECT DISTINCT job_id FROM sub_jobs WHERE desktop_id = $1",
+            args![desktop.as_str()],
+        )
+        .await?;
+    let jobs = texts(&jobs, "job_id")?;
+    // Every in-flight sub-job of a desktop belongs to it (followers follow a leader of the
+    // same desktop), so they all go together and nothing is left following a ghost.
+    c.execute(
+        "DELETE FROM sub_jobs WHERE desktop_id = $1",
+        args![desktop.as_str()],
+    )
+    .await?;
+    c.execute(
+        "DELETE FROM desktop_metrics WHERE desktop_id = $1",
+        args![desktop.as_str()],
+    )
+    .await?;
+    c.execute(
+        "DELETE FROM desktops WHERE id = $1",
+        args![desktop.as_str()],
+    )
+    .await?;
+    recompute_jobs(c, jobs, now).await?;
+    bump_revision(c).await
 }
 
 // ---- desktops ----

@@ -7,7 +7,10 @@
 //! handler then calls [`AppState::authorize`] with its [`Api`], which checks the project,
 //! the role and the throttle.
 
+pub mod files;
+pub mod keyring;
 pub mod policy;
+pub mod revocation;
 pub mod secrets;
 pub mod throttle;
 
@@ -19,13 +22,15 @@ use axum::middleware::Next;
 use axum::response::Response;
 use deskfleet_core::clock::Millis;
 use deskfleet_core::ids::{ProjectId, UserId};
-use deskfleet_core::model::Role;
+use deskfleet_core::model::{AuthSubject, Lockout, Role};
 use deskfleet_proto::error::ErrorCode;
 use deskfleet_proto::sign::{self, SignError};
 use http::HeaderMap;
 use policy::{Api, Denial, grants};
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Who is calling, as established by a verified credential.
@@ -49,21 +54,61 @@ pub struct Caller {
     pub header_project: Option<String>,
 }
 
-#[derive(Debug, Default)]
-struct Failures {
-    count: u32,
-    locked_until: Option<Instant>,
+/// A verified credential as cached: who it is, the secret key for AK/SK, the failures
+/// recorded against it when it was read, and when that was.
+#[derive(Clone)]
+struct CachedCredential {
+    principal: Principal,
+    secret: Option<SecretString>,
+    failures: deskfleet_core::model::AuthFailures,
+    at: Instant,
 }
 
-/// A verified credential: who it is, the secret key for AK/SK, and when it was read.
-type CachedCredential = (Principal, Option<String>, Instant);
-
-/// Credential caches and the AK lockout table. Both are per process.
+/// The credential cache, per process. It is dropped whole whenever the credential revision
+/// in the database moves (see [`revocation`]), so a revocation made by any process takes
+/// effect within one poll; `auth.credential_cache_secs` bounds it besides.
 #[derive(Debug, Default)]
 pub struct AuthState {
     cache: Mutex<HashMap<String, CachedCredential>>,
-    failures: Mutex<HashMap<String, Failures>>,
+    /// Bumped each time the cache is dropped: a lookup that started before a drop does
+    /// not put what it read (maybe before the revocation) back in.
+    epoch: AtomicU64,
+    /// The credential revision last seen in the database.
+    pub(crate) revision: Mutex<Option<i64>>,
     pub throttle: throttle::Throttle,
+}
+
+impl std::fmt::Debug for CachedCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedCredential")
+            .field("principal", &self.principal)
+            .field("failures", &self.failures)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthState {
+    /// Forgets every cached credential.
+    pub fn drop_cache(&self) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        cache.clear();
+    }
+
+    fn forget(&self, key: &str) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.remove(key);
+    }
+}
+
+/// Counts a refused authentication, by why.
+pub(crate) fn count_failure(reason: &'static str) {
+    metrics::counter!("deskfleet_auth_failures_total", "reason" => reason).increment(1);
+}
+
+/// Seconds from `now` until `until`, rounded up, for messages.
+pub(crate) fn secs_until(until: Millis, now: Millis) -> i64 {
+    ((until - now).max(0) + 999) / 1000
 }
 
 const BODY_CHECK_INLINE_BYTES: usize = 64 * 1024;
@@ -216,11 +261,11 @@ impl AppState {
         headers: &HeaderMap,
     ) -> Result<(), ApiError> {
         let parsed = parse_signature_header(authorization)?;
-        let access_key = parsed.access_key.to_string();
-        if self.cached(&format!("ak:{access_key}")).is_none()
-            && self.store.find_access_key(&access_key).await?.is_none()
-        {
-            return Err(unknown_access_key());
+        let credential = self.access_key_credential(parsed.access_key).await?;
+        let now = self.clock.now();
+        if let Some(until) = credential.failures.locked_at(now) {
+            count_failure("locked");
+            return Err(ak_locked(secs_until(until, now)));
         }
         self.check_sdk_date(headers)
     }
@@ -230,16 +275,19 @@ impl AppState {
             .get("x-sdk-date")
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| {
+                count_failure("missing_date");
                 ApiError::unauthenticated("verify aksk signature fail")
                     .with_detail("the X-Sdk-Date header (yyyyMMddTHHmmssZ) is missing")
             })?;
         let date = sign::parse_sdk_date(date).map_err(|_| {
+            count_failure("bad_date");
             ApiError::unauthenticated("verify aksk signature fail")
                 .with_detail("X-Sdk-Date must look like 20250101T000000Z (UTC)")
         })?;
         let skew = (self.clock.now() - date.timestamp_millis()).abs() / 1000;
         let max_skew = self.settings.auth.max_clock_skew_secs as i64;
         if skew > max_skew {
+            count_failure("clock_skew");
             return Err(ApiError::unauthenticated("verify aksk signature fail").with_detail(format!(
                 "X-Sdk-Date is {skew} s away from the server's clock; at most {max_skew} s are allowed: check the client's clock"
             )));
@@ -249,19 +297,33 @@ impl AppState {
 }
 
 fn parse_signature_header(authorization: &str) -> Result<sign::Authorization<'_>, ApiError> {
-    sign::parse_authorization(authorization).map_err(|e| match e {
-        SignError::UnsupportedAlgorithm(alg) => {
-            ApiError::unauthenticated("verify aksk signature fail").with_detail(format!(
-                "signing algorithm {alg} is not supported; use SDK-HMAC-SHA256"
-            ))
+    sign::parse_authorization(authorization).map_err(|e| {
+        count_failure("malformed");
+        match e {
+            SignError::UnsupportedAlgorithm(alg) => {
+                ApiError::unauthenticated("verify aksk signature fail").with_detail(format!(
+                    "signing algorithm {alg} is not supported; use SDK-HMAC-SHA256"
+                ))
+            }
+            _ => malformed_authorization(),
         }
-        _ => malformed_authorization(),
     })
 }
 
 fn unknown_access_key() -> ApiError {
     ApiError::unauthenticated("Get secretKey failed")
         .with_detail("the access key (AK) is unknown; check the AK the client uses")
+}
+
+fn user_disabled() -> ApiError {
+    ApiError::unauthenticated("the user is disabled")
+        .with_detail("the user of this credential was disabled by an administrator")
+}
+
+fn ak_locked(secs: i64) -> ApiError {
+    ApiError::unauthenticated("AK access failed to reach the limit,forbidden").with_detail(format!(
+        "too many requests with a wrong signature; this access key is locked for {secs} more seconds"
+    ))
 }
 
 fn malformed_authorization() -> ApiError {
@@ -274,18 +336,22 @@ impl AppState {
     pub(crate) async fn authenticate_token(&self, token: &str) -> Result<Principal, ApiError> {
         let key = format!("token:{}", secrets::sha256_hex(token));
         let principal = match self.cached(&key) {
-            Some((p, _)) => p,
+            Some(c) => c.principal,
             None => {
-                let record = self
-                    .store
-                    .find_token(&key["token:".len()..])
-                    .await?
-                    .ok_or_else(|| ApiError::unauthenticated("decrypt token fail"))?;
+                let epoch = self.auth.epoch.load(Ordering::SeqCst);
+                let Some(record) = self.store.find_token(&key["token:".len()..]).await? else {
+                    count_failure("bad_token");
+                    return Err(ApiError::unauthenticated("decrypt token fail"));
+                };
                 let user = self
                     .store
                     .find_user_by_id(&record.user_id)
                     .await?
                     .ok_or_else(|| ApiError::unauthenticated("decrypt token fail"))?;
+                if user.disabled {
+                    count_failure("user_disabled");
+                    return Err(user_disabled());
+                }
                 let role = self.store.find_role(&user.id, &record.project_id).await?;
                 let principal = Principal {
                     user_id: user.id,
@@ -294,13 +360,23 @@ impl AppState {
                     role,
                     expires_at: Some(record.expires_at),
                 };
-                self.cache(key, principal.clone(), None);
+                self.cache(
+                    epoch,
+                    key,
+                    CachedCredential {
+                        principal: principal.clone(),
+                        secret: None,
+                        failures: Default::default(),
+                        at: Instant::now(),
+                    },
+                );
                 principal
             }
         };
         if let Some(expires_at) = principal.expires_at
             && expires_at <= self.clock.now()
         {
+            count_failure("expired_token");
             return Err(ApiError::unauthenticated(&format!(
                 "token expires, expires_at: {}",
                 crate::wire::iam_time(expires_at)
@@ -308,6 +384,56 @@ impl AppState {
             .with_detail("get a new token from POST /v3/auth/tokens"));
         }
         Ok(principal)
+    }
+
+    /// The principal, secret key and failures of an access key, from the cache or the
+    /// database.
+    async fn access_key_credential(&self, access_key: &str) -> Result<CachedCredential, ApiError> {
+        let key = format!("ak:{access_key}");
+        if let Some(c) = self.cached(&key) {
+            return Ok(c);
+        }
+        let epoch = self.auth.epoch.load(Ordering::SeqCst);
+        let Some(found) = self.store.find_access_key(access_key).await? else {
+            count_failure("unknown_key");
+            return Err(unknown_access_key());
+        };
+        let Some(user) = self.store.find_user_by_id(&found.user_id).await? else {
+            count_failure("unknown_key");
+            return Err(unknown_access_key());
+        };
+        if user.disabled {
+            count_failure("user_disabled");
+            return Err(user_disabled());
+        }
+        let secret = self
+            .keyring
+            .open(&found.access_key, &found.secret_key)
+            .map_err(|e| {
+                ApiError::internal(&format!(
+                    "the secret key of access key {access_key} cannot be opened: {e}"
+                ))
+            })?;
+        let role = self.store.find_role(&user.id, &found.project_id).await?;
+        let failures = self
+            .store
+            .auth_failures(&AuthSubject::AccessKey(access_key.to_string()))
+            .await?
+            .unwrap_or_default();
+        let credential = CachedCredential {
+            principal: Principal {
+                user_id: user.id,
+                user_name: user.name,
+                project_id: found.project_id,
+                role,
+                expires_at: None,
+            },
+            secret: Some(secret),
+            failures,
+            at: Instant::now(),
+        };
+        self.cache(epoch, key, credential.clone());
+        Ok(credential)
     }
 
     async fn authenticate_signature(
@@ -320,39 +446,16 @@ impl AppState {
     ) -> Result<Principal, ApiError> {
         let parsed = parse_signature_header(authorization)?;
         let access_key = parsed.access_key.to_string();
-        if let Some(until) = self.locked_until(&access_key) {
-            let secs = until.saturating_duration_since(Instant::now()).as_secs() + 1;
-            return Err(ApiError::unauthenticated("AK access failed to reach the limit,forbidden")
-                .with_detail(format!(
-                    "too many requests with a wrong signature; this access key is locked for {secs} more seconds"
-                )));
+        let credential = self.access_key_credential(&access_key).await?;
+        let now = self.clock.now();
+        if let Some(until) = credential.failures.locked_at(now) {
+            count_failure("locked");
+            return Err(ak_locked(secs_until(until, now)));
         }
-        let key = format!("ak:{access_key}");
-        let (principal, secret) = match self.cached(&key) {
-            Some((p, Some(secret))) => (p, secret),
-            _ => {
-                let found = self
-                    .store
-                    .find_access_key(&access_key)
-                    .await?
-                    .ok_or_else(unknown_access_key)?;
-                let user = self
-                    .store
-                    .find_user_by_id(&found.user_id)
-                    .await?
-                    .ok_or_else(|| ApiError::unauthenticated("Get secretKey failed"))?;
-                let role = self.store.find_role(&user.id, &found.project_id).await?;
-                let principal = Principal {
-                    user_id: user.id,
-                    user_name: user.name,
-                    project_id: found.project_id,
-                    role,
-                    expires_at: None,
-                };
-                self.cache(key, principal.clone(), Some(found.secret_key.clone()));
-                (principal, found.secret_key)
-            }
-        };
+        let principal = credential.principal;
+        let secret = credential
+            .secret
+            .ok_or_else(|| ApiError::internal(&"an access key was cached without its secret"))?;
 
         self.check_sdk_date(headers)?;
 
@@ -360,13 +463,27 @@ impl AppState {
         // Small bodies are checked in place; a large body's hash is computed off the async
         // runtime, which needs owned copies of what the check reads.
         let result = if body.len() < BODY_CHECK_INLINE_BYTES {
-            sign::verify(method, uri, headers, &body, &parsed, secret.as_bytes())
+            sign::verify(
+                method,
+                uri,
+                headers,
+                &body,
+                &parsed,
+                secret.expose_secret().as_bytes(),
+            )
         } else {
             let (method, uri, headers) = (method.clone(), uri.clone(), headers.clone());
             let authorization = authorization.to_string();
             tokio::task::spawn_blocking(move || {
                 sign::parse_authorization(&authorization).and_then(|auth| {
-                    sign::verify(&method, &uri, &headers, &body, &auth, secret.as_bytes())
+                    sign::verify(
+                        &method,
+                        &uri,
+                        &headers,
+                        &body,
+                        &auth,
+                        secret.expose_secret().as_bytes(),
+                    )
                 })
             })
             .await
@@ -374,19 +491,27 @@ impl AppState {
         };
         match result {
             Ok(()) => {
-                self.clear_failures(&access_key);
+                if credential.failures.failures > 0 {
+                    self.auth.forget(&format!("ak:{access_key}"));
+                    self.store
+                        .clear_auth_failures(&AuthSubject::AccessKey(access_key))
+                        .await?;
+                }
                 Ok(principal)
             }
             Err(SignError::MissingSignedHeader(name)) => {
+                count_failure("unsigned_header");
                 Err(ApiError::unauthenticated("verify aksk signature fail")
                     .with_detail(format!("the {name} header must be signed")))
             }
             Err(SignError::MissingHeader(name)) => {
+                count_failure("missing_header");
                 Err(ApiError::unauthenticated("verify aksk signature fail")
                     .with_detail(format!("the signed header {name} is not in the request")))
             }
             Err(_) => {
-                self.record_failure(&access_key);
+                count_failure("bad_signature");
+                self.record_signature_failure(&access_key).await?;
                 Err(ApiError::unauthenticated("verify aksk signature fail").with_detail(
                     "the signature does not match; check the secret key (SK) and that nothing rewrote the request",
                 ))
@@ -394,55 +519,49 @@ impl AppState {
         }
     }
 
-    fn cached(&self, key: &str) -> Option<(Principal, Option<String>)> {
+    fn cached(&self, key: &str) -> Option<CachedCredential> {
         let ttl = std::time::Duration::from_secs(self.settings.auth.credential_cache_secs);
         let cache = self.auth.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(key)
-            .filter(|(_, _, at)| at.elapsed() < ttl)
-            .map(|(p, s, _)| (p.clone(), s.clone()))
+        cache.get(key).filter(|c| c.at.elapsed() < ttl).cloned()
     }
 
-    fn cache(&self, key: String, principal: Principal, secret: Option<String>) {
+    /// Caches what a lookup that started at `epoch` read, unless the cache was dropped
+    /// since (what it read may predate a revocation).
+    fn cache(&self, epoch: u64, key: String, credential: CachedCredential) {
         let mut cache = self.auth.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if self.auth.epoch.load(Ordering::SeqCst) != epoch {
+            return;
+        }
         if cache.len() > 100_000 {
             cache.clear();
         }
-        cache.insert(key, (principal, secret, Instant::now()));
+        cache.insert(key, credential);
     }
 
-    fn locked_until(&self, access_key: &str) -> Option<Instant> {
-        let failures = self.auth.failures.lock().unwrap_or_else(|p| p.into_inner());
-        failures
-            .get(access_key)
-            .and_then(|f| f.locked_until)
-            .filter(|until| *until > Instant::now())
-    }
-
-    fn record_failure(&self, access_key: &str) {
-        let mut failures = self.auth.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = failures.entry(access_key.to_string()).or_default();
-        if entry
-            .locked_until
-            .is_some_and(|until| until <= Instant::now())
-        {
-            *entry = Failures::default();
-        }
-        entry.count += 1;
-        if entry.count >= self.settings.auth.lockout_failures {
-            entry.locked_until = Some(
-                Instant::now() + std::time::Duration::from_secs(self.settings.auth.lockout_secs),
-            );
+    /// Counts a bad signature of `access_key` in the database, where every replica and the
+    /// admin command see it; locks the key at `auth.lockout_failures`.
+    async fn record_signature_failure(&self, access_key: &str) -> Result<(), ApiError> {
+        self.auth.forget(&format!("ak:{access_key}"));
+        let lockout = Lockout {
+            failures: self.settings.auth.lockout_failures,
+            lock_ms: self.settings.auth.lockout_secs as i64 * 1000,
+        };
+        let now = self.clock.now();
+        let failures = self
+            .store
+            .record_auth_failure(
+                &AuthSubject::AccessKey(access_key.to_string()),
+                now,
+                lockout,
+            )
+            .await?;
+        if failures.locked_at(now).is_some() && failures.failures == lockout.failures {
             tracing::warn!(
                 access_key,
                 "access key locked after repeated bad signatures"
             );
         }
-    }
-
-    fn clear_failures(&self, access_key: &str) {
-        let mut failures = self.auth.failures.lock().unwrap_or_else(|p| p.into_inner());
-        failures.remove(access_key);
+        Ok(())
     }
 
     /// Checks that `caller` may call `api` on the path's project, and takes one request

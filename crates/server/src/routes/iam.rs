@@ -1,10 +1,15 @@
 //! The Keystone-compatible part of IAM that the SDKs use: password tokens
 //! (`POST /v3/auth/tokens`), token validation (`GET /v3/auth/tokens`) and project
 //! discovery (`GET /v3/projects?name=`). Errors here have the Keystone shape.
+//!
+//! Password guessing is bounded as signature guessing is: after
+//! `auth.login_lockout_failures` wrong passwords in a row a user's logins are refused for
+//! `auth.login_lockout_secs`, the right password included. The counters live in the
+//! database, so every replica counts together and `admin users unlock` lifts a lock.
 
 use crate::AppState;
 use crate::auth::secrets::{new_token, sha256_hex, verify_password};
-use crate::auth::{Caller, read_body};
+use crate::auth::{Caller, count_failure, read_body, secs_until};
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::wire::iam_time;
@@ -13,7 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use deskfleet_core::model::{Project, Role, TokenRecord, User};
+use deskfleet_core::model::{AuthSubject, Lockout, Project, Role, TokenRecord, User};
 use deskfleet_proto::iam as k;
 
 pub fn public_routes() -> Router<AppState> {
@@ -37,6 +42,15 @@ impl KeystoneError {
         Self(
             StatusCode::UNAUTHORIZED,
             "The username or password is wrong.".into(),
+        )
+    }
+
+    /// The scope names a project the user has no role in, or none at all: Keystone's 401,
+    /// which names neither the project nor whether it exists.
+    fn no_access_to_scope() -> Self {
+        Self(
+            StatusCode::UNAUTHORIZED,
+            "The request you have made requires authentication: the user has no role on the project in scope.".into(),
         )
     }
 }
@@ -136,15 +150,53 @@ async fn create_token(
     })?;
     let user = state.store.find_user(&domain_name, &pw.name).await?;
     let Some(user) = user else {
+        count_failure("bad_password");
         return Err(KeystoneError::unauthorized());
     };
+    let subject = AuthSubject::User(user.id.clone());
+    let failures = state.store.auth_failures(&subject).await?;
+    let now = state.clock.now();
+    if let Some(until) = failures.and_then(|f| f.locked_at(now)) {
+        count_failure("user_locked");
+        tracing::info!(user = %user.name, "login refused: user locked");
+        return Err(KeystoneError(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "The user is locked after too many wrong passwords; try again in {} seconds.",
+                secs_until(until, now)
+            ),
+        ));
+    }
     let hash = user.password_hash.clone();
     let ok = tokio::task::spawn_blocking(move || verify_password(&pw.password, &hash))
         .await
         .map_err(|e| KeystoneError::from(ApiError::internal(&e)))?;
     if !ok {
-        tracing::info!(user = %user.name, "wrong password");
+        count_failure("bad_password");
+        let lockout = Lockout {
+            failures: state.settings.auth.login_lockout_failures,
+            lock_ms: state.settings.auth.login_lockout_secs as i64 * 1000,
+        };
+        let after = state
+            .store
+            .record_auth_failure(&subject, state.clock.now(), lockout)
+            .await?;
+        if after.locked_until.is_some() && after.failures == lockout.failures {
+            tracing::warn!(user = %user.name, "user locked after repeated wrong passwords");
+        } else {
+            tracing::info!(user = %user.name, "wrong password");
+        }
         return Err(KeystoneError::unauthorized());
+    }
+    if failures.is_some() {
+        state.store.clear_auth_failures(&subject).await?;
+    }
+    if user.disabled {
+        count_failure("user_disabled");
+        return Err(KeystoneError(
+            StatusCode::UNAUTHORIZED,
+            "The user is disabled.".into(),
+        ));
     }
     let scope = auth.scope.and_then(|s| s.project).ok_or_else(|| {
         KeystoneError::bad_request(
@@ -158,7 +210,7 @@ async fn create_token(
         },
         (None, Some(name)) => state
             .store
-            .list_projects(Some(&user.domain.id), Some(name))
+            .list_user_projects(&user.id, Some(name))
             .await?
             .into_iter()
             .next(),
@@ -166,12 +218,15 @@ async fn create_token(
     }
     .filter(|p| p.domain.id == user.domain.id)
     .ok_or_else(|| {
-        KeystoneError(
-            StatusCode::NOT_FOUND,
-            "The project in scope does not exist.".into(),
-        )
+        count_failure("no_role");
+        KeystoneError::no_access_to_scope()
     })?;
-    let role = state.store.find_role(&user.id, &project.id).await?;
+    let Some(role) = state.store.find_role(&user.id, &project.id).await? else {
+        count_failure("no_role");
+        tracing::info!(user = %user.name, "token refused: no role on the project in scope");
+        return Err(KeystoneError::no_access_to_scope());
+    };
+    let role = Some(role);
     let now = state.clock.now();
     let record = TokenRecord {
         user_id: user.id.clone(),
@@ -255,9 +310,10 @@ async fn list_projects(
         .await?
         .ok_or_else(|| ApiError::unauthenticated("Get secretKey failed"))?;
     let name = query.str("name")?;
+    // Only the projects the caller has a role in: the others are none of its business.
     let projects = state
         .store
-        .list_projects(Some(&user.domain.id), name.as_deref())
+        .list_user_projects(&user.id, name.as_deref())
         .await?;
     Ok(Json(k::ProjectsResponse {
         projects: projects

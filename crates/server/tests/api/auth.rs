@@ -36,10 +36,16 @@ async fn add_user(app: &TestApp, name: &str, role: Role) -> (String, String, Str
     .unwrap();
     let project = deskfleet_core::ids::ProjectId::parse(app.project()).unwrap();
     store.grant_role(&user.id, &project, role).await.unwrap();
-    let (ak, sk) =
-        deskfleet_server::admin::create_access_key(store.as_ref(), &user.id, &project, now())
-            .await
-            .unwrap();
+    let keyring = app.keyring().await;
+    let (ak, sk) = deskfleet_server::admin::create_access_key(
+        store.as_ref(),
+        &keyring,
+        &user.id,
+        &project,
+        now(),
+    )
+    .await
+    .unwrap();
     (ak, sk, password)
 }
 

@@ -41,10 +41,7 @@ impl TestApp {
         let bootstrap = app.bootstrap.clone().expect("a new data dir bootstraps");
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(app.run(shutdown.clone()));
-        let endpoint = std::fs::read_to_string(dir.path().join("endpoint.url"))
-            .expect("the server writes endpoint.url")
-            .trim()
-            .to_string();
+        let endpoint = endpoint_in(&settings.data_dir);
         Self {
             addr,
             endpoint,
@@ -143,10 +140,27 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The key-encryption key of this server's secret keys, as the admin command loads it.
+    pub async fn keyring(&self) -> deskfleet_server::auth::keyring::Keyring {
+        let store = self.store().await;
+        deskfleet_server::auth::keyring::open_keyring(&self.settings, store.as_ref())
+            .await
+            .unwrap()
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.server.await.unwrap().unwrap();
     }
+}
+
+/// The endpoint a server running on `data_dir` wrote there (for tests that build one
+/// by hand).
+pub fn endpoint_in(data_dir: &std::path::Path) -> String {
+    std::fs::read_to_string(data_dir.join("endpoint.url"))
+        .expect("the server writes endpoint.url")
+        .trim()
+        .to_string()
 }
 
 pub fn now() -> i64 {

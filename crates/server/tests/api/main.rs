@@ -2,6 +2,7 @@
 //! driven through the real signed client.
 
 mod auth;
+mod credentials;
 mod errors;
 mod helpers;
 mod jobs;

@@ -5,6 +5,7 @@
 
 mod concurrency;
 mod connect;
+mod credentials;
 mod desktops;
 mod durability;
 mod engine;
@@ -41,6 +42,15 @@ macro_rules! conformance {
 conformance! {
     identity::domains_and_projects,
     identity::users_roles_keys_and_tokens,
+    credentials::failures_lock_after_the_threshold_and_run_out,
+    credentials::failures_from_concurrent_callers_all_count,
+    credentials::projects_of_a_user_are_those_with_a_role,
+    credentials::secret_keys_are_replaced_only_if_unchanged,
+    credentials::deleting_a_key_forgets_it_and_its_failures,
+    credentials::users_are_disabled_enabled_and_lose_their_tokens,
+    credentials::a_role_change_moves_the_revision,
+    credentials::enrollment_tokens_are_revoked,
+    credentials::deleting_a_desktop_removes_it_and_its_work,
     desktops::import_keeps_order_and_fills_defaults,
     desktops::list_filters_orders_and_pages,
     desktops::projects_do_not_see_each_other,
