@@ -195,7 +195,8 @@ pub trait Store: Send + Sync + 'static {
         expires_at: Millis,
     ) -> StoreResult<()>;
     /// What an unexpired enrollment token grants; `None` for an unknown, expired or
-    /// spent one (a desktop-bound token is spent by its claim).
+    /// spent one (a desktop-bound token is spent by its claim, and is of no use once
+    /// its desktop has connected).
     async fn find_enrollment_token(
         &self,
         token_sha256: &str,

@@ -121,6 +121,7 @@ impl Application {
             .with_graceful_shutdown(async move { signal.cancelled().await })
             .await
             .context("serving")?;
+        self.state.fleet.close_sessions().await;
         shutdown.cancel();
         workers.join().await;
         tracing::info!("stopped");

@@ -136,6 +136,10 @@ enum EnrollmentTokensCommand {
         /// Lifetime; default `fleet.enrollment_token_ttl_hours` (30 days).
         #[arg(long)]
         ttl_hours: Option<u64>,
+        /// Bind the token to this imported desktop: it claims that desktop, once, and
+        /// nothing else. Without it the token only enrolls new desktops.
+        #[arg(long)]
+        desktop: Option<String>,
     },
 }
 
@@ -253,13 +257,19 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
                     .collect::<Vec<_>>(),
             )
         }
-        AdminCommand::EnrollmentTokens(EnrollmentTokensCommand::Create { project, ttl_hours }) => {
+        AdminCommand::EnrollmentTokens(EnrollmentTokensCommand::Create {
+            project,
+            ttl_hours,
+            desktop,
+        }) => {
             let project = admin::find_project(store, &project).await?;
             let ttl = ttl_hours.unwrap_or(settings.fleet.enrollment_token_ttl_hours);
             let (token, expires_at) =
-                admin::create_enrollment_token(store, &project.id, ttl, now).await?;
+                admin::create_enrollment_token(store, &project.id, desktop.as_deref(), ttl, now)
+                    .await?;
             print_json(&serde_json::json!({
                 "enrollment_token": token, "project_id": project.id, "expires_at": wire::api_time(expires_at),
+                "desktop_id": desktop,
             }))
         }
         AdminCommand::Packages(PackagesCommand::Publish {

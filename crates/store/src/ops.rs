@@ -1678,8 +1678,10 @@ pub(crate) async fn find_enrollment_token<C: Conn>(
 ) -> StoreResult<Option<EnrollmentGrant>> {
     let row = c
         .fetch_optional(
-            "SELECT project_id, desktop_id FROM enrollment_tokens \
-             WHERE token_sha256 = $1 AND expires_at > $2 AND used_at IS NULL",
+            "SELECT t.project_id, t.desktop_id FROM enrollment_tokens t \
+             WHERE t.token_sha256 = $1 AND t.expires_at > $2 AND t.used_at IS NULL \
+             AND (t.desktop_id IS NULL OR EXISTS (SELECT 1 FROM desktops d \
+             WHERE d.id = t.desktop_id AND d.instance_uid IS NULL))",
             args![token_sha256, now],
         )
         .await?;

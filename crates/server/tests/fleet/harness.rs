@@ -317,3 +317,150 @@ pub fn now_ms() -> i64 {
     use deskfleet_core::clock::Clock;
     deskfleet_core::clock::SystemClock.now()
 }
+
+impl Server {
+    /// Asks the server to stop (SIGTERM) and waits for it to exit, at most `secs`
+    /// seconds; returns how long that took, or `None` if it did not exit in time (it is
+    /// then killed).
+    pub fn terminate(&mut self, secs: u64) -> Option<Duration> {
+        let mut child = self.child.take()?;
+        let started = std::time::Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        while started.elapsed() < Duration::from_secs(secs) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// An enrollment token bound to one imported desktop.
+    pub fn desktop_enrollment_token(&self, desktop_id: &str) -> String {
+        let v = self.admin(&[
+            "enrollment-tokens",
+            "create",
+            "--project",
+            &self.bootstrap.project_id,
+            "--desktop",
+            desktop_id,
+        ]);
+        assert_eq!(v["desktop_id"], desktop_id);
+        v["enrollment_token"].as_str().unwrap().to_string()
+    }
+
+    pub fn opamp_url(&self) -> String {
+        format!("{}/v1/opamp", self.endpoint)
+    }
+}
+
+impl Guest {
+    /// What the guest stored of its identity: (instance uid in hex, credential).
+    pub fn identity(&self) -> (String, Option<String>) {
+        let v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.state_dir.path().join("state.json")).unwrap(),
+        )
+        .unwrap();
+        (
+            v["instance_uid"].as_str().unwrap().to_string(),
+            v["credential"].as_str().map(str::to_string),
+        )
+    }
+}
+
+/// A server in this process (port 0, its own data directory), for tests that look at
+/// its fleet state or stop it with a token they hold.
+pub struct Local {
+    pub state: deskfleet_server::AppState,
+    pub endpoint: String,
+    pub bootstrap: Bootstrap,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    _server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Local {
+    pub async fn start(configure: impl FnOnce(&mut deskfleet_server::settings::Settings)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = deskfleet_server::settings::Settings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        settings.packages.publish_bundled_monitor = false;
+        configure(&mut settings);
+        let app = deskfleet_server::Application::build(settings)
+            .await
+            .expect("build the server");
+        let endpoint = format!("http://{}", app.local_addr());
+        let bootstrap = app.bootstrap.clone().expect("a new data dir bootstraps");
+        let state = app.state().clone();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(app.run(shutdown.clone()));
+        Self {
+            state,
+            endpoint,
+            bootstrap,
+            shutdown,
+            _server: server,
+            _dir: dir,
+        }
+    }
+
+    pub async fn enrollment_token(&self) -> String {
+        let project =
+            deskfleet_core::ids::ProjectId::parse(self.bootstrap.project_id.clone()).unwrap();
+        deskfleet_server::admin::create_enrollment_token(
+            self.state.store.as_ref(),
+            &project,
+            None,
+            1,
+            now_ms(),
+        )
+        .await
+        .unwrap()
+        .0
+    }
+
+    pub fn opamp_url(&self) -> String {
+        format!("{}/v1/opamp", self.endpoint)
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A hand-driven OpAMP WebSocket client: it sends only what a test tells it to.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the OpAMP WebSocket at `opamp_url` with `bearer`; the refusal's status and body
+/// otherwise.
+pub async fn open_ws(opamp_url: &str, bearer: &str) -> Result<Ws, (u16, String)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = opamp_url.replacen("http", "ws", 1);
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            Err((status, body))
+        }
+        Err(e) => Err((0, e.to_string())),
+    }
+}

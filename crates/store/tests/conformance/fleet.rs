@@ -11,7 +11,6 @@ use deskfleet_core::ids::{DesktopId, ProjectId, SubJobId};
 use deskfleet_core::job::{JobStatus, Stage, SubJobStatus};
 use deskfleet_core::model::{AgentFilter, AgentState, DesktopFilter, Outcome};
 use deskfleet_core::store::{Expired, Store, StoreError};
-use std::collections::BTreeSet;
 use tokio::task::JoinSet;
 
 fn facts(hostname: &str, ips: &[&str]) -> DesktopFacts {
@@ -277,10 +276,11 @@ pub async fn only_a_desktop_bound_token_claims_an_imported_desktop(ctx: Ctx) {
         matches!(again, Err(StoreError::AlreadyExists(_))),
         "{again:?}"
     );
-    // A fresh token for a desktop that connected once claims nothing either.
+    // A fresh token for a desktop that connected once grants and claims nothing either.
     s.create_enrollment_token(&p, Some(&kiosk), "tok-k2", T0, T0 + 1000)
         .await
         .unwrap();
+    assert_eq!(s.find_enrollment_token("tok-k2", T0).await.unwrap(), None);
     let again = s
         .enroll_desktop(
             &p,
