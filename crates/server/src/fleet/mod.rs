@@ -66,6 +66,8 @@ struct Registered {
     conn_id: u64,
     push: Option<mpsc::Sender<Push>>,
     last_seen: Instant,
+    /// Three heartbeat intervals: an HTTP agent silent for longer is gone.
+    stale_after: Duration,
 }
 
 /// An HTTP agent between polls: (SHA-256 of its bearer secret, its instance uid).
@@ -108,7 +110,13 @@ impl Fleet {
         self.conn_ids.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn register(&self, desktop: &DesktopId, conn_id: u64, push: Option<mpsc::Sender<Push>>) {
+    fn register(
+        &self,
+        desktop: &DesktopId,
+        conn_id: u64,
+        push: Option<mpsc::Sender<Push>>,
+        stale_after: Duration,
+    ) {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         live.insert(
             desktop.clone(),
@@ -116,6 +124,7 @@ impl Fleet {
                 conn_id,
                 push,
                 last_seen: Instant::now(),
+                stale_after,
             },
         );
         metrics::gauge!("deskfleet_fleet_connected_desktops").set(live.len() as f64);
@@ -176,10 +185,11 @@ impl Fleet {
 }
 
 impl Registered {
-    /// A WebSocket registration is live while its connection is; an HTTP one for three
-    /// heartbeats after its last poll.
+    /// A WebSocket registration is live while its connection is (a silent one is closed
+    /// after three heartbeat intervals); an HTTP one for three intervals after its last
+    /// poll.
     fn is_fresh(&self) -> bool {
-        self.push.is_some() || self.last_seen.elapsed() < Duration::from_secs(90)
+        self.push.is_some() || self.last_seen.elapsed() < self.stale_after
     }
 }
 

@@ -339,7 +339,14 @@ impl Session {
     }
 
     fn register(&mut self, identity: DesktopIdentity) {
-        fleet(&self.state).register(&identity.desktop.id, self.conn_id, self.push.clone());
+        let stale_after =
+            std::time::Duration::from_secs(3 * self.state.settings.fleet.heartbeat_secs.max(1));
+        fleet(&self.state).register(
+            &identity.desktop.id,
+            self.conn_id,
+            self.push.clone(),
+            stale_after,
+        );
         self.desktop = Some(identity);
     }
 
