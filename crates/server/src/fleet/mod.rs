@@ -6,6 +6,13 @@
 //! scheduler never touches a session, it only sends it a [`Push::Wake`] through the
 //! registry, and the session claims its work itself. HTTP agents keep their session in a
 //! map between polls and get work in the answer to their next poll.
+//!
+//! A request meets, in this order: [`auth`] (headers only; nothing unauthenticated is
+//! read, decoded or admitted), [`admission`] (a permit owned for the connection's life),
+//! then its transport (`ws`, `http`) and the [`session`]. Every `/v1` error is an
+//! [`ApiError`](crate::error::ApiError) with the JSON error body. Shutdown reaches the
+//! WebSocket sessions through [`Fleet::shutdown`]; [`Fleet::close_sessions`] waits for
+//! their goodbyes.
 
 pub mod admission;
 pub mod auth;

@@ -6,3 +6,5 @@
 -- only ever enrolls new desktops.
 ALTER TABLE enrollment_tokens ADD COLUMN desktop_id TEXT REFERENCES desktops (id);
 ALTER TABLE enrollment_tokens ADD COLUMN used_at BIGINT;
+-- Project-wide tokens no longer claim imported desktops by name: nothing looks them up.
+DROP INDEX IF EXISTS desktops_unclaimed;
