@@ -592,3 +592,39 @@ async fn only_a_desktop_bound_token_claims_an_imported_desktop_and_its_work() {
     .await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test]
+async fn a_connection_holds_its_admission_slot_exactly_as_long_as_it_lives() {
+    let server = Local::start(|s| {
+        s.fleet.max_connections = 2;
+        s.fleet.max_new_connections_per_sec = 1000;
+        s.fleet.heartbeat_secs = 1;
+    })
+    .await;
+    let token = server.enrollment_token().await;
+    let url = server.opamp_url();
+    let first = open_ws(&url, &token).await.unwrap();
+    let _second = open_ws(&url, &token).await.unwrap();
+    let (status, body) = open_ws(&url, &token).await.err().expect("full");
+    assert_eq!(status, 503, "{body}");
+    // A connection that goes away (no Close, the socket just drops) frees its slot.
+    drop(first);
+    let _third = eventually(10, "a slot freed by the dropped connection", || async {
+        open_ws(&url, &token).await.ok()
+    })
+    .await;
+    // Full again, for HTTP agents too.
+    let enroll = full_state(&fresh_uid(), "http-agent", "10.3.0.1");
+    assert_eq!(post(&url, Some(&token), &enroll).await.0, 503);
+    // The two silent WebSockets are closed after three heartbeat intervals, and their
+    // slots go to whoever comes next.
+    let started = Instant::now();
+    let (status, reply) = eventually(15, "a slot freed by the idle close", || async {
+        let (status, reply) = post(&url, Some(&token), &enroll).await;
+        (status == 200).then_some((status, reply))
+    })
+    .await;
+    assert_eq!(status, 200);
+    assert!(offered_credential(&reply.unwrap()).is_some());
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
