@@ -605,7 +605,9 @@ async fn a_connection_holds_its_admission_slot_exactly_as_long_as_it_lives() {
     let url = server.opamp_url();
     let first = open_ws(&url, &token).await.unwrap();
     let _second = open_ws(&url, &token).await.unwrap();
-    let (status, body) = open_ws(&url, &token).await.err().expect("full");
+    let Err((status, body)) = open_ws(&url, &token).await else {
+        panic!("a third connection admitted over max_connections = 2");
+    };
     assert_eq!(status, 503, "{body}");
     // A connection that goes away (no Close, the socket just drops) frees its slot.
     drop(first);
