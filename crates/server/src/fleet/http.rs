@@ -6,7 +6,9 @@
 //! body read (at most [`MAX_MESSAGE_BYTES`]), gunzipped (output bounded the same) and
 //! decoded. An unauthenticated request is answered 401 with its body never buffered: at
 //! most [`DISCARD_BYTES`] of it are read and dropped (so that a well-behaved client gets
-//! to read the answer instead of a reset), and the connection is closed after it.
+//! to read the answer instead of a reset), and the connection is closed after it. An
+//! authenticated request over the message limit has the rest of its body (up to
+//! `max_body_bytes`) read and dropped the same way before its 413.
 
 use super::{HttpSession, MAX_MESSAGE_BYTES, Session, auth, base_url};
 use crate::AppState;
@@ -21,17 +23,17 @@ use deskfleet_proto::opamp::{self as op, AgentToServer};
 use prost::Message as _;
 use std::time::{Duration, Instant};
 
-/// How much of a refused request's body is read (and dropped) before answering.
+/// How much of an unauthenticated request's body is read (and dropped) before answering.
 const DISCARD_BYTES: usize = 64 * 1024;
-/// How long a refused request's body may take to arrive, up to [`DISCARD_BYTES`].
-const DISCARD_TIME: Duration = Duration::from_secs(1);
+/// How long a refused request's body may take to arrive, up to what is dropped of it.
+const DISCARD_TIME: Duration = Duration::from_secs(2);
 
-/// Reads and drops up to [`DISCARD_BYTES`] of `body`, for at most [`DISCARD_TIME`].
-async fn discard(mut body: Body) {
+/// Reads and drops up to `limit` bytes of `body`, for at most [`DISCARD_TIME`].
+async fn discard(mut body: Body, limit: usize) {
     use axum::body::HttpBody;
     let drain = async {
         let mut seen = 0;
-        while seen <= DISCARD_BYTES {
+        while seen <= limit {
             let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx));
             match frame.await {
                 Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
@@ -59,19 +61,47 @@ fn too_large() -> ApiError {
     )
 }
 
-/// The body, read up to the message limit and gunzipped if it says so.
-async fn read_message(headers: &HeaderMap, body: Body) -> Result<AgentToServer, ApiError> {
+/// The body, read up to the message limit and gunzipped if it says so. Over the limit,
+/// up to `drain` bytes more are read and dropped, so that the client reads the 413.
+async fn read_message(
+    headers: &HeaderMap,
+    body: Body,
+    drain: usize,
+) -> Result<AgentToServer, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_MESSAGE_BYTES as u64) {
-        discard(body).await;
+        discard(body, drain).await;
         return Err(too_large());
     }
-    let body = axum::body::to_bytes(body, MAX_MESSAGE_BYTES)
-        .await
-        .map_err(|_| too_large())?;
+    let mut body = body;
+    let mut buffer = Vec::new();
+    {
+        use axum::body::HttpBody;
+        loop {
+            let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx));
+            match frame.await {
+                None => break,
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        if buffer.len() + data.len() > MAX_MESSAGE_BYTES {
+                            discard(body, drain).await;
+                            return Err(too_large());
+                        }
+                        buffer.extend_from_slice(data);
+                    }
+                }
+                Some(Err(e)) => {
+                    return Err(ApiError::invalid(format!(
+                        "the body could not be read: {e}"
+                    )));
+                }
+            }
+        }
+    }
+    let body = Bytes::from(buffer);
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
@@ -121,11 +151,11 @@ pub async fn opamp_http(State(state): State<AppState>, request: Request) -> Resp
     let (secret, auth) = match auth::authenticate(&state, &headers).await {
         Ok(authenticated) => authenticated,
         Err(error) => {
-            discard(body).await;
+            discard(body, DISCARD_BYTES).await;
             return closing(error);
         }
     };
-    let msg = match read_message(&headers, body).await {
+    let msg = match read_message(&headers, body, state.settings.max_body_bytes).await {
         Ok(msg) => msg,
         Err(error) if error.code == ErrorCode::BodyTooLarge => return closing(error),
         Err(error) => return error.into_response(),

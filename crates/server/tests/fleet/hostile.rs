@@ -446,6 +446,14 @@ async fn shutdown_closes_every_fleet_connection_with_going_away() {
         .map(|i| Guest::start(&server, &token, &format!("leaving-{i}")))
         .collect();
     desktops_enrolled(&server, 2).await;
+    // Each guest reconnects with its new credential after enrolling: wait for that
+    // second connection, so that the shutdown finds every guest connected.
+    for guest in &guests {
+        eventually(30, "the guest connected with its credential", || async {
+            (guest.log().matches(" connected ").count() >= 2).then_some(())
+        })
+        .await;
+    }
     let uid = fresh_uid();
     let mut raw = open_ws(&server.opamp_url(), &token).await.unwrap();
     send(&mut raw, &full_state(&uid, "leaving-raw", "10.6.0.1")).await;
