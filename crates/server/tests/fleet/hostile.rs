@@ -35,7 +35,7 @@ fn description(host: &str, ip: &str) -> op::AgentDescription {
 
 /// A first message as a guest sends it: everything about itself, and every capability
 /// that gets it a credential and work.
-fn full_state(uid: &[u8], host: &str, ip: &str) -> AgentToServer {
+pub(crate) fn full_state(uid: &[u8], host: &str, ip: &str) -> AgentToServer {
     AgentToServer {
         instance_uid: uid.to_vec(),
         agent_description: Some(description(host, ip)),
@@ -50,7 +50,7 @@ fn full_state(uid: &[u8], host: &str, ip: &str) -> AgentToServer {
     }
 }
 
-fn heartbeat(uid: &[u8], seq: u64) -> AgentToServer {
+pub(crate) fn heartbeat(uid: &[u8], seq: u64) -> AgentToServer {
     AgentToServer {
         instance_uid: uid.to_vec(),
         sequence_num: seq,
@@ -62,7 +62,7 @@ fn fresh_uid() -> Vec<u8> {
     uuid::Uuid::now_v7().as_bytes().to_vec()
 }
 
-fn offered_credential(reply: &ServerToAgent) -> Option<String> {
+pub(crate) fn offered_credential(reply: &ServerToAgent) -> Option<String> {
     reply
         .connection_settings
         .as_ref()?
@@ -79,7 +79,7 @@ fn offered_credential(reply: &ServerToAgent) -> Option<String> {
 }
 
 /// One plain-HTTP OpAMP exchange: the status, and the decoded answer when it is 200.
-async fn post(
+pub(crate) async fn post(
     url: &str,
     bearer: Option<&str>,
     msg: &AgentToServer,
@@ -131,14 +131,14 @@ async fn assert_json_error(
     body
 }
 
-async fn send(ws: &mut Ws, msg: &AgentToServer) {
+pub(crate) async fn send(ws: &mut Ws, msg: &AgentToServer) {
     ws.send(Message::Binary(encode_ws_frame(msg).into()))
         .await
         .unwrap();
 }
 
 /// The next OpAMP answer on `ws` (pings and pongs skipped).
-async fn answer(ws: &mut Ws) -> ServerToAgent {
+pub(crate) async fn answer(ws: &mut Ws) -> ServerToAgent {
     loop {
         match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
             Ok(Some(Ok(Message::Binary(data)))) => return decode_ws_frame(&data).unwrap(),

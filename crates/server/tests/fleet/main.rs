@@ -3,6 +3,7 @@
 
 mod harness;
 mod hostile;
+mod instrumentation;
 
 use deskfleet_core::fleet::PackageMeta;
 use deskfleet_proto::workspace::JobInfo;
