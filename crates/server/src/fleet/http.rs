@@ -177,16 +177,10 @@ async fn serve(
     let key = (secret, msg.instance_uid.clone());
     let existing = {
         let mut sessions = state.fleet.http_sessions.lock().await;
-        // Forget agents that stopped polling; their permits go back.
-        let idle = Duration::from_secs(3 * state.settings.fleet.heartbeat_secs.max(1));
-        sessions.retain(|_, s| {
-            let keep = s.at.elapsed() < idle;
-            if !keep {
-                s.session.close();
-            }
-            keep
-        });
-        sessions.remove(&key)
+        sessions.prune(Duration::from_secs(
+            3 * state.settings.fleet.heartbeat_secs.max(1),
+        ));
+        sessions.take(&key)
     };
     let (mut session, permit) = match existing {
         Some(HttpSession {
@@ -212,6 +206,7 @@ async fn serve(
     let reply = match session.handle(msg).await {
         Ok(reply) => reply,
         Err(e) => {
+            session.close();
             tracing::warn!(error = %e, "fleet session failed");
             return Err(auth::refuse(
                 ErrorCode::Unavailable,
@@ -224,13 +219,14 @@ async fn serve(
         state.fleet.touch(desktop);
     }
     if !disconnect {
-        // A new credential changes the key the agent polls with.
-        let key = match reply.connection_settings.as_ref().and_then(offered_bearer) {
+        // A new credential or uid changes the key the agent should poll with next.
+        let next = match reply.connection_settings.as_ref().and_then(offered_bearer) {
             Some(credential) => (sha256_hex(&credential), reply_uid(&reply, &key.1)),
-            None => (key.0, reply_uid(&reply, &key.1)),
+            None => (key.0.clone(), reply_uid(&reply, &key.1)),
         };
-        state.fleet.http_sessions.lock().await.insert(
+        state.fleet.http_sessions.lock().await.put(
             key,
+            next,
             HttpSession {
                 session,
                 at: Instant::now(),

@@ -87,13 +87,55 @@ struct HttpSession {
     _permit: OwnedSemaphorePermit,
 }
 
+/// The HTTP agents between polls. A session whose key changed in an answer (a new
+/// credential, a new instance uid) stays reachable under the key the agent used until
+/// it uses another: an agent that cannot adopt what it was given keeps its session
+/// instead of starting (and enrolling) a new one on every poll.
+#[derive(Default)]
+struct HttpSessions {
+    by_key: HashMap<HttpSessionKey, HttpSession>,
+    aliases: HashMap<HttpSessionKey, HttpSessionKey>,
+}
+
+impl HttpSessions {
+    /// Takes the session `key` reaches, directly or through an alias.
+    fn take(&mut self, key: &HttpSessionKey) -> Option<HttpSession> {
+        if let Some(session) = self.by_key.remove(key) {
+            return Some(session);
+        }
+        let target = self.aliases.remove(key)?;
+        self.by_key.remove(&target)
+    }
+
+    /// Keeps `session` under `key`, reachable from `used` too when that differs.
+    fn put(&mut self, used: HttpSessionKey, key: HttpSessionKey, session: HttpSession) {
+        if used != key {
+            self.aliases.insert(used, key.clone());
+        }
+        self.by_key.insert(key, session);
+    }
+
+    /// Forgets the agents silent for `idle`; their permits go back.
+    fn prune(&mut self, idle: Duration) {
+        self.by_key.retain(|_, s| {
+            let keep = s.at.elapsed() < idle;
+            if !keep {
+                s.session.close();
+            }
+            keep
+        });
+        let by_key = &self.by_key;
+        self.aliases.retain(|_, target| by_key.contains_key(target));
+    }
+}
+
 /// The fleet's in-process state: who is connected here, HTTP sessions between polls,
 /// the package cache, admission, and the shutdown every WebSocket session selects on.
 #[derive(Default)]
 pub struct Fleet {
     conn_ids: AtomicU64,
     live: Mutex<HashMap<DesktopId, Registered>>,
-    http_sessions: tokio::sync::Mutex<HashMap<HttpSessionKey, HttpSession>>,
+    http_sessions: tokio::sync::Mutex<HttpSessions>,
     pub packages: packages::PackageCache,
     /// Wakes the scheduler at once (a job was created here).
     pub wake: Notify,

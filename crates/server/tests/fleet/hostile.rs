@@ -638,3 +638,40 @@ async fn a_connection_holds_its_admission_slot_exactly_as_long_as_it_lives() {
     assert!(offered_credential(&reply.unwrap()).is_some());
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn an_agent_that_cannot_adopt_a_new_identity_is_one_new_desktop_not_one_per_poll() {
+    let mut server = Server::start(FAST).await;
+    let token = server.enrollment_token();
+    // A plain OpAMP client: it takes neither credentials nor new uids, and keeps
+    // presenting the token and its uid (answering every poll with its full state).
+    let uid = fresh_uid();
+    let mut message = full_state(&uid, "stock-agent", "10.1.0.1");
+    message.capabilities = AgentCapabilities::bits(&[AgentCapabilities::ReportsStatus]);
+    let (status, reply) = post(&server.opamp_url(), Some(&token), &message).await;
+    assert_eq!(status, 200);
+    assert!(reply.unwrap().agent_identification.is_none());
+    desktops_enrolled(&server, 1).await;
+    // Its session is lost with the server; its uid is now known, so it gets a new one.
+    server.kill_and_restart().await;
+    let url = server.opamp_url();
+    let (status, reply) = post(&url, Some(&token), &message).await;
+    assert_eq!(status, 200);
+    assert!(reply.unwrap().agent_identification.is_some());
+    for seq in 1..6 {
+        message.sequence_num = seq;
+        let (status, reply) = post(&url, Some(&token), &message).await;
+        assert_eq!(status, 200);
+        assert!(reply.unwrap().agent_identification.is_none(), "poll {seq}");
+    }
+    assert_eq!(
+        server
+            .client()
+            .list_desktops(&[])
+            .await
+            .unwrap()
+            .total_count,
+        2,
+        "one new desktop for the lost session, not one per poll"
+    );
+}
