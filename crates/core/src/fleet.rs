@@ -25,19 +25,40 @@ pub struct DesktopIdentity {
     pub hostname: Option<String>,
 }
 
-/// Enrolling a desktop: match an imported one by host name, or create it.
+/// What an unexpired, unspent enrollment token lets its holder do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentGrant {
+    pub project: ProjectId,
+    /// A desktop-bound token names the one desktop (imported, never connected) it may
+    /// claim; a project-wide token only ever enrolls new desktops.
+    pub desktop: Option<DesktopId>,
+}
+
+/// The imported desktop an enrollment claims, with the desktop-bound token that allows
+/// it. The token is spent by the claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub desktop: DesktopId,
+    /// SHA-256 (hex) of the desktop-bound enrollment token.
+    pub token_sha256: String,
+}
+
+/// Enrolling a desktop: claim the imported desktop a desktop-bound token names, or
+/// create a new one. Never an existing desktop's identity: the instance uid must be free.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enrollment {
     pub instance_uid: String,
     pub facts: DesktopFacts,
     /// SHA-256 (hex) of the credential issued to it.
     pub credential_sha256: String,
+    /// Set when the connection presented a desktop-bound token.
+    pub claim: Option<Claim>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enrolled {
     pub desktop: Desktop,
-    /// True when an imported desktop was matched rather than a new one created.
+    /// True when an imported desktop was claimed rather than a new one created.
     pub matched_import: bool,
 }
 

@@ -3,7 +3,8 @@
 
 use crate::clock::Millis;
 use crate::fleet::{
-    DesktopFacts, DesktopIdentity, Enrolled, Enrollment, MetricsRecord, PackageMeta, SubJobReport,
+    DesktopFacts, DesktopIdentity, Enrolled, Enrollment, EnrollmentGrant, MetricsRecord,
+    PackageMeta, SubJobReport,
 };
 use crate::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
 use crate::job::Stage;
@@ -236,28 +237,33 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- the fleet ----
 
-    /// Stores an enrollment token of `project` under the SHA-256 of its value.
-    /// `NotFound` if the project does not exist, `AlreadyExists` for a hash already stored.
+    /// Stores an enrollment token of `project` under the SHA-256 of its value; with
+    /// `desktop`, a token bound to that desktop of the project (see [`EnrollmentGrant`]).
+    /// `NotFound` if the project (or the desktop, in that project) does not exist,
+    /// `AlreadyExists` for a hash already stored.
     async fn create_enrollment_token(
         &self,
         project: &ProjectId,
+        desktop: Option<&DesktopId>,
         token_sha256: &str,
         now: Millis,
         expires_at: Millis,
     ) -> StoreResult<()>;
-    /// The project of an unexpired enrollment token.
+    /// What an unexpired enrollment token grants; `None` for an unknown, expired or
+    /// spent one (a desktop-bound token is spent by its claim, and is of no use once
+    /// its desktop has connected).
     async fn find_enrollment_token(
         &self,
         token_sha256: &str,
         now: Millis,
-    ) -> StoreResult<Option<ProjectId>>;
-    /// Enrolls a desktop of `project`: the desktop already holding the instance uid with
-    /// the same host name is re-enrolled; else an imported desktop that never connected
-    /// and whose `computer_name` equals the host name (case-insensitive) is claimed; else
-    /// a new desktop is created. Stores the uid, the facts and the credential hash.
+    ) -> StoreResult<Option<EnrollmentGrant>>;
+    /// Enrolls a desktop of `project`: with a [`Claim`](crate::fleet::Claim), the imported desktop it names,
+    /// if it never connected, spending the desktop-bound token; else a new desktop.
+    /// Stores the uid, the facts and the credential hash.
     ///
-    /// `AlreadyExists` if another desktop of the project (another host name) holds the
-    /// instance uid: the caller must hand the desktop a fresh uid first.
+    /// An enrollment never takes over an existing desktop: `AlreadyExists` if a desktop
+    /// of the project holds the instance uid (the caller hands the desktop a fresh uid),
+    /// or if the claimed desktop already connected or its token is spent or expired.
     async fn enroll_desktop(
         &self,
         project: &ProjectId,

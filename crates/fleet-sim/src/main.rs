@@ -275,7 +275,25 @@ async fn session(
     };
     ws.send(send(base)).await?;
     let mut installed: Option<String> = None;
-    while let Some(frame) = ws.next().await {
+    // A desktop heartbeats as a guest does, at the interval the server offers (OpAMP's
+    // default until then): the server closes connections silent for three intervals.
+    let mut every = Duration::from_secs(deskfleet_proto::opamp::DEFAULT_HEARTBEAT_INTERVAL_SECS);
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        let frame = tokio::select! {
+            frame = ws.next() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+            _ = heartbeat.tick() => {
+                ws.send(send(AgentToServer {
+                    instance_uid: uid.clone(),
+                    ..Default::default()
+                }))
+                .await?;
+                continue;
+            }
+        };
         let Message::Binary(data) = frame? else {
             continue;
         };
@@ -286,10 +304,17 @@ async fn session(
         if let Some(id) = reply.agent_identification {
             *uid = id.new_instance_uid;
         }
-        if let Some(settings) = reply
-            .connection_settings
-            .and_then(|c| c.opamp)
-            .and_then(|o| o.headers)
+        let offered = reply.connection_settings.and_then(|c| c.opamp);
+        if let Some(secs) = offered
+            .as_ref()
+            .map(|o| o.heartbeat_interval_seconds)
+            .filter(|secs| *secs > 0)
+            && Duration::from_secs(secs) != every
+        {
+            every = Duration::from_secs(secs);
+            heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        }
+        if let Some(settings) = offered.and_then(|o| o.headers)
             && let Some(h) = settings
                 .headers
                 .iter()

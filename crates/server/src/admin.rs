@@ -110,18 +110,35 @@ pub async fn import_desktops(
     Ok(store.import_desktops(project, &desktops, now).await?)
 }
 
-/// Creates an enrollment token for `project`, valid for `ttl_hours`; returns the token.
+/// Creates an enrollment token for `project`, valid for `ttl_hours`, bound to `desktop`
+/// (an imported desktop of the project) if given; returns the token.
 pub async fn create_enrollment_token(
     store: &dyn Store,
     project: &ProjectId,
+    desktop: Option<&str>,
     ttl_hours: u64,
     now: Millis,
 ) -> anyhow::Result<(String, Millis)> {
+    let desktop = desktop
+        .map(|d| DesktopId::parse(d.to_owned()).map_err(|e| anyhow!("--desktop: {e}")))
+        .transpose()?;
     let token = format!("DFE1{}", random_alphanumeric(48));
     let expires_at = now + (ttl_hours as i64) * 3600 * 1000;
     store
-        .create_enrollment_token(project, &sha256_hex(&token), now, expires_at)
-        .await?;
+        .create_enrollment_token(
+            project,
+            desktop.as_ref(),
+            &crate::auth::secrets::sha256_hex(&token),
+            now,
+            expires_at,
+        )
+        .await
+        .map_err(|e| match (e, &desktop) {
+            (deskfleet_core::store::StoreError::NotFound, Some(d)) => {
+                anyhow!("desktop {d} does not exist in project {project}")
+            }
+            (e, _) => e.into(),
+        })?;
     Ok((token, expires_at))
 }
 

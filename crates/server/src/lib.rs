@@ -200,6 +200,7 @@ impl Application {
         });
         let limits = serve::Limits::from_settings(&self.state.settings.http);
         serve::serve(self.listener, acceptor, app, limits, shutdown.clone()).await;
+        self.state.fleet.close_sessions().await;
         shutdown.cancel();
         workers.join().await;
         tracing::info!("stopped");

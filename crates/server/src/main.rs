@@ -180,6 +180,10 @@ enum EnrollmentTokensCommand {
         /// Lifetime; default `fleet.enrollment_token_ttl_hours` (30 days).
         #[arg(long)]
         ttl_hours: Option<u64>,
+        /// Bind the token to this imported desktop: it claims that desktop, once, and
+        /// nothing else. Without it the token only enrolls new desktops.
+        #[arg(long)]
+        desktop: Option<String>,
     },
     /// Revoke an enrollment token (given as printed by `create`).
     Revoke {
@@ -311,11 +315,16 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
                     .collect::<Vec<_>>(),
             )
         }
-        AdminCommand::EnrollmentTokens(EnrollmentTokensCommand::Create { project, ttl_hours }) => {
+        AdminCommand::EnrollmentTokens(EnrollmentTokensCommand::Create {
+            project,
+            ttl_hours,
+            desktop,
+        }) => {
             let project = admin::find_project(store, &project).await?;
             let ttl = ttl_hours.unwrap_or(settings.fleet.enrollment_token_ttl_hours);
             let (token, expires_at) =
-                admin::create_enrollment_token(store, &project.id, ttl, now).await?;
+                admin::create_enrollment_token(store, &project.id, desktop.as_deref(), ttl, now)
+                    .await?;
             // The database holds the secret's hash only; the fingerprint of the private
             // CA rides along so that a guest can verify the server on first contact.
             let fingerprint = deskfleet_server::tls::ca_fingerprint(&settings.data_dir)
@@ -326,6 +335,7 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
             );
             print_json(&serde_json::json!({
                 "enrollment_token": token, "project_id": project.id, "expires_at": wire::api_time(expires_at),
+                "desktop_id": desktop,
             }))
         }
         AdminCommand::Packages(PackagesCommand::Publish {

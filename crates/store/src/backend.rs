@@ -7,7 +7,8 @@ use crate::ops::{self, NewJob};
 use async_trait::async_trait;
 use deskfleet_core::clock::Millis;
 use deskfleet_core::fleet::{
-    DesktopFacts, DesktopIdentity, Enrolled, Enrollment, MetricsRecord, PackageMeta, SubJobReport,
+    DesktopFacts, DesktopIdentity, Enrolled, Enrollment, EnrollmentGrant, MetricsRecord,
+    PackageMeta, SubJobReport,
 };
 use deskfleet_core::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
 use deskfleet_core::job::Stage;
@@ -445,14 +446,19 @@ impl<B: Backend> Store for DbStore<B> {
     async fn create_enrollment_token(
         &self,
         project: &ProjectId,
+        desktop: Option<&DesktopId>,
         token_sha256: &str,
         now: Millis,
         expires_at: Millis,
     ) -> StoreResult<()> {
         write!(
             self,
-            { project = project.clone(), sha = token_sha256.to_owned() },
-            create_enrollment_token(&project, &sha, now, expires_at)
+            {
+                project = project.clone(),
+                desktop = desktop.cloned(),
+                sha = token_sha256.to_owned()
+            },
+            create_enrollment_token(&project, desktop.as_ref(), &sha, now, expires_at)
         )
     }
 
@@ -460,7 +466,7 @@ impl<B: Backend> Store for DbStore<B> {
         &self,
         token_sha256: &str,
         now: Millis,
-    ) -> StoreResult<Option<ProjectId>> {
+    ) -> StoreResult<Option<EnrollmentGrant>> {
         read!(self, find_enrollment_token(token_sha256, now))
     }
 

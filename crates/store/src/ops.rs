@@ -30,7 +30,8 @@ use crate::decode::{
 };
 use deskfleet_core::clock::Millis;
 use deskfleet_core::fleet::{
-    DesktopFacts, DesktopIdentity, Enrolled, Enrollment, MetricsRecord, PackageMeta, SubJobReport,
+    DesktopFacts, DesktopIdentity, Enrolled, Enrollment, EnrollmentGrant, MetricsRecord,
+    PackageMeta, SubJobReport,
 };
 use deskfleet_core::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
 use deskfleet_core::job::{Stage, StatusCounts, SubJobStatus, derive_job_status, job_fail_reason};
@@ -202,17 +203,6 @@ fn identity_by_uid_sql() -> String {
     )
 }
 
-/// The oldest imported desktop of project `$1` named `$2` (without case) that never
-/// connected, locked on PostgreSQL.
-fn unclaimed_sql(d: Dialect) -> String {
-    format!(
-        "SELECT d.id AS id FROM desktops d WHERE d.project_id = $1 \
-         AND lower(d.computer_name) = lower($2) AND d.instance_uid IS NULL \
-         ORDER BY d.created_at, d.id LIMIT 1{}",
-        d.lock_suffix()
-    )
-}
-
 /// The hot statements with the index each must use, for the plan test.
 #[cfg(test)]
 pub(crate) fn hot_queries(d: Dialect) -> Vec<(String, &'static str)> {
@@ -233,7 +223,6 @@ pub(crate) fn hot_queries(d: Dialect) -> Vec<(String, &'static str)> {
         (running_leader_sql(), "sub_jobs_one_leader"),
         (identity_by_credential_sql(), "desktops_by_credential"),
         (identity_by_uid_sql(), "desktops_by_instance_uid"),
-        (unclaimed_sql(d), "desktops_unclaimed"),
     ]
 }
 
@@ -696,6 +685,12 @@ pub(crate) async fn delete_desktop<C: Conn>(
     .await?;
     c.execute(
         "DELETE FROM desktop_metrics WHERE desktop_id = $1",
+        args![desktop.as_str()],
+    )
+    .await?;
+    // A token bound to the desktop can claim nothing once it is gone.
+    c.execute(
+        "DELETE FROM enrollment_tokens WHERE desktop_id = $1",
         args![desktop.as_str()],
     )
     .await?;
@@ -1890,14 +1885,33 @@ pub(crate) async fn apply_reports<C: Conn>(
 pub(crate) async fn create_enrollment_token<C: Conn>(
     c: &mut C,
     project: &ProjectId,
+    desktop: Option<&DesktopId>,
     token_sha256: &str,
     now: Millis,
     expires_at: Millis,
 ) -> StoreResult<()> {
+    if let Some(desktop) = desktop {
+        let n = count(
+            c.fetch_optional(
+                "SELECT COUNT(*) AS n FROM desktops WHERE id = $1 AND project_id = $2",
+                args![desktop.as_str(), project.as_str()],
+            )
+            .await?,
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+    }
     c.execute(
-        "INSERT INTO enrollment_tokens (token_sha256, project_id, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4)",
-        args![token_sha256, project.as_str(), now, expires_at],
+        "INSERT INTO enrollment_tokens (token_sha256, project_id, desktop_id, created_at, \
+         expires_at) VALUES ($1, $2, $3, $4, $5)",
+        args![
+            token_sha256,
+            project.as_str(),
+            desktop.map(DesktopId::as_str),
+            now,
+            expires_at
+        ],
     )
     .await
     .map_err(|e| conflict(e, || "enrollment token".to_owned()))?;
@@ -1908,16 +1922,23 @@ pub(crate) async fn find_enrollment_token<C: Conn>(
     c: &mut C,
     token_sha256: &str,
     now: Millis,
-) -> StoreResult<Option<ProjectId>> {
+) -> StoreResult<Option<EnrollmentGrant>> {
     let row = c
         .fetch_optional(
-            "SELECT project_id FROM enrollment_tokens \
-             WHERE token_sha256 = $1 AND expires_at > $2",
+            "SELECT t.project_id, t.desktop_id FROM enrollment_tokens t \
+             WHERE t.token_sha256 = $1 AND t.expires_at > $2 AND t.used_at IS NULL \
+             AND (t.desktop_id IS NULL OR EXISTS (SELECT 1 FROM desktops d \
+             WHERE d.id = t.desktop_id AND d.instance_uid IS NULL))",
             args![token_sha256, now],
         )
         .await?;
     row.as_ref()
-        .map(|r| decode::id(r, "project_id", ProjectId::parse))
+        .map(|r| {
+            Ok(EnrollmentGrant {
+                project: decode::id(r, "project_id", ProjectId::parse)?,
+                desktop: decode::opt_id(r, "desktop_id", DesktopId::parse)?,
+            })
+        })
         .transpose()
 }
 
@@ -1965,11 +1986,6 @@ impl<'a> FactsArgs<'a> {
     }
 }
 
-/// Host names compare without case, as the names people type do.
-fn same_host(a: &str, b: &str) -> bool {
-    a.to_lowercase() == b.to_lowercase()
-}
-
 async fn identity_where<C: Conn>(
     c: &mut C,
     sql: &str,
@@ -2003,67 +2019,62 @@ pub(crate) async fn enroll_desktop<C: Conn>(
     let uid = enrollment.instance_uid.as_str();
     let credential = enrollment.credential_sha256.as_str();
 
-    // 1. The desktop that holds the uid: the same machine enrolling again.
+    // 1. An enrollment never takes over the desktop that holds the uid, whatever host
+    // name it reports: taking over needs that desktop's own credential.
     let sql = sql!(C::DIALECT, |d| format!(
-        "SELECT d.id AS id, d.hostname AS hostname FROM desktops d \
+        "SELECT d.id AS id FROM desktops d \
          WHERE d.project_id = $1 AND d.instance_uid = $2{}",
         d.lock_suffix()
     ));
-    if let Some(holder) = c.fetch_optional(sql, args![project.as_str(), uid]).await? {
-        let id = holder.text("id")?;
-        // A holder whose host name is unknown counts as the same host, as the server
-        // sees it: refusing would leave that desktop unable ever to enroll again.
-        let host = holder.opt_text("hostname")?;
-        if !host.is_none_or(|h| same_host(&h, &enrollment.facts.hostname)) {
-            return Err(StoreError::AlreadyExists(format!(
-                "instance uid {uid} belongs to another desktop of the project"
-            )));
-        }
-        c.execute(
-            concat!(
-                "UPDATE desktops SET ",
-                set_facts!(),
-                ", credential_sha256 = $7 WHERE id = $1"
-            ),
-            facts.bind(&id, args![credential]),
-        )
-        .await?;
-        return Ok(Enrolled {
-            desktop: desktop_by_id(c, &id).await?,
-            matched_import: false,
-        });
+    if c.fetch_optional(sql, args![project.as_str(), uid])
+        .await?
+        .is_some()
+    {
+        return Err(StoreError::AlreadyExists(format!(
+            "instance uid {uid} belongs to a desktop of the project"
+        )));
     }
 
-    // 2. An imported desktop of that name that never connected, oldest first. On
-    // PostgreSQL its row is locked: a concurrent enrollment of the same name waits, then
-    // no longer sees it unclaimed and takes the next one, if any. The update checks
-    // again all the same, so that no two enrollments can both claim one desktop.
-    let sql = sql!(C::DIALECT, |d| unclaimed_sql(d));
-    while let Some(row) = c
-        .fetch_optional(
-            sql,
-            args![project.as_str(), enrollment.facts.hostname.as_str()],
-        )
-        .await?
-    {
-        let id = row.text("id")?;
+    // 2. The imported desktop a desktop-bound token names, if it never connected. The
+    // token is spent first (and only once, even by concurrent enrollments); a claim that
+    // then fails rolls the spending back with the transaction.
+    if let Some(claim) = &enrollment.claim {
+        let spent = c
+            .execute(
+                "UPDATE enrollment_tokens SET used_at = $3 WHERE token_sha256 = $1 \
+                 AND desktop_id = $2 AND used_at IS NULL AND expires_at > $3",
+                args![claim.token_sha256.as_str(), claim.desktop.as_str(), now],
+            )
+            .await?;
+        if spent != 1 {
+            return Err(StoreError::AlreadyExists(
+                "the desktop-bound enrollment token is spent or expired".to_owned(),
+            ));
+        }
         let claimed = c
             .execute(
                 concat!(
                     "UPDATE desktops SET ",
                     set_facts!(),
                     ", instance_uid = $7, credential_sha256 = $8 \
-                     WHERE id = $1 AND instance_uid IS NULL"
+                     WHERE id = $1 AND project_id = $9 AND instance_uid IS NULL"
                 ),
-                facts.bind(&id, args![uid, credential]),
+                facts.bind(
+                    claim.desktop.as_str(),
+                    args![uid, credential, project.as_str()],
+                ),
             )
             .await?;
-        if claimed == 1 {
-            return Ok(Enrolled {
-                desktop: desktop_by_id(c, &id).await?,
-                matched_import: true,
-            });
+        if claimed != 1 {
+            return Err(StoreError::AlreadyExists(format!(
+                "desktop {} already connected once; it cannot be claimed again",
+                claim.desktop
+            )));
         }
+        return Ok(Enrolled {
+            desktop: desktop_by_id(c, claim.desktop.as_str()).await?,
+            matched_import: true,
+        });
     }
 
     // 3. A desktop new to the store.

@@ -489,7 +489,19 @@ mod tests {
                 ip_addresses: vec![],
             },
             credential_sha256: "c1".into(),
+            claim: Some(deskfleet_core::fleet::Claim {
+                desktop: d1.clone(),
+                token_sha256: "t1".into(),
+            }),
         };
+        // The old database has no project rows (desktops do not reference them).
+        for sql in [
+            "PRAGMA foreign_keys = OFF",
+            "INSERT INTO enrollment_tokens (token_sha256, project_id, desktop_id, created_at, \
+             expires_at) VALUES ('t1', 'p1', 'd1', 10, 100)",
+        ] {
+            conn.execute(sql, Vec::new()).await.unwrap();
+        }
         let enrolled = ops::enroll_desktop(&mut *conn, &p1, &enrollment, 11)
             .await
             .unwrap();

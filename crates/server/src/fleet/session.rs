@@ -9,7 +9,9 @@ use super::{Fleet, FleetAuth, MONITOR_CAPABILITY, Push, new_credential};
 use crate::AppState;
 use crate::fleet::packages::{MONITOR, platform};
 use deskfleet_core::clock::Millis;
-use deskfleet_core::fleet::{DesktopFacts, DesktopIdentity, Enrollment, PackageMeta, SubJobReport};
+use deskfleet_core::fleet::{
+    Claim, DesktopFacts, DesktopIdentity, Enrollment, PackageMeta, SubJobReport,
+};
 use deskfleet_core::ids::{DesktopId, SubJobId};
 use deskfleet_core::job::Stage;
 use deskfleet_core::model::{AgentState, Outcome};
@@ -28,6 +30,8 @@ struct Offer {
     package: PackageMeta,
     stage: Stage,
     process: i32,
+    /// When the sub-job started (was claimed), for the install duration.
+    started_at: Millis,
     /// Whether the package was offered on this connection yet.
     announced: bool,
 }
@@ -208,17 +212,28 @@ impl Session {
                 || facts.ip_addresses.contains(&identity.desktop.ip_address)
         };
         let identity = match &self.auth {
-            FleetAuth::Enrollment(project) => {
-                let project = project.clone();
-                let holder = store
-                    .find_desktop_by_instance_uid(&project, &uid_hex)
-                    .await?;
-                let clone = holder.as_ref().is_some_and(|h| {
-                    !same_host(h)
-                        || (fleet(&self.state).desktop_is_live(&h.desktop.id, self.conn_id)
-                            && !same_address(h))
+            // An enrollment token never takes over an existing desktop: a uid the project
+            // already knows (a clone, or someone who read it in a log) gets a new one.
+            // Only a desktop-bound token claims an imported desktop, and only its own.
+            FleetAuth::Enrollment {
+                grant,
+                token_sha256,
+            } => {
+                let project = grant.project.clone();
+                let claim = grant.desktop.clone().map(|desktop| Claim {
+                    desktop,
+                    token_sha256: token_sha256.clone(),
                 });
-                return self.enroll(project, uid, clone, facts, reply, now).await;
+                let known = store
+                    .find_desktop_by_instance_uid(&project, &uid_hex)
+                    .await?
+                    .is_some();
+                if known {
+                    tracing::warn!(instance_uid = %uid_hex, hostname = %facts.hostname, "an enrollment presented a known instance uid; enrolling it under a new one");
+                }
+                return self
+                    .enroll(project, uid, known, claim, facts, reply, now)
+                    .await;
             }
             FleetAuth::Desktop(identity) => (**identity).clone(),
         };
@@ -230,6 +245,7 @@ impl Session {
                     identity.desktop.project_id.clone(),
                     uid,
                     true,
+                    None,
                     facts,
                     reply,
                     now,
@@ -244,40 +260,53 @@ impl Session {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn enroll(
         &mut self,
         project: deskfleet_core::ids::ProjectId,
         uid: &[u8],
         new_uid: bool,
+        claim: Option<Claim>,
         facts: DesktopFacts,
         reply: &mut ServerToAgent,
         now: Millis,
     ) -> Result<(), StoreError> {
-        let uid = if new_uid {
-            let fresh = uuid::Uuid::now_v7().as_bytes().to_vec();
-            reply.agent_identification = Some(op::AgentIdentification {
-                new_instance_uid: fresh.clone(),
-            });
-            fresh
-        } else {
-            uid.to_vec()
-        };
-        let uid_hex = hex::encode(&uid);
         let (credential, credential_sha256) = new_credential();
         let offer_hash = hex::decode(&credential_sha256).unwrap_or_default();
-        let enrolled = self
-            .state
-            .store
-            .enroll_desktop(
-                &project,
-                &Enrollment {
-                    instance_uid: uid_hex.clone(),
-                    facts: facts.clone(),
-                    credential_sha256,
-                },
-                now,
-            )
-            .await?;
+        let mut new_uid = new_uid;
+        let mut attempt = 0;
+        let (uid, enrolled) = loop {
+            attempt += 1;
+            let uid = if new_uid {
+                uuid::Uuid::now_v7().as_bytes().to_vec()
+            } else {
+                uid.to_vec()
+            };
+            let enrollment = Enrollment {
+                instance_uid: hex::encode(&uid),
+                facts: facts.clone(),
+                credential_sha256: credential_sha256.clone(),
+                claim: claim.clone(),
+            };
+            match self
+                .state
+                .store
+                .enroll_desktop(&project, &enrollment, now)
+                .await
+            {
+                Ok(enrolled) => break (uid, enrolled),
+                // The uid was taken since we looked (a concurrent enrollment of the same
+                // uid): a fresh one, once. A spent claim fails the same way every time.
+                Err(StoreError::AlreadyExists(_)) if !new_uid && attempt == 1 => new_uid = true,
+                Err(e) => return Err(e),
+            }
+        };
+        if new_uid {
+            reply.agent_identification = Some(op::AgentIdentification {
+                new_instance_uid: uid.clone(),
+            });
+        }
+        let uid_hex = hex::encode(&uid);
         tracing::info!(desktop_id = %enrolled.desktop.id, hostname = %facts.hostname, matched_import = enrolled.matched_import, "desktop enrolled");
         // OpAMP lets a server offer connection settings only to agents that accept them;
         // an agent that does not keeps using its enrollment token.
@@ -310,7 +339,14 @@ impl Session {
     }
 
     fn register(&mut self, identity: DesktopIdentity) {
-        fleet(&self.state).register(&identity.desktop.id, self.conn_id, self.push.clone());
+        let stale_after =
+            std::time::Duration::from_secs(3 * self.state.settings.fleet.heartbeat_secs.max(1));
+        fleet(&self.state).register(
+            &identity.desktop.id,
+            self.conn_id,
+            self.push.clone(),
+            stale_after,
+        );
         self.desktop = Some(identity);
     }
 
@@ -328,7 +364,9 @@ impl Session {
             return Ok(());
         };
         if let Some(sub) = self.state.store.running_sub_job(&desktop).await? {
-            self.offer_for(sub.id, sub.stage, sub.process).await?;
+            let started_at = sub.begin_time.unwrap_or_else(|| self.state.clock.now());
+            self.offer_for(sub.id, sub.stage, sub.process, started_at)
+                .await?;
         }
         Ok(())
     }
@@ -338,6 +376,7 @@ impl Session {
         sub_job: SubJobId,
         stage: Stage,
         process: i32,
+        started_at: Millis,
     ) -> Result<bool, StoreError> {
         let platform = if self.platform.is_empty() {
             super::packages::host_platform()
@@ -355,6 +394,7 @@ impl Session {
                     package,
                     stage,
                     process,
+                    started_at,
                     announced: false,
                 });
                 Ok(true)
@@ -363,13 +403,14 @@ impl Session {
                 let reason = format!(
                     "no {MONITOR} package is published for platform {platform}; publish one with `deskfleet-server admin packages publish`"
                 );
-                self.report(SubJobReport::Finish {
+                self.finish(
                     sub_job,
-                    outcome: Outcome::Failed {
+                    started_at,
+                    Outcome::Failed {
                         code: TaskErrorCode::InstallFailed.code().into(),
                         reason,
                     },
-                })
+                )
                 .await?;
                 Ok(false)
             }
@@ -393,19 +434,21 @@ impl Session {
                 .await?
             {
                 tracing::info!(desktop_id = %desktop, sub_job = %sub.id, "install delivered");
-                self.offer_for(sub.id, Stage::Delivered, Stage::Delivered.process(None))
-                    .await?;
+                let started_at = sub.begin_time.unwrap_or(now);
+                self.offer_for(
+                    sub.id,
+                    Stage::Delivered,
+                    Stage::Delivered.process(None),
+                    started_at,
+                )
+                .await?;
                 // Already running the offered version, healthily: done, nothing to install.
                 if let (Some(offer), Some((version, true))) = (&self.current, &self.agent)
                     && &offer.package.version == version
                 {
                     let sub_job = offer.sub_job.clone();
                     self.current = None;
-                    self.report(SubJobReport::Finish {
-                        sub_job,
-                        outcome: Outcome::Success,
-                    })
-                    .await?;
+                    self.finish(sub_job, started_at, Outcome::Success).await?;
                     return Ok(());
                 }
             }
@@ -480,17 +523,18 @@ impl Session {
             Ok(PackageStatusEnum::InstallFailed) if !offer.announced => return Ok(()),
             Ok(PackageStatusEnum::InstallFailed) => {
                 let (code, reason) = task_error(&status.error_message);
-                let sub_job = offer.sub_job.clone();
+                let (sub_job, started_at) = (offer.sub_job.clone(), offer.started_at);
                 self.current = None;
                 tracing::info!(desktop_id = ?self.desktop_id(), %code, %reason, "install failed");
                 return self
-                    .report(SubJobReport::Finish {
+                    .finish(
                         sub_job,
-                        outcome: Outcome::Failed {
+                        started_at,
+                        Outcome::Failed {
                             code: code.into(),
                             reason,
                         },
-                    })
+                    )
                     .await;
             }
             _ => return Ok(()),
@@ -546,15 +590,10 @@ impl Session {
         if let (Some(offer), Some((v, true))) = (&self.current, &self.agent)
             && v == &offer.package.version
         {
-            let sub_job = offer.sub_job.clone();
+            let (sub_job, started_at) = (offer.sub_job.clone(), offer.started_at);
             self.current = None;
             tracing::info!(desktop_id = ?self.desktop_id(), version = %v, "agent healthy; install done");
-            return self
-                .report(SubJobReport::Finish {
-                    sub_job,
-                    outcome: Outcome::Success,
-                })
-                .await;
+            return self.finish(sub_job, started_at, Outcome::Success).await;
         } else if let Some(offer) = &self.current
             && offer.stage == Stage::Started
             && !component.last_error.is_empty()
@@ -582,6 +621,24 @@ impl Session {
         }
         self.last_metrics_at = now;
         self.state.store.record_metrics(&desktop, json, now).await
+    }
+
+    /// Records the end of a sub-job, and how long it took from its start.
+    async fn finish(
+        &self,
+        sub_job: SubJobId,
+        started_at: Millis,
+        outcome: Outcome,
+    ) -> Result<(), StoreError> {
+        let label = match outcome {
+            Outcome::Success => "success",
+            Outcome::Failed { .. } => "failed",
+        };
+        self.report(SubJobReport::Finish { sub_job, outcome })
+            .await?;
+        let secs = (self.state.clock.now() - started_at).max(0) as f64 / 1000.0;
+        metrics::histogram!("deskfleet_install_duration_seconds", "outcome" => label).record(secs);
+        Ok(())
     }
 
     async fn report(&self, report: SubJobReport) -> Result<(), StoreError> {

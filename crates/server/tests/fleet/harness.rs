@@ -9,7 +9,47 @@
 
 use deskfleet_client::{Client, ClientOptions, Credentials};
 use deskfleet_server::bootstrap::Bootstrap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex};
+
+/// The CA of each server this test process started, by `host:port`: hand-made clients
+/// ([`http_for`], [`open_ws`]) trust the server a URL names, as an operator's client is
+/// given that server's `ca.pem`.
+static TRUST: LazyLock<Mutex<HashMap<String, PathBuf>>> = LazyLock::new(Default::default);
+
+fn authority(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest).to_string()
+}
+
+/// Remembers that the server at `endpoint` is verified with `ca`.
+fn trust(endpoint: &str, ca: PathBuf) {
+    TRUST.lock().unwrap().insert(authority(endpoint), ca);
+}
+
+fn ca_for(url: &str) -> Option<PathBuf> {
+    TRUST
+        .lock()
+        .unwrap()
+        .get(&authority(url))
+        .filter(|ca| ca.is_file())
+        .cloned()
+}
+
+/// Transport options that trust the CA of the server `url` points at.
+pub fn options_for(url: &str) -> ClientOptions {
+    match ca_for(url) {
+        Some(ca) => ClientOptions::default().with_ca_file(&ca).unwrap(),
+        None => ClientOptions::default(),
+    }
+}
+
+/// A reqwest client for hand-made requests to the server `url` points at.
+#[allow(dead_code, reason = "not every test binary sharing this file uses it")]
+pub fn http_for(url: &str) -> reqwest::Client {
+    options_for(url).http_client().unwrap()
+}
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -100,6 +140,7 @@ impl Server {
             .expect("endpoint.url is written with listen.addr")
             .trim()
             .to_string();
+        trust(&self.endpoint, self.ca_cert());
         let listen = self.listen.clone();
         eventually(30, "server accepting", || async {
             tokio::net::TcpStream::connect(&listen)
@@ -407,4 +448,166 @@ impl Guest {
 pub fn now_ms() -> i64 {
     use deskfleet_core::clock::Clock;
     deskfleet_core::clock::SystemClock.now()
+}
+
+impl Server {
+    /// Asks the server to stop (SIGTERM) and waits for it to exit, at most `secs`
+    /// seconds; returns how long that took, or `None` if it did not exit in time (it is
+    /// then killed).
+    pub fn terminate(&mut self, secs: u64) -> Option<Duration> {
+        let mut child = self.child.take()?;
+        let started = std::time::Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        while started.elapsed() < Duration::from_secs(secs) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// An enrollment token bound to one imported desktop.
+    pub fn desktop_enrollment_token(&self, desktop_id: &str) -> String {
+        let v = self.admin(&[
+            "enrollment-tokens",
+            "create",
+            "--project",
+            &self.bootstrap.project_id,
+            "--desktop",
+            desktop_id,
+        ]);
+        assert_eq!(v["desktop_id"], desktop_id);
+        v["enrollment_token"].as_str().unwrap().to_string()
+    }
+
+    pub fn opamp_url(&self) -> String {
+        format!("{}/v1/opamp", self.endpoint)
+    }
+}
+
+impl Guest {
+    /// What the guest stored of its identity: (instance uid in hex, credential).
+    pub fn identity(&self) -> (String, Option<String>) {
+        let v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.state_dir.path().join("state.json")).unwrap(),
+        )
+        .unwrap();
+        (
+            v["instance_uid"].as_str().unwrap().to_string(),
+            v["credential"].as_str().map(str::to_string),
+        )
+    }
+}
+
+/// A server in this process (port 0, its own data directory), for tests that look at
+/// its fleet state or stop it with a token they hold.
+pub struct Local {
+    pub state: deskfleet_server::AppState,
+    pub endpoint: String,
+    pub bootstrap: Bootstrap,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    _server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Local {
+    pub async fn start(configure: impl FnOnce(&mut deskfleet_server::settings::Settings)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = deskfleet_server::settings::Settings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        settings.packages.publish_bundled_monitor = false;
+        configure(&mut settings);
+        let app = deskfleet_server::Application::build(settings)
+            .await
+            .expect("build the server");
+        let endpoint = app.endpoint();
+        trust(&endpoint, dir.path().join("ca.pem"));
+        let bootstrap = app.bootstrap.clone().expect("a new data dir bootstraps");
+        let state = app.state().clone();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(app.run(shutdown.clone()));
+        Self {
+            state,
+            endpoint,
+            bootstrap,
+            shutdown,
+            _server: server,
+            _dir: dir,
+        }
+    }
+
+    pub async fn enrollment_token(&self) -> String {
+        let project =
+            deskfleet_core::ids::ProjectId::parse(self.bootstrap.project_id.clone()).unwrap();
+        deskfleet_server::admin::create_enrollment_token(
+            self.state.store.as_ref(),
+            &project,
+            None,
+            1,
+            now_ms(),
+        )
+        .await
+        .unwrap()
+        .0
+    }
+
+    pub fn opamp_url(&self) -> String {
+        format!("{}/v1/opamp", self.endpoint)
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A hand-driven OpAMP WebSocket client: it sends only what a test tells it to.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the OpAMP WebSocket at `opamp_url` with `bearer`; the refusal's status and body
+/// otherwise.
+pub async fn open_ws(opamp_url: &str, bearer: &str) -> Result<Ws, (u16, String)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = opamp_url.replacen("http", "ws", 1);
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+    let connector = ca_for(opamp_url).map(|ca| {
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject;
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(&ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(config))
+    });
+    match tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            Err((status, body))
+        }
+        Err(e) => Err((0, e.to_string())),
+    }
 }

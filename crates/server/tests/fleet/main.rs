@@ -3,6 +3,8 @@
 
 mod credentials;
 mod harness;
+mod hostile;
+mod instrumentation;
 mod tls;
 
 use deskfleet_core::fleet::PackageMeta;
@@ -135,7 +137,7 @@ async fn three_guests_install_the_agent_and_report_metrics() {
 }
 
 #[tokio::test]
-async fn an_imported_desktop_is_matched_when_its_guest_enrolls() {
+async fn an_imported_desktop_is_claimed_with_the_token_issued_for_it() {
     let server = Server::start(FAST).await;
     let file = server.dir.path().join("desktops.json");
     std::fs::write(
@@ -151,7 +153,8 @@ async fn an_imported_desktop_is_matched_when_its_guest_enrolls() {
         file.to_str().unwrap(),
     ]);
     let imported_id = imported[0]["desktop_id"].as_str().unwrap().to_string();
-    let token = server.enrollment_token();
+    // A token issued for that desktop: a host name alone claims nothing.
+    let token = server.desktop_enrollment_token(&imported_id);
     let mut guest = Guest::start(&server, &token, "desk-imported");
     guest.enrolled().await;
     let ids = desktops_enrolled(&server, 1).await;

@@ -2,7 +2,7 @@
 //! credential revision servers poll, and the revoke, disable and delete calls.
 
 use crate::harness::{Ctx, T0, claim, desktops, install, job, project};
-use deskfleet_core::fleet::{DesktopFacts, Enrollment};
+use deskfleet_core::fleet::{Claim, DesktopFacts, Enrollment};
 use deskfleet_core::ids::{DesktopId, ProjectId, UserId};
 use deskfleet_core::job::JobStatus;
 use deskfleet_core::model::{AccessKey, AuthFailures, AuthSubject, Lockout, Role, TokenRecord};
@@ -250,10 +250,11 @@ pub async fn a_role_change_moves_the_revision(ctx: Ctx) {
 pub async fn enrollment_tokens_are_revoked(ctx: Ctx) {
     let s = &*ctx.store;
     let p = project(s, "main").await;
-    s.create_enrollment_token(&p, "tok", T0, T0 + 1000)
+    s.create_enrollment_token(&p, None, "tok", T0, T0 + 1000)
         .await
         .unwrap();
-    assert_eq!(s.find_enrollment_token("tok", T0).await.unwrap(), Some(p));
+    let grant = s.find_enrollment_token("tok", T0).await.unwrap();
+    assert_eq!(grant.map(|g| (g.project, g.desktop)), Some((p, None)));
     s.revoke_enrollment_token("tok").await.unwrap();
     assert_eq!(s.find_enrollment_token("tok", T0).await.unwrap(), None);
     assert!(matches!(
@@ -267,6 +268,9 @@ pub async fn deleting_a_desktop_removes_it_and_its_work(ctx: Ctx) {
     let p = project(s, "main").await;
     let other = project(s, "other").await;
     let ds = desktops(s, &p, 2).await;
+    s.create_enrollment_token(&p, Some(&ds[0]), "bound", T0, T0 + 1000)
+        .await
+        .unwrap();
     let enrolled = s
         .enroll_desktop(
             &p,
@@ -278,6 +282,10 @@ pub async fn deleting_a_desktop_removes_it_and_its_work(ctx: Ctx) {
                     ip_addresses: vec!["10.0.0.9".into()],
                 },
                 credential_sha256: "cred-1".into(),
+                claim: Some(Claim {
+                    desktop: ds[0].clone(),
+                    token_sha256: "bound".into(),
+                }),
             },
             T0,
         )

@@ -4,12 +4,13 @@
 use crate::harness::{
     Ctx, DELIVER, EXECUTE, T0, all, claim, desktops, install, job, new_desktop, project, sub_job_of,
 };
-use deskfleet_core::fleet::{DesktopFacts, Enrolled, Enrollment, PackageMeta, SubJobReport};
+use deskfleet_core::fleet::{
+    Claim, DesktopFacts, Enrolled, Enrollment, EnrollmentGrant, PackageMeta, SubJobReport,
+};
 use deskfleet_core::ids::{DesktopId, ProjectId, SubJobId};
 use deskfleet_core::job::{JobStatus, Stage, SubJobStatus};
 use deskfleet_core::model::{AgentFilter, AgentState, DesktopFilter, Outcome};
 use deskfleet_core::store::{Expired, Store, StoreError};
-use std::collections::BTreeSet;
 use tokio::task::JoinSet;
 
 fn facts(hostname: &str, ips: &[&str]) -> DesktopFacts {
@@ -25,7 +26,32 @@ fn enrollment(uid: &str, hostname: &str, credential: &str) -> Enrollment {
         instance_uid: uid.to_owned(),
         facts: facts(hostname, &["10.9.0.1", "fe80::1"]),
         credential_sha256: credential.to_owned(),
+        claim: None,
     }
+}
+
+/// An enrollment that claims `desktop` with the desktop-bound token `token`.
+fn claiming(
+    uid: &str,
+    hostname: &str,
+    credential: &str,
+    desktop: &DesktopId,
+    token: &str,
+) -> Enrollment {
+    Enrollment {
+        claim: Some(Claim {
+            desktop: desktop.clone(),
+            token_sha256: token.to_owned(),
+        }),
+        ..enrollment(uid, hostname, credential)
+    }
+}
+
+fn grant(project: &ProjectId, desktop: Option<&DesktopId>) -> Option<EnrollmentGrant> {
+    Some(EnrollmentGrant {
+        project: project.clone(),
+        desktop: desktop.cloned(),
+    })
 }
 
 async fn enroll(s: &dyn Store, p: &ProjectId, e: &Enrollment, now: i64) -> Enrolled {
@@ -42,16 +68,16 @@ async fn desktop_count(s: &dyn Store, p: &ProjectId) -> i64 {
 pub async fn enrollment_tokens_expire(ctx: Ctx) {
     let s = &*ctx.store;
     let p = project(s, "main").await;
-    s.create_enrollment_token(&p, "tok-a", T0, T0 + 1000)
+    s.create_enrollment_token(&p, None, "tok-a", T0, T0 + 1000)
         .await
         .unwrap();
     assert_eq!(
         s.find_enrollment_token("tok-a", T0).await.unwrap(),
-        Some(p.clone())
+        grant(&p, None)
     );
     assert_eq!(
         s.find_enrollment_token("tok-a", T0 + 999).await.unwrap(),
-        Some(p.clone())
+        grant(&p, None)
     );
     assert_eq!(
         s.find_enrollment_token("tok-a", T0 + 1000).await.unwrap(),
@@ -60,22 +86,51 @@ pub async fn enrollment_tokens_expire(ctx: Ctx) {
     );
     assert_eq!(s.find_enrollment_token("tok-b", T0).await.unwrap(), None);
     assert!(matches!(
-        s.create_enrollment_token(&p, "tok-a", T0, T0 + 5000).await,
+        s.create_enrollment_token(&p, None, "tok-a", T0, T0 + 5000)
+            .await,
         Err(StoreError::AlreadyExists(_))
     ));
     assert!(matches!(
-        s.create_enrollment_token(&ProjectId::generate(), "tok-c", T0, T0 + 5000)
+        s.create_enrollment_token(&ProjectId::generate(), None, "tok-c", T0, T0 + 5000)
             .await,
         Err(StoreError::NotFound)
     ));
     let other = project(s, "other").await;
-    s.create_enrollment_token(&other, "tok-d", T0, T0 + 1)
+    s.create_enrollment_token(&other, None, "tok-d", T0, T0 + 1)
         .await
         .unwrap();
     assert_eq!(
         s.find_enrollment_token("tok-d", T0).await.unwrap(),
-        Some(other)
+        grant(&other, None)
     );
+}
+
+pub async fn desktop_bound_tokens_name_a_desktop_of_their_project(ctx: Ctx) {
+    let s = &*ctx.store;
+    let p = project(s, "main").await;
+    let other = project(s, "other").await;
+    let d = desktops(s, &p, 1).await.remove(0);
+    s.create_enrollment_token(&p, Some(&d), "tok-d", T0, T0 + 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.find_enrollment_token("tok-d", T0).await.unwrap(),
+        grant(&p, Some(&d))
+    );
+    assert!(
+        matches!(
+            s.create_enrollment_token(&other, Some(&d), "tok-x", T0, T0 + 1000)
+                .await,
+            Err(StoreError::NotFound)
+        ),
+        "a desktop of another project"
+    );
+    assert!(matches!(
+        s.create_enrollment_token(&p, Some(&DesktopId::generate()), "tok-y", T0, T0 + 1000)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.find_enrollment_token("tok-x", T0).await.unwrap(), None);
 }
 
 pub async fn enroll_creates_a_new_desktop(ctx: Ctx) {
@@ -123,78 +178,75 @@ pub async fn enroll_creates_a_new_desktop(ctx: Ctx) {
     assert_eq!(desktop_count(s, &p).await, 4);
 }
 
-pub async fn enroll_again_with_the_same_uid_and_host_re_enrolls(ctx: Ctx) {
+pub async fn enroll_never_takes_over_the_holder_of_a_uid(ctx: Ctx) {
     let s = &*ctx.store;
     let p = project(s, "main").await;
     let first = enroll(s, &p, &enrollment("uid-1", "pc-a", "cred-1"), T0).await;
-
-    let mut again = enrollment("uid-1", "PC-A", "cred-2");
-    again.facts = facts("PC-A", &["10.9.0.2"]);
-    again.facts.os_type = "Others".to_owned();
-    let second = enroll(s, &p, &again, T0 + 5).await;
-    assert!(!second.matched_import);
-    assert_eq!(second.desktop.id, first.desktop.id, "the same desktop");
-    assert_eq!(
-        second.desktop.computer_name, "pc-a",
-        "the name is not changed"
-    );
-    assert_eq!(second.desktop.ip_address, "10.9.0.2");
-    assert_eq!(second.desktop.os_type, "Others");
-    assert_eq!(second.desktop.created_at, T0);
-    assert_eq!(desktop_count(s, &p).await, 1);
-    assert_eq!(
-        s.find_desktop_by_credential("cred-1").await.unwrap(),
-        None,
-        "the old credential is replaced"
-    );
-    let identity = s
-        .find_desktop_by_credential("cred-2")
+    // The same uid, from the same host name or another, with or without a claim.
+    let imported = desktops(s, &p, 1).await.remove(0);
+    s.create_enrollment_token(&p, Some(&imported), "tok-1", T0, T0 + 1000)
+        .await
+        .unwrap();
+    for again in [
+        enrollment("uid-1", "PC-A", "cred-2"),
+        enrollment("uid-1", "pc-b", "cred-3"),
+        claiming("uid-1", "pc-a", "cred-4", &imported, "tok-1"),
+    ] {
+        let clash = s.enroll_desktop(&p, &again, T0 + 5).await;
+        assert!(
+            matches!(clash, Err(StoreError::AlreadyExists(_))),
+            "{clash:?}"
+        );
+        assert_eq!(
+            s.find_desktop_by_credential(&again.credential_sha256)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    let holder = s
+        .find_desktop_by_credential("cred-1")
         .await
         .unwrap()
-        .unwrap();
-    assert_eq!(identity.desktop, second.desktop);
-    assert_eq!(identity.hostname.as_deref(), Some("PC-A"));
-
-    // The uid of a desktop is not handed to another host.
-    let clash = s
-        .enroll_desktop(&p, &enrollment("uid-1", "pc-b", "cred-3"), T0 + 6)
-        .await;
-    assert!(
-        matches!(clash, Err(StoreError::AlreadyExists(_))),
-        "{clash:?}"
-    );
-    assert_eq!(desktop_count(s, &p).await, 1);
-    assert_eq!(s.find_desktop_by_credential("cred-3").await.unwrap(), None);
+        .expect("the holder keeps its credential");
+    assert_eq!(holder.desktop, first.desktop);
+    assert_eq!(holder.hostname.as_deref(), Some("pc-a"));
+    assert_eq!(desktop_count(s, &p).await, 2);
     assert_eq!(
-        s.find_desktop_by_credential("cred-2")
-            .await
-            .unwrap()
-            .unwrap()
-            .hostname
-            .as_deref(),
-        Some("PC-A"),
-        "the holder is untouched"
+        s.find_enrollment_token("tok-1", T0).await.unwrap(),
+        grant(&p, Some(&imported)),
+        "a failed claim does not spend the token"
     );
 }
 
-pub async fn enroll_claims_an_imported_desktop(ctx: Ctx) {
+pub async fn only_a_desktop_bound_token_claims_an_imported_desktop(ctx: Ctx) {
     let s = &*ctx.store;
     let p = project(s, "main").await;
     let mut imported = new_desktop("KIOSK-7", "10.0.0.7");
     imported.enterprise_project_id = Some("ep-1".to_owned());
-    let older = s.import_desktops(&p, &[imported], T0).await.unwrap();
-    let newer = s
-        .import_desktops(&p, &[new_desktop("kiosk-7", "10.0.0.8")], T0 + 1)
+    let imported = s.import_desktops(&p, &[imported], T0).await.unwrap();
+    let kiosk = imported[0].id.clone();
+
+    // A project-wide enrollment of the same name is a new desktop: a name is no proof.
+    let by_name = enroll(s, &p, &enrollment("uid-0", "Kiosk-7", "cred-0"), T0 + 5).await;
+    assert!(!by_name.matched_import);
+    assert_ne!(by_name.desktop.id, kiosk);
+
+    s.create_enrollment_token(&p, Some(&kiosk), "tok-k", T0, T0 + 1000)
         .await
         .unwrap();
-    desktops(s, &p, 1).await;
-
-    let claimed = enroll(s, &p, &enrollment("uid-1", "Kiosk-7", "cred-1"), T0 + 10).await;
+    let claimed = enroll(
+        s,
+        &p,
+        &claiming("uid-1", "kiosk-7", "cred-1", &kiosk, "tok-k"),
+        T0 + 10,
+    )
+    .await;
     assert!(claimed.matched_import);
     let d = &claimed.desktop;
-    assert_eq!(d.id, older[0].id, "the oldest import first");
+    assert_eq!(d.id, kiosk);
     assert_eq!(d.computer_name, "KIOSK-7", "the imported name is kept");
-    assert_eq!(d.tags, older[0].tags);
+    assert_eq!(d.tags, imported[0].tags);
     assert_eq!(d.enterprise_project_id, "ep-1");
     assert_eq!(d.created_at, T0);
     assert_eq!(d.ip_address, "10.9.0.1", "what the desktop reports");
@@ -205,94 +257,105 @@ pub async fn enroll_claims_an_imported_desktop(ctx: Ctx) {
         .unwrap()
         .unwrap();
     assert_eq!(&identity.desktop, d);
-    assert_eq!(identity.hostname.as_deref(), Some("Kiosk-7"));
+    assert_eq!(identity.hostname.as_deref(), Some("kiosk-7"));
+    assert_eq!(
+        s.find_enrollment_token("tok-k", T0 + 11).await.unwrap(),
+        None,
+        "spent by the claim"
+    );
 
-    // A desktop that connected once is not claimed again; the next import is.
-    let next = enroll(s, &p, &enrollment("uid-2", "KIOSK-7", "cred-2"), T0 + 11).await;
-    assert!(next.matched_import);
-    assert_eq!(next.desktop.id, newer[0].id);
-    let fresh = enroll(s, &p, &enrollment("uid-3", "kiosk-7", "cred-3"), T0 + 12).await;
-    assert!(!fresh.matched_import);
-    assert_eq!(desktop_count(s, &p).await, 4);
-}
-
-pub async fn enroll_does_not_claim_another_projects_desktop(ctx: Ctx) {
-    let s = &*ctx.store;
-    let a = project(s, "a").await;
-    let b = project(s, "b").await;
-    let in_b = s
-        .import_desktops(&b, &[new_desktop("shared-name", "10.0.0.1")], T0)
+    // Spent: it claims nothing again, not even with another uid.
+    let again = s
+        .enroll_desktop(
+            &p,
+            &claiming("uid-2", "kiosk-7", "cred-2", &kiosk, "tok-k"),
+            T0 + 12,
+        )
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::AlreadyExists(_))),
+        "{again:?}"
+    );
+    // A fresh token for a desktop that connected once grants and claims nothing either.
+    s.create_enrollment_token(&p, Some(&kiosk), "tok-k2", T0, T0 + 1000)
         .await
         .unwrap();
-    let enrolled = enroll(s, &a, &enrollment("uid-1", "shared-name", "cred-1"), T0 + 1).await;
-    assert!(!enrolled.matched_import);
-    assert_ne!(enrolled.desktop.id, in_b[0].id);
-    assert_eq!(enrolled.desktop.project_id, a);
-    assert_eq!(desktop_count(s, &a).await, 1);
-    assert_eq!(
-        s.get_desktop(&b, &in_b[0].id).await.unwrap().as_ref(),
-        Some(&in_b[0]),
-        "untouched"
+    assert_eq!(s.find_enrollment_token("tok-k2", T0).await.unwrap(), None);
+    let again = s
+        .enroll_desktop(
+            &p,
+            &claiming("uid-3", "kiosk-7", "cred-3", &kiosk, "tok-k2"),
+            T0 + 13,
+        )
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::AlreadyExists(_))),
+        "{again:?}"
     );
-    // Still claimable in its own project, with the same uid: uids are per project.
-    let claimed = enroll(s, &b, &enrollment("uid-1", "SHARED-NAME", "cred-2"), T0 + 2).await;
-    assert!(claimed.matched_import);
-    assert_eq!(claimed.desktop.id, in_b[0].id);
-    let in_a = s.find_desktop_by_instance_uid(&a, "uid-1").await.unwrap();
-    let in_b = s.find_desktop_by_instance_uid(&b, "uid-1").await.unwrap();
-    assert_eq!(in_a.unwrap().desktop.id, enrolled.desktop.id);
-    assert_eq!(in_b.unwrap().desktop.id, claimed.desktop.id);
+    assert_eq!(
+        s.find_desktop_by_credential("cred-1")
+            .await
+            .unwrap()
+            .map(|i| i.desktop.id),
+        Some(kiosk.clone()),
+        "the claimant keeps its credential"
+    );
+    // An expired token claims nothing.
+    let late = s
+        .import_desktops(&p, &[new_desktop("late", "10.0.0.9")], T0)
+        .await
+        .unwrap();
+    s.create_enrollment_token(&p, Some(&late[0].id), "tok-l", T0, T0 + 20)
+        .await
+        .unwrap();
+    let expired = s
+        .enroll_desktop(
+            &p,
+            &claiming("uid-4", "late", "cred-4", &late[0].id, "tok-l"),
+            T0 + 20,
+        )
+        .await;
+    assert!(
+        matches!(expired, Err(StoreError::AlreadyExists(_))),
+        "{expired:?}"
+    );
+    assert_eq!(desktop_count(s, &p).await, 3);
 }
 
-pub async fn concurrent_enrollments_claim_each_import_once(ctx: Ctx) {
+pub async fn concurrent_claims_with_one_token_claim_once(ctx: Ctx) {
     let p = project(&*ctx.store, "main").await;
-    let imports: Vec<_> = (0..3)
-        .map(|i| new_desktop("kiosk", &format!("10.0.0.{i}")))
-        .collect();
-    let imported: BTreeSet<DesktopId> = ctx
-        .store
-        .import_desktops(&p, &imports, T0)
+    let kiosk = desktops(&*ctx.store, &p, 1).await.remove(0);
+    ctx.store
+        .create_enrollment_token(&p, Some(&kiosk), "tok", T0, T0 + 1000)
         .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.id)
-        .collect();
+        .unwrap();
     let mut enrollments = JoinSet::new();
-    for i in 0..12 {
-        let (store, p) = (ctx.store.clone(), p.clone());
+    for i in 0..8 {
+        let (store, p, kiosk) = (ctx.store.clone(), p.clone(), kiosk.clone());
         enrollments.spawn(async move {
-            let e = enrollment(&format!("uid-{i}"), "KIOSK", &format!("cred-{i}"));
+            let e = claiming(
+                &format!("uid-{i}"),
+                "pc-0",
+                &format!("cred-{i}"),
+                &kiosk,
+                "tok",
+            );
             store.enroll_desktop(&p, &e, T0 + 1).await
         });
     }
-    let enrolled: Vec<Enrolled> = enrollments
-        .join_all()
-        .await
-        .into_iter()
-        .map(|r| r.expect("enroll"))
-        .collect();
-    let claimed: Vec<&DesktopId> = enrolled
-        .iter()
-        .filter(|e| e.matched_import)
-        .map(|e| &e.desktop.id)
-        .collect();
-    assert_eq!(claimed.len(), 3, "each import is claimed by one enrollment");
-    assert_eq!(
-        claimed.into_iter().cloned().collect::<BTreeSet<_>>(),
-        imported
+    let results = enrollments.join_all().await;
+    let claimed: Vec<&Enrolled> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(claimed.len(), 1, "{results:?}");
+    assert!(claimed[0].matched_import);
+    assert_eq!(claimed[0].desktop.id, kiosk);
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, StoreError::AlreadyExists(_))),
+        "{results:?}"
     );
-    let ids: BTreeSet<&DesktopId> = enrolled.iter().map(|e| &e.desktop.id).collect();
-    assert_eq!(ids.len(), 12, "every enrollment has a desktop of its own");
-    assert_eq!(desktop_count(&*ctx.store, &p).await, 12);
-    for i in 0..12 {
-        let identity = ctx
-            .store
-            .find_desktop_by_credential(&format!("cred-{i}"))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(identity.instance_uid, Some(format!("uid-{i}")));
-    }
+    assert_eq!(desktop_count(&*ctx.store, &p).await, 1);
 }
 
 pub async fn lookups_by_credential_and_uid(ctx: Ctx) {
@@ -351,9 +414,17 @@ pub async fn facts_and_agent_state(ctx: Ctx) {
     let s = &*ctx.store;
     let p = project(s, "main").await;
     let ds = desktops(s, &p, 2).await;
-    let d = enroll(s, &p, &enrollment("uid-1", "pc-0", "cred-1"), T0)
+    s.create_enrollment_token(&p, Some(&ds[0]), "tok-0", T0, T0 + 1000)
         .await
-        .desktop;
+        .unwrap();
+    let d = enroll(
+        s,
+        &p,
+        &claiming("uid-1", "pc-0", "cred-1", &ds[0], "tok-0"),
+        T0,
+    )
+    .await
+    .desktop;
     assert_eq!(d.id, ds[0], "claimed pc-0");
 
     s.record_desktop_facts(
