@@ -5,6 +5,7 @@
 
 mod concurrency;
 mod connect;
+mod counts;
 mod desktops;
 mod durability;
 mod engine;
@@ -39,6 +40,7 @@ macro_rules! conformance {
 }
 
 conformance! {
+    counts::count_by_state_spans_projects_and_statuses,
     identity::domains_and_projects,
     identity::users_roles_keys_and_tokens,
     desktops::import_keeps_order_and_fills_defaults,
