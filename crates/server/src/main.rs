@@ -292,17 +292,14 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     let settings = settings(&cli)?;
+    deskfleet_server::observe::init_logging(&settings.log);
     if let Some(Command::Admin(command)) = cli.command {
         return run_admin(settings, command).await;
     }
+    // Before anything is measured, so that nothing recorded while building is lost.
+    deskfleet_server::observe::prometheus();
 
     let app = Application::build(settings).await?;
     if let Some(b) = &app.bootstrap {

@@ -25,6 +25,33 @@ pub struct Settings {
     pub packages: PackageSettings,
     /// Largest accepted request body (the gateway's limit is 12 MB).
     pub max_body_bytes: usize,
+    pub log: LogSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// How the server writes its log (to stderr); what it logs is `RUST_LOG`'s business.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event; coloured only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, with the fields of the spans the event happened in.
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// When set, `GET /metrics` requires `Authorization: Bearer <the file's content>`.
+    /// The file is read on every scrape, so the token can be rotated without a restart.
+    pub bearer_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,6 +165,8 @@ impl Default for Settings {
             fleet: FleetSettings::default(),
             packages: PackageSettings::default(),
             max_body_bytes: 12 * 1024 * 1024,
+            log: LogSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }
@@ -185,7 +214,7 @@ impl Default for BootstrapSettings {
 }
 
 /// Top-level keys read from the environment; other `DESKFLEET_*` variables are not ours.
-const ENV_KEYS: [&str; 10] = [
+const ENV_KEYS: [&str; 12] = [
     "listen",
     "data_dir",
     "database_url",
@@ -196,6 +225,8 @@ const ENV_KEYS: [&str; 10] = [
     "fleet",
     "packages",
     "max_body_bytes",
+    "log",
+    "metrics",
 ];
 
 impl Settings {

@@ -3,6 +3,8 @@
 
 mod auth;
 mod errors;
+mod fuzz;
 mod helpers;
 mod jobs;
+mod metrics;
 mod restart;

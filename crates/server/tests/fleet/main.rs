@@ -2,6 +2,7 @@
 //! monitoring agent, and every failure ends with its stable code.
 
 mod harness;
+mod logs;
 
 use deskfleet_core::fleet::PackageMeta;
 use deskfleet_proto::workspace::JobInfo;
