@@ -18,6 +18,11 @@ fn config(default: u32) -> ProptestConfig {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(default),
+        // A failing case is kept beside this file (`*.proptest-regressions`) and run first
+        // from then on.
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
         ..ProptestConfig::default()
     }
 }

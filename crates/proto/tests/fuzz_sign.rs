@@ -29,6 +29,11 @@ fn cases(default: u32) -> u32 {
 fn config(default: u32) -> ProptestConfig {
     ProptestConfig {
         cases: cases(default),
+        // A failing case is kept beside this file (`*.proptest-regressions`) and run first
+        // from then on.
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
         ..ProptestConfig::default()
     }
 }
