@@ -286,6 +286,32 @@ mod tests {
     }
 
     #[test]
+    fn log_and_metrics_settings_load_from_the_file_and_bad_formats_are_refused() {
+        use crate::settings::Settings;
+        use figment::providers::Serialized;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("settings.toml");
+        let flags = || Serialized::globals(serde_json::json!({}));
+        std::fs::write(
+            &file,
+            "[log]\nformat = \"json\"\n[metrics]\nbearer_token_file = \"/etc/t\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), flags()).unwrap();
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(
+            s.metrics.bearer_token_file.as_deref(),
+            Some(std::path::Path::new("/etc/t"))
+        );
+        std::fs::write(&file, "[log]\nformat = \"xml\"\n").unwrap();
+        let err = Settings::load(Some(&file), flags()).unwrap_err();
+        assert!(err.to_string().contains("xml"), "{err}");
+        let defaults = Settings::default();
+        assert_eq!(defaults.log.format, LogFormat::Text);
+        assert!(defaults.metrics.bearer_token_file.is_none());
+    }
+
+    #[test]
     fn methods_outside_the_standard_set_share_one_label() {
         assert_eq!(method_label(&Method::POST), "POST");
         assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "OTHER");

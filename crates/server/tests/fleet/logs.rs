@@ -52,30 +52,30 @@ async fn json_logs_carry_the_request_id_of_each_request() {
     assert!(!log.contains('\u{1b}'), "escape codes in JSON logs");
 }
 
-#[test]
-fn text_logs_to_a_pipe_have_no_colour_escapes() {
+/// Runs the server with stderr on a pipe until it logs that it serves; returns its lines.
+fn log_until_serving(envs: &[(&str, &str)]) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(bin("deskfleet-server"))
+    let mut command = Command::new(bin("deskfleet-server"));
+    command
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
-        // Only the pipe decides here, not a NO_COLOR inherited from whoever runs the tests.
+        // Only the pipe and `envs` decide here, not what whoever runs the tests has set.
         .env_remove("NO_COLOR")
         .env_remove("DESKFLEET_LOG__FORMAT")
+        .envs(envs.iter().copied())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start deskfleet-server");
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("start deskfleet-server");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
-            let line = line.unwrap();
-            let _ = tx.send(line.clone());
+            let _ = tx.send(line.unwrap());
         }
     });
-    // Read until the server says it serves (every level is on that path), then stop it.
+    // Every level of the server's start is on the way to this line.
     let mut log = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !log.iter().any(|l: &String| l.contains("serving")) {
@@ -92,13 +92,32 @@ fn text_logs_to_a_pipe_have_no_colour_escapes() {
     child.wait().unwrap();
     reader.join().unwrap();
     log.extend(rx.try_iter());
-    let log = log.join("\n");
+    log
+}
 
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_escapes() {
+    let log = log_until_serving(&[]).join("\n");
     assert!(!log.contains('\u{1b}'), "escape codes on a pipe:\n{log}");
     let serving = log.lines().find(|l| l.contains("serving")).unwrap();
     assert!(serving.contains(" INFO "), "{serving}");
     assert!(
         serving.contains("backend=") && serving.contains("sqlite"),
         "{serving}"
+    );
+}
+
+#[test]
+#[ignore = "upper-case DESKFLEET_* variables are not read yet: the settings env filter compares case-sensitively"]
+fn the_log_format_can_be_set_from_the_environment() {
+    let log = log_until_serving(&[("DESKFLEET_LOG__FORMAT", "json")]);
+    for line in &log {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+        assert!(v["level"].is_string(), "{line}");
+    }
+    assert!(
+        log.iter().any(|l| l.contains("\"message\":\"serving\"")),
+        "{log:?}"
     );
 }
