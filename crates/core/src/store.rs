@@ -7,7 +7,7 @@ use crate::fleet::{
     PackageMeta, SubJobReport,
 };
 use crate::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
-use crate::job::Stage;
+use crate::job::{JobStatus, Stage, SubJobStatus};
 use crate::model::{
     AccessKey, AgentCondition, AgentFilter, AgentState, AuthFailures, AuthSubject, Desktop,
     DesktopFilter, Domain, Job, Lockout, NewDesktop, Outcome, Page, Project, Role, SubJob,
@@ -54,6 +54,15 @@ impl Expired {
 pub struct Deadlines {
     pub now: Millis,
     pub deliver_by: Millis,
+}
+
+/// How many jobs and sub-jobs are in each status, over every project (for `/metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateCounts {
+    /// One entry per status, in [`JobStatus::ALL`] order, zeros included.
+    pub jobs: Vec<(JobStatus, u64)>,
+    /// One entry per status, in [`SubJobStatus::ALL`] order, zeros included.
+    pub sub_jobs: Vec<(SubJobStatus, u64)>,
 }
 
 #[async_trait]
@@ -322,4 +331,7 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::finish_sub_job`] would; a report about a sub-job that is not a RUNNING
     /// leader changes nothing (false). One answer per report.
     async fn apply_reports(&self, reports: &[SubJobReport], now: Millis) -> StoreResult<Vec<bool>>;
+    /// Jobs and sub-jobs by status, over every project. It counts whole tables, so it is
+    /// meant for a scrape every few seconds, not for every request.
+    async fn count_by_state(&self) -> StoreResult<StateCounts>;
 }

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 mod extract;
 pub mod fleet;
+pub mod observe;
 pub mod routes;
 pub mod serve;
 pub mod settings;

@@ -420,19 +420,16 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
 async fn main() -> anyhow::Result<()> {
     // Before anything is created: every file and directory of this process is private.
     auth::files::restrict_umask();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     let settings = settings(&cli)?;
+    deskfleet_server::observe::init_logging(&settings.log);
     match cli.command {
         Some(Command::Admin(command)) => return run_admin(settings, command).await,
         Some(Command::Config(ConfigCommand::Show)) => return print_json(&settings.redacted()),
         None => {}
     }
+    // Before anything is measured, so that nothing recorded while building is lost.
+    deskfleet_server::observe::prometheus();
 
     let app = Application::build(settings).await?;
     if let Some(b) = &app.bootstrap {

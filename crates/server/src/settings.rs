@@ -28,6 +28,8 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub http: HttpSettings,
     pub secrets: SecretsSettings,
+    pub log: LogSettings,
+    pub metrics: MetricsSettings,
 }
 
 /// TLS on the one listener (API, `/v1/opamp`, package downloads).
@@ -92,6 +94,23 @@ impl Default for HttpSettings {
     }
 }
 
+/// How the server writes its log (to stderr); what it logs is `RUST_LOG`'s business.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event; coloured only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, with the fields of the spans the event happened in.
+    Json,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecretsSettings {
@@ -99,6 +118,14 @@ pub struct SecretsSettings {
     /// random bytes, created (0600) on first start. Default `DATA_DIR/secrets.key`. Replicas
     /// on one PostgreSQL database must be given the same file.
     pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// When set, `GET /metrics` requires `Authorization: Bearer <the file's content>`.
+    /// The file is read on every scrape, so the token can be rotated without a restart.
+    pub bearer_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -221,6 +248,8 @@ impl Default for Settings {
             tls: TlsSettings::default(),
             http: HttpSettings::default(),
             secrets: SecretsSettings::default(),
+            log: LogSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }

@@ -17,7 +17,7 @@ use deskfleet_core::model::{
     DesktopFilter, Domain, Job, Lockout, NewDesktop, Outcome, Page, Project, Role, SubJob,
     SubJobFilter, SubJobSelector, TokenRecord, User,
 };
-use deskfleet_core::store::{Deadlines, Expired, Store, StoreResult};
+use deskfleet_core::store::{Deadlines, Expired, StateCounts, Store, StoreResult};
 use std::future::Future;
 
 /// The connection type of a backend's database.
@@ -438,6 +438,10 @@ impl<B: Backend> Store for DbStore<B> {
 
     async fn desktops_with_waiting_work(&self, limit: u32) -> StoreResult<Vec<DesktopId>> {
         read!(self, desktops_with_waiting_work(limit))
+    }
+
+    async fn count_by_state(&self) -> StoreResult<StateCounts> {
+        read!(self, count_by_state())
     }
 
     // ---- the fleet ----

@@ -34,13 +34,15 @@ use deskfleet_core::fleet::{
     PackageMeta, SubJobReport,
 };
 use deskfleet_core::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
-use deskfleet_core::job::{Stage, StatusCounts, SubJobStatus, derive_job_status, job_fail_reason};
+use deskfleet_core::job::{
+    JobStatus, Stage, StatusCounts, SubJobStatus, derive_job_status, job_fail_reason,
+};
 use deskfleet_core::model::{
     AccessKey, AgentCondition, AgentFilter, AgentState, AuthFailures, AuthSubject, Desktop,
     DesktopFilter, Domain, Job, Lockout, NewDesktop, Outcome, Page, Project, Role, SubJob,
     SubJobFilter, SubJobSelector, TokenRecord, User,
 };
-use deskfleet_core::store::{Deadlines, Expired, StoreError, StoreResult};
+use deskfleet_core::store::{Deadlines, Expired, StateCounts, StoreError, StoreResult};
 use deskfleet_proto::error::TaskErrorCode;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -1483,6 +1485,40 @@ pub(crate) async fn delete_sub_jobs<C: Conn>(
             .await
         }
     }
+}
+
+/// Jobs and sub-jobs by status; every status appears, with 0 when none is in it.
+pub(crate) async fn count_by_state<C: Conn>(c: &mut C) -> StoreResult<StateCounts> {
+    let mut jobs: Vec<(JobStatus, u64)> = JobStatus::ALL.iter().map(|&s| (s, 0)).collect();
+    let rows = c
+        .fetch_all(
+            "SELECT status, COUNT(*) AS n FROM jobs GROUP BY status",
+            args![],
+        )
+        .await?;
+    for row in rows {
+        let status: JobStatus = decode::parsed(&row, "status")?;
+        let n: u64 = decode::narrow(&row, "n")?;
+        if let Some(slot) = jobs.iter_mut().find(|(s, _)| *s == status) {
+            slot.1 += n;
+        }
+    }
+    let mut sub_jobs: Vec<(SubJobStatus, u64)> =
+        SubJobStatus::ALL.iter().map(|&s| (s, 0)).collect();
+    let rows = c
+        .fetch_all(
+            "SELECT status, COUNT(*) AS n FROM sub_jobs GROUP BY status",
+            args![],
+        )
+        .await?;
+    for row in rows {
+        let status: SubJobStatus = decode::parsed(&row, "status")?;
+        let n: u64 = decode::narrow(&row, "n")?;
+        if let Some(slot) = sub_jobs.iter_mut().find(|(s, _)| *s == status) {
+            slot.1 += n;
+        }
+    }
+    Ok(StateCounts { jobs, sub_jobs })
 }
 
 // ---- the engine ----

@@ -23,6 +23,7 @@ use tracing::Instrument;
 const PUBLIC_BODY_BYTES: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
+    crate::observe::prometheus();
     let v2 = Router::new()
         .merge(agents::routes())
         .merge(jobs::routes())
@@ -37,6 +38,8 @@ pub fn router(state: AppState) -> Router {
         .merge(v2)
         .merge(public)
         .merge(crate::fleet::routes())
+        .merge(crate::observe::routes())
+        .route_layer(from_fn(crate::observe::matched_route))
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_not_found)
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
@@ -46,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::internal(&"a request handler panicked").into_response()
         }))
+        .layer(from_fn(crate::observe::track_requests))
         .layer(from_fn(request_context))
         .with_state(state)
 }
@@ -63,6 +67,7 @@ async fn request_context(request: Request, next: Next) -> Response {
         method = %request.method(),
         path = %request.uri().path(),
         request_id = %id,
+        route = tracing::field::Empty,
         status = tracing::field::Empty,
     );
     let mut response = REQUEST_ID

@@ -4,6 +4,8 @@
 mod auth;
 mod credentials;
 mod errors;
+mod fuzz;
 mod helpers;
 mod jobs;
+mod metrics;
 mod restart;

@@ -5,6 +5,7 @@ mod credentials;
 mod harness;
 mod hostile;
 mod instrumentation;
+mod logs;
 mod tls;
 
 use deskfleet_core::fleet::PackageMeta;

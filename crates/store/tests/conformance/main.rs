@@ -5,6 +5,7 @@
 
 mod concurrency;
 mod connect;
+mod counts;
 mod credentials;
 mod desktops;
 mod durability;
@@ -40,6 +41,7 @@ macro_rules! conformance {
 }
 
 conformance! {
+    counts::count_by_state_spans_projects_and_statuses,
     identity::domains_and_projects,
     identity::users_roles_keys_and_tokens,
     credentials::failures_lock_after_the_threshold_and_run_out,
