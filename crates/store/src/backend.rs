@@ -1,6 +1,12 @@
 //! [`Store`] for any [`Backend`]: each method opens one transaction on the backend and runs
 //! the matching function of [`crate::ops`] in it. The backends differ only in how they
 //! hand out transactions (see [`crate::sqlite`] and [`crate::postgres`]).
+//!
+//! Every method is timed into `deskfleet_store_operation_duration_seconds{op}` (`op` is the
+//! method's name) and its failures counted into `deskfleet_store_errors_total{kind}`:
+//! `unavailable` for storage faults, `other` for any other backend or decoding failure.
+//! Answers that are part of the contract (not found, already exists, unknown desktops)
+//! are not errors of the store and are not counted.
 
 use crate::conn::{BoxFuture, Conn, backend, is_retryable};
 use crate::ops::{self, NewJob};
@@ -16,8 +22,9 @@ use deskfleet_core::model::{
     NewDesktop, Outcome, Page, Project, Role, SubJob, SubJobFilter, SubJobSelector, TokenRecord,
     User,
 };
-use deskfleet_core::store::{Deadlines, Expired, Store, StoreResult};
+use deskfleet_core::store::{Deadlines, Expired, Store, StoreError, StoreResult};
 use std::future::Future;
+use std::time::Instant;
 
 /// The connection type of a backend's database.
 pub(crate) type ConnOf<B> = <<B as Backend>::Db as sqlx::Database>::Connection;
@@ -55,13 +62,33 @@ const ENROLL_ATTEMPTS: u32 = 3;
 /// The `Store` of a backend.
 pub(crate) struct DbStore<B>(pub(crate) B);
 
-/// `read!(self, op(args...))`: runs `ops::op` in a read transaction.
+/// Times a call of the `Store` method `op` and counts its failure, if it fails.
+async fn timed<T>(op: &'static str, call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+    let start = Instant::now();
+    let result = call.await;
+    metrics::histogram!("deskfleet_store_operation_duration_seconds", "op" => op)
+        .record(start.elapsed().as_secs_f64());
+    let kind = match &result {
+        Err(StoreError::Unavailable(_)) => Some("unavailable"),
+        Err(StoreError::Backend(_) | StoreError::Corrupt(_)) => Some("other"),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        metrics::counter!("deskfleet_store_errors_total", "kind" => kind).increment(1);
+    }
+    result
+}
+
+/// `read!(self, op(args...))`: runs `ops::op` in a read transaction, timed as `op`.
 macro_rules! read {
     ($self:ident, $op:ident($($arg:expr),* $(,)?)) => {{
-        let mut tx = $self.0.read().await?;
-        let out = ops::$op(&mut *tx, $($arg),*).await?;
-        tx.commit().await.map_err(backend)?;
-        Ok(out)
+        timed(stringify!($op), async {
+            let mut tx = $self.0.read().await?;
+            let out = ops::$op(&mut *tx, $($arg),*).await?;
+            tx.commit().await.map_err(backend)?;
+            Ok(out)
+        })
+        .await
     }};
 }
 
@@ -71,10 +98,13 @@ macro_rules! read {
 macro_rules! write {
     ($self:ident, { $($own:ident = $val:expr),* $(,)? }, $op:ident($($arg:expr),* $(,)?)) => {{
         $(let $own = $val;)*
-        $self
-            .0
-            .write(move |c| Box::pin(async move { ops::$op(c, $($arg),*).await }))
-            .await
+        timed(
+            stringify!($op),
+            $self
+                .0
+                .write(move |c| Box::pin(async move { ops::$op(c, $($arg),*).await })),
+        )
+        .await
     }};
 }
 
@@ -82,6 +112,14 @@ macro_rules! write {
 impl<B: Backend> Store for DbStore<B> {
     fn backend(&self) -> &'static str {
         B::NAME
+    }
+
+    async fn probe(&self) -> StoreResult<()> {
+        read!(self, probe_read())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        write!(self, {}, probe_write(now))
     }
 
     // ---- identity ----
@@ -223,7 +261,7 @@ impl<B: Backend> Store for DbStore<B> {
             job_type: job_type.to_owned(),
             at,
         };
-        self.0.create_install_job(call).await
+        timed("create_install_job", self.0.create_install_job(call)).await
     }
 
     async fn get_job(
