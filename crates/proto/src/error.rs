@@ -30,11 +30,14 @@ pub enum ErrorCode {
     Conflict,
     /// 500: something failed inside the server; the cause is logged, not sent.
     Internal,
+    /// 503: the database cannot be written (or reached) now: disk full, I/O errors, a
+    /// read-only file, the database server down. Retry after the given delay.
+    StorageUnavailable,
 }
 
 impl ErrorCode {
     /// Every variant, for tests and docs that walk the table.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::ApiNotFound,
         ErrorCode::BodyTooLarge,
         ErrorCode::Unauthenticated,
@@ -45,6 +48,7 @@ impl ErrorCode {
         ErrorCode::ResourceNotFound,
         ErrorCode::Conflict,
         ErrorCode::Internal,
+        ErrorCode::StorageUnavailable,
     ];
 
     /// The one table: HTTP status, wire code, default message.
@@ -76,6 +80,13 @@ impl ErrorCode {
             ErrorCode::ResourceNotFound => (404, "WKS.0202", "The resource not found."),
             ErrorCode::Conflict => (409, "WKS.0409", "The resource is in a conflicting state."),
             ErrorCode::Internal => (500, "WKS.00000003", "Internal server error."),
+            ErrorCode::StorageUnavailable => (
+                503,
+                "WKS.00000503",
+                "The server cannot use its database now (disk full, I/O error, read-only \
+                 storage or database unreachable); nothing of this request was saved. \
+                 Retry after the Retry-After delay; operators: see /readyz and the server log.",
+            ),
         }
     }
 

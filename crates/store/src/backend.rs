@@ -60,7 +60,24 @@ pub(crate) trait Backend: Send + Sync + 'static {
 const ENROLL_ATTEMPTS: u32 = 3;
 
 /// The `Store` of a backend.
-pub(crate) struct DbStore<B>(pub(crate) B);
+pub(crate) struct DbStore<B>(pub(crate) B, ProbeCache);
+
+impl<B> DbStore<B> {
+    pub(crate) fn new(backend: B) -> Self {
+        Self(backend, ProbeCache::default())
+    }
+}
+
+/// How long a probe result is reused: readiness checks, however frequent, cost the
+/// database at most one tiny write a second.
+const PROBE_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The last probe's time and outcome (`Err((unavailable, message))`). Callers that come
+/// while a probe runs wait for it and share its outcome.
+#[derive(Default)]
+pub(crate) struct ProbeCache {
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), (bool, String)>)>>,
+}
 
 /// Times a call of the `Store` method `op` and counts its failure, if it fails.
 async fn timed<T>(op: &'static str, call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
@@ -115,11 +132,36 @@ impl<B: Backend> Store for DbStore<B> {
     }
 
     async fn probe(&self) -> StoreResult<()> {
-        read!(self, probe_read())?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        write!(self, {}, probe_write(now))
+        let mut last = self.1.last.lock().await;
+        if let Some((at, outcome)) = &*last
+            && at.elapsed() < PROBE_REUSE
+        {
+            return outcome.clone().map_err(|(unavailable, message)| {
+                if unavailable {
+                    StoreError::Unavailable(message.into())
+                } else {
+                    StoreError::Backend(message.into())
+                }
+            });
+        }
+        let result = timed("probe", async {
+            let mut tx = self.0.read().await?;
+            ops::probe_read(&mut *tx).await?;
+            tx.commit().await.map_err(backend)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            self.0
+                .write(move |c| Box::pin(async move { ops::probe_write(c, now).await }))
+                .await
+        })
+        .await;
+        let outcome = match &result {
+            Ok(()) => Ok(()),
+            Err(e) => Err((e.is_unavailable(), e.to_string())),
+        };
+        *last = Some((Instant::now(), outcome));
+        result
     }
 
     // ---- identity ----

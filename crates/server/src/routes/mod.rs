@@ -3,6 +3,7 @@
 
 mod agents;
 mod desktops;
+mod health;
 mod iam;
 mod jobs;
 mod monitor;
@@ -29,6 +30,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(v2)
         .merge(iam::public_routes())
+        .merge(health::routes())
         .merge(crate::fleet::routes())
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_not_found)
