@@ -309,6 +309,9 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // A log that cannot be written (its disk full) must not take requests down: the
+        // report of that failure would go to the same stderr and panic.
+        .log_internal_errors(false)
         .init();
     let cli = Cli::parse();
     let settings = settings(&cli)?;
