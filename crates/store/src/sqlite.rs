@@ -26,7 +26,7 @@
 //! The WAL index (`-shm`) is memory-mapped: touching it once its file can no longer be
 //! written in place (immutable, or a file system gone read-only) raises SIGBUS, which no
 //! error handling can catch. So every transaction first checks that this file can still be
-//! opened for writing ([`shm_fault`]) and refuses with `Unavailable` if not; why the store
+//! written ([`shm_fault`]) and refuses with `Unavailable` if not; why the store
 //! keeps a shared WAL index rather than a private one is in docs/operations.md.
 
 use crate::ConnectError;
@@ -197,14 +197,18 @@ fn not_written(why: &str) -> StoreError {
     StoreError::Backend(format!("the write was not committed: {why}").into())
 }
 
-/// `Unavailable` if the WAL index file `shm` exists but can no longer be opened for
-/// writing (immutable, read-only file system, I/O error). SQLite maps that file into
-/// memory and would take a SIGBUS writing to it; this check keeps the process alive.
-/// A missing file is fine: SQLite creates it.
+/// `Unavailable` if the WAL index file `shm` exists but can no longer be written
+/// (immutable, read-only file system, permissions). SQLite maps that file into memory and
+/// would take a SIGBUS writing to it; this check keeps the process alive. A missing file
+/// is fine: SQLite creates it.
+///
+/// It asks with `access(2)` and never opens the file: closing any descriptor of a file
+/// drops every POSIX lock this process holds on it, and SQLite's locks on the `-shm` file
+/// are what tell another process (an admin command) that the WAL index is in use; without
+/// them that process would rebuild the index under us.
 fn shm_fault(shm: &Path) -> Option<StoreError> {
-    match std::fs::OpenOptions::new().write(true).open(shm) {
-        Ok(_) => None,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+    match rustix::fs::access(shm, rustix::fs::Access::WRITE_OK) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => None,
         Err(e) => Some(StoreError::Unavailable(
             format!("the WAL index {} cannot be written: {e}", shm.display()).into(),
         )),
