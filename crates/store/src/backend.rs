@@ -72,11 +72,14 @@ impl<B> DbStore<B> {
 /// database at most one tiny write a second.
 const PROBE_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The last probe's time and outcome (`Err((unavailable, message))`). Callers that come
-/// while a probe runs wait for it and share its outcome.
+/// A probe's outcome as kept for reuse: `Err((unavailable, message))`.
+type ProbeOutcome = Result<(), (bool, String)>;
+
+/// The last probe's time and outcome. Callers that come while a probe runs wait for it
+/// and share its outcome.
 #[derive(Default)]
 pub(crate) struct ProbeCache {
-    last: tokio::sync::Mutex<Option<(Instant, Result<(), (bool, String)>)>>,
+    last: tokio::sync::Mutex<Option<(Instant, ProbeOutcome)>>,
 }
 
 /// Times a call of the `Store` method `op` and counts its failure, if it fails.

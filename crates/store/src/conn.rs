@@ -343,3 +343,20 @@ impl_conn!(
     sqlx::postgres::PgRow,
     Dialect::Postgres
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_faults_are_unavailable_and_the_rest_is_not() {
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        ] {
+            assert!(backend(e).is_unavailable());
+        }
+        assert!(!backend(sqlx::Error::RowNotFound).is_unavailable());
+    }
+}

@@ -120,6 +120,7 @@ impl Server {
     }
 
     /// The exit status, if the server process has ended.
+    #[allow(dead_code)] // the fault tests use it
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child
             .as_mut()
@@ -127,6 +128,7 @@ impl Server {
     }
 
     /// An unauthenticated GET of `path` (e.g. `/readyz`): status and body.
+    #[allow(dead_code)] // the fault tests use it
     pub async fn get(&self, path: &str) -> Result<(u16, String), reqwest::Error> {
         let response = reqwest::get(format!("{}{path}", self.endpoint)).await?;
         Ok((response.status().as_u16(), response.text().await?))
