@@ -17,6 +17,7 @@ mod harness;
 mod load;
 
 mod backup;
+mod health;
 mod postgres;
 mod sqlite;
 
