@@ -145,8 +145,15 @@ impl Load {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while self.count(since, &f) < n {
             if Instant::now() > deadline {
-                let writes = self.writes.lock().unwrap();
-                let last: Vec<_> = writes.iter().rev().take(5).map(|o| &o.kind).collect();
+                let last: Vec<Kind> = {
+                    let writes = self.writes.lock().unwrap();
+                    writes
+                        .iter()
+                        .rev()
+                        .take(5)
+                        .map(|o| o.kind.clone())
+                        .collect()
+                };
                 panic!("{what}: not reached within {secs} s; last answers: {last:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
