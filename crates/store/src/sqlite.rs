@@ -183,10 +183,9 @@ impl<T: Send> Answer for Pending<T> {
 
     fn send(self: Box<Self>, batch: Result<(), &StoreError>) {
         let result = match (batch, self.result) {
-            (Ok(()), result) => result,
-            // The call's own error, unless the storage failed under the whole batch.
-            (Err(e), Err(own)) if !e.is_unavailable() => Err(own),
-            (Err(e), _) => Err(retell(e)),
+            // A call that failed has its own answer, whatever became of the batch.
+            (Ok(()), result) | (Err(_), result @ Err(_)) => result,
+            (Err(e), Ok(_)) => Err(retell(e)),
         };
         // The caller may have gone away meanwhile; what was committed stays committed.
         let _ = self.to.send(result);

@@ -197,6 +197,8 @@ pub async fn import_desktops(server: &Server, n: usize) -> Vec<String> {
 #[derive(Debug)]
 #[allow(dead_code)] // printed with Debug
 pub struct Figures {
+    /// From the injection to the repair.
+    pub fault_lasted: Duration,
     pub writes_refused: usize,
     pub reads_ok_during_fault: usize,
     pub reads_refused_during_fault: usize,
@@ -214,8 +216,9 @@ pub enum Reads {
     MayBeRefused,
 }
 
-/// Runs the whole scenario on a started server: load, `inject`, refusals observed,
-/// `repair`, recovery, nothing acknowledged lost.
+/// Runs the whole scenario on a started server: load, `inject`, `refusals` more writes
+/// refused after the first (the fault lasts that long), `repair`, recovery, nothing
+/// acknowledged lost.
 pub async fn fault_scenario(
     name: &str,
     server: &mut Server,
@@ -223,6 +226,7 @@ pub async fn fault_scenario(
     repair: impl FnOnce(),
     reads: Reads,
     recovery_limit: Duration,
+    refusals: usize,
 ) -> Figures {
     let desktops = import_desktops(server, 5).await;
     let client = server.client();
@@ -245,7 +249,7 @@ pub async fn fault_scenario(
     .await;
     let refused_at = Instant::now();
     // Let the fault last: more refusals, and readiness reports it.
-    load.wait_writes(60, "more writes refused", refused_at, 5, |k| {
+    load.wait_writes(90, "more writes refused", refused_at, refusals, |k| {
         matches!(k, Kind::Refused)
     })
     .await;
@@ -338,6 +342,7 @@ pub async fn fault_scenario(
         }
     }
     let figures = Figures {
+        fault_lasted: repaired_at - fault_at,
         writes_refused: writes
             .iter()
             .filter(|o| matches!(o.kind, Kind::Refused))

@@ -11,6 +11,9 @@ use std::time::Duration;
 /// Writes must be back this soon after the database is: the pool's acquire timeout
 /// (5 s) bounds how long a call that began while it was down can wait.
 const RECOVERY: Duration = Duration::from_secs(15);
+/// Writes refused after the first before the cluster is started again (a refusal can
+/// take up to the 5 s acquire timeout).
+const REFUSALS: usize = 10;
 
 /// A PostgreSQL cluster in a temporary directory, on a free port, run as `postgres`
 /// (initdb refuses root); stopped for good when dropped.
@@ -151,6 +154,7 @@ async fn postgres_down_refuses_then_recovers_without_restart() {
         || cluster.start().expect("start the private cluster again"),
         Reads::MayBeRefused,
         RECOVERY,
+        REFUSALS,
     )
     .await;
     drop(server);

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 /// Writes must be back this soon after the repair.
 const RECOVERY: Duration = Duration::from_secs(10);
+/// Writes refused after the first before the repair: with 3 writers trying again every
+/// 100 ms, the fault lasts about 3 s.
+const REFUSALS: usize = 90;
 
 fn run(cmd: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
     let out = Command::new(cmd)
@@ -130,6 +133,7 @@ async fn sqlite_disk_full_refuses_writes_then_recovers() {
         || std::fs::remove_file(filler.borrow().as_ref().unwrap()).unwrap(),
         Reads::Served,
         RECOVERY,
+        REFUSALS,
     )
     .await;
     drop(server);
@@ -156,6 +160,7 @@ async fn sqlite_immutable_database_and_wal_refuse_writes_then_recover() {
         || drop(guard.borrow_mut().take()),
         Reads::Served,
         RECOVERY,
+        REFUSALS,
     )
     .await;
 }
@@ -182,6 +187,7 @@ async fn sqlite_immutable_wal_index_refuses_without_killing_the_server() {
         || drop(guard.borrow_mut().take()),
         Reads::MayBeRefused,
         RECOVERY,
+        REFUSALS,
     )
     .await;
 }
