@@ -65,12 +65,27 @@ async fn an_online_backup_restores_into_a_working_server() {
         .unwrap();
     assert!(!again.status.success());
 
-    // Restore: the copy becomes the database of a fresh data directory, beside the
-    // bootstrap credentials the client signs with.
+    // Restore: the copy becomes the database of a fresh data directory, beside the files
+    // that are not in the database (keys, the bootstrap credentials the client signs
+    // with), as an operator restores them.
     let source = server.dir.path().to_owned();
+    let db = deskfleet_store::DATA_DIR_FILE;
+    let skip = [
+        db.to_string(),
+        format!("{db}-wal"),
+        format!("{db}-shm"),
+        "listen.addr".into(),
+        "server.log".into(),
+        "settings.toml".into(),
+    ];
     let restored = Server::start_with(SETTINGS, |dir| {
-        std::fs::copy(&copy, dir.join(deskfleet_store::DATA_DIR_FILE)).unwrap();
-        std::fs::copy(source.join("bootstrap.json"), dir.join("bootstrap.json")).unwrap();
+        for entry in std::fs::read_dir(&source).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().unwrap().is_file() && !skip.contains(&name) {
+                std::fs::copy(entry.path(), dir.join(&name)).unwrap();
+            }
+        }
+        std::fs::copy(&copy, dir.join(db)).unwrap();
     })
     .await;
     drop(server);
