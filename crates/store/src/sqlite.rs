@@ -401,7 +401,7 @@ async fn run_batch(writer: &SqlitePool, shm: &Path, ops: Vec<WriteOp>) {
             return;
         }
     };
-    match run_in_transaction(&mut conn, ops).await {
+    match run_in_transaction(&mut conn, shm, ops).await {
         Ok(answers) => {
             tracing::trace!(size, "sqlite write batch committed");
             answers.into_iter().for_each(|a| a.send(Ok(())));
@@ -418,7 +418,11 @@ async fn run_batch(writer: &SqlitePool, shm: &Path, ops: Vec<WriteOp>) {
 /// that ran (the caller sends that error to all of them).
 type BatchOutcome = Result<Vec<Box<dyn Answer>>, (StoreError, Vec<Box<dyn Answer>>)>;
 
-async fn run_in_transaction(conn: &mut SqliteConnection, ops: Vec<WriteOp>) -> BatchOutcome {
+async fn run_in_transaction(
+    conn: &mut SqliteConnection,
+    shm: &Path,
+    ops: Vec<WriteOp>,
+) -> BatchOutcome {
     let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(ops.len());
     // IMMEDIATE takes the write lock up front: another process holding it makes us wait
     // (busy_timeout) rather than fail half-way through the batch.
@@ -454,6 +458,12 @@ async fn run_in_transaction(conn: &mut SqliteConnection, ops: Vec<WriteOp>) -> B
             failure = Some(crate::conn::backend(e));
             break;
         }
+    }
+    // COMMIT writes the WAL index: look again, as the batch may have run for a while
+    // since the check in `run_batch`. A ROLLBACK of frames never written leaves the
+    // index alone.
+    if failure.is_none() {
+        failure = shm_fault(shm);
     }
     match failure {
         Some(e) => {

@@ -161,6 +161,31 @@ impl Load {
     }
 }
 
+/// [`Load::wait_writes`], failing at once, with its exit status and the end of its log,
+/// if the server process ends meanwhile.
+async fn wait_or_died(
+    load: &Load,
+    server: &mut Server,
+    secs: u64,
+    what: &str,
+    since: Instant,
+    n: usize,
+    f: impl Fn(&Kind) -> bool + Copy,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while load.count(since, &f) < n {
+        if let Some(status) = server.exited() {
+            let log = server.log();
+            let tail = &log[log.len().saturating_sub(4000)..];
+            panic!("{what}: the server died ({status:?}); its log ends with:\n{tail}");
+        }
+        if Instant::now() > deadline {
+            load.wait_writes(0, what, since, n, f).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Imports `n` desktops with the admin command (beside the running server, on the
 /// database of its settings); returns their ids.
 pub async fn import_desktops(server: &Server, n: usize) -> Vec<String> {
@@ -243,15 +268,27 @@ pub async fn fault_scenario(
 
     inject();
     let fault_at = Instant::now();
-    load.wait_writes(90, "writes refused during the fault", fault_at, 1, |k| {
-        matches!(k, Kind::Refused)
-    })
+    wait_or_died(
+        &load,
+        server,
+        90,
+        "writes refused during the fault",
+        fault_at,
+        1,
+        |k| matches!(k, Kind::Refused),
+    )
     .await;
     let refused_at = Instant::now();
     // Let the fault last: more refusals, and readiness reports it.
-    load.wait_writes(90, "more writes refused", refused_at, refusals, |k| {
-        matches!(k, Kind::Refused)
-    })
+    wait_or_died(
+        &load,
+        server,
+        90,
+        "more writes refused",
+        refused_at,
+        refusals,
+        |k| matches!(k, Kind::Refused),
+    )
     .await;
     eventually(30, "/readyz reports the fault", || async {
         matches!(server.get("/readyz").await, Ok((503, _))).then_some(())
@@ -270,7 +307,9 @@ pub async fn fault_scenario(
 
     repair();
     let repaired_at = Instant::now();
-    load.wait_writes(
+    wait_or_died(
+        &load,
+        server,
         recovery_limit.as_secs() + 30,
         "writes acknowledged after the repair",
         repaired_at,
