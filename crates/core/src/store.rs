@@ -28,6 +28,18 @@ pub enum StoreError {
     Corrupt(String),
     #[error("storage backend: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The storage cannot serve the call now (I/O error, disk full, read-only database,
+    /// database unreachable or its pool exhausted). Nothing of the call was kept; the same
+    /// call may succeed once the storage is repaired, without restarting anything.
+    #[error("storage unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Whether this is [`StoreError::Unavailable`]: the storage, not the call, is at fault.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -69,6 +81,11 @@ pub struct StateCounts {
 pub trait Store: Send + Sync + 'static {
     /// Which backend this is, for logs.
     fn backend(&self) -> &'static str;
+
+    /// Checks that the store can read AND durably write now (a tiny write to a table of
+    /// its own). Readiness checks call it; it is cheap but not free, so callers should not
+    /// call it more than about once a second.
+    async fn probe(&self) -> StoreResult<()>;
 
     // ---- identity ----
 

@@ -39,11 +39,14 @@ pub enum ErrorCode {
     HeadersTooLarge,
     /// 408: the request body did not arrive in time.
     RequestTimeout,
+    /// 503: the database cannot be written (or reached) now: disk full, I/O errors, a
+    /// read-only file, the database server down. Retry after the given delay.
+    StorageUnavailable,
 }
 
 impl ErrorCode {
     /// Every variant, for tests and docs that walk the table.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::ApiNotFound,
         ErrorCode::BodyTooLarge,
         ErrorCode::Unauthenticated,
@@ -58,6 +61,7 @@ impl ErrorCode {
         ErrorCode::UriTooLong,
         ErrorCode::HeadersTooLarge,
         ErrorCode::RequestTimeout,
+        ErrorCode::StorageUnavailable,
     ];
 
     /// The one table: HTTP status, wire code, default message.
@@ -93,6 +97,13 @@ impl ErrorCode {
             ErrorCode::UriTooLong => (414, "APIGW.0201", "Request URI too large."),
             ErrorCode::HeadersTooLarge => (431, "APIGW.0201", "Request headers too large."),
             ErrorCode::RequestTimeout => (408, "APIGW.0201", "Request timeout."),
+            ErrorCode::StorageUnavailable => (
+                503,
+                "WKS.00000503",
+                "The server cannot use its database now (disk full, I/O error, read-only \
+                 storage or database unreachable); nothing of this request was saved. \
+                 Retry after the Retry-After delay; operators: see /readyz and the server log.",
+            ),
         }
     }
 

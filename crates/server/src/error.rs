@@ -71,10 +71,21 @@ impl ApiError {
     }
 }
 
+/// `Retry-After` of a 503 for unavailable storage: a fault is usually repaired in
+/// minutes, but writes resume within a second or two of the repair.
+pub const STORAGE_RETRY_AFTER_SECS: u64 = 3;
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ApiError::new(ErrorCode::ResourceNotFound),
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "storage unavailable");
+                ApiError {
+                    retry_after_secs: Some(STORAGE_RETRY_AFTER_SECS),
+                    ..ApiError::new(ErrorCode::StorageUnavailable)
+                }
+            }
             other => ApiError::internal(&other),
         }
     }

@@ -78,6 +78,12 @@ enum AdminCommand {
     Packages(PackagesCommand),
     /// Decode the `encoded_authorization_message` of a 403 answer.
     DecodeAuthorizationMessage { message: String },
+    /// Copy the SQLite database, consistently, while the server runs (mode 0600).
+    Backup {
+        /// The new file to write; an existing file is never overwritten.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -246,6 +252,12 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
         let denial = Denial::decode(message).map_err(anyhow::Error::msg)?;
         return print_json(&denial);
     }
+    if let AdminCommand::Backup { to } = &command {
+        let bytes = deskfleet_store::backup(&settings.effective_database_url(), to)
+            .await
+            .context("backing up the database")?;
+        return print_json(&serde_json::json!({"backup": to, "bytes": bytes}));
+    }
     if settings.database_url.is_none() {
         auth::files::prepare_data_dir(&settings)?;
     }
@@ -412,7 +424,7 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
                 &serde_json::json!({"desktop_id": desktop_id, "project_id": project.id, "deleted": true}),
             )
         }
-        AdminCommand::DecodeAuthorizationMessage { .. } => Ok(()),
+        AdminCommand::DecodeAuthorizationMessage { .. } | AdminCommand::Backup { .. } => Ok(()),
     }
 }
 

@@ -249,7 +249,10 @@ pub fn init_logging(settings: &LogSettings) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log that cannot be written (its disk full) must not take requests down: the
+        // report of that failure would go to the same stderr and panic.
+        .log_internal_errors(false);
     match settings.format {
         LogFormat::Text => {
             let colour = std::io::stderr().is_terminal()

@@ -1,6 +1,12 @@
 //! [`Store`] for any [`Backend`]: each method opens one transaction on the backend and runs
 //! the matching function of [`crate::ops`] in it. The backends differ only in how they
 //! hand out transactions (see [`crate::sqlite`] and [`crate::postgres`]).
+//!
+//! Every method is timed into `deskfleet_store_operation_duration_seconds{op}` (`op` is the
+//! method's name) and its failures counted into `deskfleet_store_errors_total{kind}`:
+//! `unavailable` for storage faults, `other` for any other backend or decoding failure.
+//! Answers that are part of the contract (not found, already exists, unknown desktops)
+//! are not errors of the store and are not counted.
 
 use crate::conn::{BoxFuture, Conn, backend, is_retryable};
 use crate::ops::{self, NewJob};
@@ -17,8 +23,9 @@ use deskfleet_core::model::{
     DesktopFilter, Domain, Job, Lockout, NewDesktop, Outcome, Page, Project, Role, SubJob,
     SubJobFilter, SubJobSelector, TokenRecord, User,
 };
-use deskfleet_core::store::{Deadlines, Expired, StateCounts, Store, StoreResult};
+use deskfleet_core::store::{Deadlines, Expired, StateCounts, Store, StoreError, StoreResult};
 use std::future::Future;
+use std::time::Instant;
 
 /// The connection type of a backend's database.
 pub(crate) type ConnOf<B> = <<B as Backend>::Db as sqlx::Database>::Connection;
@@ -54,15 +61,55 @@ pub(crate) trait Backend: Send + Sync + 'static {
 const ENROLL_ATTEMPTS: u32 = 3;
 
 /// The `Store` of a backend.
-pub(crate) struct DbStore<B>(pub(crate) B);
+pub(crate) struct DbStore<B>(pub(crate) B, ProbeCache);
 
-/// `read!(self, op(args...))`: runs `ops::op` in a read transaction.
+impl<B> DbStore<B> {
+    pub(crate) fn new(backend: B) -> Self {
+        Self(backend, ProbeCache::default())
+    }
+}
+
+/// How long a probe result is reused: readiness checks, however frequent, cost the
+/// database at most one tiny write a second.
+const PROBE_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A probe's outcome as kept for reuse: `Err((unavailable, message))`.
+type ProbeOutcome = Result<(), (bool, String)>;
+
+/// The last probe's time and outcome. Callers that come while a probe runs wait for it
+/// and share its outcome.
+#[derive(Default)]
+pub(crate) struct ProbeCache {
+    last: tokio::sync::Mutex<Option<(Instant, ProbeOutcome)>>,
+}
+
+/// Times a call of the `Store` method `op` and counts its failure, if it fails.
+async fn timed<T>(op: &'static str, call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+    let start = Instant::now();
+    let result = call.await;
+    metrics::histogram!("deskfleet_store_operation_duration_seconds", "op" => op)
+        .record(start.elapsed().as_secs_f64());
+    let kind = match &result {
+        Err(StoreError::Unavailable(_)) => Some("unavailable"),
+        Err(StoreError::Backend(_) | StoreError::Corrupt(_)) => Some("other"),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        metrics::counter!("deskfleet_store_errors_total", "kind" => kind).increment(1);
+    }
+    result
+}
+
+/// `read!(self, op(args...))`: runs `ops::op` in a read transaction, timed as `op`.
 macro_rules! read {
     ($self:ident, $op:ident($($arg:expr),* $(,)?)) => {{
-        let mut tx = $self.0.read().await?;
-        let out = ops::$op(&mut *tx, $($arg),*).await?;
-        tx.commit().await.map_err(backend)?;
-        Ok(out)
+        timed(stringify!($op), async {
+            let mut tx = $self.0.read().await?;
+            let out = ops::$op(&mut *tx, $($arg),*).await?;
+            tx.commit().await.map_err(backend)?;
+            Ok(out)
+        })
+        .await
     }};
 }
 
@@ -72,10 +119,13 @@ macro_rules! read {
 macro_rules! write {
     ($self:ident, { $($own:ident = $val:expr),* $(,)? }, $op:ident($($arg:expr),* $(,)?)) => {{
         $(let $own = $val;)*
-        $self
-            .0
-            .write(move |c| Box::pin(async move { ops::$op(c, $($arg),*).await }))
-            .await
+        timed(
+            stringify!($op),
+            $self
+                .0
+                .write(move |c| Box::pin(async move { ops::$op(c, $($arg),*).await })),
+        )
+        .await
     }};
 }
 
@@ -83,6 +133,39 @@ macro_rules! write {
 impl<B: Backend> Store for DbStore<B> {
     fn backend(&self) -> &'static str {
         B::NAME
+    }
+
+    async fn probe(&self) -> StoreResult<()> {
+        let mut last = self.1.last.lock().await;
+        if let Some((at, outcome)) = &*last
+            && at.elapsed() < PROBE_REUSE
+        {
+            return outcome.clone().map_err(|(unavailable, message)| {
+                if unavailable {
+                    StoreError::Unavailable(message.into())
+                } else {
+                    StoreError::Backend(message.into())
+                }
+            });
+        }
+        let result = timed("probe", async {
+            let mut tx = self.0.read().await?;
+            ops::probe_read(&mut *tx).await?;
+            tx.commit().await.map_err(backend)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            self.0
+                .write(move |c| Box::pin(async move { ops::probe_write(c, now).await }))
+                .await
+        })
+        .await;
+        let outcome = match &result {
+            Ok(()) => Ok(()),
+            Err(e) => Err((e.is_unavailable(), e.to_string())),
+        };
+        *last = Some((Instant::now(), outcome));
+        result
     }
 
     // ---- identity ----
@@ -329,7 +412,7 @@ impl<B: Backend> Store for DbStore<B> {
             job_type: job_type.to_owned(),
             at,
         };
-        self.0.create_install_job(call).await
+        timed("create_install_job", self.0.create_install_job(call)).await
     }
 
     async fn get_job(

@@ -174,10 +174,49 @@ pub(crate) trait Conn: Send {
     ) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send + 'a;
 }
 
-/// Wraps a driver error. Constraint violations stay recognisable through
-/// [`violation`], so callers can turn them into `AlreadyExists` or `NotFound`.
+/// Wraps a driver error. A fault of the storage itself (see [`is_storage_fault`]) is
+/// `StoreError::Unavailable`; anything else stays `Backend`, where constraint violations
+/// stay recognisable through [`violation`], so callers can turn them into
+/// `AlreadyExists` or `NotFound`.
 pub(crate) fn backend(e: sqlx::Error) -> StoreError {
-    StoreError::Backend(Box::new(e))
+    if is_storage_fault(&e) {
+        StoreError::Unavailable(Box::new(e))
+    } else {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+/// Whether `e` says the storage cannot serve anyone now, rather than that this call was
+/// wrong: I/O errors, a full disk, a read-only or unopenable database file, a write lock
+/// another process held past the busy timeout (SQLite); a refused or lost connection, a
+/// server shutting down or out of resources (PostgreSQL); an exhausted or closed pool.
+pub(crate) fn is_storage_fault(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else {
+                return false;
+            };
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // Extended result codes carry the primary code in their low byte.
+                let primary = code.parse::<i32>().map(|c| c & 0xff).unwrap_or(0);
+                // BUSY, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
+                matches!(primary, 5 | 8 | 10 | 13 | 14 | 15)
+            } else {
+                // Connection exceptions (08), insufficient resources such as a full disk
+                // (53), the server shutting down or starting (57P01-03), I/O error (58030),
+                // a read-only server (25006).
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || matches!(&*code, "57P01" | "57P02" | "57P03" | "58030" | "25006")
+            }
+        }
+        _ => false,
+    }
 }
 
 /// Which constraint a failed statement violated, if that is why it failed.
@@ -304,3 +343,20 @@ impl_conn!(
     sqlx::postgres::PgRow,
     Dialect::Postgres
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_faults_are_unavailable_and_the_rest_is_not() {
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        ] {
+            assert!(backend(e).is_unavailable());
+        }
+        assert!(!backend(sqlx::Error::RowNotFound).is_unavailable());
+    }
+}

@@ -16,6 +16,7 @@
 //! the server: the server holds an `Arc<dyn Store>` and nothing else of ours.
 
 mod backend;
+mod backup;
 mod conn;
 mod decode;
 mod ops;
@@ -23,6 +24,7 @@ mod postgres;
 mod sqlite;
 
 use backend::DbStore;
+pub use backup::{BackupError, backup};
 use deskfleet_core::store::Store;
 use sqlx::sqlite::SqliteConnectOptions;
 use std::path::{Path, PathBuf};
@@ -64,21 +66,26 @@ pub enum ConnectError {
 /// (or a plain file path) or `postgres://...`/`postgresql://...`.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, ConnectError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Arc::new(DbStore(postgres::Postgres::open(url).await?)));
+        return Ok(Arc::new(DbStore::new(postgres::Postgres::open(url).await?)));
     }
-    let options = if url.starts_with("sqlite:") {
+    let options = sqlite_options(url)?;
+    Ok(Arc::new(DbStore::new(sqlite::Sqlite::open(options).await?)))
+}
+
+/// The SQLite options of `url`: `sqlite://PATH` (or `sqlite:PATH?...`) or a plain path.
+fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, ConnectError> {
+    if url.starts_with("sqlite:") {
         if url.contains(":memory:") || url.contains("mode=memory") {
             return Err(ConnectError::InMemory);
         }
-        SqliteConnectOptions::from_str(url).map_err(ConnectError::InvalidUrl)?
+        SqliteConnectOptions::from_str(url).map_err(ConnectError::InvalidUrl)
     } else if let Some((scheme, _)) = url.split_once("://") {
-        return Err(ConnectError::UnsupportedScheme(scheme.to_owned()));
+        Err(ConnectError::UnsupportedScheme(scheme.to_owned()))
     } else if url == ":memory:" {
-        return Err(ConnectError::InMemory);
+        Err(ConnectError::InMemory)
     } else {
-        SqliteConnectOptions::new().filename(url)
-    };
-    Ok(Arc::new(DbStore(sqlite::Sqlite::open(options).await?)))
+        Ok(SqliteConnectOptions::new().filename(url))
+    }
 }
 
 /// Convenience: the SQLite file `DIR/deskfleet.db`, creating `DIR` if needed.
@@ -88,5 +95,5 @@ pub async fn connect_data_dir(dir: &Path) -> Result<Arc<dyn Store>, ConnectError
         source,
     })?;
     let options = SqliteConnectOptions::new().filename(dir.join(DATA_DIR_FILE));
-    Ok(Arc::new(DbStore(sqlite::Sqlite::open(options).await?)))
+    Ok(Arc::new(DbStore::new(sqlite::Sqlite::open(options).await?)))
 }

@@ -2311,3 +2311,23 @@ pub(crate) async fn get_package<C: Conn>(
         .map(|r| Ok((decode::package(r)?, r.bytes("blob")?)))
         .transpose()
 }
+
+// ---- health ----
+
+/// Reads the probe row (there may be none yet): the database answers reads.
+pub(crate) async fn probe_read<C: Conn>(c: &mut C) -> StoreResult<()> {
+    c.fetch_optional("SELECT probed_at FROM store_probe WHERE id = 1", args![])
+        .await?;
+    Ok(())
+}
+
+/// Rewrites the probe row: committed, it proves the database takes durable writes now.
+pub(crate) async fn probe_write<C: Conn>(c: &mut C, now: Millis) -> StoreResult<()> {
+    c.execute(
+        "INSERT INTO store_probe (id, probed_at) VALUES (1, $1) \
+         ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+        args![now],
+    )
+    .await?;
+    Ok(())
+}

@@ -20,6 +20,13 @@ const CREATE_ATTEMPTS: u32 = 5;
 /// `max_connections` (100 by default).
 const POOL_SIZE: u32 = 16;
 
+/// How long a call waits for a connection, including opening a new one, before it fails
+/// with `StoreError::Unavailable` (503). Bounded and short, so that while the database is
+/// down or refuses connections callers are told so quickly instead of hanging; the pool
+/// checks a connection before handing it out and opens new ones once the database is
+/// back, so the store recovers by itself.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 pub(crate) struct Postgres {
@@ -32,7 +39,8 @@ impl Postgres {
     pub(crate) async fn open(url: &str) -> Result<Self, ConnectError> {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(true)
             .connect(url)
             .await
             .map_err(ConnectError::Open)?;

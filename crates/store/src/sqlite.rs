@@ -18,6 +18,16 @@
 //!
 //! Measured with `examples/create_jobs.rs` (64 callers, 100 desktops, 2 cores): about
 //! 20,000 calls/s of 2 sub-jobs and 1,300 calls/s of 100 sub-jobs (130,000 sub-jobs/s).
+//!
+//! Storage faults (disk full, I/O errors, a read-only or immutable file) fail the batch
+//! they hit, and only its callers, with `StoreError::Unavailable`; the writer then drops
+//! its connection, whose transaction state can no longer be trusted, and the next batch
+//! runs on a fresh one, so writes resume by themselves once the disk is writable again.
+//! The WAL index (`-shm`) is memory-mapped: touching it once its file can no longer be
+//! written in place (immutable, or a file system gone read-only) raises SIGBUS, which no
+//! error handling can catch. So every transaction first checks that this file can still be
+//! written ([`shm_fault`]) and refuses with `Unavailable` if not; why the store
+//! keeps a shared WAL index rather than a private one is in docs/operations.md.
 
 use crate::ConnectError;
 use crate::backend::Backend;
@@ -29,6 +39,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, SqliteConnection};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -41,6 +53,10 @@ const QUEUE_DEPTH: usize = 4 * MAX_BATCH;
 const READERS: u32 = 4;
 /// How long a statement waits for a lock held by another process before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the writer waits for its connection to be (re)opened before failing a batch.
+const WRITER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a read waits for a free reader connection.
+const READER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often at most the checkpointer copies the WAL back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// WAL pages after which the writer checkpoints by itself, should the checkpointer fall
@@ -54,6 +70,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 pub(crate) struct Sqlite {
     readers: SqlitePool,
     queue: mpsc::Sender<Queued>,
+    /// The WAL index file, checked before every read ([`shm_fault`]).
+    shm: Arc<Path>,
 }
 
 /// What callers queue for the writer.
@@ -74,8 +92,12 @@ type WriteOp =
 /// A call's result, held until its batch commits or fails.
 trait Answer: Send {
     fn succeeded(&self) -> bool;
-    /// Sends the result: the call's own on commit, else an error saying nothing was written.
-    fn send(self: Box<Self>, batch: Result<(), &str>);
+    /// Whether the call failed because of the storage itself: the transaction it ran in
+    /// may have been rolled back by SQLite, so the batch cannot go on.
+    fn storage_fault(&self) -> bool;
+    /// Sends the result: the call's own on commit, else the batch's error (nothing of the
+    /// call was written).
+    fn send(self: Box<Self>, batch: Result<(), &StoreError>);
 }
 
 struct Pending<T> {
@@ -86,6 +108,7 @@ struct Pending<T> {
 /// The answers of calls that ran together and succeed or fail together.
 struct Group<T> {
     succeeded: bool,
+    storage_fault: bool,
     parts: Vec<Pending<T>>,
 }
 
@@ -94,7 +117,11 @@ impl<T: Send> Answer for Group<T> {
         self.succeeded
     }
 
-    fn send(self: Box<Self>, batch: Result<(), &str>) {
+    fn storage_fault(&self) -> bool {
+        self.storage_fault
+    }
+
+    fn send(self: Box<Self>, batch: Result<(), &StoreError>) {
         for part in self.parts {
             Box::new(part).send(batch);
         }
@@ -109,6 +136,7 @@ fn retell(e: &StoreError) -> StoreError {
         StoreError::UnknownDesktops(ids) => StoreError::UnknownDesktops(ids.clone()),
         StoreError::Corrupt(why) => StoreError::Corrupt(why.clone()),
         StoreError::Backend(source) => StoreError::Backend(source.to_string().into()),
+        StoreError::Unavailable(source) => StoreError::Unavailable(source.to_string().into()),
     }
 }
 
@@ -120,6 +148,7 @@ fn create_group(calls: Vec<(NewJob, oneshot::Sender<StoreResult<Job>>)>) -> Writ
             let group = match ops::create_install_jobs(conn, &calls).await {
                 Ok(results) => Group {
                     succeeded: true,
+                    storage_fault: false,
                     parts: results
                         .into_iter()
                         .zip(senders)
@@ -128,6 +157,7 @@ fn create_group(calls: Vec<(NewJob, oneshot::Sender<StoreResult<Job>>)>) -> Writ
                 },
                 Err(e) => Group {
                     succeeded: false,
+                    storage_fault: e.is_unavailable(),
                     parts: senders
                         .into_iter()
                         .map(|to| Pending {
@@ -147,10 +177,15 @@ impl<T: Send> Answer for Pending<T> {
         self.result.is_ok()
     }
 
-    fn send(self: Box<Self>, batch: Result<(), &str>) {
+    fn storage_fault(&self) -> bool {
+        matches!(&self.result, Err(e) if e.is_unavailable())
+    }
+
+    fn send(self: Box<Self>, batch: Result<(), &StoreError>) {
         let result = match (batch, self.result) {
+            // A call that failed has its own answer, whatever became of the batch.
             (Ok(()), result) | (Err(_), result @ Err(_)) => result,
-            (Err(why), Ok(_)) => Err(not_written(why)),
+            (Err(e), Ok(_)) => Err(retell(e)),
         };
         // The caller may have gone away meanwhile; what was committed stays committed.
         let _ = self.to.send(result);
@@ -159,6 +194,31 @@ impl<T: Send> Answer for Pending<T> {
 
 fn not_written(why: &str) -> StoreError {
     StoreError::Backend(format!("the write was not committed: {why}").into())
+}
+
+/// `Unavailable` if the WAL index file `shm` exists but can no longer be written
+/// (immutable, read-only file system, permissions). SQLite maps that file into memory and
+/// would take a SIGBUS writing to it; this check keeps the process alive. A missing file
+/// is fine: SQLite creates it.
+///
+/// It asks with `access(2)` and never opens the file: closing any descriptor of a file
+/// drops every POSIX lock this process holds on it, and SQLite's locks on the `-shm` file
+/// are what tell another process (an admin command) that the WAL index is in use; without
+/// them that process would rebuild the index under us.
+fn shm_fault(shm: &Path) -> Option<StoreError> {
+    match rustix::fs::access(shm, rustix::fs::Access::WRITE_OK) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => None,
+        Err(e) => Some(StoreError::Unavailable(
+            format!("the WAL index {} cannot be written: {e}", shm.display()).into(),
+        )),
+    }
+}
+
+/// The WAL index file of the database `options` opens.
+fn shm_path(options: &SqliteConnectOptions) -> Arc<Path> {
+    let mut path = options.get_filename().as_os_str().to_owned();
+    path.push("-shm");
+    Arc::from(PathBuf::from(path))
 }
 
 impl Sqlite {
@@ -170,9 +230,11 @@ impl Sqlite {
             .busy_timeout(BUSY_TIMEOUT)
             .pragma("temp_store", "memory")
             .statement_cache_capacity(256);
+        let shm = shm_path(&common);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .acquire_timeout(WRITER_ACQUIRE_TIMEOUT)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(
@@ -192,14 +254,19 @@ impl Sqlite {
             .map_err(ConnectError::Open)?;
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
+            .acquire_timeout(READER_ACQUIRE_TIMEOUT)
             .connect_with(common.pragma("query_only", "ON"))
             .await
             .map_err(ConnectError::Open)?;
         let (queue, pending) = mpsc::channel(QUEUE_DEPTH);
         let (poke, pokes) = mpsc::channel(1);
-        tokio::spawn(checkpoint_loop(checkpointer, pokes));
-        tokio::spawn(write_loop(writer, pending, poke));
-        Ok(Self { readers, queue })
+        tokio::spawn(checkpoint_loop(checkpointer, pokes, shm.clone()));
+        tokio::spawn(write_loop(writer, pending, poke, shm.clone()));
+        Ok(Self {
+            readers,
+            queue,
+            shm,
+        })
     }
 }
 
@@ -208,6 +275,9 @@ impl Backend for Sqlite {
     const NAME: &'static str = "sqlite";
 
     async fn read(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        if let Some(fault) = shm_fault(&self.shm) {
+            return Err(fault);
+        }
         self.readers.begin().await.map_err(crate::conn::backend)
     }
 
@@ -244,9 +314,11 @@ impl Sqlite {
             .send(queued)
             .await
             .map_err(|_| not_written("the writer has stopped"))?;
-        answer
-            .await
-            .map_err(|_| not_written("its batch failed; see the log"))?
+        // Calls of a batch that failed before they ran are dropped unanswered; a batch
+        // fails only when the storage does (see `run_batch`).
+        answer.await.map_err(|_| {
+            StoreError::Unavailable("the write was not committed: its batch failed".into())
+        })?
     }
 }
 
@@ -254,9 +326,15 @@ impl Sqlite {
 /// that a commit costs only its WAL append and fsync. A PASSIVE checkpoint never blocks
 /// the writer or the readers. Runs after commits (`pokes`), at most every
 /// [`CHECKPOINT_EVERY`], until the writer stops.
-async fn checkpoint_loop(mut conn: SqliteConnection, mut pokes: mpsc::Receiver<()>) {
+async fn checkpoint_loop(
+    mut conn: SqliteConnection,
+    mut pokes: mpsc::Receiver<()>,
+    shm: Arc<Path>,
+) {
     while pokes.recv().await.is_some() {
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        if shm_fault(&shm).is_some() {
+            // The writer reports the fault; try again after the next commit.
+        } else if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&mut conn)
             .await
         {
@@ -274,9 +352,12 @@ async fn write_loop(
     writer: SqlitePool,
     mut queue: mpsc::Receiver<Queued>,
     checkpoint: mpsc::Sender<()>,
+    shm: Arc<Path>,
 ) {
+    let depth = metrics::gauge!("deskfleet_store_writer_queue_depth");
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        depth.set((batch.len() + queue.len()) as f64);
         // Every call of a batch was queued before the batch began and is answered after
         // it commits, so any order among them is a valid one: job creations go first,
         // together.
@@ -292,7 +373,8 @@ async fn write_loop(
         if !creates.is_empty() {
             ops[0] = Some(create_group(creates));
         }
-        run_batch(&writer, ops.into_iter().flatten().collect()).await;
+        run_batch(&writer, &shm, ops.into_iter().flatten().collect()).await;
+        depth.set(queue.len() as f64);
         // Full means a checkpoint is already due.
         let _ = checkpoint.try_send(());
     }
@@ -300,10 +382,18 @@ async fn write_loop(
 }
 
 /// Runs `ops` in one transaction, one savepoint each, and answers them after the commit.
-/// If the transaction itself fails, every caller gets an error and nothing is kept (calls
-/// not yet run are dropped, which their callers see as "not committed").
-async fn run_batch(writer: &SqlitePool, ops: Vec<WriteOp>) {
+/// If the transaction itself fails, or a call hits a storage fault (after which SQLite may
+/// already have rolled the transaction back), every caller of the batch gets an error and
+/// nothing is kept; calls not yet run are dropped, which their callers see as
+/// `Unavailable`. The connection of a failed batch is closed rather than reused: a failed
+/// COMMIT or ROLLBACK leaves it in a transaction state nobody can vouch for, and the pool
+/// opens a fresh one for the next batch.
+async fn run_batch(writer: &SqlitePool, shm: &Path, ops: Vec<WriteOp>) {
     let size = ops.len();
+    if let Some(fault) = shm_fault(shm) {
+        tracing::error!(error = %fault, size, "sqlite write batch refused");
+        return;
+    }
     let mut conn = match writer.acquire().await {
         Ok(conn) => conn,
         Err(e) => {
@@ -311,26 +401,53 @@ async fn run_batch(writer: &SqlitePool, ops: Vec<WriteOp>) {
             return;
         }
     };
+    match run_in_transaction(&mut conn, shm, ops).await {
+        Ok(answers) => {
+            tracing::trace!(size, "sqlite write batch committed");
+            answers.into_iter().for_each(|a| a.send(Ok(())));
+        }
+        Err((e, answers)) => {
+            tracing::error!(error = %e, size, "sqlite write batch failed; nothing was kept");
+            answers.into_iter().for_each(|a| a.send(Err(&e)));
+            conn.close_on_drop();
+        }
+    }
+}
+
+/// The answers of a committed batch, or the batch's error with the answers of the calls
+/// that ran (the caller sends that error to all of them).
+type BatchOutcome = Result<Vec<Box<dyn Answer>>, (StoreError, Vec<Box<dyn Answer>>)>;
+
+async fn run_in_transaction(
+    conn: &mut SqliteConnection,
+    shm: &Path,
+    ops: Vec<WriteOp>,
+) -> BatchOutcome {
+    let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(ops.len());
     // IMMEDIATE takes the write lock up front: another process holding it makes us wait
     // (busy_timeout) rather than fail half-way through the batch.
     let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
         Ok(tx) => tx,
-        Err(e) => {
-            tracing::error!(error = %e, size, "sqlite write batch could not begin");
-            return;
-        }
+        Err(e) => return Err((crate::conn::backend(e), answers)),
     };
-    let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(size);
     let mut failure = None;
     for op in ops {
         let mut savepoint = match Connection::begin(&mut *tx).await {
             Ok(sp) => sp,
             Err(e) => {
-                failure = Some(e);
+                failure = Some(crate::conn::backend(e));
                 break;
             }
         };
         let answer = op(&mut savepoint).await;
+        if answer.storage_fault() {
+            answers.push(answer);
+            drop(savepoint);
+            failure = Some(StoreError::Unavailable(
+                "a call of the batch hit a storage fault; see the log".into(),
+            ));
+            break;
+        }
         let closed = if answer.succeeded() {
             savepoint.commit().await
         } else {
@@ -338,30 +455,27 @@ async fn run_batch(writer: &SqlitePool, ops: Vec<WriteOp>) {
         };
         answers.push(answer);
         if let Err(e) = closed {
-            failure = Some(e);
+            failure = Some(crate::conn::backend(e));
             break;
         }
     }
-    let outcome = match failure {
+    // COMMIT writes the WAL index: look again, as the batch may have run for a while
+    // since the check in `run_batch`. A ROLLBACK of frames never written leaves the
+    // index alone.
+    if failure.is_none() {
+        failure = shm_fault(shm);
+    }
+    match failure {
         Some(e) => {
             if let Err(rb) = tx.rollback().await {
-                tracing::error!(error = %rb, "sqlite write batch rollback failed");
-                conn.close_on_drop();
+                tracing::warn!(error = %rb, "sqlite write batch rollback failed");
             }
-            Err(e)
+            Err((e, answers))
         }
-        None => tx.commit().await,
-    };
-    match outcome {
-        Ok(()) => {
-            tracing::trace!(size, "sqlite write batch committed");
-            answers.into_iter().for_each(|a| a.send(Ok(())));
-        }
-        Err(e) => {
-            tracing::error!(error = %e, size, "sqlite write batch failed; nothing was kept");
-            let why = e.to_string();
-            answers.into_iter().for_each(|a| a.send(Err(&why)));
-        }
+        None => match tx.commit().await {
+            Ok(()) => Ok(answers),
+            Err(e) => Err((crate::conn::backend(e), answers)),
+        },
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod agents;
 mod desktops;
+mod health;
 mod iam;
 mod jobs;
 mod monitor;
@@ -37,6 +38,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(v2)
         .merge(public)
+        .merge(health::routes())
         .merge(crate::fleet::routes())
         .merge(crate::observe::routes())
         .route_layer(from_fn(crate::observe::matched_route))

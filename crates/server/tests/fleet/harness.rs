@@ -97,7 +97,14 @@ pub struct Server {
 impl Server {
     /// Starts a server whose settings file holds `settings` (TOML).
     pub async fn start(settings: &str) -> Self {
+        Self::start_with(settings, |_| {}).await
+    }
+
+    /// Like [`Server::start`], with `prepare` run on the (empty) data directory first:
+    /// to mount a file system there, or to put a database in place.
+    pub async fn start_with(settings: &str, prepare: impl FnOnce(&Path)) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
         std::fs::write(dir.path().join("settings.toml"), settings).unwrap();
         let mut server = Self {
             dir,
@@ -180,6 +187,25 @@ impl Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The exit status, if the server process has ended.
+    #[allow(dead_code)] // the fault tests use it
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// An unauthenticated GET of `path` (e.g. `/readyz`): status and body.
+    #[allow(dead_code)] // the fault tests use it
+    pub async fn get(&self, path: &str) -> Result<(u16, String), reqwest::Error> {
+        let response = self
+            .http()
+            .get(format!("{}{path}", self.endpoint))
+            .send()
+            .await?;
+        Ok((response.status().as_u16(), response.text().await?))
     }
 
     pub fn client(&self) -> Client {

@@ -12,6 +12,7 @@ mod durability;
 mod engine;
 mod fleet;
 mod harness;
+mod health;
 mod identity;
 mod jobs;
 
@@ -90,6 +91,7 @@ conformance! {
     fleet::packages_publish_latest_and_get,
     fleet::waiting_work_lists_waiting_leaders_only,
     fleet::running_sub_job_is_the_running_leader,
+    health::probe_reads_and_writes,
     fleet::reports_record_progress_and_results,
     fleet::reports_about_work_not_running_change_nothing,
     fleet::a_mixed_batch_of_reports_applies_in_order,
