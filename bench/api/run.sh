@@ -69,10 +69,12 @@ check_request() {
   fi
 }
 
+# bench_backend LABEL DB_URL [TLS=on|off]
 bench_backend() {
-  local label=$1 db_url=$2 dir="$OUT/$1"
+  local label=$1 db_url=$2 tls=${3:-on} dir="$OUT/$1"
   mkdir -p "$dir"
   printf '[throttle]\nenabled = false\n' > "$dir/settings.toml"
+  [ "$tls" = off ] && printf '[tls]\nenabled = false\n' >> "$dir/settings.toml"
   local db_args=()
   [ -n "$db_url" ] && db_args=(--database-url "$db_url")
   "$BIN/deskfleet-server" --data-dir "$dir" --listen 127.0.0.1:0 --config "$dir/settings.toml" "${db_args[@]}" \
@@ -114,6 +116,8 @@ run_wrk bare-2 "$bare_url" "$OUT/bare.lua"
 kill %1 2>/dev/null || true
 
 bench_backend sqlite ""
+# The same server with TLS off, in the same run: the cost of TLS.
+bench_backend sqlite-http "" off
 if [ -n "$PG_URL" ]; then
   db="deskfleet_bench_$$"
   psql -q "$PG_URL" -c "CREATE DATABASE $db" >/dev/null
@@ -129,7 +133,7 @@ rss = {}
 for line in open(rows_file):
     parts = line.split()
     if parts[0].endswith("peak-rss-kib"):
-        rss[parts[0].split("-")[0]] = int(parts[1])
+        rss[parts[0].rsplit("-server-peak", 1)[0]] = int(parts[1])
     else:
         rows[parts[0]] = parts[1:]
 bare = float(rows["bare-2"][0])
@@ -163,7 +167,8 @@ and the server share the same {cpus} cores. `bare-2` is a bare axum endpoint (JS
 out, no auth, no storage; `crates/server/examples/bare.rs`) measured in the same run.
 `install-N` is the real `POST /v2/{{project_id}}/desktops/agents` with N `desktop_ids`,
 over https (the server's own CA; TLS 1.3, keep-alive connections, so the handshakes are
-few and the cost is mostly record encryption), signed with SDK-HMAC-SHA256 (a signature replayed within its 15-minute validity), release
+few and the cost is mostly record encryption); `sqlite-http-*` is the same server with
+`tls.enabled = false`, in the same run, so the two rows give the cost of TLS; signed with SDK-HMAC-SHA256 (a signature replayed within its 15-minute validity), release
 build, throttling off; each answered request is a job with N sub-jobs committed durably
 (SQLite: WAL with `synchronous=FULL`, group commit; PostgreSQL: `synchronous_commit=on`)
 before the answer. Goals: install-2 at >= 25 % of bare's requests/s, p99 < 25 ms.

@@ -286,8 +286,16 @@ impl Connection {
         let _ = stream.set_nodelay(true);
         match self.tls.clone() {
             Some(acceptor) => {
-                let handshake = acceptor.accept(stream);
-                match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
+                let handshake =
+                    tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(stream));
+                // A connection still in its handshake is idle: when it is asked to make
+                // room (or the server stops) it goes at once, not at the deadline.
+                let handshake = tokio::select! {
+                    done = handshake => done,
+                    _ = self.conn.close.cancelled() => return,
+                    _ = self.shutdown.cancelled() => return,
+                };
+                match handshake {
                     Ok(Ok(stream)) => self.http(stream).await,
                     Ok(Err(e)) => {
                         metrics::counter!("deskfleet_tls_handshake_failures_total").increment(1);
