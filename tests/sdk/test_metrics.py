@@ -29,6 +29,8 @@ HOSTNAMES = [f"metrics-desk-{i}" for i in range(1, N + 1)]
 CONFIG = {
     "jobs": {"delivery_timeout_ms": 30000, "execution_timeout_ms": 30000, "sweep_interval_ms": 100},
     "fleet": {"schedule_interval_ms": 100, "metrics_min_interval_ms": 0},
+    # Job gauges counted at every scrape: each scrape must see what was just done.
+    "metrics": {"job_count_interval_ms": 0},
 }
 INSTALL_ROUTE = "/v2/{project_id}/desktops/agents"
 SHOW_JOB_ROUTE = "/v2/{project_id}/workspace-jobs/{job_id}"

@@ -79,6 +79,8 @@ pub struct Inner {
     pub body_budget: auth::BodyBudget,
     /// Seals and opens the secret keys stored in the database.
     pub keyring: auth::keyring::Keyring,
+    /// When the job gauges of `/metrics` were last counted.
+    pub job_gauges: observe::JobGauges,
 }
 
 impl Deref for AppState {
@@ -103,6 +105,7 @@ impl AppState {
             body_budget: auth::BodyBudget::new(settings.http.unverified_body_budget_bytes),
             settings,
             keyring,
+            job_gauges: observe::JobGauges::default(),
         }))
     }
 }

@@ -169,6 +169,35 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// The job and sub-job gauges, recounted from the store at most every
+/// `metrics.job_count_interval_ms`: concurrent and frequent scrapes share one count.
+#[derive(Debug, Default)]
+pub struct JobGauges(tokio::sync::Mutex<Option<Instant>>);
+
+impl JobGauges {
+    async fn refresh(&self, state: &AppState) {
+        let every = Duration::from_millis(state.settings.metrics.job_count_interval_ms);
+        let mut counted = self.0.lock().await;
+        if counted.is_some_and(|at| at.elapsed() < every) {
+            return;
+        }
+        match state.store.count_by_state().await {
+            Ok(counts) => {
+                for (status, n) in counts.jobs {
+                    metrics::gauge!("deskfleet_jobs", "state" => status.as_str()).set(n as f64);
+                }
+                for (status, n) in counts.sub_jobs {
+                    metrics::gauge!("deskfleet_sub_jobs", "state" => status.as_str()).set(n as f64);
+                }
+                *counted = Some(Instant::now());
+            }
+            // The rest of the registry is still worth serving; the job gauges keep their
+            // last values, and the log says why they are stale.
+            Err(e) => tracing::warn!(error = %e, "cannot count jobs for /metrics"),
+        }
+    }
+}
+
 /// `GET /metrics`: the Prometheus text format. Open unless `metrics.bearer_token_file` is
 /// set; then only `Authorization: Bearer <token>` is answered (401 JSON error otherwise).
 /// The job gauges are counted from the store now, so every replica on one PostgreSQL
@@ -204,19 +233,7 @@ async fn metrics_endpoint(State(state): State<AppState>, headers: HeaderMap) -> 
             return response;
         }
     }
-    match state.store.count_by_state().await {
-        Ok(counts) => {
-            for (status, n) in counts.jobs {
-                metrics::gauge!("deskfleet_jobs", "state" => status.as_str()).set(n as f64);
-            }
-            for (status, n) in counts.sub_jobs {
-                metrics::gauge!("deskfleet_sub_jobs", "state" => status.as_str()).set(n as f64);
-            }
-        }
-        // The rest of the registry is still worth serving; the job gauges keep their last
-        // values, and the log says why they are stale.
-        Err(e) => tracing::warn!(error = %e, "cannot count jobs for /metrics"),
-    }
+    state.job_gauges.refresh(&state).await;
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, EXPOSITION_CONTENT_TYPE)],

@@ -120,12 +120,25 @@ pub struct SecretsSettings {
     pub key_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSettings {
     /// When set, `GET /metrics` requires `Authorization: Bearer <the file's content>`.
     /// The file is read on every scrape, so the token can be rotated without a restart.
     pub bearer_token_file: Option<PathBuf>,
+    /// The job and sub-job gauges are counted from the store at most this often, however
+    /// often `/metrics` is scraped (it is open by default: scrapes must not load the
+    /// database).
+    pub job_count_interval_ms: u64,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            bearer_token_file: None,
+            job_count_interval_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -93,7 +93,8 @@ const INSTALL: [(&str, &str); 3] = [
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_template_and_jobs_by_state() {
-    let app = TestApp::spawn().await;
+    // Counted at every scrape, so that the second scrape sees the jobs just made.
+    let app = TestApp::spawn_with(|s| s.metrics.job_count_interval_ms = 0).await;
     let desktops = app.import_desktops(3).await;
     let (_, before) = samples(&app, None).await;
 
@@ -204,4 +205,24 @@ fn the_reader_handles_escapes_and_braces_in_label_values() {
     assert_eq!(s[0].1["b"], "q\"u\\o");
     assert_eq!(value(&s, "m", &[("a", "/v2/{p}/x")]), 3.0);
     assert_eq!(value(&s, "n", &[]), 1.5);
+}
+
+#[tokio::test]
+async fn a_flood_of_scrapes_counts_the_jobs_once_per_interval() {
+    // `/metrics` is open by default: scraping it must not be a way to load the database.
+    let app = TestApp::spawn_with(|s| s.metrics.job_count_interval_ms = 60_000).await;
+    for _ in 0..20 {
+        samples(&app, None).await;
+    }
+    let (_, last) = samples(&app, None).await;
+    let counted = value(
+        &last,
+        "deskfleet_store_operation_duration_seconds_count",
+        &[("op", "count_by_state")],
+    );
+    assert_eq!(
+        counted, 1.0,
+        "21 scrapes within the interval counted {counted} times"
+    );
+    assert!(value(&last, "deskfleet_jobs", &[("state", "SUCCESS")]) >= 0.0);
 }
