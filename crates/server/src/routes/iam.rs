@@ -33,6 +33,12 @@ pub fn authenticated_routes() -> Router<AppState> {
 #[derive(Debug)]
 pub struct KeystoneError(StatusCode, String);
 
+/// Password checks (argon2) that may run at once, in this process: each takes 19 MiB and
+/// tens of milliseconds of a core, and anyone may ask for one.
+static PASSWORD_CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+/// How long a login waits for its turn before it is answered 503.
+const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl KeystoneError {
     fn bad_request(message: impl Into<String>) -> Self {
         Self(StatusCode::BAD_REQUEST, message.into())
@@ -168,6 +174,17 @@ async fn create_token(
         ));
     }
     let hash = user.password_hash.clone();
+    // Checking a password costs argon2's memory (19 MiB) and tens of milliseconds of a
+    // core, and anyone may ask: only a few run at once, the others wait their turn, and a
+    // turn that does not come in time is 503, not a pile of hashes.
+    let Ok(Ok(_turn)) = tokio::time::timeout(PASSWORD_CHECK_WAIT, PASSWORD_CHECKS.acquire()).await
+    else {
+        metrics::counter!("deskfleet_password_checks_refused_total").increment(1);
+        return Err(KeystoneError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many logins are being checked; try again in a few seconds.".into(),
+        ));
+    };
     let ok = tokio::task::spawn_blocking(move || verify_password(&pw.password, &hash))
         .await
         .map_err(|e| KeystoneError::from(ApiError::internal(&e)))?;
