@@ -231,9 +231,13 @@ impl Sqlite {
             .pragma("temp_store", "memory")
             .statement_cache_capacity(256);
         let shm = shm_path(&common);
+        // No `min_connections`: the pool would reopen a closed writer connection in the
+        // background, and opening one touches the WAL index without the check that
+        // `run_batch` makes first (a SIGBUS when the index is not writable). The writer
+        // reconnects on its next batch instead, after that check.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .min_connections(1)
+            .min_connections(0)
             .acquire_timeout(WRITER_ACQUIRE_TIMEOUT)
             .idle_timeout(None)
             .max_lifetime(None)

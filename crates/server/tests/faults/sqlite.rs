@@ -167,13 +167,7 @@ async fn sqlite_immutable_database_and_wal_refuse_writes_then_recover() {
 
 /// With the WAL index (`-shm`) immutable too, SQLite would take a SIGBUS touching its
 /// memory map; the store refuses reads and writes instead, and the process lives.
-///
-/// Not part of the default run: the `access(2)` check before each transaction narrows the
-/// SIGBUS window but does not close it, and under the whole suite's load the server was
-/// seen to die of SIGBUS here (see "SQLite settings" in docs/operations.md). Run it with
-/// `cargo nextest run -p deskfleet-server --test faults --run-ignored all`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known residual SIGBUS race with an immutable -shm under load; see docs/operations.md"]
 async fn sqlite_immutable_wal_index_refuses_without_killing_the_server() {
     let name = "sqlite_immutable_wal_index_refuses_without_killing_the_server";
     if !is_root() {
