@@ -8,7 +8,6 @@ use anyhow::Context;
 use deskfleet_core::model::Role;
 use deskfleet_core::store::StoreError;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Bootstrap {
@@ -69,24 +68,10 @@ pub async fn bootstrap_if_empty(state: &AppState) -> anyhow::Result<Option<Boots
         access_key,
         secret_key,
     };
-    write_private(
+    crate::auth::files::write_private(
         &state.settings.data_dir.join("bootstrap.json"),
         &serde_json::to_vec_pretty(&created)?,
     )?;
     tracing::info!(project_id = %created.project_id, user = %created.user_name, "bootstrapped an empty store");
     Ok(Some(created))
-}
-
-/// Writes a file only its owner can read.
-pub(crate) fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(contents)?;
-    Ok(())
 }

@@ -78,14 +78,10 @@ impl Workers {
     }
 }
 
-pub fn spawn_workers(state: AppState, shutdown: CancellationToken) -> Workers {
-    let workers: Vec<Box<dyn Worker>> = vec![
-        Box::new(TimeoutSweeper::new(state.clone())),
-        Box::new(crate::auth::revocation::RevocationWatcher::new(
-            state.clone(),
-        )),
-        Box::new(crate::fleet::Scheduler::new(state)),
-    ];
+/// Runs each of `workers` under [`supervise`] until `shutdown`. The application names
+/// them (the sweeper here, the fleet's scheduler, the revocation watcher), so that the
+/// engine depends on no feature that brings a worker.
+pub fn spawn_workers(workers: Vec<Box<dyn Worker>>, shutdown: CancellationToken) -> Workers {
     let mut set = JoinSet::new();
     for worker in workers {
         set.spawn(supervise(worker, shutdown.clone()));

@@ -194,7 +194,15 @@ impl Application {
     /// Serves until `shutdown` is cancelled; then stops accepting, lets in-flight requests
     /// finish, and stops the workers. With TLS on, SIGHUP re-reads the certificate.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let workers = engine::spawn_workers(self.state.clone(), shutdown.child_token());
+        let state = &self.state;
+        let workers = engine::spawn_workers(
+            vec![
+                Box::new(engine::TimeoutSweeper::new(state.clone())),
+                Box::new(auth::revocation::RevocationWatcher::new(state.clone())),
+                Box::new(fleet::Scheduler::new(state.clone())),
+            ],
+            shutdown.child_token(),
+        );
         let app = routes::router(self.state.clone());
         let endpoint = self.endpoint();
         tracing::info!(%endpoint, backend = self.state.store.backend(), "serving");

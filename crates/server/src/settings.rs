@@ -353,8 +353,17 @@ impl Settings {
         if let Some(url) = &self.database_url {
             value["database_url"] = serde_json::Value::String(redact_url(url));
         }
-        value["secrets"]["key_file"] = serde_json::json!(crate::auth::keyring::key_file(self));
+        value["secrets"]["key_file"] = serde_json::json!(self.secrets_key_file());
         value
+    }
+
+    /// The key-encryption key file in force: `secrets.key_file`, or `secrets.key` in the
+    /// data directory.
+    pub fn secrets_key_file(&self) -> PathBuf {
+        self.secrets
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("secrets.key"))
     }
 
     /// The database URL in force: the configured one, or SQLite in the data directory.

@@ -102,7 +102,7 @@ fn own_ca(dir: &Path) -> anyhow::Result<OwnCa> {
             .with_context(|| format!("reading the CA key {}", key_path.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = KeyPair::generate().context("generating the CA key")?;
-            crate::bootstrap::write_private(&key_path, key.serialize_pem().as_bytes())?;
+            crate::auth::files::write_private(&key_path, key.serialize_pem().as_bytes())?;
             // A new key makes any old CA certificate useless.
             let _ = std::fs::remove_file(&cert_path);
             key
@@ -119,7 +119,7 @@ fn own_ca(dir: &Path) -> anyhow::Result<OwnCa> {
                 .self_signed(&key)
                 .context("signing the CA certificate")?
                 .pem();
-            crate::bootstrap::write_private(&cert_path, pem.as_bytes())?;
+            crate::auth::files::write_private(&cert_path, pem.as_bytes())?;
             tracing::info!(path = %cert_path.display(), "created a private certificate authority");
             pem
         }
@@ -210,8 +210,8 @@ fn issue_leaf(ca: &OwnCa, names: &[String], dir: &Path) -> anyhow::Result<()> {
         .signed_by(&key, &ca.issuer)
         .context("issuing the server certificate")?;
     // Key first: a chain on disk never names a key that is not there yet.
-    crate::bootstrap::write_private(&dir.join(KEY_FILE), key.serialize_pem().as_bytes())?;
-    crate::bootstrap::write_private(
+    crate::auth::files::write_private(&dir.join(KEY_FILE), key.serialize_pem().as_bytes())?;
+    crate::auth::files::write_private(
         &dir.join(CERT_FILE),
         format!("{}{}", leaf.pem(), ca.pem).as_bytes(),
     )?;

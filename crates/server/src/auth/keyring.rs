@@ -26,7 +26,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The key file's name in the data directory when `secrets.key_file` is not set.
-pub const KEY_FILE: &str = "secrets.key";
 /// The prefix of a sealed secret of this version.
 const V1: &str = "v1:";
 const KEY_LEN: usize = 32;
@@ -118,15 +117,6 @@ impl Keyring {
     }
 }
 
-/// The key file in force: `secrets.key_file`, or `secrets.key` in the data directory.
-pub fn key_file(settings: &Settings) -> PathBuf {
-    settings
-        .secrets
-        .key_file
-        .clone()
-        .unwrap_or_else(|| settings.data_dir.join(KEY_FILE))
-}
-
 fn read_key(path: &Path) -> anyhow::Result<[u8; KEY_LEN]> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("reading the secrets key file {}", path.display()))?;
@@ -158,7 +148,7 @@ fn create_key(path: &Path) -> anyhow::Result<[u8; KEY_LEN]> {
 /// secret exists yet), checks that every sealed secret key opens with it, and seals the
 /// secret keys still stored in clear. Safe to run from several processes at once.
 pub async fn open_keyring(settings: &Settings, store: &dyn Store) -> anyhow::Result<Keyring> {
-    let path = key_file(settings);
+    let path = settings.secrets_key_file();
     let keys = store
         .list_access_keys()
         .await

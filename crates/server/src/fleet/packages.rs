@@ -37,7 +37,7 @@ pub fn load_or_create_signing_key(dir: &Path) -> anyhow::Result<SigningKey> {
         SigningKey::from_bytes(&read_hex_key(&path)?)
     } else {
         let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-        crate::bootstrap::write_private(
+        crate::auth::files::write_private(
             &path,
             format!("{}\n", hex::encode(key.to_bytes())).as_bytes(),
         )?;
