@@ -139,13 +139,15 @@ pub async fn authenticate(
                 .to_str()
                 .map_err(|_| malformed_authorization())?
                 .to_string();
-            state
+            let (parsed, credential) = state
                 .precheck_signature(&authorization, &parts.headers)
                 .await?;
             let body = state.read_request_body(body, &parts.headers, false).await?;
             let principal = state
-                .authenticate_signature(
+                .verify_signature(
                     &authorization,
+                    parsed,
+                    credential,
                     &parts.method,
                     &parts.uri,
                     &parts.headers,
@@ -254,12 +256,13 @@ impl AppState {
     }
 
     /// What can be checked of a signed request before its body is read: a well-formed
-    /// header, a known access key, a fresh `X-Sdk-Date`.
-    async fn precheck_signature(
+    /// header, a known, unlocked access key, a fresh `X-Sdk-Date`. Returns the parsed
+    /// header and the key's credential, for [`Self::verify_signature`] once the body is in.
+    async fn precheck_signature<'a>(
         &self,
-        authorization: &str,
+        authorization: &'a str,
         headers: &HeaderMap,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(sign::Authorization<'a>, CachedCredential), ApiError> {
         let parsed = parse_signature_header(authorization)?;
         let credential = self.access_key_credential(parsed.access_key).await?;
         let now = self.clock.now();
@@ -267,7 +270,8 @@ impl AppState {
             count_failure("locked");
             return Err(ak_locked(secs_until(until, now)));
         }
-        self.check_sdk_date(headers)
+        self.check_sdk_date(headers)?;
+        Ok((parsed, credential))
     }
 
     fn check_sdk_date(&self, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -436,28 +440,27 @@ impl AppState {
         Ok(credential)
     }
 
-    async fn authenticate_signature(
+    /// Verifies the signature over the body, for a request that passed
+    /// [`Self::precheck_signature`] with `parsed` and `credential`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the request's parts and what the precheck found; a struct would only rename them"
+    )]
+    async fn verify_signature(
         &self,
         authorization: &str,
+        parsed: sign::Authorization<'_>,
+        credential: CachedCredential,
         method: &http::Method,
         uri: &http::Uri,
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Principal, ApiError> {
-        let parsed = parse_signature_header(authorization)?;
         let access_key = parsed.access_key.to_string();
-        let credential = self.access_key_credential(&access_key).await?;
-        let now = self.clock.now();
-        if let Some(until) = credential.failures.locked_at(now) {
-            count_failure("locked");
-            return Err(ak_locked(secs_until(until, now)));
-        }
         let principal = credential.principal;
         let secret = credential
             .secret
             .ok_or_else(|| ApiError::internal(&"an access key was cached without its secret"))?;
-
-        self.check_sdk_date(headers)?;
 
         // The signature covers the body's hash; hashing megabytes belongs off the runtime.
         // Small bodies are checked in place; a large body's hash is computed off the async
