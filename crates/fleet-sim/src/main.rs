@@ -304,6 +304,11 @@ async fn session(
         if let Some(id) = reply.agent_identification {
             *uid = id.new_instance_uid;
         }
+        let offered_credential = reply
+            .connection_settings
+            .as_ref()
+            .and_then(|c| c.offered_bearer())
+            .map(str::to_string);
         let offered = reply.connection_settings.and_then(|c| c.opamp);
         if let Some(secs) = offered
             .as_ref()
@@ -314,13 +319,8 @@ async fn session(
             every = Duration::from_secs(secs);
             heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         }
-        if let Some(settings) = offered.and_then(|o| o.headers)
-            && let Some(h) = settings
-                .headers
-                .iter()
-                .find(|h| h.key.eq_ignore_ascii_case("authorization"))
-        {
-            *credential = h.value.strip_prefix("Bearer ").map(str::to_string);
+        if let Some(offered_credential) = offered_credential {
+            *credential = Some(offered_credential);
             shared.counters.enrolled.fetch_add(1, Ordering::Relaxed);
         }
         let Some(available) = reply.packages_available else {

@@ -440,12 +440,8 @@ pub fn interpret(msg: &ServerToAgent, server: &Url) -> Directives {
         && let Some(opamp) = &offers.opamp
     {
         directives.connection_settings_hash = Some(offers.hash.clone());
-        directives.credential = opamp
-            .headers
-            .iter()
-            .flat_map(|h| &h.headers)
-            .filter(|h| h.key.eq_ignore_ascii_case("authorization"))
-            .find_map(|h| bearer_token(&h.value))
+        directives.credential = offers
+            .offered_bearer()
             .map(|token| SecretString::from(token.to_owned()));
         if opamp.heartbeat_interval_seconds > 0 {
             directives.heartbeat = Some(Duration::from_secs(opamp.heartbeat_interval_seconds));
@@ -474,13 +470,6 @@ pub fn interpret(msg: &ServerToAgent, server: &Url) -> Directives {
         directives.packages = Some(offered);
     }
     directives
-}
-
-/// `Bearer <token>` (scheme case-insensitive) to the token.
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The status reported for a package this guest does not install.

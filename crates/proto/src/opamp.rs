@@ -434,6 +434,27 @@ pub struct AgentConfigFile {
 // Connection settings
 // ---------------------------------------------------------------------------------------
 
+/// `Bearer <token>` (the scheme without regard to case, as HTTP has it) to the token.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+impl ConnectionSettingsOffers {
+    /// The bearer credential the offer's OpAMP `Authorization` header carries: how a
+    /// server hands an enrolled agent its own credential.
+    pub fn offered_bearer(&self) -> Option<&str> {
+        self.opamp
+            .as_ref()?
+            .headers
+            .iter()
+            .flat_map(|h| &h.headers)
+            .filter(|h| h.key.eq_ignore_ascii_case("authorization"))
+            .find_map(|h| bearer_token(&h.value))
+    }
+}
+
 /// The server's offer of new connection settings, per destination class. An unset
 /// field means "keep what you have".
 #[derive(Clone, PartialEq, prost::Message)]

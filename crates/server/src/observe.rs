@@ -247,10 +247,7 @@ fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        })
+        .and_then(deskfleet_proto::opamp::bearer_token)
     else {
         return false;
     };

@@ -29,10 +29,9 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
         .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-        .filter(|s| !s.is_empty() && s.len() <= MAX_BEARER_LEN)
+        .ok()
+        .and_then(deskfleet_proto::opamp::bearer_token)
+        .filter(|s| s.len() <= MAX_BEARER_LEN)
 }
 
 /// Authenticates a fleet request from its headers: a desktop credential or an unexpired,

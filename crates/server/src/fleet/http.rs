@@ -220,7 +220,11 @@ async fn serve(
     }
     if !disconnect {
         // A new credential or uid changes the key the agent should poll with next.
-        let next = match reply.connection_settings.as_ref().and_then(offered_bearer) {
+        let next = match reply
+            .connection_settings
+            .as_ref()
+            .and_then(|o| o.offered_bearer().map(str::to_string))
+        {
             Some(credential) => (sha256_hex(&credential), reply_uid(&reply, &key.1)),
             None => (key.0.clone(), reply_uid(&reply, &key.1)),
         };
@@ -243,18 +247,4 @@ fn reply_uid(reply: &op::ServerToAgent, current: &[u8]) -> Vec<u8> {
         .as_ref()
         .map(|a| a.new_instance_uid.clone())
         .unwrap_or_else(|| current.to_vec())
-}
-
-fn offered_bearer(offers: &op::ConnectionSettingsOffers) -> Option<String> {
-    offers
-        .opamp
-        .as_ref()?
-        .headers
-        .as_ref()?
-        .headers
-        .iter()
-        .find(|h| h.key.eq_ignore_ascii_case("authorization"))?
-        .value
-        .strip_prefix("Bearer ")
-        .map(str::to_string)
 }

@@ -66,15 +66,7 @@ pub(crate) fn offered_credential(reply: &ServerToAgent) -> Option<String> {
     reply
         .connection_settings
         .as_ref()?
-        .opamp
-        .as_ref()?
-        .headers
-        .as_ref()?
-        .headers
-        .iter()
-        .find(|h| h.key.eq_ignore_ascii_case("authorization"))?
-        .value
-        .strip_prefix("Bearer ")
+        .offered_bearer()
         .map(str::to_string)
 }
 
