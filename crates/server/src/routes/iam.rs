@@ -141,7 +141,8 @@ async fn create_token(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Response, KeystoneError> {
-    let body = read_body(request.into_body(), state.settings.max_body_bytes).await?;
+    // The one body an unauthenticated caller may send: a password request, small.
+    let body = read_body(request.into_body(), super::PUBLIC_BODY_BYTES).await?;
     let req: k::TokenRequest = serde_json::from_slice(&body)
         .map_err(|e| KeystoneError::bad_request(format!("The request body is invalid: {e}")))?;
     let auth = req.auth;

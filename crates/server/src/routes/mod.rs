@@ -20,8 +20,9 @@ use deskfleet_proto::error::ErrorCode;
 use std::time::Duration;
 use tracing::Instrument;
 
-/// Largest body accepted on the unauthenticated routes (`POST /v3/auth/tokens`).
-const PUBLIC_BODY_BYTES: usize = 64 * 1024;
+/// Largest body accepted on the unauthenticated routes (`POST /v3/auth/tokens`, which
+/// reads its body itself with this limit).
+pub(crate) const PUBLIC_BODY_BYTES: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
     crate::observe::prometheus();
@@ -32,12 +33,10 @@ pub fn router(state: AppState) -> Router {
         .merge(monitor::routes())
         .merge(iam::authenticated_routes())
         .route_layer(from_fn_with_state(state.clone(), authenticate));
-    // The one body an unauthenticated caller may send is a password request: small.
-    let public = iam::public_routes().layer(DefaultBodyLimit::max(PUBLIC_BODY_BYTES));
     let body_deadline = Duration::from_millis(state.settings.http.body_read_timeout_ms);
     Router::new()
         .merge(v2)
-        .merge(public)
+        .merge(iam::public_routes())
         .merge(health::routes())
         .merge(crate::fleet::routes())
         .merge(crate::observe::routes())

@@ -96,6 +96,21 @@ async fn requests_that_are_not_http_get_the_json_error_body() {
         assert_eq!(answer.header("x-request-id"), Some(id));
     }
 
+    // The unauthenticated password request is small: a large body is refused, not parsed.
+    let big = "a".repeat(200_000);
+    let mut raw = Raw::connect(&server).await.unwrap();
+    let answer = raw
+        .send(
+            format!(
+                "POST /v3/auth/tokens HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{big}",
+                big.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("an answer");
+    assert_eq!(answer.status, 413, "{}", answer.text());
+
     // A body declared larger than the limit is refused before a byte of it is read.
     let mut raw = Raw::connect(&server).await.unwrap();
     let answer = raw
