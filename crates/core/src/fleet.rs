@@ -76,6 +76,9 @@ pub struct PackageMeta {
     /// Hex ed25519 signature of the 32-byte SHA-256 digest.
     pub signature: String,
     pub created_at: Millis,
+    /// When the version was withdrawn: it is no longer offered for installs or upgrades,
+    /// but still served, so that a desktop can roll back to it.
+    pub withdrawn_at: Option<Millis>,
 }
 
 /// One report about a sub-job, applied with others in one transaction.

@@ -338,6 +338,23 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_package(&self, name: &str, platform: &str) -> StoreResult<Option<PackageMeta>>;
     /// A package with its archive.
     async fn get_package(&self, id: &str) -> StoreResult<Option<(PackageMeta, Vec<u8>)>>;
+    /// One version of a package for a platform, withdrawn or not.
+    async fn find_package_version(
+        &self,
+        name: &str,
+        version: &str,
+        platform: &str,
+    ) -> StoreResult<Option<PackageMeta>>;
+    /// Every published version of a package, by platform, newest first.
+    async fn list_packages(&self, name: &str) -> StoreResult<Vec<PackageMeta>>;
+    /// Withdraws (`Some(at)`) or restores (`None`) a version on every platform; returns how
+    /// many packages changed (0: no such version).
+    async fn set_package_withdrawn(
+        &self,
+        name: &str,
+        version: &str,
+        at: Option<Millis>,
+    ) -> StoreResult<u64>;
     /// Desktops that have a WAITING sub-job that is not a follower, at most `limit`, the
     /// most urgent (earliest delivery deadline) first.
     async fn desktops_with_waiting_work(&self, limit: u32) -> StoreResult<Vec<DesktopId>>;

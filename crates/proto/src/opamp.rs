@@ -46,6 +46,15 @@ pub const RECOMMENDED_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Heartbeat (and HTTP polling) interval when the server offers none.
 pub const DEFAULT_HEARTBEAT_INTERVAL_SECS: u64 = 30;
 
+/// `all_packages_hash` of a `PackagesAvailable` that offers no package at all: the SHA-256
+/// of the empty string. The server sends it to have the monitoring agent uninstalled; the
+/// guest echoes it in `PackageStatuses.server_provided_all_packages_hash` once the agent is
+/// gone (`docs/fleet-protocol.md`).
+pub const EMPTY_PACKAGES_HASH: [u8; 32] = [
+    227, 176, 196, 66, 152, 252, 28, 20, 154, 251, 244, 200, 153, 111, 185, 36, 39, 174, 65, 228,
+    100, 155, 147, 76, 164, 149, 153, 27, 120, 82, 184, 85,
+];
+
 // ---------------------------------------------------------------------------------------
 // Top-level messages
 // ---------------------------------------------------------------------------------------
@@ -948,6 +957,12 @@ fn split_varint(data: &[u8]) -> Option<(u64, &[u8])> {
 mod tests {
     use super::*;
     use prost::Message;
+
+    #[test]
+    fn the_empty_packages_hash_is_the_sha256_of_nothing() {
+        use sha2::Digest;
+        assert_eq!(sha2::Sha256::digest(b"").as_slice(), &EMPTY_PACKAGES_HASH);
+    }
 
     fn uid(fill: u8) -> Vec<u8> {
         vec![fill; INSTANCE_UID_LEN]

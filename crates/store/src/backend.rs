@@ -661,4 +661,30 @@ impl<B: Backend> Store for DbStore<B> {
     async fn get_package(&self, id: &str) -> StoreResult<Option<(PackageMeta, Vec<u8>)>> {
         read!(self, get_package(id))
     }
+
+    async fn find_package_version(
+        &self,
+        name: &str,
+        version: &str,
+        platform: &str,
+    ) -> StoreResult<Option<PackageMeta>> {
+        read!(self, find_package_version(name, version, platform))
+    }
+
+    async fn list_packages(&self, name: &str) -> StoreResult<Vec<PackageMeta>> {
+        read!(self, list_packages(name))
+    }
+
+    async fn set_package_withdrawn(
+        &self,
+        name: &str,
+        version: &str,
+        at: Option<Millis>,
+    ) -> StoreResult<u64> {
+        write!(
+            self,
+            { name = name.to_owned(), version = version.to_owned() },
+            set_package_withdrawn(&name, &version, at)
+        )
+    }
 }

@@ -31,7 +31,7 @@ pub(crate) const IDENTITY_COLUMNS: &str = "d.instance_uid AS instance_uid, d.hos
 
 /// Columns of [`package`], from `packages` (never the archive).
 pub(crate) const PACKAGE_COLUMNS: &str =
-    "id, name, version, platform, size, sha256, signature, created_at";
+    "id, name, version, platform, size, sha256, signature, created_at, withdrawn_at";
 
 /// Columns of [`job`].
 pub(crate) const JOB_COLUMNS: &str = "id, project_id, job_type, status, created_at, begin_time, \
@@ -227,6 +227,7 @@ pub(crate) fn package<R: DbRow>(row: &R) -> StoreResult<PackageMeta> {
         sha256: row.text("sha256")?,
         signature: row.text("signature")?,
         created_at: row.int("created_at")?,
+        withdrawn_at: row.opt_int("withdrawn_at")?,
     })
 }
 

@@ -2293,10 +2293,49 @@ pub(crate) async fn latest_package<C: Conn>(
 ) -> StoreResult<Option<PackageMeta>> {
     let sql = sql!(C::DIALECT, |_d| format!(
         "SELECT {PACKAGE_COLUMNS} FROM packages WHERE name = $1 AND platform = $2 \
-         ORDER BY created_at DESC, seq DESC LIMIT 1"
+         AND withdrawn_at IS NULL ORDER BY created_at DESC, seq DESC LIMIT 1"
     ));
     let row = c.fetch_optional(sql, args![name, platform]).await?;
     row.as_ref().map(decode::package).transpose()
+}
+
+pub(crate) async fn find_package_version<C: Conn>(
+    c: &mut C,
+    name: &str,
+    version: &str,
+    platform: &str,
+) -> StoreResult<Option<PackageMeta>> {
+    let sql = sql!(C::DIALECT, |_d| format!(
+        "SELECT {PACKAGE_COLUMNS} FROM packages WHERE name = $1 AND version = $2 AND platform = $3"
+    ));
+    let row = c
+        .fetch_optional(sql, args![name, version, platform])
+        .await?;
+    row.as_ref().map(decode::package).transpose()
+}
+
+pub(crate) async fn list_packages<C: Conn>(c: &mut C, name: &str) -> StoreResult<Vec<PackageMeta>> {
+    let sql = sql!(C::DIALECT, |_d| format!(
+        "SELECT {PACKAGE_COLUMNS} FROM packages WHERE name = $1 \
+         ORDER BY platform, created_at DESC, seq DESC"
+    ));
+    let rows = c.fetch_all(sql, args![name]).await?;
+    rows.iter().map(decode::package).collect()
+}
+
+/// Withdraws (`at` set) or restores (`None`) every platform's build of a version; the
+/// number of packages changed.
+pub(crate) async fn set_package_withdrawn<C: Conn>(
+    c: &mut C,
+    name: &str,
+    version: &str,
+    at: Option<Millis>,
+) -> StoreResult<u64> {
+    c.execute(
+        "UPDATE packages SET withdrawn_at = $1 WHERE name = $2 AND version = $3",
+        args![at, name, version],
+    )
+    .await
 }
 
 pub(crate) async fn get_package<C: Conn>(

@@ -25,6 +25,13 @@ pub enum Api {
     ListDesktopsDetail,
     ShowDesktopDetail,
     ShowDesktopMonitor,
+    // Cloud Eye (CES), `docs/ces.md`.
+    BatchCreateAgentInvocations,
+    ListAgentInvocations,
+    ListAgentStatus,
+    ShowMetricData,
+    BatchListMetricData,
+    ListMetrics,
 }
 
 impl Api {
@@ -64,6 +71,22 @@ impl Api {
             Api::ShowDesktopMonitor => {
                 ("ShowDesktopMonitor", "workspace:desktops:get", Access::Read)
             }
+            Api::BatchCreateAgentInvocations => (
+                "BatchCreateAgentInvocations",
+                "ces:agent:createAgentInvocations",
+                Access::Write,
+            ),
+            Api::ListAgentInvocations => (
+                "ListAgentInvocations",
+                "ces:agent:listTaskInvocations",
+                Access::Read,
+            ),
+            Api::ListAgentStatus => ("ListAgentStatus", "ces:agent:listStatuses", Access::Read),
+            Api::ShowMetricData => ("ShowMetricData", "ces:metricData:get", Access::Read),
+            Api::BatchListMetricData => {
+                ("BatchListMetricData", "ces:metricData:list", Access::Read)
+            }
+            Api::ListMetrics => ("ListMetrics", "ces:metrics:list", Access::Read),
         }
     }
 

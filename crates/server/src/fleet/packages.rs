@@ -98,6 +98,7 @@ pub fn sign_archive(
 ) -> PackageMeta {
     let digest = Sha256::digest(archive);
     PackageMeta {
+        withdrawn_at: None,
         id: uuid::Uuid::new_v4().simple().to_string(),
         name: name.to_string(),
         version: version.to_string(),

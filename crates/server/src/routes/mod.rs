@@ -2,6 +2,7 @@
 //! gateway-style fallbacks (404 `APIGW.0101` for unknown paths and methods).
 
 mod agents;
+mod ces;
 mod desktops;
 mod health;
 mod iam;
@@ -31,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::routes())
         .merge(desktops::routes())
         .merge(monitor::routes())
+        .merge(ces::routes())
         .merge(iam::authenticated_routes())
         .route_layer(from_fn_with_state(state.clone(), authenticate));
     let body_deadline = Duration::from_millis(state.settings.http.body_read_timeout_ms);

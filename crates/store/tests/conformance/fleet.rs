@@ -558,6 +558,7 @@ pub async fn metrics_keep_the_latest_per_desktop(ctx: Ctx) {
 
 fn package(id: &str, version: &str, platform: &str, created_at: i64, blob: &[u8]) -> PackageMeta {
     PackageMeta {
+        withdrawn_at: None,
         id: id.to_owned(),
         name: "deskfleet-monitor".to_owned(),
         version: version.to_owned(),
@@ -628,6 +629,79 @@ pub async fn packages_publish_latest_and_get(ctx: Ctx) {
     assert_eq!(
         s.latest_package("deskfleet-monitor", LINUX).await.unwrap(),
         Some(tie)
+    );
+}
+
+pub async fn withdrawn_versions_are_kept_but_not_offered(ctx: Ctx) {
+    let s = &*ctx.store;
+    const LINUX: &str = "linux-x86_64";
+    let old = package("w1", "1.0.0", LINUX, T0, b"old");
+    let new = package("w2", "2.0.0", LINUX, T0 + 10, b"new");
+    let new_arm = package("w3", "2.0.0", "linux-aarch64", T0 + 10, b"arm");
+    for (p, blob) in [(&old, b"old"), (&new, b"new"), (&new_arm, b"arm")] {
+        s.publish_package(p, blob).await.unwrap();
+    }
+    assert_eq!(
+        s.set_package_withdrawn("deskfleet-monitor", "2.0.0", Some(T0 + 20))
+            .await
+            .unwrap(),
+        2,
+        "every platform's build of the version"
+    );
+    assert_eq!(
+        s.latest_package("deskfleet-monitor", LINUX).await.unwrap(),
+        Some(old.clone()),
+        "a withdrawn version is no longer the newest"
+    );
+    assert_eq!(
+        s.latest_package("deskfleet-monitor", "linux-aarch64")
+            .await
+            .unwrap(),
+        None
+    );
+    let found = s
+        .find_package_version("deskfleet-monitor", "2.0.0", LINUX)
+        .await
+        .unwrap()
+        .expect("a withdrawn version is still found");
+    assert_eq!(found.withdrawn_at, Some(T0 + 20));
+    assert!(s.get_package("w2").await.unwrap().is_some(), "and served");
+    assert_eq!(
+        s.find_package_version("deskfleet-monitor", "9.9.9", LINUX)
+            .await
+            .unwrap(),
+        None
+    );
+    let listed: Vec<_> = s
+        .list_packages("deskfleet-monitor")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.platform, p.version, p.withdrawn_at.is_some()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("linux-aarch64".to_owned(), "2.0.0".to_owned(), true),
+            (LINUX.to_owned(), "2.0.0".to_owned(), true),
+            (LINUX.to_owned(), "1.0.0".to_owned(), false),
+        ]
+    );
+    assert_eq!(
+        s.set_package_withdrawn("deskfleet-monitor", "2.0.0", None)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        s.latest_package("deskfleet-monitor", LINUX).await.unwrap(),
+        Some(new)
+    );
+    assert_eq!(
+        s.set_package_withdrawn("deskfleet-monitor", "7.0.0", Some(T0))
+            .await
+            .unwrap(),
+        0
     );
 }
 

@@ -89,6 +89,7 @@ conformance! {
     fleet::facts_and_agent_state,
     fleet::metrics_keep_the_latest_per_desktop,
     fleet::packages_publish_latest_and_get,
+    fleet::withdrawn_versions_are_kept_but_not_offered,
     fleet::waiting_work_lists_waiting_leaders_only,
     fleet::running_sub_job_is_the_running_leader,
     health::probe_reads_and_writes,
