@@ -16,4 +16,5 @@ pub mod fleet;
 pub mod ids;
 pub mod job;
 pub mod model;
+pub mod presence;
 pub mod store;

@@ -178,6 +178,8 @@ pub struct Desktop {
     pub tags: Vec<Tag>,
     pub created_at: Millis,
     pub agent: Option<AgentState>,
+    /// Its guest's connection; see [`crate::presence`].
+    pub connection: crate::presence::Connection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,6 +243,10 @@ pub struct DesktopFilter {
     pub ip_address: Option<String>,
     pub status: Option<String>,
     pub enterprise_project_id: Option<String>,
+    /// With `Some(t)`, `status` matches the run state as the desktop's connection tells
+    /// it (see [`crate::presence`]): a desktop that connected once and was not seen since
+    /// `t` (or is disconnected) is `SHUTOFF`. With `None`, the stored status.
+    pub seen_after: Option<Millis>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -368,4 +368,24 @@ pub trait Store: Send + Sync + 'static {
     /// Jobs and sub-jobs by status, over every project. It counts whole tables, so it is
     /// meant for a scrape every few seconds, not for every request.
     async fn count_by_state(&self) -> StoreResult<StateCounts>;
+
+    // ---- connection state (see [`crate::presence`]) ----
+
+    /// A connection now holds the desktop, since `at` (its guest is seen at `at` too).
+    /// `NotFound` if the desktop does not exist.
+    async fn record_connected(&self, desktop: &DesktopId, at: Millis) -> StoreResult<()>;
+    /// The connection established at `connected_at` ended at `at`; the guest was last
+    /// seen at `last_seen`. Changes nothing (false) if another connection holds the
+    /// desktop since (a reconnect that overtook this goodbye) or it does not exist.
+    async fn record_disconnected(
+        &self,
+        desktop: &DesktopId,
+        connected_at: Millis,
+        at: Millis,
+        last_seen: Millis,
+    ) -> StoreResult<bool>;
+    /// Moves the last-seen time of many desktops forward in one statement (never back;
+    /// the latest of several entries for one desktop wins). Unknown desktops are skipped.
+    /// Returns how many desktops changed.
+    async fn record_last_seen(&self, seen: &[(DesktopId, Millis)]) -> StoreResult<u64>;
 }

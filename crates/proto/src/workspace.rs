@@ -104,6 +104,9 @@ pub struct AgentsCondition {
     pub enterprise_project_id: String,
     pub process: Option<i32>,
     pub agent_info: Vec<AgentInfo>,
+    /// deskfleet extension: the guest's connection.
+    #[serde(default)]
+    pub connection: Option<ConnectionInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +136,13 @@ pub struct SimpleDesktopInfo {
     pub project_id: String,
     pub desktop_type: String,
     pub tags: Vec<Tag>,
+    /// `REGISTERED` while the desktop's guest is online, else `UNREGISTER` (the values of
+    /// `login_status`).
+    #[serde(default)]
+    pub connect_status: String,
+    /// deskfleet extension: the guest's connection.
+    #[serde(default)]
+    pub connection: Option<ConnectionInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +170,21 @@ pub struct DesktopDetailInfo {
     pub login_status: String,
     pub process: Option<i32>,
     pub agent_version: Option<String>,
+    /// deskfleet extension: the guest's connection.
+    #[serde(default)]
+    pub connection: Option<ConnectionInfo>,
+}
+
+/// deskfleet extension on the desktop and agent lists: the desktop's guest connection,
+/// as its heartbeats and disconnects tell it (see `docs/api.md`, "Online status").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionInfo {
+    /// `online`, `offline` or `never` (its guest never connected).
+    pub state: String,
+    /// When it came online (`online`) or went offline (`offline`); null for `never`.
+    pub since: Option<String>,
+    /// When a message of its guest last arrived; null if never.
+    pub last_seen_at: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -200,6 +200,7 @@ impl Application {
                 Box::new(engine::TimeoutSweeper::new(state.clone())),
                 Box::new(auth::revocation::RevocationWatcher::new(state.clone())),
                 Box::new(fleet::Scheduler::new(state.clone())),
+                Box::new(fleet::presence::LastSeenFlusher::new(state.clone())),
             ],
             shutdown.child_token(),
         );
@@ -213,6 +214,11 @@ impl Application {
         let limits = serve::Limits::from_settings(&self.state.settings.http);
         serve::serve(self.listener, acceptor, app, limits, shutdown.clone()).await;
         self.state.fleet.close_sessions().await;
+        // The goodbyes are written; what was noted of the guests since the last flush
+        // goes too, so that a clean restart loses no last-seen time.
+        if let Err(e) = self.state.fleet.last_seen.flush(&self.state).await {
+            tracing::warn!(error = %e, "last-seen times could not be written at shutdown");
+        }
         shutdown.cancel();
         workers.join().await;
         tracing::info!("stopped");

@@ -323,7 +323,16 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
             print_json(
                 &desktops
                     .into_iter()
-                    .map(wire::simple_desktop)
+                    .map(|d| {
+                        // Just imported: never connected, whatever the window.
+                        let fresh = deskfleet_core::presence::Freshness {
+                            now,
+                            window_ms: deskfleet_core::presence::window_ms(
+                                settings.fleet.heartbeat_secs,
+                            ),
+                        };
+                        wire::simple_desktop(d, fresh)
+                    })
                     .collect::<Vec<_>>(),
             )
         }

@@ -200,6 +200,9 @@ pub struct FleetSettings {
     pub enrollment_token_ttl_hours: u64,
     /// Base URL guests download packages from; by default the `Host` they connected to.
     pub public_url: Option<String>,
+    /// How often the guests' last-seen times are written (in one statement for all of
+    /// them); never more than half a heartbeat interval.
+    pub last_seen_flush_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -222,6 +225,7 @@ impl Default for FleetSettings {
             metrics_min_interval_ms: 5_000,
             enrollment_token_ttl_hours: 30 * 24,
             public_url: None,
+            last_seen_flush_ms: 2_000,
         }
     }
 }

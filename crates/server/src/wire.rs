@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use deskfleet_core::clock::Millis;
 use deskfleet_core::model::{AgentCondition, Desktop, Job, SubJob};
+use deskfleet_core::presence::{Freshness, Presence};
 use deskfleet_proto::workspace as w;
 use std::collections::BTreeMap;
 
@@ -71,13 +72,50 @@ fn tags(d: &Desktop) -> Vec<w::Tag> {
         .collect()
 }
 
-pub fn simple_desktop(d: Desktop) -> w::SimpleDesktopInfo {
+/// The run state as the guest's connection tells it: a desktop whose guest connected
+/// once and is offline now is `SHUTOFF` (deskfleet sees a desktop only through its guest);
+/// otherwise the stored state.
+fn run_status(status: String, presence: Presence) -> String {
+    match presence {
+        Presence::Offline { .. } => "SHUTOFF".into(),
+        Presence::Online { .. } | Presence::Never => status,
+    }
+}
+
+/// `login_status` / `connect_status`: `REGISTERED` while the guest is online, else
+/// `UNREGISTER`. `CONNECTED` and `DISCONNECTED` describe end-user sessions, which
+/// deskfleet does not broker; they are never sent.
+fn login_status(presence: Presence) -> &'static str {
+    if presence.is_online() {
+        "REGISTERED"
+    } else {
+        "UNREGISTER"
+    }
+}
+
+/// The `connection` extension object.
+pub fn connection(presence: Presence) -> w::ConnectionInfo {
+    let since = match presence {
+        Presence::Online { since, .. } | Presence::Offline { since, .. } => Some(since),
+        Presence::Never => None,
+    };
+    w::ConnectionInfo {
+        state: presence.as_str().into(),
+        since: since.map(api_time),
+        last_seen_at: presence.last_seen().map(api_time),
+    }
+}
+
+pub fn simple_desktop(d: Desktop, fresh: Freshness) -> w::SimpleDesktopInfo {
+    let presence = fresh.presence(&d.connection);
     w::SimpleDesktopInfo {
+        connect_status: login_status(presence).into(),
+        connection: Some(connection(presence)),
         tags: tags(&d),
         desktop_id: d.id.into_string(),
         os_host_name: Some(d.computer_name.clone()),
         computer_name: d.computer_name,
-        status: d.status,
+        status: run_status(d.status, presence),
         task_status: String::new(),
         ip_address: d.ip_address,
         created: api_time(d.created_at),
@@ -88,8 +126,9 @@ pub fn simple_desktop(d: Desktop) -> w::SimpleDesktopInfo {
 }
 
 /// A desktop in detail, with its in-flight install (if any) as `task_status`/`process`.
-pub fn desktop_detail(c: AgentCondition) -> w::DesktopDetailInfo {
+pub fn desktop_detail(c: AgentCondition, fresh: Freshness) -> w::DesktopDetailInfo {
     let d = c.desktop;
+    let presence = fresh.presence(&d.connection);
     let mut metadata = BTreeMap::new();
     metadata.insert("os_type".to_string(), d.os_type.clone());
     let task_status = c.in_flight.map(|s| s.to_string()).unwrap_or_default();
@@ -97,16 +136,12 @@ pub fn desktop_detail(c: AgentCondition) -> w::DesktopDetailInfo {
     w::DesktopDetailInfo {
         tags: tags(&d),
         agent_version: d.agent.as_ref().map(|a| a.version.clone()),
-        login_status: if d.agent.is_some() {
-            "REGISTERED"
-        } else {
-            "UNREGISTER"
-        }
-        .into(),
+        login_status: login_status(presence).into(),
+        connection: Some(connection(presence)),
         desktop_id: d.id.into_string(),
         os_host_name: Some(d.computer_name.clone()),
         computer_name: d.computer_name,
-        status: d.status,
+        status: run_status(d.status, presence),
         task_status,
         ipv4: Some(d.ip_address.clone()),
         ip_addresses: vec![d.ip_address],
@@ -119,8 +154,9 @@ pub fn desktop_detail(c: AgentCondition) -> w::DesktopDetailInfo {
     }
 }
 
-pub fn agents_condition(c: AgentCondition) -> w::AgentsCondition {
+pub fn agents_condition(c: AgentCondition, fresh: Freshness) -> w::AgentsCondition {
     let d = c.desktop;
+    let presence = fresh.presence(&d.connection);
     let agent_info = vec![match &d.agent {
         Some(a) => w::AgentInfo {
             agent_name: w::AGENT_NAME.into(),
@@ -137,12 +173,13 @@ pub fn agents_condition(c: AgentCondition) -> w::AgentsCondition {
         desktop_id: d.id.into_string(),
         desktop_name: d.computer_name,
         desktop_pool_id: None,
-        status: d.status,
+        status: run_status(d.status, presence),
         task_status: c.in_flight.map(|s| s.to_string()).unwrap_or_default(),
         ip_address: d.ip_address,
         enterprise_project_id: d.enterprise_project_id,
         process: c.process,
         agent_info,
+        connection: Some(connection(presence)),
     }
 }
 

@@ -687,4 +687,31 @@ impl<B: Backend> Store for DbStore<B> {
             set_package_withdrawn(&name, &version, at)
         )
     }
+
+    // ---- connection state ----
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, desktop = %desktop))]
+    async fn record_connected(&self, desktop: &DesktopId, at: Millis) -> StoreResult<()> {
+        write!(self, { desktop = desktop.clone() }, record_connected(&desktop, at))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, desktop = %desktop))]
+    async fn record_disconnected(
+        &self,
+        desktop: &DesktopId,
+        connected_at: Millis,
+        at: Millis,
+        last_seen: Millis,
+    ) -> StoreResult<bool> {
+        write!(
+            self,
+            { desktop = desktop.clone() },
+            record_disconnected(&desktop, connected_at, at, last_seen)
+        )
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, desktops = seen.len()))]
+    async fn record_last_seen(&self, seen: &[(DesktopId, Millis)]) -> StoreResult<u64> {
+        write!(self, { seen = seen.to_vec() }, record_last_seen(&seen))
+    }
 }

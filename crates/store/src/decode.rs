@@ -8,6 +8,7 @@ use deskfleet_core::model::{
     AccessKey, AgentState, AuthFailures, Desktop, Domain, Job, Project, Role, SubJob, Tag,
     TokenRecord, User,
 };
+use deskfleet_core::presence::Connection;
 use deskfleet_core::store::{StoreError, StoreResult};
 use std::str::FromStr;
 
@@ -24,7 +25,9 @@ pub(crate) const DESKTOP_COLUMNS: &str = "d.id AS id, d.project_id AS project_id
      d.computer_name AS computer_name, d.ip_address AS ip_address, d.os_type AS os_type, \
      d.status AS status, d.enterprise_project_id AS enterprise_project_id, d.tags AS tags, \
      d.created_at AS created_at, d.agent_version AS agent_version, \
-     d.agent_healthy AS agent_healthy, d.agent_reported_at AS agent_reported_at";
+     d.agent_healthy AS agent_healthy, d.agent_reported_at AS agent_reported_at, \
+     d.connected_at AS connected_at, d.disconnected_at AS disconnected_at, \
+     d.last_seen_at AS last_seen_at";
 
 /// Columns of [`identity`], from a desktop `d`: [`DESKTOP_COLUMNS`] and these.
 pub(crate) const IDENTITY_COLUMNS: &str = "d.instance_uid AS instance_uid, d.hostname AS hostname";
@@ -169,6 +172,11 @@ pub(crate) fn desktop<R: DbRow>(row: &R) -> StoreResult<Desktop> {
         tags,
         created_at: row.int("created_at")?,
         agent,
+        connection: Connection {
+            connected_at: row.opt_int("connected_at")?,
+            disconnected_at: row.opt_int("disconnected_at")?,
+            last_seen_at: row.opt_int("last_seen_at")?,
+        },
     })
 }
 

@@ -169,7 +169,7 @@ fn agent_conditions_sql(d: Dialect) -> String {
           ORDER BY l.end_time DESC, l.seq DESC LIMIT 1) AS last_process \
          FROM desktops d LEFT JOIN sub_jobs f ON f.desktop_id = d.id \
          AND f.status IN ('WAITING', 'RUNNING') AND f.follows IS NULL \
-         WHERE {} ORDER BY d.created_at, d.id LIMIT $8 OFFSET $9",
+         WHERE {} ORDER BY d.created_at, d.id LIMIT $9 OFFSET $10",
         desktop_where(d)
     )
 }
@@ -739,6 +739,7 @@ pub(crate) async fn import_desktops<C: Conn>(
             tags: d.tags.clone(),
             created_at: now,
             agent: None,
+            connection: Default::default(),
         })
         .collect();
     if created.is_empty() {
@@ -785,7 +786,7 @@ pub(crate) async fn get_desktop<C: Conn>(
     row.as_ref().map(decode::desktop).transpose()
 }
 
-/// The bound values of [`DESKTOP_WHERE`], `$1` to `$7`.
+/// The bound values of [`desktop_where`], `$1` to `$8`.
 struct DesktopArgs {
     project: String,
     ids: Option<String>,
@@ -794,6 +795,7 @@ struct DesktopArgs {
     status: Option<String>,
     eps: Option<String>,
     installed: Option<i64>,
+    seen_after: Option<Millis>,
 }
 
 impl DesktopArgs {
@@ -806,6 +808,7 @@ impl DesktopArgs {
             status: f.status.clone(),
             eps: f.enterprise_project_id.clone(),
             installed: installed.map(i64::from),
+            seen_after: f.seen_after,
         }
     }
 
@@ -818,6 +821,7 @@ impl DesktopArgs {
             self.status.as_deref(),
             self.eps.as_deref(),
             self.installed,
+            self.seen_after,
         ]
     }
 }
@@ -836,6 +840,14 @@ fn like_pattern(needle: &str) -> String {
     p
 }
 
+/// A desktop's run state: with `$8` (a freshness cutoff) bound, a desktop that connected
+/// once and is now disconnected, or connected but not seen since `$8`, is `SHUTOFF` (see
+/// `deskfleet_core::presence`); otherwise, and with `$8` NULL, the stored status.
+const RUN_STATUS: &str = "(CASE WHEN $8 IS NULL THEN d.status \
+     WHEN d.connected_at IS NOT NULL AND d.last_seen_at >= $8 THEN d.status \
+     WHEN d.connected_at IS NOT NULL OR d.disconnected_at IS NOT NULL \
+     OR d.last_seen_at IS NOT NULL THEN 'SHUTOFF' ELSE d.status END)";
+
 /// The desktop filter over `d`, bound by [`DesktopArgs`]. Case-insensitive name matching
 /// folds ASCII only on SQLite (its `lower`), all of Unicode on PostgreSQL.
 fn desktop_where(d: Dialect) -> String {
@@ -844,7 +856,7 @@ fn desktop_where(d: Dialect) -> String {
          AND ($2 IS NULL OR d.id IN (SELECT t.value FROM {})) \
          AND ($3 IS NULL OR lower(d.computer_name) LIKE $3 ESCAPE '\\') \
          AND ($4 IS NULL OR d.ip_address = $4) \
-         AND ($5 IS NULL OR d.status = $5) \
+         AND ($5 IS NULL OR {RUN_STATUS} = $5) \
          AND ($6 IS NULL OR d.enterprise_project_id = $6) \
          AND ($7 IS NULL OR ($7 = 1 AND d.agent_version IS NOT NULL) \
               OR ($7 = 0 AND d.agent_version IS NULL))",
@@ -875,7 +887,7 @@ pub(crate) async fn list_desktops<C: Conn>(
     let total = count_desktops(c, &a).await?;
     let sql = sql!(C::DIALECT, |d| format!(
         "SELECT {DESKTOP_COLUMNS} FROM desktops d WHERE {} \
-         ORDER BY d.created_at, d.id LIMIT $8 OFFSET $9",
+         ORDER BY d.created_at, d.id LIMIT $9 OFFSET $10",
         desktop_where(d)
     ));
     let rows = c.fetch_all(sql, paged(a.bind(), page)).await?;
@@ -2125,6 +2137,10 @@ pub(crate) async fn enroll_desktop<C: Conn>(
         tags: Vec::new(),
         created_at: now,
         agent: None,
+        connection: deskfleet_core::presence::Connection {
+            last_seen_at: Some(now),
+            ..Default::default()
+        },
     };
     c.execute(
         "INSERT INTO desktops (id, project_id, computer_name, ip_address, os_type, status, \
@@ -2349,6 +2365,91 @@ pub(crate) async fn get_package<C: Conn>(
     row.as_ref()
         .map(|r| Ok((decode::package(r)?, r.bytes("blob")?)))
         .transpose()
+}
+
+// ---- connection state ----
+
+/// `last_seen_at` moved forward to `$N`, never back (batched writes may arrive late).
+macro_rules! seen_at_least {
+    ($n:literal) => {
+        concat!(
+            "last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < ",
+            $n,
+            " THEN ",
+            $n,
+            " ELSE last_seen_at END"
+        )
+    };
+}
+
+pub(crate) async fn record_connected<C: Conn>(
+    c: &mut C,
+    desktop: &DesktopId,
+    at: Millis,
+) -> StoreResult<()> {
+    let n = c
+        .execute(
+            concat!(
+                "UPDATE desktops SET connected_at = $2, disconnected_at = NULL, ",
+                seen_at_least!("$2"),
+                " WHERE id = $1"
+            ),
+            args![desktop.as_str(), at],
+        )
+        .await?;
+    found(n)
+}
+
+pub(crate) async fn record_disconnected<C: Conn>(
+    c: &mut C,
+    desktop: &DesktopId,
+    connected_at: Millis,
+    at: Millis,
+    last_seen: Millis,
+) -> StoreResult<bool> {
+    let n = c
+        .execute(
+            concat!(
+                "UPDATE desktops SET connected_at = NULL, disconnected_at = $3, ",
+                seen_at_least!("$4"),
+                " WHERE id = $1 AND connected_at = $2"
+            ),
+            args![desktop.as_str(), connected_at, at, last_seen],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
+#[derive(Serialize)]
+struct SeenRow<'a> {
+    id: &'a str,
+    at: Millis,
+}
+
+pub(crate) async fn record_last_seen<C: Conn>(
+    c: &mut C,
+    seen: &[(DesktopId, Millis)],
+) -> StoreResult<u64> {
+    if seen.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<SeenRow<'_>> = seen
+        .iter()
+        .map(|(id, at)| SeenRow {
+            id: id.as_str(),
+            at: *at,
+        })
+        .collect();
+    let payload = objects(&rows)?;
+    let sql = sql!(C::DIALECT, |d| format!(
+        "UPDATE desktops SET last_seen_at = s.at FROM \
+         (SELECT j.value ->> 'id' AS id, MAX(CAST(j.value ->> 'at' AS BIGINT)) AS at \
+          FROM {} GROUP BY j.value ->> 'id') AS s \
+         WHERE desktops.id = s.id \
+         AND (desktops.last_seen_at IS NULL OR desktops.last_seen_at < s.at)",
+        d.objects(1)
+    ));
+    c.execute(sql, args![payload.as_str()]).await
 }
 
 // ---- health ----

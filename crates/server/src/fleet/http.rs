@@ -206,7 +206,7 @@ async fn serve(
     let reply = match session.handle(msg).await {
         Ok(reply) => reply,
         Err(e) => {
-            session.close();
+            session.close().await;
             tracing::warn!(error = %e, "fleet session failed");
             return Err(auth::refuse(
                 ErrorCode::Unavailable,

@@ -19,6 +19,7 @@ pub mod auth;
 mod download;
 mod http;
 pub mod packages;
+pub mod presence;
 pub mod session;
 mod ws;
 
@@ -120,7 +121,7 @@ impl HttpSessions {
         self.by_key.retain(|_, s| {
             let keep = s.at.elapsed() < idle;
             if !keep {
-                s.session.close();
+                s.session.close_detached();
             }
             keep
         });
@@ -145,6 +146,8 @@ pub struct Fleet {
     pub shutdown: CancellationToken,
     /// The WebSocket sessions, so that shutdown can wait for their goodbyes.
     sessions: TaskTracker,
+    /// Last-seen times not written yet.
+    pub last_seen: presence::LastSeen,
 }
 
 /// A new desktop credential and its SHA-256.

@@ -55,6 +55,11 @@ pub struct Session {
     last_metrics_at: Millis,
     /// Set when the session identifies: look for work in the answer.
     look_for_work: bool,
+    /// When this session's connection was recorded as holding the desktop; taken when
+    /// the disconnect is recorded, so that it is recorded once.
+    connected_at: Option<Millis>,
+    /// When the guest's last message arrived on this session.
+    last_seen: Millis,
 }
 
 fn fleet(state: &AppState) -> &Fleet {
@@ -85,6 +90,8 @@ impl Session {
             agent: None,
             last_metrics_at: 0,
             look_for_work: false,
+            connected_at: None,
+            last_seen: 0,
         }
     }
 
@@ -159,8 +166,15 @@ impl Session {
             }
         }
 
+        // Any message of the guest, a heartbeat included, shows it alive.
+        if let Some(desktop) = self.desktop_id() {
+            let now = self.state.clock.now();
+            fleet(&self.state).last_seen.seen(desktop, now);
+            self.last_seen = now;
+        }
+
         if msg.agent_disconnect.is_some() {
-            self.close();
+            self.close().await;
             return Ok(reply);
         }
         if let Some(statuses) = &msg.package_statuses
@@ -256,8 +270,7 @@ impl Session {
             .record_desktop_facts(&identity.desktop.id, &facts, now)
             .await?;
         self.instance_uid = uid.to_vec();
-        self.register(identity);
-        Ok(())
+        self.register(identity).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -334,11 +347,12 @@ impl Session {
             instance_uid: Some(uid_hex.clone()),
             hostname: Some(facts.hostname),
         };
-        self.register(identity);
-        Ok(())
+        self.register(identity).await
     }
 
-    fn register(&mut self, identity: DesktopIdentity) {
+    /// Registers this connection as the desktop's, here and in the store (the desktop is
+    /// online from now on).
+    async fn register(&mut self, identity: DesktopIdentity) -> Result<(), StoreError> {
         let stale_after =
             std::time::Duration::from_secs(3 * self.state.settings.fleet.heartbeat_secs.max(1));
         fleet(&self.state).register(
@@ -347,14 +361,50 @@ impl Session {
             self.push.clone(),
             stale_after,
         );
+        let now = self.state.clock.now();
+        let desktop = identity.desktop.id.clone();
         self.desktop = Some(identity);
+        self.state.store.record_connected(&desktop, now).await?;
+        self.connected_at = Some(now);
+        self.last_seen = now;
+        Ok(())
     }
 
-    /// Unregisters this session (its connection ended).
-    pub fn close(&mut self) {
-        if let Some(d) = &self.desktop {
-            fleet(&self.state).unregister(&d.desktop.id, self.conn_id);
+    /// Unregisters this session and records the disconnect (its connection ended: the
+    /// guest closed it or said goodbye, it went idle, or the server is shutting down).
+    pub async fn close(&mut self) {
+        if let Some(write) = self.unregister() {
+            write.await;
         }
+    }
+
+    /// [`Session::close`] for a caller that cannot wait: the write runs on its own task.
+    pub fn close_detached(&mut self) {
+        if let Some(write) = self.unregister() {
+            tokio::spawn(write);
+        }
+    }
+
+    /// Unregisters this session; the store write of the disconnect, once.
+    fn unregister(&mut self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let d = self.desktop.as_ref()?;
+        fleet(&self.state).unregister(&d.desktop.id, self.conn_id);
+        let connected_at = self.connected_at.take()?;
+        let (store, desktop) = (self.state.store.clone(), d.desktop.id.clone());
+        let (now, last_seen) = (self.state.clock.now(), self.last_seen);
+        Some(async move {
+            match store
+                .record_disconnected(&desktop, connected_at, now, last_seen)
+                .await
+            {
+                Ok(true) => tracing::info!(desktop_id = %desktop, "desktop offline"),
+                // Another connection holds it now: it stays online.
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(desktop_id = %desktop, error = %e, "the disconnect could not be recorded; the desktop goes offline once it has not been seen for three heartbeat intervals")
+                }
+            }
+        })
     }
 
     /// After a reconnect (or a server restart), work this desktop already runs is offered
@@ -572,7 +622,18 @@ impl Session {
             .and_then(|s| s.strip_prefix(MONITOR))
             .and_then(|s| s.strip_prefix('/'))
             .map(str::to_string);
-        let reported = version.clone().map(|v| (v, component.healthy));
+        // A monitor that is not running (starting, restarting, stopped) reports no version:
+        // it is the known agent, unhealthy, not "no news".
+        let known = || {
+            self.agent.as_ref().map(|(v, _)| v.clone()).or_else(|| {
+                let d = self.desktop.as_ref()?;
+                d.desktop.agent.as_ref().map(|a| a.version.clone())
+            })
+        };
+        let reported = match version {
+            Some(v) => Some((v, component.healthy)),
+            None => known().map(|v| (v, false)),
+        };
         if reported != self.agent {
             if let (Some(desktop), Some((v, healthy))) = (self.desktop_id().cloned(), &reported) {
                 let agent = AgentState {

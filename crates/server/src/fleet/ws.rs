@@ -150,7 +150,7 @@ async fn serve_socket(
         }
     };
     // Unregister first: the desktop is offline from now on, whatever the goodbye does.
-    session.close();
+    session.close().await;
     let (code, reason) = match ending {
         None => return,
         Some(Ending::Shutdown) => (close_code::AWAY, "the server is shutting down"),

@@ -67,6 +67,7 @@ async fn list_agents_install_condition(
         .transpose()?
         .into_iter()
         .collect();
+    let fresh = state.freshness();
     let filter = AgentFilter {
         desktop: DesktopFilter {
             desktop_ids,
@@ -74,6 +75,7 @@ async fn list_agents_install_condition(
             ip_address: query.str("ip_address")?,
             status: query.str("status")?,
             enterprise_project_id: query.str("enterprise_project_id")?,
+            seen_after: Some(fresh.cutoff()),
         },
         is_installed: query.bool("is_installed")?,
     };
@@ -89,7 +91,10 @@ async fn list_agents_install_condition(
         .list_agent_conditions(&project, &filter, page)
         .await?;
     Ok(Json(ListAgentsResponse {
-        agents_condition: rows.into_iter().map(wire::agents_condition).collect(),
+        agents_condition: rows
+            .into_iter()
+            .map(|c| wire::agents_condition(c, fresh))
+            .collect(),
         total_count,
     }))
 }

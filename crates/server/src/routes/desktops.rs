@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use deskfleet_core::ids::DesktopId;
 use deskfleet_core::model::{AgentFilter, DesktopFilter, Page};
+use deskfleet_core::presence::Freshness;
 use deskfleet_proto::workspace::{
     ListDesktopsDetailResponse, ListDesktopsResponse, ShowDesktopResponse,
 };
@@ -26,7 +27,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The filters both desktop lists share.
-fn desktop_filter(query: &Query) -> Result<DesktopFilter, ApiError> {
+fn desktop_filter(query: &Query, fresh: Freshness) -> Result<DesktopFilter, ApiError> {
     let desktop_ids = query
         .all("desktop_id", 100)?
         .into_iter()
@@ -38,6 +39,7 @@ fn desktop_filter(query: &Query) -> Result<DesktopFilter, ApiError> {
         ip_address: query.str("desktop_ip")?,
         status: query.str("status")?,
         enterprise_project_id: query.str("enterprise_project_id")?,
+        seen_after: Some(fresh.cutoff()),
     })
 }
 
@@ -50,11 +52,15 @@ async fn list_desktops(
 ) -> Result<Json<ListDesktopsResponse>, ApiError> {
     let project = state.authorize(&caller, &project_id, Api::ListDesktops)?;
     let page = query.page(1000, 1000, i32::MAX as u32)?;
-    let filter = desktop_filter(&query)?;
+    let fresh = state.freshness();
+    let filter = desktop_filter(&query, fresh)?;
     let (total_count, rows) = state.store.list_desktops(&project, &filter, page).await?;
     Ok(Json(ListDesktopsResponse {
         total_count,
-        desktops: rows.into_iter().map(wire::simple_desktop).collect(),
+        desktops: rows
+            .into_iter()
+            .map(|d| wire::simple_desktop(d, fresh))
+            .collect(),
     }))
 }
 
@@ -67,8 +73,9 @@ async fn list_desktops_detail(
 ) -> Result<Json<ListDesktopsDetailResponse>, ApiError> {
     let project = state.authorize(&caller, &project_id, Api::ListDesktopsDetail)?;
     let page = query.page(500, 500, i32::MAX as u32)?;
+    let fresh = state.freshness();
     let filter = AgentFilter {
-        desktop: desktop_filter(&query)?,
+        desktop: desktop_filter(&query, fresh)?,
         is_installed: None,
     };
     let (total_count, rows) = state
@@ -77,7 +84,10 @@ async fn list_desktops_detail(
         .await?;
     Ok(Json(ListDesktopsDetailResponse {
         total_count,
-        desktops: rows.into_iter().map(wire::desktop_detail).collect(),
+        desktops: rows
+            .into_iter()
+            .map(|c| wire::desktop_detail(c, fresh))
+            .collect(),
     }))
 }
 
@@ -111,6 +121,6 @@ async fn show_desktop(
         ApiError::not_found(format!("desktop {id} does not exist in this project"))
     })?;
     Ok(Json(ShowDesktopResponse {
-        desktop: wire::desktop_detail(row),
+        desktop: wire::desktop_detail(row, state.freshness()),
     }))
 }
