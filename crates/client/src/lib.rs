@@ -241,7 +241,25 @@ impl Client {
         body: Option<Vec<u8>>,
         extra_headers: &[(&str, &str)],
     ) -> Result<RawResponse, ClientError> {
-        let mut path = format!("/v2/{}", utf8_percent_encode(&self.project_id, SEGMENT));
+        self.send_under("v2", method, segments, query, body, extra_headers)
+            .await
+    }
+
+    /// [`Client::send_v2`] under another API version: `/{version}/{project_id}/{path}`
+    /// (`v3` and `V1.0` for Cloud Eye).
+    pub async fn send_under(
+        &self,
+        version: &str,
+        method: Method,
+        segments: &[&str],
+        query: &[(String, String)],
+        body: Option<Vec<u8>>,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<RawResponse, ClientError> {
+        let mut path = format!(
+            "/{version}/{}",
+            utf8_percent_encode(&self.project_id, SEGMENT)
+        );
         for segment in segments {
             path.push('/');
             path.push_str(&utf8_percent_encode(segment, SEGMENT).to_string());

@@ -6,6 +6,7 @@ mod harness;
 mod hostile;
 mod instrumentation;
 mod logs;
+mod presence;
 mod tls;
 
 use deskfleet_core::fleet::PackageMeta;

@@ -15,6 +15,7 @@ mod harness;
 mod health;
 mod identity;
 mod jobs;
+mod presence;
 
 /// Instantiates each `module::test` once per backend, as `sqlite::test` and
 /// `postgres::test`.
@@ -97,4 +98,7 @@ conformance! {
     fleet::reports_about_work_not_running_change_nothing,
     fleet::a_mixed_batch_of_reports_applies_in_order,
     fleet::concurrent_reports_all_land,
+    presence::connects_and_disconnects_are_recorded,
+    presence::last_seen_is_batched_and_only_moves_forward,
+    presence::the_status_filter_follows_the_connection,
 }
