@@ -174,6 +174,7 @@ pub async fn the_status_filter_follows_the_connection(ctx: Ctx) {
     s.record_disconnected(&ds[2], T0, now - 100, now - 100)
         .await
         .unwrap();
+    let p = &p;
     let ids = |status: &str, seen_after: Option<Millis>| {
         let filter = DesktopFilter {
             status: Some(status.to_owned()),
@@ -181,7 +182,7 @@ pub async fn the_status_filter_follows_the_connection(ctx: Ctx) {
             ..Default::default()
         };
         async move {
-            let (total, rows) = s.list_desktops(&p, &filter, all()).await.unwrap();
+            let (total, rows) = s.list_desktops(p, &filter, all()).await.unwrap();
             let mut ids: Vec<DesktopId> = rows.into_iter().map(|d| d.id).collect();
             assert_eq!(total, ids.len() as i64);
             ids.sort();
