@@ -692,7 +692,11 @@ impl<B: Backend> Store for DbStore<B> {
 
     #[tracing::instrument(skip_all, fields(backend = B::NAME, desktop = %desktop))]
     async fn record_connected(&self, desktop: &DesktopId, at: Millis) -> StoreResult<()> {
-        write!(self, { desktop = desktop.clone() }, record_connected(&desktop, at))
+        write!(
+            self,
+            { desktop = desktop.clone() },
+            record_connected(&desktop, at)
+        )
     }
 
     #[tracing::instrument(skip_all, fields(backend = B::NAME, desktop = %desktop))]

@@ -194,7 +194,10 @@ async fn a_frozen_guest_goes_offline_without_any_disconnect() {
     signal(pid, "-CONT");
     eprintln!("frozen guest: offline after {} ms", took.as_millis());
     // Three intervals, plus the last heartbeat's interval and a flush.
-    assert!(took < Duration::from_millis(4_500), "offline after {took:?}");
+    assert!(
+        took < Duration::from_millis(4_500),
+        "offline after {took:?}"
+    );
     assert_eq!(detail(&server, &id).await.2, "offline");
     wait_uniagent(&server, &id, "running", 30).await;
 }
@@ -218,6 +221,9 @@ async fn a_clean_guest_stop_is_offline_at_once() {
     assert!(took < Duration::from_secs(5), "offline after {took:?}");
     let d = server.client().show_desktop(&id).await.unwrap().desktop;
     let c = d.connection.unwrap();
-    assert_eq!((c.state.as_str(), d.login_status.as_str()), ("offline", "UNREGISTER"));
+    assert_eq!(
+        (c.state.as_str(), d.login_status.as_str()),
+        ("offline", "UNREGISTER")
+    );
     assert!(c.since.is_some() && c.last_seen_at.is_some());
 }

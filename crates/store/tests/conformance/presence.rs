@@ -87,7 +87,10 @@ pub async fn connects_and_disconnects_are_recorded(ctx: Ctx) {
     // A reconnect: online again, since then.
     s.record_connected(&d, T0 + 4_000).await.unwrap();
     let c = connection(s, &p, &d).await;
-    assert_eq!((c.connected_at, c.disconnected_at), (Some(T0 + 4_000), None));
+    assert_eq!(
+        (c.connected_at, c.disconnected_at),
+        (Some(T0 + 4_000), None)
+    );
     assert!(c.presence(T0 + 4_000, WINDOW).is_online());
 
     let unknown = DesktopId::generate();
@@ -95,11 +98,7 @@ pub async fn connects_and_disconnects_are_recorded(ctx: Ctx) {
         s.record_connected(&unknown, T0).await,
         Err(StoreError::NotFound)
     ));
-    assert!(
-        !s.record_disconnected(&unknown, T0, T0, T0)
-            .await
-            .unwrap()
-    );
+    assert!(!s.record_disconnected(&unknown, T0, T0, T0).await.unwrap());
 }
 
 pub async fn last_seen_is_batched_and_only_moves_forward(ctx: Ctx) {

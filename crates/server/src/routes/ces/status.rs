@@ -86,7 +86,11 @@ fn is_instance_id(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-fn one_of(field: &str, value: Option<String>, allowed: &[&str]) -> Result<Option<String>, TaskmgrError> {
+fn one_of(
+    field: &str,
+    value: Option<String>,
+    allowed: &[&str],
+) -> Result<Option<String>, TaskmgrError> {
     match value {
         Some(v) if !allowed.contains(&v.as_str()) => Err(bad(format!(
             "{field} {v:?} is not one of {}",
@@ -127,7 +131,10 @@ fn parse(body: &[u8]) -> Result<StatusQuery, TaskmgrError> {
         )));
     }
     let mut seen = HashSet::new();
-    let instance_ids = ids.into_iter().filter(|id| seen.insert(id.clone())).collect();
+    let instance_ids = ids
+        .into_iter()
+        .filter(|id| seen.insert(id.clone()))
+        .collect();
     Ok(StatusQuery {
         instance_ids,
         uniagent_status: one_of("uniagent_status", body.uniagent_status, &UNIAGENT_STATUSES)?,
@@ -230,8 +237,8 @@ mod tests {
         assert!(err(r#"{"instance_ids": ["a"], "extension_name": "x"}"#).contains("telescope"));
         assert!(err(r#"{"instance_ids": ["a"], "uniagent_status": "up"}"#).contains("up"));
         assert!(err(r#"{"instance_ids": ["a"], "extension_status": "ok"}"#).contains("ok"));
-        let q = parse(br#"{"instance_ids": ["a", "b", "a"], "uniagent_status": "silent"}"#)
-            .unwrap();
+        let q =
+            parse(br#"{"instance_ids": ["a", "b", "a"], "uniagent_status": "silent"}"#).unwrap();
         assert_eq!(q.instance_ids, ["a", "b"]);
         assert_eq!(q.uniagent_status.as_deref(), Some("silent"));
     }
