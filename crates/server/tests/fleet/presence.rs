@@ -227,3 +227,56 @@ async fn a_clean_guest_stop_is_offline_at_once() {
     );
     assert!(c.since.is_some() && c.last_seen_at.is_some());
 }
+
+/// The value of the Prometheus sample `series` (name and labels exactly as exported).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn last_seen_times_are_written_in_batches_not_per_message() {
+    // One-second heartbeats: the last-seen flush runs every half second.
+    let started = Instant::now();
+    let server = Server::start(&settings(1)).await;
+    let token = server.enrollment_token();
+    let _guests: Vec<Guest> = (0..6)
+        .map(|i| Guest::start(&server, &token, &format!("desk-seen-{i}")))
+        .collect();
+    let ids = desktops_enrolled(&server, 6).await;
+    let messages = r#"deskfleet_opamp_messages_total{transport="ws"}"#;
+    let flushes = r#"deskfleet_store_operation_duration_seconds_count{op="record_last_seen"}"#;
+    // Enough traffic to tell one write per message from one per flush.
+    let text = eventually(30, "60 guest messages", || async {
+        let (status, text) = server.get("/metrics").await.ok()?;
+        (status == 200 && sample(&text, messages) >= 60.0).then_some(text)
+    })
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (messages, flushes) = (sample(&text, messages), sample(&text, flushes));
+    let written = sample(&text, "deskfleet_fleet_last_seen_written_total");
+    eprintln!(
+        "{messages} messages from 6 guests in {elapsed:.1} s: {flushes} last-seen writes, \
+         {written} desktop rows written"
+    );
+    assert!(flushes >= 1.0, "{text}");
+    // At most one statement per flush interval, however many messages arrived.
+    assert!(
+        flushes <= elapsed / 0.5 + 2.0,
+        "{flushes} writes in {elapsed} s"
+    );
+    assert!(
+        flushes * 2.0 < messages,
+        "{flushes} writes for {messages} messages"
+    );
+    // And still fresh: every desktop was seen within the last three heartbeats.
+    let now = chrono::Utc::now();
+    for id in &ids {
+        let d = server.client().show_desktop(id).await.unwrap().desktop;
+        let seen = d.connection.unwrap().last_seen_at.unwrap();
+        let seen = chrono::DateTime::parse_from_rfc3339(&seen).unwrap();
+        let age = now.signed_duration_since(seen).num_milliseconds();
+        assert!(age < 3_000, "desktop {id} last seen {age} ms ago");
+    }
+}
