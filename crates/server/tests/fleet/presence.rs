@@ -280,3 +280,42 @@ async fn last_seen_times_are_written_in_batches_not_per_message() {
         assert!(age < 3_000, "desktop {id} last seen {age} ms ago");
     }
 }
+
+#[tokio::test]
+async fn a_server_shutdown_records_its_desktops_offline() {
+    let mut server = Server::start(&settings(10)).await;
+    let token = server.enrollment_token();
+    let _guests: Vec<Guest> = (0..2)
+        .map(|i| Guest::start(&server, &token, &format!("desk-down-{i}")))
+        .collect();
+    let ids = desktops_enrolled(&server, 2).await;
+    for id in &ids {
+        wait_uniagent(&server, id, "running", 20).await;
+    }
+    let before_stop = crate::harness::now_ms();
+    server
+        .terminate(15)
+        .expect("the server stops within 15 s with guests connected");
+    // Read what the stopped server left behind: every desktop disconnected, at shutdown.
+    let store = deskfleet_store::connect_data_dir(server.dir.path())
+        .await
+        .unwrap();
+    let project =
+        deskfleet_core::ids::ProjectId::parse(server.bootstrap.project_id.clone()).unwrap();
+    for id in &ids {
+        let id = deskfleet_core::ids::DesktopId::parse(id.clone()).unwrap();
+        let c = store
+            .get_desktop(&project, &id)
+            .await
+            .unwrap()
+            .unwrap()
+            .connection;
+        assert_eq!(c.connected_at, None, "{id}: {c:?}");
+        let at = c.disconnected_at.expect("disconnect recorded");
+        assert!(
+            at >= before_stop,
+            "{id}: disconnected at {at}, before the stop {before_stop}"
+        );
+        assert!(c.last_seen_at.is_some());
+    }
+}
