@@ -197,8 +197,8 @@ impl Fleet {
     }
 
     /// Shutdown of the fleet channel: tells every WebSocket session to close (1001) and
-    /// waits, at most [`SESSION_DRAIN`], for them to end. New upgrades are refused from
-    /// then on.
+    /// waits, at most [`SESSION_DRAIN`], for them to end; then records the HTTP agents'
+    /// desktops offline. New upgrades are refused from then on.
     pub async fn close_sessions(&self) {
         self.shutdown.cancel();
         self.sessions.close();
@@ -210,6 +210,12 @@ impl Fleet {
                 left = self.sessions.len(),
                 "fleet sessions still open after the drain timeout"
             );
+        }
+        // HTTP agents between polls are gone with this server too: their desktops are
+        // recorded offline now rather than three heartbeat intervals from now.
+        let polled = std::mem::take(&mut *self.http_sessions.lock().await);
+        for (_, mut held) in polled.by_key {
+            held.session.close().await;
         }
     }
 

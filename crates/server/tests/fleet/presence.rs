@@ -288,7 +288,18 @@ async fn a_server_shutdown_records_its_desktops_offline() {
     let _guests: Vec<Guest> = (0..2)
         .map(|i| Guest::start(&server, &token, &format!("desk-down-{i}")))
         .collect();
-    let ids = desktops_enrolled(&server, 2).await;
+    // And a plain OpAMP client polling over HTTP, held between polls.
+    let mut message = crate::hostile::full_state(
+        uuid::Uuid::now_v7().as_bytes(),
+        "desk-down-http",
+        "10.7.0.1",
+    );
+    message.capabilities = deskfleet_proto::opamp::AgentCapabilities::bits(&[
+        deskfleet_proto::opamp::AgentCapabilities::ReportsStatus,
+    ]);
+    let (status, _) = crate::hostile::post(&server.opamp_url(), Some(&token), &message).await;
+    assert_eq!(status, 200);
+    let ids = desktops_enrolled(&server, 3).await;
     for id in &ids {
         wait_uniagent(&server, id, "running", 20).await;
     }
