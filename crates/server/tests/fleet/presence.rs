@@ -130,6 +130,22 @@ async fn a_killed_guest_is_offline_within_three_heartbeats_and_back_when_it_reco
     assert!(figures["last_seen_at"].is_string());
     assert!(figures["metrics_age_seconds"].as_f64().unwrap() <= 3.0);
 
+    // The agent dies while its guest stays: a fault, not "running" on stale news, until
+    // the guest has restarted it.
+    let monitors = guest.monitor_pids();
+    assert_eq!(monitors.len(), 1, "{}", guest.log());
+    signal(monitors[0], "-KILL");
+    eventually(10, "telescope fault", || async {
+        let s = ces_status(&server, &[&id]).await.remove(0);
+        (s == ("running".into(), "fault".into(), Some(version.clone()))).then_some(())
+    })
+    .await;
+    eventually(30, "telescope running after the restart", || async {
+        let s = ces_status(&server, &[&id]).await.remove(0);
+        (s.1 == "running").then_some(())
+    })
+    .await;
+
     // SIGKILL: no goodbye. Its monitor is orphaned; stop it too, as a dead desktop would.
     let orphans = guest.monitor_pids();
     guest.kill();
