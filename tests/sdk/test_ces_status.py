@@ -24,7 +24,9 @@ from huaweicloudsdkiam.v3 import (
 from huaweicloudsdkworkspace.v2 import (
     BatchInstallAgentReq,
     BatchInstallAgentRequest,
+    ListAgentsInstallConditionRequest,
     ListDesktopsRequest,
+    ShowDesktopDetailRequest,
     ShowJobRequest,
 )
 
@@ -204,6 +206,22 @@ def test_another_projects_path_is_forbidden(fleet):
     expect_error(lambda: query(c, [fleet.other]), 403, "taskmgr.0007")
 
 
+def workspace_view(server, desktop_id):
+    """``(status, login_status)`` from ShowDesktopDetail, and ``status`` and the agent's
+    ``is_installed`` from ListAgentsInstallCondition, through the Workspace SDK."""
+    ws = server.workspace()
+    d = ws.show_desktop_detail(ShowDesktopDetailRequest(desktop_id=desktop_id)).desktop
+    a = ws.list_agents_install_condition(ListAgentsInstallConditionRequest(desktop_id=desktop_id))
+    assert a.total_count == 1
+    cond = a.agents_condition[0]
+    return d.status, d.login_status, cond.status, cond.agent_info[0].is_installed
+
+
+def test_the_workspace_fields_agree(fleet):
+    assert workspace_view(fleet, fleet.online) == ("ACTIVE", "REGISTERED", "ACTIVE", True)
+    assert workspace_view(fleet, fleet.never) == ("ACTIVE", "UNREGISTER", "ACTIVE", False)
+
+
 def test_zz_a_stopped_guest_is_unknown_at_once(fleet):
     # Last in the module: it stops the guest. A clean stop says goodbye: offline at once.
     assert fleet.guest.terminate() == 0, fleet.guest.log_tail()
@@ -212,3 +230,6 @@ def test_zz_a_stopped_guest_is_unknown_at_once(fleet):
     uniagent, status, version = got[fleet.online]
     assert status == "unknown"
     assert version  # the last version it reported is still known
+    # The Workspace fields say the same: not running, its guest not registered; what is
+    # installed on its disk is still installed.
+    assert workspace_view(fleet, fleet.online) == ("SHUTOFF", "UNREGISTER", "SHUTOFF", True)
