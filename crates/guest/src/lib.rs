@@ -41,6 +41,7 @@ pub mod supervise;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tls;
+pub mod watch;
 
 mod agent;
 
