@@ -438,6 +438,42 @@ mod tests {
     }
 
     #[test]
+    fn a_file_of_an_older_guest_reads_with_nothing_kept_and_no_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let old = serde_json::json!({
+            "format": 1,
+            "instance_uid": "ab".repeat(16),
+            "credential": "DFD1x",
+            "package": installed(),
+        });
+        fs::write(store.path(), serde_json::to_vec(&old).unwrap()).unwrap();
+        let state = store.load().unwrap().unwrap();
+        assert_eq!(state.package, Some(installed()));
+        assert_eq!(state.previous, None);
+        assert_eq!(state.watching, None);
+    }
+
+    #[test]
+    fn the_kept_version_and_the_watch_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let mut state = store.load_or_create().unwrap();
+        let mut older = installed();
+        older.version = "1.0.0".into();
+        state.package = Some(installed());
+        state.previous = Some(older.clone());
+        state.watching = Some(Watching {
+            offer_hash: "ef".repeat(32),
+            restore_previous: Some(older),
+        });
+        store.save(&state).unwrap();
+        let back = store.load().unwrap().unwrap();
+        assert_eq!(back.previous, state.previous);
+        assert_eq!(back.watching, state.watching);
+    }
+
+    #[test]
     fn debug_hides_the_credential() {
         let state = GuestState {
             credential: Some(SecretString::from("DFD1topsecret")),
