@@ -331,7 +331,10 @@ async fn a_guest_killed_mid_install_fails_at_the_execution_timeout_and_a_retry_s
     let job = client.batch_install_agent(&ids).await.unwrap().job_id;
     eventually(30, "install started", || async {
         let info = client.show_job(&job).await.ok()?;
-        (info.sub_jobs[0].process >= Some(70) && !guest.monitor_pids().is_empty()).then_some(())
+        // Switched to it: the guest watches the hung agent.
+        let state = std::fs::read(guest.state_dir.path().join("state.json")).ok()?;
+        let state: serde_json::Value = serde_json::from_slice(&state).ok()?;
+        (info.sub_jobs[0].process >= Some(70) && state["watching"].is_object()).then_some(())
     })
     .await;
     let hung = guest.monitor_pids();
