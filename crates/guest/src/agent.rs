@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use deskfleet_proto::opamp::{
-    AgentToServer, ComponentHealth, ConnectionSettingsStatus, EMPTY_PACKAGES_HASH,
-    PackageStatus, PackageStatusEnum, PackageStatuses, ServerToAgent,
+    AgentToServer, ComponentHealth, ConnectionSettingsStatus, EMPTY_PACKAGES_HASH, PackageStatus,
+    PackageStatusEnum, PackageStatuses, ServerToAgent,
 };
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
@@ -30,8 +30,8 @@ use crate::install::{
 use crate::protocol::{self, Directives, MessageBuilder, ServerError, Status};
 use crate::state::{GuestState, InstalledPackage, StateError, StateStore, Watching};
 use crate::supervise::{MonitorEvent, SuperviseSettings, Supervisor};
-use crate::watch::{Verdict, Watch, rolled_back};
 use crate::tls::Transport;
+use crate::watch::{Verdict, Watch, rolled_back};
 
 /// How long a starting guest waits for the monitor's first health line before its
 /// first connection, so that the first message already says whether the monitor runs.
@@ -293,10 +293,9 @@ impl Agent {
                 if agent.state.previous.is_none() {
                     // Nothing is installed: files left by an interrupted uninstall go.
                     let root = agent.config.install_root.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        remove_package(&root, MONITOR_PACKAGE)
-                    })
-                    .await;
+                    let _ =
+                        tokio::task::spawn_blocking(move || remove_package(&root, MONITOR_PACKAGE))
+                            .await;
                 }
             }
         }
@@ -917,7 +916,12 @@ impl Agent {
         let root = self.config.install_root.clone();
         let removed = tokio::task::spawn_blocking(move || remove_package(&root, MONITOR_PACKAGE))
             .await
-            .unwrap_or_else(|e| Err(InstallError::new(ReasonCode::UninstallFailed, e.to_string())));
+            .unwrap_or_else(|e| {
+                Err(InstallError::new(
+                    ReasonCode::UninstallFailed,
+                    e.to_string(),
+                ))
+            });
         match saved.and(removed) {
             Ok(()) => {
                 tracing::info!("monitor uninstalled");

@@ -135,13 +135,10 @@ impl Run {
             let (last_error, spawned) = match self.spawn() {
                 Ok(child) => match self.watch(child).await {
                     Ended::Cancelled => return,
-                    Ended::Exited(status) => {
-                        (format!("{MONITOR_PACKAGE} exited ({status})"), true)
+                    Ended::Exited(status) => (format!("{MONITOR_PACKAGE} exited ({status})"), true),
+                    Ended::WaitFailed(error) => {
+                        (format!("cannot wait for {MONITOR_PACKAGE}: {error}"), true)
                     }
-                    Ended::WaitFailed(error) => (
-                        format!("cannot wait for {MONITOR_PACKAGE}: {error}"),
-                        true,
-                    ),
                 },
                 Err(error) => (
                     format!("cannot start {}: {error}", self.package.path.display()),

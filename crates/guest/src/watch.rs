@@ -236,8 +236,14 @@ mod tests {
     fn silence_is_not_started_and_unhealthy_is_unhealthy_at_the_deadline() {
         let t0 = Instant::now();
         let watch = Watch::new("0.2.0", WINDOW, t0);
-        assert_eq!(watch.verdict(t0 + Duration::from_secs(14)), Verdict::Watching);
-        assert_eq!(code(watch.verdict(t0 + WINDOW)), ReasonCode::AgentNotStarted);
+        assert_eq!(
+            watch.verdict(t0 + Duration::from_secs(14)),
+            Verdict::Watching
+        );
+        assert_eq!(
+            code(watch.verdict(t0 + WINDOW)),
+            ReasonCode::AgentNotStarted
+        );
 
         let mut watch = Watch::new("0.2.0", WINDOW, t0);
         assert_eq!(

@@ -905,14 +905,14 @@ async fn an_upgrade_is_watched_then_confirmed_and_exactly_one_previous_version_i
     let watching = done
         .iter()
         .filter_map(monitor_status)
-        .filter(|s| s.status() == PackageStatusEnum::Installing)
-        .last()
+        .rfind(|s| s.status() == PackageStatusEnum::Installing)
         .expect("INSTALLING while watching");
     assert_eq!(watching.agent_has_version, "1.0.0");
     assert_eq!(watching.server_offered_version, "2.0.0");
     // Healthy at 2.0.0 was seen before the confirmation.
     assert!(done.iter().any(|m| {
-        monitor_health(m).is_some_and(|h| h.healthy && h.status == "running deskfleet-monitor/2.0.0")
+        monitor_health(m)
+            .is_some_and(|h| h.healthy && h.status == "running deskfleet-monitor/2.0.0")
     }));
     runs_only(dir.path(), "2.0.0").await;
     let state = state_json(dir.path());
@@ -957,7 +957,8 @@ async fn broken_upgrades_roll_back_by_themselves_within_seconds_with_their_reaso
 
     // The agent exits at start.
     let offered = Instant::now();
-    let done = offer_until_settled(&mut server, &uid, &signed("2.0.0", EXITS_AT_ONCE), "2.0.0").await;
+    let done =
+        offer_until_settled(&mut server, &uid, &signed("2.0.0", EXITS_AT_ONCE), "2.0.0").await;
     let failed_after = offered.elapsed();
     let status = settled(&done);
     assert_eq!(status.status(), PackageStatusEnum::InstallFailed);
@@ -967,7 +968,11 @@ async fn broken_upgrades_roll_back_by_themselves_within_seconds_with_their_reaso
         "{}",
         status.error_message
     );
-    assert!(status.error_message.contains("exit status: 3"), "{}", status.error_message);
+    assert!(
+        status.error_message.contains("exit status: 3"),
+        "{}",
+        status.error_message
+    );
     assert_eq!(status.agent_has_version, "1.0.0");
     assert!(failed_after < window, "rolled back after {failed_after:?}");
     // The old agent runs again and says so.
@@ -1029,7 +1034,8 @@ async fn a_first_install_that_fails_its_watch_leaves_nothing_running() {
     let dir = tempfile::tempdir().unwrap();
     let (shutdown, guest) = spawn_guest(config(&server, dir.path(), 9));
     let uid = enrolled(&mut server).await;
-    let done = offer_until_settled(&mut server, &uid, &signed("1.0.0", EXITS_AT_ONCE), "1.0.0").await;
+    let done =
+        offer_until_settled(&mut server, &uid, &signed("1.0.0", EXITS_AT_ONCE), "1.0.0").await;
     let status = settled(&done);
     assert!(
         status.error_message.starts_with("agent-exited: ")
@@ -1042,7 +1048,9 @@ async fn a_first_install_that_fails_its_watch_leaves_nothing_running() {
     let msg = server.until(|m| m.health.is_some()).await;
     let health = msg.last().unwrap().health.as_ref().unwrap();
     assert!(
-        !health.component_health_map.contains_key("deskfleet-monitor"),
+        !health
+            .component_health_map
+            .contains_key("deskfleet-monitor"),
         "{health:?}"
     );
     assert!(processes_under(&agents_dir(dir.path())).is_empty());
@@ -1084,7 +1092,12 @@ async fn the_kept_previous_version_is_switched_back_to_without_a_download() {
 
     // The kept version, but other bytes under its name: downloaded like any install.
     let other = testing::sign(
-        testing::monitor_archive("2.0.0", testing::fake_monitor_script("2.0.0").replace("1.5", "2.5").as_bytes()),
+        testing::monitor_archive(
+            "2.0.0",
+            testing::fake_monitor_script("2.0.0")
+                .replace("1.5", "2.5")
+                .as_bytes(),
+        ),
         &testing::signing_key(9),
     );
     let done = offer_until_settled(&mut server, &uid, &other, "2.0.0").await;
@@ -1128,15 +1141,25 @@ async fn uninstall_stops_the_agent_removes_every_version_and_keeps_the_connectio
     let statuses = done.last().unwrap().package_statuses.as_ref().unwrap();
     assert_eq!(statuses.error_message, "");
     assert!(processes_under(&dir.path().join("state/agents")).is_empty());
-    assert!(!agents_dir(dir.path()).exists(), "{:?}", versions_on_disk(dir.path()));
+    assert!(
+        !agents_dir(dir.path()).exists(),
+        "{:?}",
+        versions_on_disk(dir.path())
+    );
     let state = state_json(dir.path());
     assert!(state["package"].is_null() && state["previous"].is_null());
     // No monitor component any more, and the same connection goes on.
     let health = server.until(|m| m.health.is_some()).await;
     let health = health.last().unwrap().health.as_ref().unwrap();
-    assert!(!health.component_health_map.contains_key("deskfleet-monitor"));
+    assert!(
+        !health
+            .component_health_map
+            .contains_key("deskfleet-monitor")
+    );
     assert!(health.healthy);
-    server.until(|m| m.package_statuses.is_none() && m.health.is_none()).await;
+    server
+        .until(|m| m.package_statuses.is_none() && m.health.is_none())
+        .await;
 
     // Asked again (a reconnect would do that): the same answer.
     server.send(uninstall);

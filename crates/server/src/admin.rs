@@ -252,7 +252,12 @@ pub async fn set_package_withdrawn(
     version: &str,
     at: Option<Millis>,
 ) -> anyhow::Result<u64> {
-    if store.list_packages(name).await?.iter().all(|p| p.version != version) {
+    if store
+        .list_packages(name)
+        .await?
+        .iter()
+        .all(|p| p.version != version)
+    {
         return Err(anyhow!(
             "{name} {version} is not published (see `admin packages list`)"
         ));

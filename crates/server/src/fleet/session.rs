@@ -731,8 +731,9 @@ mod tests {
 
     #[test]
     fn watch_and_uninstall_reasons_map_to_their_own_codes_and_keep_the_guests_words() {
-        let (code, reason) =
-            task_error("agent-exited: deskfleet-monitor 0.9.0 exited (exit status: 3); rolled back to 0.1.0");
+        let (code, reason) = task_error(
+            "agent-exited: deskfleet-monitor 0.9.0 exited (exit status: 3); rolled back to 0.1.0",
+        );
         assert_eq!(code, "WKS.00990021");
         assert_eq!(
             reason,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::harness::{self, Guest, Server, bin, eventually};
+use super::harness::{Guest, Server, bin, eventually};
 use super::{FAST, desktops_enrolled, job_done};
 
 /// The bundled monitor is left out: each test publishes what it needs.
@@ -31,7 +31,14 @@ fn monitor_built_as(version: &str) -> PathBuf {
     let target_dir = target.join(format!("test-monitor-{version}"));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "deskfleet-monitor", "--bin", "deskfleet-monitor"])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "deskfleet-monitor",
+            "--bin",
+            "deskfleet-monitor",
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .env("DESKFLEET_MONITOR_VERSION", version)
@@ -94,9 +101,11 @@ async fn agent(server: &Server, desktop: &str) -> Option<(String, bool)> {
 }
 
 async fn agent_is(server: &Server, desktop: &str, version: &str) {
-    eventually(30, &format!("{desktop} runs {version} healthily"), || async {
-        (agent(server, desktop).await? == (version.to_string(), true)).then_some(())
-    })
+    eventually(
+        30,
+        &format!("{desktop} runs {version} healthily"),
+        || async { (agent(server, desktop).await? == (version.to_string(), true)).then_some(()) },
+    )
     .await;
 }
 
@@ -108,30 +117,38 @@ fn state(guest: &Guest) -> serde_json::Value {
 /// The guest confirmed `version` (its watch passed) and keeps `previous`; exactly one
 /// agent runs, from `version`'s directory.
 async fn confirmed(guest: &Guest, version: &str, previous: Option<&str>) {
-    eventually(30, &format!("{} confirmed {version}", guest.name), || async {
-        let s = state(guest);
-        (s["package"]["version"] == version
-            && s["previous"]["version"].as_str() == previous
-            && s["watching"].is_null())
-        .then_some(())
-    })
+    eventually(
+        30,
+        &format!("{} confirmed {version}", guest.name),
+        || async {
+            let s = state(guest);
+            (s["package"]["version"] == version
+                && s["previous"]["version"].as_str() == previous
+                && s["watching"].is_null())
+            .then_some(())
+        },
+    )
     .await;
     let dir = guest
         .state_dir
         .path()
         .join("agents/deskfleet-monitor")
         .join(version);
-    eventually(30, &format!("{} runs only {version}", guest.name), || async {
-        let pids = guest.monitor_pids();
-        let from_version = pids
-            .iter()
-            .filter(|pid| {
-                std::fs::read_link(format!("/proc/{pid}/exe"))
-                    .is_ok_and(|exe| exe.starts_with(&dir))
-            })
-            .count();
-        (pids.len() == 1 && from_version == 1).then_some(())
-    })
+    eventually(
+        30,
+        &format!("{} runs only {version}", guest.name),
+        || async {
+            let pids = guest.monitor_pids();
+            let from_version = pids
+                .iter()
+                .filter(|pid| {
+                    std::fs::read_link(format!("/proc/{pid}/exe"))
+                        .is_ok_and(|exe| exe.starts_with(&dir))
+                })
+                .count();
+            (pids.len() == 1 && from_version == 1).then_some(())
+        },
+    )
     .await;
 }
 
@@ -157,8 +174,7 @@ async fn three_desktops_upgrade_to_a_version_built_by_the_test() {
     let ids = desktops_enrolled(&server, 3).await;
     let info = install_all(&server, &ids).await;
     assert_eq!(info.status, "SUCCESS", "{info:#?}");
-    for (g, id) in guests.iter().zip(&ids) {
-        let _ = g;
+    for id in &ids {
         agent_is(&server, id, BUILT).await;
     }
     for g in &guests {
@@ -176,10 +192,11 @@ async fn three_desktops_upgrade_to_a_version_built_by_the_test() {
     // Each guest watched it, confirmed it and kept the version it replaced.
     for g in &guests {
         confirmed(g, NEW, Some(BUILT)).await;
-        let on_disk: Vec<_> = std::fs::read_dir(g.state_dir.path().join("agents/deskfleet-monitor"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let on_disk: Vec<_> =
+            std::fs::read_dir(g.state_dir.path().join("agents/deskfleet-monitor"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
         assert_eq!(on_disk.len(), 2, "{on_disk:?}");
     }
     eprintln!(
@@ -210,7 +227,10 @@ async fn broken_packages_roll_back_by_themselves_and_the_old_agent_runs_again() 
     assert_eq!(sub.error_code.as_deref(), Some("WKS.00990021"), "{sub:#?}");
     let reason = sub.fail_reason.as_deref().unwrap_or_default();
     assert!(reason.contains("exit status: 4"), "{reason}");
-    assert!(reason.ends_with(&format!("rolled back to {BUILT}")), "{reason}");
+    assert!(
+        reason.ends_with(&format!("rolled back to {BUILT}")),
+        "{reason}"
+    );
     // Within seconds: well before the execution timeout (30 s here).
     assert!(took < Duration::from_secs(15), "failed after {took:?}");
     agent_is(&server, &ids[0], BUILT).await;
@@ -277,7 +297,12 @@ async fn a_server_restart_mid_upgrade_loses_nothing() {
         confirmed(g, NEW, Some(BUILT)).await;
     }
     assert_eq!(
-        server.client().list_desktops(&[]).await.unwrap().total_count,
+        server
+            .client()
+            .list_desktops(&[])
+            .await
+            .unwrap()
+            .total_count,
         3
     );
 }
@@ -309,7 +334,10 @@ async fn admin_packages_publish_list_withdraw_and_restore() {
     let first = publish_binary(&server, &monitor, "0.1.0");
     assert_eq!(first["name"], "deskfleet-monitor");
     assert_eq!(first["version"], "0.1.0");
-    assert_eq!(first["platform"], deskfleet_server::fleet::packages::host_platform());
+    assert_eq!(
+        first["platform"],
+        deskfleet_server::fleet::packages::host_platform()
+    );
     assert_eq!(first["sha256"].as_str().unwrap().len(), 64);
     // A compressed archive of the binary and its manifest.
     assert!(first["size"].as_u64().unwrap() < size);
@@ -334,7 +362,10 @@ async fn admin_packages_publish_list_withdraw_and_restore() {
         files.insert(path, (mode, bytes));
     }
     assert_eq!(files["deskfleet-monitor"].0 & 0o777, 0o755);
-    assert_eq!(files["deskfleet-monitor"].1, std::fs::read(&monitor).unwrap());
+    assert_eq!(
+        files["deskfleet-monitor"].1,
+        std::fs::read(&monitor).unwrap()
+    );
     let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"].1).unwrap();
     assert_eq!(
         manifest,
@@ -350,18 +381,39 @@ async fn admin_packages_publish_list_withdraw_and_restore() {
     let other = script(&server, "other", "#!/bin/sh\nexit 0\n");
     let error = admin_fails(
         &server,
-        &["packages", "publish", "--binary", other.to_str().unwrap(), "--version", "0.1.0"],
+        &[
+            "packages",
+            "publish",
+            "--binary",
+            other.to_str().unwrap(),
+            "--version",
+            "0.1.0",
+        ],
     );
     assert!(error.contains("0.1.0 is already published"), "{error}");
     // A version the guests could not use, and a missing binary.
     let error = admin_fails(
         &server,
-        &["packages", "publish", "--binary", other.to_str().unwrap(), "--version", "../0.2"],
+        &[
+            "packages",
+            "publish",
+            "--binary",
+            other.to_str().unwrap(),
+            "--version",
+            "../0.2",
+        ],
     );
     assert!(error.contains("is not a valid version"), "{error}");
     let error = admin_fails(
         &server,
-        &["packages", "publish", "--binary", "/no/such/binary", "--version", "0.2.0"],
+        &[
+            "packages",
+            "publish",
+            "--binary",
+            "/no/such/binary",
+            "--version",
+            "0.2.0",
+        ],
     );
     assert!(error.contains("/no/such/binary"), "{error}");
 
@@ -382,7 +434,10 @@ async fn admin_packages_publish_list_withdraw_and_restore() {
     }
     let latest = || async {
         store
-            .latest_package("deskfleet-monitor", &deskfleet_server::fleet::packages::host_platform())
+            .latest_package(
+                "deskfleet-monitor",
+                &deskfleet_server::fleet::packages::host_platform(),
+            )
             .await
             .unwrap()
             .unwrap()
@@ -412,5 +467,4 @@ async fn admin_packages_publish_list_withdraw_and_restore() {
 
     let error = admin_fails(&server, &["packages", "withdraw", "--version", "9.9.9"]);
     assert!(error.contains("9.9.9 is not published"), "{error}");
-    let _ = harness::WATCH_WINDOW_SECS;
 }
