@@ -233,6 +233,8 @@ async fn broken_packages_roll_back_by_themselves_and_the_old_agent_runs_again() 
     );
     // Within seconds: well before the execution timeout (30 s here).
     assert!(took < Duration::from_secs(15), "failed after {took:?}");
+    assert_eq!(info.status, "FAIL");
+    eprintln!("a package whose agent exits at start: job FAIL after {took:?}");
     agent_is(&server, &ids[0], BUILT).await;
     confirmed(&guest, BUILT, None).await;
 
