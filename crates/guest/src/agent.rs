@@ -567,8 +567,9 @@ impl Agent {
             .expect("saving the state does not panic")
     }
 
-    /// An offer of `deskfleet-monitor`: start installing it unless it is in flight or
-    /// already installed and running.
+    /// An offer of `deskfleet-monitor`: start installing it unless it is in flight,
+    /// being watched, or already installed and running; switch back without a download
+    /// when it is the kept previous version.
     async fn consider_offer(&mut self, offer: PackageOffer) {
         if let Some(install) = &self.install {
             if same_package(&install.offer, &offer) {
