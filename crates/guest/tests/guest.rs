@@ -1231,3 +1231,43 @@ async fn a_guest_restarted_while_watching_watches_again_and_confirms() {
     shutdown.cancel();
     tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn an_uninstall_that_cannot_remove_the_files_says_why() {
+    use deskfleet_proto::opamp::{EMPTY_PACKAGES_HASH, PackagesAvailable};
+    let mut server = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Where the versions' directory belongs, a file: it cannot be removed as one.
+    std::fs::create_dir_all(dir.path().join("state/agents")).unwrap();
+    std::fs::write(agents_dir(dir.path()), b"in the way").unwrap();
+    let (shutdown, guest) = spawn_guest(config(&server, dir.path(), 9));
+    let uid = enrolled(&mut server).await;
+    server.send(ServerToAgent {
+        instance_uid: uid,
+        packages_available: Some(PackagesAvailable {
+            packages: Default::default(),
+            all_packages_hash: EMPTY_PACKAGES_HASH.to_vec(),
+        }),
+        ..Default::default()
+    });
+    let done = server.until(|m| monitor_status(m).is_some()).await;
+    let msg = done.last().unwrap();
+    let status = monitor_status(msg).unwrap();
+    assert_eq!(status.status(), PackageStatusEnum::InstallFailed);
+    assert!(
+        status
+            .error_message
+            .starts_with("uninstall-failed: removing "),
+        "{}",
+        status.error_message
+    );
+    assert_eq!(
+        msg.package_statuses
+            .as_ref()
+            .unwrap()
+            .server_provided_all_packages_hash,
+        EMPTY_PACKAGES_HASH
+    );
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+}
