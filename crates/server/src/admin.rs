@@ -154,6 +154,7 @@ pub async fn publish_package(
     now: Millis,
 ) -> anyhow::Result<deskfleet_core::fleet::PackageMeta> {
     check_package_version(version)?;
+    check_archive_manifest(name, version, archive)?;
     refuse_published(store, name, version, platform).await?;
     let dir = signing_key.parent().unwrap_or(std::path::Path::new("."));
     let key = if signing_key
@@ -197,6 +198,43 @@ pub async fn publish_binary(
     refuse_published(store, name, version, platform).await?;
     let archive = crate::fleet::packages::build_archive(name, version, binary)?;
     publish_package(store, signing_key, name, version, platform, &archive, now).await
+}
+
+/// The `manifest.json` of an archive published as it is must name the package and the
+/// version it is published as: guests refuse one that does not (`docs/packages.md`).
+fn check_archive_manifest(name: &str, version: &str, archive: &[u8]) -> anyhow::Result<()> {
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+    let entries = tar
+        .entries()
+        .context("the file is not a package archive (a tar.gz)")?;
+    for entry in entries {
+        let mut entry = entry.context("the file is not a package archive (a tar.gz)")?;
+        let path = entry.path().map(|p| p.into_owned()).unwrap_or_default();
+        if path
+            .components()
+            .map(|c| c.as_os_str())
+            .ne(["manifest.json"])
+        {
+            continue;
+        }
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut entry, 64 * 1024), &mut text)
+            .context("reading the archive's manifest.json")?;
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&text).context("the archive's manifest.json is not JSON")?;
+        let (m_name, m_version) = (manifest["name"].as_str(), manifest["version"].as_str());
+        if m_name != Some(name) || m_version != Some(version) {
+            return Err(anyhow!(
+                "the archive's manifest.json names {}/{}, not {name}/{version}: guests would refuse it; publish it under the version its manifest names, or rebuild it",
+                m_name.unwrap_or("(no name)"),
+                m_version.unwrap_or("(no version)")
+            ));
+        }
+        return Ok(());
+    }
+    Err(anyhow!(
+        "the archive has no manifest.json at its top level (docs/packages.md); or publish the bare binary with --binary"
+    ))
 }
 
 /// A version the guest can use as a directory name (it refuses others): 1 to 64 of

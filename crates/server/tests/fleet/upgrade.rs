@@ -419,6 +419,55 @@ async fn admin_packages_publish_list_withdraw_and_restore() {
     );
     assert!(error.contains("/no/such/binary"), "{error}");
 
+    // An archive is published as it is, if its manifest names the version given.
+    let archive = server.dir.path().join("0.1.5.tar.gz");
+    std::fs::write(
+        &archive,
+        deskfleet_server::fleet::packages::build_archive(
+            "deskfleet-monitor",
+            "0.1.5",
+            b"#!/bin/sh
+",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let error = admin_fails(
+        &server,
+        &[
+            "packages",
+            "publish",
+            archive.to_str().unwrap(),
+            "--version",
+            "0.1.6",
+        ],
+    );
+    assert!(
+        error.contains("manifest.json names deskfleet-monitor/0.1.5, not deskfleet-monitor/0.1.6"),
+        "{error}"
+    );
+    let error = admin_fails(
+        &server,
+        &[
+            "packages",
+            "publish",
+            other.to_str().unwrap(),
+            "--version",
+            "0.1.6",
+        ],
+    );
+    assert!(error.contains("not a package archive"), "{error}");
+    let published = server.admin(&[
+        "packages",
+        "publish",
+        archive.to_str().unwrap(),
+        "--version",
+        "0.1.5",
+    ]);
+    assert_eq!(published["version"], "0.1.5");
+    // Its agent is no agent: never offered.
+    server.admin(&["packages", "withdraw", "--version", "0.1.5"]);
+
     publish_binary(&server, &other, "0.2.0");
     let list = server.admin(&["packages", "list"]);
     let versions: Vec<_> = list
@@ -427,12 +476,12 @@ async fn admin_packages_publish_list_withdraw_and_restore() {
         .iter()
         .map(|p| p["version"].as_str().unwrap())
         .collect();
-    assert_eq!(versions, ["0.2.0", "0.1.0"], "newest first");
+    assert_eq!(versions, ["0.2.0", "0.1.5", "0.1.0"], "newest first");
     for p in list.as_array().unwrap() {
         for field in ["package_id", "platform", "size", "sha256", "published_at"] {
             assert!(!p[field].is_null(), "{field}: {p}");
         }
-        assert!(p["withdrawn_at"].is_null());
+        assert_eq!(p["withdrawn_at"].is_null(), p["version"] != "0.1.5", "{p}");
     }
     let latest = || async {
         store
@@ -454,7 +503,8 @@ async fn admin_packages_publish_list_withdraw_and_restore() {
     assert_eq!(latest().await, "0.1.0");
     let list = server.admin(&["packages", "list"]);
     assert!(list[0]["withdrawn_at"].as_str().unwrap().ends_with('Z'));
-    assert!(list[1]["withdrawn_at"].is_null());
+    assert!(list[1]["withdrawn_at"].as_str().is_some());
+    assert!(list[2]["withdrawn_at"].is_null());
     // An install now gets 0.1.0.
     let token = server.enrollment_token();
     let _guest = Guest::start(&server, &token, "pkg-1");
