@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use deskfleet_proto::opamp::{
-    AgentToServer, ComponentHealth, ConnectionSettingsStatus, PackageStatusEnum, PackageStatuses,
-    ServerToAgent,
+    AgentToServer, ComponentHealth, ConnectionSettingsStatus, EMPTY_PACKAGES_HASH, PackageStatus,
+    PackageStatusEnum, PackageStatuses, ServerToAgent,
 };
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
@@ -25,12 +25,13 @@ use crate::connection::{self, SessionEnd};
 use crate::host::HostFacts;
 use crate::install::{
     InstallError, InstallStep, Installer, MONITOR_PACKAGE, PackageOffer, ReasonCode,
-    remove_other_versions,
+    remove_other_versions, remove_package,
 };
 use crate::protocol::{self, Directives, MessageBuilder, ServerError, Status};
-use crate::state::{GuestState, InstalledPackage, StateError, StateStore};
+use crate::state::{GuestState, InstalledPackage, StateError, StateStore, Watching};
 use crate::supervise::{MonitorEvent, SuperviseSettings, Supervisor};
 use crate::tls::Transport;
+use crate::watch::{Verdict, Watch, rolled_back};
 
 /// How long a starting guest waits for the monitor's first health line before its
 /// first connection, so that the first message already says whether the monitor runs.
@@ -149,6 +150,19 @@ pub(crate) enum Event {
         generation: u64,
         event: MonitorEvent,
     },
+    /// The watch window of the switched-to version ended.
+    WatchDeadline,
+}
+
+/// The watch of the version the guest switched to (`docs/fleet-protocol.md`, "Upgrade,
+/// watch window and rollback").
+struct ActiveWatch {
+    watch: Watch,
+    /// The supervisor of the watched version.
+    generation: u64,
+    /// The offer it answers, reported back in the package status.
+    offered_version: String,
+    offered_hash: Vec<u8>,
 }
 
 /// What an install task reports, tagged with its id.
@@ -192,9 +206,8 @@ pub(crate) struct Agent {
     install_rx: mpsc::Receiver<(u64, InstallUpdate)>,
 
     supervisor: Option<Supervisor>,
-    /// Whether the running monitor came from an install in this run (only then is a
-    /// missing first health line reported as `agent_not_started`).
-    supervisor_from_install: bool,
+    /// Set while the version switched to is watched.
+    watch: Option<ActiveWatch>,
     next_generation: u64,
     monitor_tx: mpsc::Sender<(u64, MonitorEvent)>,
     monitor_rx: mpsc::Receiver<(u64, MonitorEvent)>,
@@ -254,7 +267,7 @@ impl Agent {
             install_tx,
             install_rx,
             supervisor: None,
-            supervisor_from_install: false,
+            watch: None,
             next_generation: 1,
             monitor_tx,
             monitor_rx,
@@ -264,9 +277,27 @@ impl Agent {
             state,
             config,
         };
-        if let Some(package) = agent.state.package.clone() {
-            agent.set_package_status(protocol::installed_status(&package, None));
-            agent.start_monitor(package, false);
+        match (agent.state.package.clone(), agent.state.watching.clone()) {
+            (Some(package), Some(watching)) => {
+                // Restarted while watching a switch: watch it again, for a whole window.
+                tracing::info!(version = %package.version, "resuming the watch of an upgrade interrupted by a restart");
+                let offered_hash = hex::decode(&watching.offer_hash).unwrap_or_default();
+                let version = package.version.clone();
+                agent.start_watched(package, version, offered_hash);
+            }
+            (Some(package), None) => {
+                agent.set_package_status(protocol::installed_status(&package, None));
+                agent.start_monitor(package);
+            }
+            (None, _) => {
+                if agent.state.previous.is_none() {
+                    // Nothing is installed: files left by an interrupted uninstall go.
+                    let root = agent.config.install_root.clone();
+                    let _ =
+                        tokio::task::spawn_blocking(move || remove_package(&root, MONITOR_PACKAGE))
+                            .await;
+                }
+            }
         }
         Ok(agent)
     }
@@ -365,12 +396,16 @@ impl Agent {
 
     pub(crate) async fn next_event(&mut self) -> Option<Event> {
         // Both senders are held by `self`, so neither channel ever closes.
+        let deadline = self.watch.as_ref().map(|w| w.watch.deadline());
         tokio::select! {
             Some((id, update)) = self.install_rx.recv() => Some(match update {
                 InstallUpdate::Step(step) => Event::Install { id, step },
                 InstallUpdate::Done(result) => Event::InstallDone { id, result },
             }),
             Some((generation, event)) = self.monitor_rx.recv() => Some(Event::Monitor { generation, event }),
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                Some(Event::WatchDeadline)
+            }
         }
     }
 
@@ -480,7 +515,13 @@ impl Agent {
         }
 
         if let Some(offered) = d.packages {
+            let uninstall = offered.monitor.is_none()
+                && offered.others.is_empty()
+                && offered.all_packages_hash.as_slice() == EMPTY_PACKAGES_HASH.as_slice();
             self.packages.server_provided_all_packages_hash = offered.all_packages_hash;
+            if uninstall {
+                self.uninstall().await;
+            }
             let mut changed = false;
             for (name, version) in &offered.others {
                 tracing::warn!(package = %name, "offered a package this guest does not install");
@@ -488,7 +529,7 @@ impl Agent {
                 changed = true;
             }
             match offered.monitor {
-                Some(Ok(offer)) => self.consider_offer(offer),
+                Some(Ok(offer)) => self.consider_offer(offer).await,
                 Some(Err(rejected)) => {
                     tracing::warn!(error = %rejected.error, "refusing a malformed package offer");
                     let status = protocol::failed_status(
@@ -526,9 +567,10 @@ impl Agent {
             .expect("saving the state does not panic")
     }
 
-    /// An offer of `deskfleet-monitor`: start installing it unless it is in flight or
-    /// already installed and running.
-    fn consider_offer(&mut self, offer: PackageOffer) {
+    /// An offer of `deskfleet-monitor`: start installing it unless it is in flight,
+    /// being watched, or already installed and running; switch back without a download
+    /// when it is the kept previous version.
+    async fn consider_offer(&mut self, offer: PackageOffer) {
         if let Some(install) = &self.install {
             if same_package(&install.offer, &offer) {
                 return; // The server repeats its offer until it hears progress.
@@ -537,6 +579,36 @@ impl Agent {
             if let Some(install) = self.install.take() {
                 install.task.abort();
             }
+        }
+        if let Some(active) = &self.watch {
+            let watched = self.state.package.as_ref();
+            if active.offered_version == offer.version
+                && watched.is_some_and(|p| p.sha256 == offer.sha256_hex())
+            {
+                // The same offer again (a reconnect): still watching.
+                let status = protocol::watching_status(
+                    MONITOR_PACKAGE,
+                    self.state.previous.as_ref(),
+                    &active.offered_version,
+                    &active.offered_hash,
+                );
+                self.last_offer = Some(offer);
+                self.set_package_status(status);
+                self.push_packages();
+                return;
+            }
+            tracing::info!(watched = %active.offered_version, new = %offer.version, "another version was offered while watching; putting the previous one back first");
+            self.end_watch_with_rollback(None).await;
+        }
+        if let Some(previous) = self.state.previous.clone()
+            && previous.version == offer.version
+            && previous.sha256 == offer.sha256_hex()
+            && previous.path.is_file()
+        {
+            tracing::info!(version = %offer.version, "the offered version is the kept previous one; switching back without a download");
+            self.last_offer = Some(offer.clone());
+            self.switch_to(previous, &offer).await;
+            return;
         }
         if let Some(installed) = &self.state.package
             && installed.version == offer.version
@@ -615,7 +687,7 @@ impl Agent {
                     return;
                 };
                 match result {
-                    Ok(package) => self.installed(package, install.offer).await,
+                    Ok(package) => self.switch_to(package, &install.offer).await,
                     Err(error) => self.install_failed(&install.offer, error),
                 }
             }
@@ -623,40 +695,251 @@ impl Agent {
                 if self.supervisor.as_ref().map(|s| s.generation) != Some(generation) {
                     return; // From a monitor that is being replaced.
                 }
+                let verdict = match (&mut self.watch, &event) {
+                    (Some(active), event) if active.generation == generation => {
+                        let now = Instant::now();
+                        match event {
+                            MonitorEvent::Health { health, version } => active.watch.on_health(
+                                version,
+                                health.healthy,
+                                &health.last_error,
+                                now,
+                            ),
+                            MonitorEvent::Down {
+                                health,
+                                spawned: true,
+                            } => active.watch.on_exit(&health.last_error, now),
+                            MonitorEvent::Down {
+                                health,
+                                spawned: false,
+                            } => active.watch.on_spawn_failed(&health.last_error, now),
+                            _ => Verdict::Watching,
+                        }
+                    }
+                    _ => Verdict::Watching,
+                };
                 self.monitor_event(event);
+                if let Verdict::Failed(error) = verdict {
+                    self.end_watch_with_rollback(Some(error)).await;
+                }
+            }
+            Event::WatchDeadline => {
+                let Some(active) = &self.watch else {
+                    return;
+                };
+                match active.watch.verdict(Instant::now()) {
+                    Verdict::Watching => {}
+                    Verdict::Passed => self.confirm_watch().await,
+                    Verdict::Failed(error) => self.end_watch_with_rollback(Some(error)).await,
+                }
             }
         }
     }
 
-    async fn installed(&mut self, package: InstalledPackage, offer: PackageOffer) {
-        let previous = self.state.package.replace(package.clone());
+    /// Switches to `package` (just installed beside the running version, or the kept
+    /// previous one) and starts watching it. The version that ran becomes the kept
+    /// previous one; the switch is on disk before the new agent starts.
+    async fn switch_to(&mut self, package: InstalledPackage, offer: &PackageOffer) {
+        let old_current = self.state.package.clone();
+        let old_previous = self.state.previous.clone();
+        let old_watching = self.state.watching.clone();
+        // Reinstalling the version that runs replaced its files: the kept one stays.
+        let new_previous = match &old_current {
+            Some(current) if current.version != package.version => Some(current.clone()),
+            _ => old_previous.clone(),
+        };
+        self.state.package = Some(package.clone());
+        self.state.previous = new_previous;
+        self.state.watching = Some(Watching {
+            offer_hash: hex::encode(&offer.offer_hash),
+            restore_previous: old_previous.clone(),
+        });
         if let Err(error) = self.save_state().await {
-            // Not recorded means not installed: a restart would not know it.
-            self.state.package = previous;
+            // Not recorded means not switched: a restart would not know it.
+            self.state.package = old_current;
+            self.state.previous = old_previous;
+            self.state.watching = old_watching;
             let error = match &error {
                 StateError::Io { source, .. } => {
                     InstallError::io("recording the installed package", source)
                 }
                 other => InstallError::new(ReasonCode::InstallFailed, other.to_string()),
             };
-            self.install_failed(&offer, error);
+            self.install_failed(offer, error);
             return;
         }
-        tracing::info!(version = %package.version, path = %package.path.display(), "installed");
-        self.set_package_status(protocol::installed_status(&package, Some(&offer)));
+        tracing::info!(version = %package.version, path = %package.path.display(), previous = ?self.state.previous.as_ref().map(|p| &p.version), "switched; watching the new version");
+        self.start_watched(package, offer.version.clone(), offer.offer_hash.clone());
+    }
+
+    /// Starts `package` under watch (the state already says so) and reports `INSTALLING`.
+    fn start_watched(
+        &mut self,
+        package: InstalledPackage,
+        offered_version: String,
+        offered_hash: Vec<u8>,
+    ) {
+        let status = protocol::watching_status(
+            MONITOR_PACKAGE,
+            self.state.previous.as_ref(),
+            &offered_version,
+            &offered_hash,
+        );
+        self.set_package_status(status);
         self.push_packages();
+        self.retire_monitor();
+        let expected = package.version.clone();
+        let generation = self.start_monitor(package);
+        self.watch = Some(ActiveWatch {
+            watch: Watch::new(expected, self.config.watch_window, Instant::now()),
+            generation,
+            offered_version,
+            offered_hash,
+        });
+        self.push_health(false);
+    }
+
+    /// Stops the running monitor in the background: the old one gets its graceful stop
+    /// while the new one starts and the connection keeps being served.
+    fn retire_monitor(&mut self) {
         if let Some(old) = self.supervisor.take() {
-            // In the background: the old monitor gets its graceful stop while the new
-            // one starts and the connection keeps being served.
             self.retiring.retain(|task| !task.is_finished());
             self.retiring.push(tokio::spawn(old.stop()));
         }
-        self.start_monitor(package.clone(), true);
-        self.push_health(false);
+    }
+
+    /// The watch passed: the switch is confirmed, reported `INSTALLED`, and only the
+    /// version that runs and the kept previous one stay on disk.
+    async fn confirm_watch(&mut self) {
+        let Some(active) = self.watch.take() else {
+            return;
+        };
+        self.state.watching = None;
+        if let Err(error) = self.save_state().await {
+            // A restart would watch it once more; nothing worse.
+            tracing::error!(%error, "cannot record the confirmed upgrade");
+        }
+        let Some(package) = self.state.package.clone() else {
+            return;
+        };
+        tracing::info!(version = %package.version, "watch passed; upgrade confirmed");
+        self.set_package_status(protocol::confirmed_status(
+            &package,
+            &active.offered_version,
+            &active.offered_hash,
+        ));
+        self.push_packages();
+        self.push_health(true);
         let root = self.config.install_root.clone();
+        let previous = self.state.previous.as_ref().map(|p| p.version.clone());
         tokio::task::spawn_blocking(move || {
-            remove_other_versions(&root, &package.name, &package.version)
+            let mut keep = vec![package.version.as_str()];
+            keep.extend(previous.as_deref());
+            remove_other_versions(&root, &package.name, &keep)
         });
+    }
+
+    /// The watched version failed (`Some(error)`, reported as `INSTALL_FAILED`) or is
+    /// abandoned for another offer (`None`): stop it, make the kept previous version
+    /// current again and start it. Nothing is deleted.
+    async fn end_watch_with_rollback(&mut self, error: Option<InstallError>) {
+        let Some(active) = self.watch.take() else {
+            return;
+        };
+        if let Some(supervisor) = self.supervisor.take() {
+            supervisor.stop().await;
+        }
+        let failed = self.state.package.take();
+        let target = self.state.previous.take();
+        let restore = self
+            .state
+            .watching
+            .take()
+            .and_then(|w| w.restore_previous)
+            .filter(|p| target.as_ref().is_none_or(|t| t.version != p.version));
+        self.state.package = target.clone();
+        self.state.previous = restore;
+        if let Err(error) = self.save_state().await {
+            tracing::error!(%error, "cannot record the rollback");
+        }
+        if let Some(error) = error {
+            let error = rolled_back(error, target.as_ref().map(|t| t.version.as_str()));
+            tracing::warn!(version = ?failed.as_ref().map(|p| &p.version), %error, "watch failed; rolled back");
+            let status = protocol::failed_status(
+                MONITOR_PACKAGE,
+                target.as_ref(),
+                &active.offered_version,
+                &active.offered_hash,
+                &error,
+            );
+            self.set_package_status(status);
+            self.push_packages();
+        }
+        match target {
+            Some(target) => {
+                self.start_monitor(target);
+            }
+            None => {
+                self.monitor_health = None;
+                self.monitor_reported = false;
+            }
+        }
+        self.push_health(false);
+    }
+
+    /// `PackagesAvailable` with no package and the empty hash: stop the agent, remove
+    /// every installed version, and say so (`docs/fleet-protocol.md`, "Uninstall").
+    async fn uninstall(&mut self) {
+        tracing::info!("uninstalling the monitor");
+        if let Some(install) = self.install.take() {
+            install.task.abort();
+        }
+        self.watch = None;
+        if let Some(supervisor) = self.supervisor.take() {
+            supervisor.stop().await;
+        }
+        for task in self.retiring.drain(..) {
+            let _ = task.await;
+        }
+        self.monitor_health = None;
+        self.monitor_reported = false;
+        self.last_offer = None;
+        self.state.package = None;
+        self.state.previous = None;
+        self.state.watching = None;
+        // Recorded first: a guest restarted from here removes what is left.
+        let saved = self.save_state().await.map_err(|e| {
+            InstallError::new(
+                ReasonCode::UninstallFailed,
+                format!("recording the uninstall: {e}"),
+            )
+        });
+        let root = self.config.install_root.clone();
+        let removed = tokio::task::spawn_blocking(move || remove_package(&root, MONITOR_PACKAGE))
+            .await
+            .unwrap_or_else(|e| {
+                Err(InstallError::new(
+                    ReasonCode::UninstallFailed,
+                    e.to_string(),
+                ))
+            });
+        match saved.and(removed) {
+            Ok(()) => {
+                tracing::info!("monitor uninstalled");
+                self.packages.packages.remove(MONITOR_PACKAGE);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "uninstall failed");
+                self.set_package_status(PackageStatus {
+                    name: MONITOR_PACKAGE.to_owned(),
+                    status: PackageStatusEnum::InstallFailed as i32,
+                    error_message: error.to_string(),
+                    ..Default::default()
+                });
+            }
+        }
+        self.push_packages();
+        self.push_health(true);
     }
 
     fn install_failed(&mut self, offer: &PackageOffer, error: InstallError) {
@@ -672,7 +955,8 @@ impl Agent {
         self.push_packages();
     }
 
-    fn start_monitor(&mut self, package: InstalledPackage, from_install: bool) {
+    /// Starts a supervisor for `package`; its generation.
+    fn start_monitor(&mut self, package: InstalledPackage) -> u64 {
         let generation = self.next_generation;
         self.next_generation += 1;
         self.monitor_health = Some(protocol::monitor_down(
@@ -681,7 +965,6 @@ impl Agent {
             SystemTime::now(),
         ));
         self.monitor_reported = false;
-        self.supervisor_from_install = from_install;
         let settings = SuperviseSettings {
             interval: self.config.monitor_interval,
             start_timeout: self.config.monitor_start_timeout,
@@ -694,35 +977,18 @@ impl Agent {
             settings,
             self.monitor_tx.clone(),
         ));
+        generation
     }
 
     fn monitor_event(&mut self, event: MonitorEvent) {
         match event {
-            MonitorEvent::Down(health) => {
+            MonitorEvent::Down { health, .. } => {
                 self.monitor_health = Some(health);
                 self.push_health(false);
             }
-            MonitorEvent::Health(health) => {
-                let running = health.healthy;
+            MonitorEvent::Health { health, .. } => {
                 self.monitor_reported = true;
                 self.monitor_health = Some(health);
-                // A monitor that was late but came up after all: the install did work.
-                if running
-                    && let Some(package) = self.state.package.clone()
-                    && self
-                        .packages
-                        .packages
-                        .get(MONITOR_PACKAGE)
-                        .is_some_and(|s| {
-                            s.status() == PackageStatusEnum::InstallFailed
-                                && s.error_message
-                                    .starts_with(ReasonCode::AgentNotStarted.as_str())
-                        })
-                {
-                    let status = protocol::installed_status(&package, self.last_offer.as_ref());
-                    self.set_package_status(status);
-                    self.push_packages();
-                }
                 self.push_health(false);
             }
             MonitorEvent::Metrics(json) => {
@@ -732,27 +998,9 @@ impl Agent {
                 }
             }
             MonitorEvent::NotStarted(reason) => {
-                if !self.supervisor_from_install {
-                    return; // Nothing was offered in this run: health tells the story.
-                }
-                let Some(package) = self.state.package.clone() else {
-                    return;
-                };
-                let (version, hash) = self
-                    .last_offer
-                    .as_ref()
-                    .map(|o| (o.version.clone(), o.offer_hash.clone()))
-                    .unwrap_or_default();
-                let error = InstallError::new(ReasonCode::AgentNotStarted, reason);
-                let status = protocol::failed_status(
-                    MONITOR_PACKAGE,
-                    Some(&package),
-                    &version,
-                    &hash,
-                    &error,
-                );
-                self.set_package_status(status);
-                self.push_packages();
+                // A switch is judged by its watch; a monitor started with the guest is
+                // described by its health (`starting`, then `restarting`).
+                tracing::warn!(%reason, "the monitor has not reported yet");
             }
         }
     }

@@ -25,6 +25,11 @@ pub const DEFAULT_MONITOR_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a monitor asked to stop (SIGTERM, stdout closed) gets before it is killed.
 pub const DEFAULT_MONITOR_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a newly switched-to agent version is watched (started, healthy, at its
+/// version) before the switch is confirmed; a failure within it puts the previous
+/// version back (`--watch-window-secs`).
+pub const DEFAULT_WATCH_WINDOW: Duration = Duration::from_secs(15);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("server url {url:?}: {reason}")]
@@ -79,6 +84,8 @@ pub struct Config {
     pub monitor_restart: BackoffPolicy,
     /// The facts reported in `agent_description`; detected from the machine when `None`.
     pub host: Option<HostFacts>,
+    /// The watch window of an upgrade or rollback ([`DEFAULT_WATCH_WINDOW`]).
+    pub watch_window: Duration,
 }
 
 impl Config {
@@ -113,6 +120,7 @@ impl Config {
             reconnect: BackoffPolicy::default(),
             monitor_restart: BackoffPolicy::default(),
             host: None,
+            watch_window: DEFAULT_WATCH_WINDOW,
         })
     }
 

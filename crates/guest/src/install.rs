@@ -54,12 +54,21 @@ pub enum ReasonCode {
     /// EACCES or EPERM.
     NoPermission,
     InstallFailed,
-    /// No health line within the start timeout.
+    /// No health line within the start timeout (or the watch window), or it could not
+    /// be started at all.
     AgentNotStarted,
+    /// The new agent exited during the watch window.
+    AgentExited,
+    /// The new agent still reported itself unhealthy when the watch window ended.
+    AgentUnhealthy,
+    /// The new agent reports another version than the package it came in.
+    VersionMismatch,
+    /// The agent could not be stopped or its files removed.
+    UninstallFailed,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 7] = [
+    pub const ALL: [ReasonCode; 11] = [
         ReasonCode::DownloadFailed,
         ReasonCode::ChecksumMismatch,
         ReasonCode::BadSignature,
@@ -67,6 +76,10 @@ impl ReasonCode {
         ReasonCode::NoPermission,
         ReasonCode::InstallFailed,
         ReasonCode::AgentNotStarted,
+        ReasonCode::AgentExited,
+        ReasonCode::AgentUnhealthy,
+        ReasonCode::VersionMismatch,
+        ReasonCode::UninstallFailed,
     ];
 
     /// The code as it appears on the wire.
@@ -79,6 +92,12 @@ impl ReasonCode {
             ReasonCode::NoPermission => "no_permission",
             ReasonCode::InstallFailed => "install_failed",
             ReasonCode::AgentNotStarted => "agent_not_started",
+            // The codes of the upgrade watch and of uninstall are spelled with hyphens,
+            // as the server <-> guest contract names them (docs/fleet-protocol.md).
+            ReasonCode::AgentExited => "agent-exited",
+            ReasonCode::AgentUnhealthy => "agent-unhealthy",
+            ReasonCode::VersionMismatch => "version-mismatch",
+            ReasonCode::UninstallFailed => "uninstall-failed",
         }
     }
 }
@@ -677,18 +696,32 @@ fn read_manifest(dir: &Path) -> Result<Manifest, InstallError> {
     })
 }
 
-/// Deletes the version directories of `name` other than `keep`, and leftovers of
-/// interrupted installs. Best effort: a failure only costs disk space.
-pub fn remove_other_versions(install_root: &Path, name: &str, keep: &str) {
+/// Deletes the version directories of `name` other than those in `keep`, and leftovers
+/// of interrupted installs. Best effort: a failure only costs disk space.
+pub fn remove_other_versions(install_root: &Path, name: &str, keep: &[&str]) {
     let Ok(entries) = fs::read_dir(install_root.join(name)) else {
         return;
     };
     for entry in entries.flatten() {
-        if entry.file_name() != keep
+        if !keep.iter().any(|k| entry.file_name() == *k)
             && let Err(error) = fs::remove_dir_all(entry.path())
         {
             tracing::debug!(path = %entry.path().display(), %error, "cannot remove an old package directory");
         }
+    }
+}
+
+/// Removes every installed version of `name` (uninstall). A directory that is already
+/// gone is success.
+pub fn remove_package(install_root: &Path, name: &str) -> Result<(), InstallError> {
+    let dir = install_root.join(name);
+    match fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(InstallError::new(
+            ReasonCode::UninstallFailed,
+            format!("removing {}: {e}", dir.display()),
+        )),
     }
 }
 
@@ -857,7 +890,11 @@ mod tests {
                 "no_space",
                 "no_permission",
                 "install_failed",
-                "agent_not_started"
+                "agent_not_started",
+                "agent-exited",
+                "agent-unhealthy",
+                "version-mismatch",
+                "uninstall-failed",
             ]
         );
     }

@@ -14,6 +14,11 @@
 //! - **Identity survives restarts**: the instance uid and the desktop credential are
 //!   written atomically (mode 0600) before they are used, so a restarted guest reconnects
 //!   as the same desktop and never enrolls twice.
+//! - **An upgrade is undone by itself when it fails**: a new version is installed beside
+//!   the running one, switched to, and watched for a window ([`watch`]); if it exits, is
+//!   unhealthy or reports another version, the previous version is started again and the
+//!   reason reported. The switch, the kept previous version and the watch are in
+//!   [`state`], so a restart never loses track of which version should run.
 //! - **It never gives up**: a lost connection is retried forever with jittered
 //!   exponential backoff ([`backoff`]), and a dying monitor is restarted the same way,
 //!   until the shutdown token is cancelled.
@@ -41,6 +46,7 @@ pub mod supervise;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tls;
+pub mod watch;
 
 mod agent;
 

@@ -56,6 +56,11 @@ struct Args {
     /// desktops by it; also lets several simulated desktops share one machine).
     #[arg(long, env = "DESKFLEET_GUEST_HOSTNAME")]
     hostname: Option<String>,
+    /// Seconds a newly switched-to agent version is watched (started, healthy, at its
+    /// version) before an upgrade or rollback is confirmed; a failure within them puts
+    /// the previous version back.
+    #[arg(long, env = "DESKFLEET_WATCH_WINDOW_SECS", default_value_t = deskfleet_guest::config::DEFAULT_WATCH_WINDOW.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    watch_window_secs: u64,
 }
 
 fn main() -> ExitCode {
@@ -99,6 +104,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     config.heartbeat = std::time::Duration::from_secs(args.heartbeat_secs);
     config.monitor_interval = std::time::Duration::from_millis(args.monitor_interval_ms);
+    config.watch_window = std::time::Duration::from_secs(args.watch_window_secs);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -224,6 +224,41 @@ pub fn installed_status(
     }
 }
 
+/// `INSTALLED` after a watch passed: `installed` answers the offer of
+/// `offered_version` (whose `PackageAvailable.hash` was `offered_hash`).
+pub fn confirmed_status(
+    installed: &InstalledPackage,
+    offered_version: &str,
+    offered_hash: &[u8],
+) -> PackageStatus {
+    PackageStatus {
+        server_offered_version: offered_version.to_owned(),
+        server_offered_hash: offered_hash.to_vec(),
+        ..installed_status(installed, None)
+    }
+}
+
+/// `INSTALLING` while a switched-to version is watched: `has` is the version it would
+/// roll back to (the one that ran before the switch).
+pub fn watching_status(
+    name: &str,
+    has: Option<&InstalledPackage>,
+    offered_version: &str,
+    offered_hash: &[u8],
+) -> PackageStatus {
+    let (agent_has_version, agent_has_hash) = self::has(has);
+    PackageStatus {
+        name: name.to_owned(),
+        agent_has_version,
+        agent_has_hash,
+        server_offered_version: offered_version.to_owned(),
+        server_offered_hash: offered_hash.to_vec(),
+        status: PackageStatusEnum::Installing as i32,
+        error_message: String::new(),
+        download_details: None,
+    }
+}
+
 /// `DOWNLOADING` (with percent; 100 while verifying) or `INSTALLING`.
 pub fn progress_status(
     installed: Option<&InstalledPackage>,

@@ -9,13 +9,21 @@
 //!     "name": "deskfleet-monitor",
 //!     "version": "0.1.0",
 //!     "sha256": "<64 hex>",
-//!     "path": "/var/lib/deskfleet/agents/deskfleet-monitor/0.1.0/deskfleet-monitor"
-//!   }
+//!     "path": "/var/lib/deskfleet/agents/deskfleet-monitor/0.2.0/deskfleet-monitor"
+//!   },
+//!   "previous": { "name": "deskfleet-monitor", "version": "0.1.0", … },
+//!   "watching": { "offer_hash": "<hex>", "restore_previous": null }
 //! }
 //! ```
 //!
 //! `credential` and `package` are `null` until the server issued one and a package was
-//! installed. The file is mode 0600 (it holds the credential) and is replaced atomically
+//! installed. `package` is the version that runs; `previous` the one it replaced, kept on
+//! disk until the next successful upgrade so that a failed upgrade or an explicit rollback
+//! can switch back to it. `watching` is set from the moment the guest switched to
+//! `package` until its watch window passed: a guest that restarts with it set starts
+//! `package` and watches it again for a whole window (passing confirms it, failing puts
+//! `previous` back and restores `restore_previous` as the kept version). Files written by
+//! older guests (no `previous`, no `watching`) read as "none". The file is mode 0600 (it holds the credential) and is replaced atomically
 //! (temporary file in the same directory, fsync, rename, fsync of the directory): a crash
 //! leaves either the old or the new file, never a torn one. A file that exists but cannot
 //! be read is an error, never a reason to make up a new identity: a new uid would enroll
@@ -91,13 +99,30 @@ pub struct InstalledPackage {
     pub path: PathBuf,
 }
 
+/// An upgrade (or rollback) that switched to `GuestState::package` and is still being
+/// watched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watching {
+    /// Hex of the offer's `PackageAvailable.hash`, reported back as
+    /// `server_offered_hash`.
+    pub offer_hash: String,
+    /// The kept previous version before the switch: it is the kept one again if the
+    /// watch fails.
+    pub restore_previous: Option<InstalledPackage>,
+}
+
 /// Everything the guest must remember across restarts.
 #[derive(Debug, Clone)]
 pub struct GuestState {
     pub instance_uid: InstanceUid,
     /// The desktop credential (`DFD1…`), once the server issued one.
     pub credential: Option<SecretString>,
+    /// The version that runs.
     pub package: Option<InstalledPackage>,
+    /// The version `package` replaced, kept for a rollback.
+    pub previous: Option<InstalledPackage>,
+    /// Set while `package` is being watched after a switch.
+    pub watching: Option<Watching>,
 }
 
 impl GuestState {
@@ -107,6 +132,8 @@ impl GuestState {
             instance_uid: InstanceUid::generate(),
             credential: None,
             package: None,
+            previous: None,
+            watching: None,
         }
     }
 }
@@ -118,6 +145,10 @@ struct StateFile {
     instance_uid: String,
     credential: Option<String>,
     package: Option<InstalledPackage>,
+    #[serde(default)]
+    previous: Option<InstalledPackage>,
+    #[serde(default)]
+    watching: Option<Watching>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +211,8 @@ impl StateStore {
             instance_uid,
             credential: file.credential.map(SecretString::from),
             package: file.package,
+            previous: file.previous,
+            watching: file.watching,
         }))
     }
 
@@ -204,6 +237,8 @@ impl StateStore {
                 .as_ref()
                 .map(|c| c.expose_secret().to_owned()),
             package: state.package.clone(),
+            previous: state.previous.clone(),
+            watching: state.watching.clone(),
         };
         let mut json = serde_json::to_vec_pretty(&file).expect("the state serializes to JSON");
         json.push(b'\n');
@@ -303,6 +338,11 @@ mod tests {
             instance_uid: InstanceUid::from_bytes(&[0xab; 16]).unwrap(),
             credential: Some(SecretString::from("DFD1x")),
             package: Some(installed()),
+            previous: None,
+            watching: Some(Watching {
+                offer_hash: "cd".repeat(32),
+                restore_previous: None,
+            }),
         };
         store.save(&state).unwrap();
         let json: serde_json::Value =
@@ -318,7 +358,9 @@ mod tests {
                     "version": "1.2.3",
                     "sha256": "ab".repeat(32),
                     "path": "/x/deskfleet-monitor/1.2.3/deskfleet-monitor",
-                }
+                },
+                "previous": null,
+                "watching": {"offer_hash": "cd".repeat(32), "restore_previous": null},
             })
         );
     }
@@ -393,6 +435,42 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(store.load(), Err(StateError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_file_of_an_older_guest_reads_with_nothing_kept_and_no_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let old = serde_json::json!({
+            "format": 1,
+            "instance_uid": "ab".repeat(16),
+            "credential": "DFD1x",
+            "package": installed(),
+        });
+        fs::write(store.path(), serde_json::to_vec(&old).unwrap()).unwrap();
+        let state = store.load().unwrap().unwrap();
+        assert_eq!(state.package, Some(installed()));
+        assert_eq!(state.previous, None);
+        assert_eq!(state.watching, None);
+    }
+
+    #[test]
+    fn the_kept_version_and_the_watch_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let mut state = store.load_or_create().unwrap();
+        let mut older = installed();
+        older.version = "1.0.0".into();
+        state.package = Some(installed());
+        state.previous = Some(older.clone());
+        state.watching = Some(Watching {
+            offer_hash: "ef".repeat(32),
+            restore_previous: Some(older),
+        });
+        store.save(&state).unwrap();
+        let back = store.load().unwrap().unwrap();
+        assert_eq!(back.previous, state.previous);
+        assert_eq!(back.watching, state.watching);
     }
 
     #[test]

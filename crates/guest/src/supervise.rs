@@ -33,10 +33,18 @@ pub const STABLE_RUN: Duration = Duration::from_secs(60);
 /// What the supervisor tells the agent.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MonitorEvent {
-    /// A health line from the monitor, as the `deskfleet-monitor` component's health.
-    Health(ComponentHealth),
-    /// The monitor is not running (it died; a restart is scheduled).
-    Down(ComponentHealth),
+    /// A health line from the monitor, as the `deskfleet-monitor` component's health,
+    /// with the version the monitor reports.
+    Health {
+        health: ComponentHealth,
+        version: String,
+    },
+    /// The monitor is not running (it died, or could not be started: `spawned` is then
+    /// false); a restart is scheduled.
+    Down {
+        health: ComponentHealth,
+        spawned: bool,
+    },
     /// One metrics line, as JSON bytes; at most one per monitor interval.
     Metrics(Vec<u8>),
     /// No health line came within the start timeout (reported once).
@@ -124,17 +132,18 @@ impl Run {
         let mut backoff = Backoff::new(self.settings.restart);
         loop {
             let launched = Instant::now();
-            let last_error = match self.spawn() {
+            let (last_error, spawned) = match self.spawn() {
                 Ok(child) => match self.watch(child).await {
                     Ended::Cancelled => return,
-                    Ended::Exited(status) => {
-                        format!("{MONITOR_PACKAGE} exited ({status})")
-                    }
+                    Ended::Exited(status) => (format!("{MONITOR_PACKAGE} exited ({status})"), true),
                     Ended::WaitFailed(error) => {
-                        format!("cannot wait for {MONITOR_PACKAGE}: {error}")
+                        (format!("cannot wait for {MONITOR_PACKAGE}: {error}"), true)
                     }
                 },
-                Err(error) => format!("cannot start {}: {error}", self.package.path.display()),
+                Err(error) => (
+                    format!("cannot start {}: {error}", self.package.path.display()),
+                    false,
+                ),
             };
             if launched.elapsed() >= STABLE_RUN {
                 backoff.reset();
@@ -146,7 +155,7 @@ impl Run {
                 last_error,
                 SystemTime::now(),
             );
-            if !self.send(MonitorEvent::Down(health)).await {
+            if !self.send(MonitorEvent::Down { health, spawned }).await {
                 return;
             }
             let until = Instant::now() + delay;
@@ -264,10 +273,10 @@ impl Run {
                 if report.version != self.package.version {
                     tracing::warn!(installed = %self.package.version, reported = %report.version, "monitor reports another version than the one installed");
                 }
-                self.send(MonitorEvent::Health(monitor_health(
-                    &report,
-                    SystemTime::now(),
-                )))
+                self.send(MonitorEvent::Health {
+                    health: monitor_health(&report, SystemTime::now()),
+                    version: report.version.clone(),
+                })
                 .await
             }
             Ok(Report::Metrics(_)) => {
@@ -387,9 +396,10 @@ mod tests {
         let package = script(dir.path(), &crate::testing::fake_monitor_script("1.2.3"));
         let (tx, mut rx) = mpsc::channel(64);
         let supervisor = Supervisor::start(package, 7, settings(), tx);
-        let MonitorEvent::Health(health) = next(&mut rx).await else {
+        let MonitorEvent::Health { health, version } = next(&mut rx).await else {
             panic!("health first")
         };
+        assert_eq!(version, "1.2.3");
         assert!(health.healthy);
         assert_eq!(health.status, "running deskfleet-monitor/1.2.3");
         assert!(health.start_time_unix_nano > 0);
@@ -423,7 +433,8 @@ mod tests {
         let supervisor = Supervisor::start(package, 7, settings(), tx);
         let mut downs = 0;
         while downs < 3 {
-            if let MonitorEvent::Down(h) = next(&mut rx).await {
+            if let MonitorEvent::Down { health: h, spawned } = next(&mut rx).await {
+                assert!(spawned);
                 assert!(!h.healthy);
                 assert_eq!(h.status, "restarting deskfleet-monitor/1.2.3");
                 assert!(h.last_error.contains("exit status: 3"), "{}", h.last_error);

@@ -40,6 +40,8 @@ use tokio_util::sync::CancellationToken;
 const TOKEN: &str = "DFE1-test-enrollment";
 const CREDENTIAL: &str = "DFD1-test-credential";
 const WAIT: Duration = Duration::from_secs(20);
+/// The watch window of the tests' guests.
+const WATCH: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 enum Seen {
@@ -260,6 +262,7 @@ fn config(server: &FakeServer, dir: &Path, key_seed: u8) -> Config {
     config.monitor_interval = Duration::from_millis(1000);
     config.heartbeat = Duration::from_millis(400);
     config.monitor_stop_timeout = Duration::from_secs(2);
+    config.watch_window = WATCH;
     config.host = Some(HostFacts {
         host_name: "wks-test-7".into(),
         os_type: "linux".into(),
@@ -387,12 +390,18 @@ async fn enrolls_installs_supervises_and_restarts_without_enrolling_again() {
     assert_eq!(second.sequence_num, bye.sequence_num + 1);
     last_seq = second.sequence_num;
 
-    // The install, step by step, up to the first health of the new monitor.
+    // The install, step by step, up to INSTALLED once the watch window passed.
     server.offer(&uid, &package, "1.2.3");
     let messages = server
-        .until(|m| monitor_health(m).is_some_and(|h| h.healthy))
+        .until(|m| monitor_status(m).is_some_and(|s| s.status() == PackageStatusEnum::Installed))
         .await;
-    let steps: Vec<(PackageStatusEnum, Option<f64>)> = messages
+    assert!(
+        messages
+            .iter()
+            .any(|m| monitor_health(m).is_some_and(|h| h.healthy)),
+        "healthy before it is confirmed"
+    );
+    let mut steps: Vec<(PackageStatusEnum, Option<f64>)> = messages
         .iter()
         .filter_map(monitor_status)
         .map(|s| {
@@ -402,6 +411,8 @@ async fn enrolls_installs_supervises_and_restarts_without_enrolling_again() {
             )
         })
         .collect();
+    // Unpacking and watching are both INSTALLING.
+    steps.dedup();
     assert_eq!(
         steps.first(),
         Some(&(PackageStatusEnum::Downloading, Some(0.0)))
@@ -418,7 +429,7 @@ async fn enrolls_installs_supervises_and_restarts_without_enrolling_again() {
     let installed = messages.iter().rev().find_map(monitor_status).unwrap();
     assert_eq!(installed.agent_has_version, "1.2.3");
     assert_eq!(installed.server_offered_version, "1.2.3");
-    let health = monitor_health(messages.last().unwrap()).unwrap();
+    let health = messages.iter().rev().find_map(monitor_health).unwrap();
     assert_eq!(health.status, "running deskfleet-monitor/1.2.3");
     assert!(health.start_time_unix_nano > 0);
     for msg in &messages {
@@ -770,6 +781,493 @@ async fn plain_http_is_refused_unless_allowed() {
 
     let (shutdown, guest) = spawn_guest(config(&server, dir.path(), 9));
     assert_eq!(server.expect_connect().await, format!("Bearer {TOKEN}"));
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Upgrade, watch, rollback, uninstall
+// ---------------------------------------------------------------------------------------
+
+/// A stand-in monitor that exits with status 3 at once.
+const EXITS_AT_ONCE: &str = "#!/bin/sh\necho 'about to fail' >&2\nexit 3\n";
+
+fn signed(version: &str, script: &str) -> SignedPackage {
+    testing::sign(
+        testing::monitor_archive(version, script.as_bytes()),
+        &testing::signing_key(9),
+    )
+}
+
+fn is_status(m: &AgentToServer, status: PackageStatusEnum, version: &str) -> bool {
+    monitor_status(m).is_some_and(|s| s.status() == status && s.server_offered_version == version)
+}
+
+fn agents_dir(dir: &Path) -> PathBuf {
+    dir.join("state/agents/deskfleet-monitor")
+}
+
+fn versions_on_disk(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(agents_dir(dir))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Waits until the monitor processes are exactly those under `version`'s directory.
+async fn runs_only(dir: &Path, version: &str) {
+    let root = agents_dir(dir);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let all = processes_under(&root);
+        let of_version = processes_under(&root.join(version));
+        if !of_version.is_empty() && all.len() == of_version.len() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected only {version} to run; running: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A guest connected with its credential; its instance uid.
+async fn enrolled(server: &mut FakeServer) -> Vec<u8> {
+    server.expect_connect().await;
+    let uid = server.expect_message().await.instance_uid;
+    server.send(credential_reply(&uid));
+    server.until(|m| m.agent_disconnect.is_some()).await;
+    server.expect_connect().await;
+    server.expect_message().await;
+    uid
+}
+
+/// Offers `package` as `version` and waits for its final status: INSTALLED or
+/// INSTALL_FAILED; every message on the way.
+async fn offer_until_settled(
+    server: &mut FakeServer,
+    uid: &[u8],
+    package: &SignedPackage,
+    version: &str,
+) -> Vec<AgentToServer> {
+    server.serve(&package.archive);
+    server.offer(uid, package, version);
+    server
+        .until(|m| {
+            is_status(m, PackageStatusEnum::Installed, version)
+                || is_status(m, PackageStatusEnum::InstallFailed, version)
+        })
+        .await
+}
+
+fn settled(messages: &[AgentToServer]) -> deskfleet_proto::opamp::PackageStatus {
+    messages
+        .iter()
+        .rev()
+        .find_map(monitor_status)
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn an_upgrade_is_watched_then_confirmed_and_exactly_one_previous_version_is_kept() {
+    let mut server = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (shutdown, guest) = spawn_guest(config(&server, dir.path(), 9));
+    let uid = enrolled(&mut server).await;
+
+    let v1 = testing::signed_monitor_package("1.0.0", &testing::signing_key(9));
+    let done = offer_until_settled(&mut server, &uid, &v1, "1.0.0").await;
+    assert_eq!(settled(&done).status(), PackageStatusEnum::Installed);
+    runs_only(dir.path(), "1.0.0").await;
+
+    // 2.0.0 beside 1.0.0: INSTALLING (watching) with 1.0.0 as what the guest has, and
+    // INSTALLED 2.0.0 only once the window passed.
+    let v2 = testing::signed_monitor_package("2.0.0", &testing::signing_key(9));
+    let offered = Instant::now();
+    let done = offer_until_settled(&mut server, &uid, &v2, "2.0.0").await;
+    let confirmed_after = offered.elapsed();
+    let last = settled(&done);
+    assert_eq!(last.status(), PackageStatusEnum::Installed, "{last:?}");
+    assert_eq!(last.agent_has_version, "2.0.0");
+    assert_eq!(last.server_offered_hash, v2.content_hash.to_vec());
+    assert!(
+        confirmed_after >= WATCH,
+        "confirmed after {confirmed_after:?}, before the watch window passed"
+    );
+    let watching = done
+        .iter()
+        .filter_map(monitor_status)
+        .rfind(|s| s.status() == PackageStatusEnum::Installing)
+        .expect("INSTALLING while watching");
+    assert_eq!(watching.agent_has_version, "1.0.0");
+    assert_eq!(watching.server_offered_version, "2.0.0");
+    // Healthy at 2.0.0 was seen before the confirmation.
+    assert!(done.iter().any(|m| {
+        monitor_health(m)
+            .is_some_and(|h| h.healthy && h.status == "running deskfleet-monitor/2.0.0")
+    }));
+    runs_only(dir.path(), "2.0.0").await;
+    let state = state_json(dir.path());
+    assert_eq!(state["package"]["version"], "2.0.0");
+    assert_eq!(state["previous"]["version"], "1.0.0");
+    assert!(state["watching"].is_null());
+    assert_eq!(versions_on_disk(dir.path()), ["1.0.0", "2.0.0"]);
+
+    // The next successful upgrade deletes 1.0.0 and keeps 2.0.0.
+    let v3 = testing::signed_monitor_package("3.0.0", &testing::signing_key(9));
+    let done = offer_until_settled(&mut server, &uid, &v3, "3.0.0").await;
+    assert_eq!(settled(&done).status(), PackageStatusEnum::Installed);
+    runs_only(dir.path(), "3.0.0").await;
+    let deadline = Instant::now() + WAIT;
+    while versions_on_disk(dir.path()) != ["2.0.0", "3.0.0"] {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            versions_on_disk(dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state_json(dir.path())["previous"]["version"], "2.0.0");
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn broken_upgrades_roll_back_by_themselves_within_seconds_with_their_reason() {
+    let mut server = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&server, dir.path(), 9);
+    // Long enough that "at once" and "at the window's end" are told apart.
+    let window = Duration::from_secs(4);
+    config.watch_window = window;
+    let (shutdown, guest) = spawn_guest(config);
+    let uid = enrolled(&mut server).await;
+    let v1 = testing::signed_monitor_package("1.0.0", &testing::signing_key(9));
+    offer_until_settled(&mut server, &uid, &v1, "1.0.0").await;
+    runs_only(dir.path(), "1.0.0").await;
+
+    // The agent exits at start.
+    let offered = Instant::now();
+    let done =
+        offer_until_settled(&mut server, &uid, &signed("2.0.0", EXITS_AT_ONCE), "2.0.0").await;
+    let failed_after = offered.elapsed();
+    let status = settled(&done);
+    assert_eq!(status.status(), PackageStatusEnum::InstallFailed);
+    assert!(
+        status.error_message.starts_with("agent-exited: ")
+            && status.error_message.ends_with("; rolled back to 1.0.0"),
+        "{}",
+        status.error_message
+    );
+    assert!(
+        status.error_message.contains("exit status: 3"),
+        "{}",
+        status.error_message
+    );
+    assert_eq!(status.agent_has_version, "1.0.0");
+    assert!(failed_after < window, "rolled back after {failed_after:?}");
+    // The old agent runs again and says so.
+    runs_only(dir.path(), "1.0.0").await;
+    server
+        .until(|m| {
+            monitor_health(m)
+                .is_some_and(|h| h.healthy && h.status == "running deskfleet-monitor/1.0.0")
+        })
+        .await;
+    let state = state_json(dir.path());
+    assert_eq!(state["package"]["version"], "1.0.0");
+    assert!(state["previous"].is_null());
+    assert!(state["watching"].is_null());
+    // Nothing was deleted.
+    assert_eq!(versions_on_disk(dir.path()), ["1.0.0", "2.0.0"]);
+
+    // The agent reports another version than its package's.
+    let offered = Instant::now();
+    let liar = signed("3.0.0", &testing::fake_monitor_script("1.0.0"));
+    let done = offer_until_settled(&mut server, &uid, &liar, "3.0.0").await;
+    let failed_after = offered.elapsed();
+    let status = settled(&done);
+    assert!(
+        status.error_message.starts_with("version-mismatch: ")
+            && status.error_message.contains("reports version 1.0.0")
+            && status.error_message.ends_with("; rolled back to 1.0.0"),
+        "{}",
+        status.error_message
+    );
+    assert!(failed_after < window, "rolled back after {failed_after:?}");
+    runs_only(dir.path(), "1.0.0").await;
+
+    // The agent never reports: failed at the end of the window, not before.
+    let offered = Instant::now();
+    let silent = signed("4.0.0", testing::silent_monitor_script());
+    let done = offer_until_settled(&mut server, &uid, &silent, "4.0.0").await;
+    let failed_after = offered.elapsed();
+    let status = settled(&done);
+    assert!(
+        status.error_message.starts_with("agent_not_started: ")
+            && status.error_message.ends_with("; rolled back to 1.0.0"),
+        "{}",
+        status.error_message
+    );
+    assert!(
+        failed_after >= window && failed_after < window + Duration::from_secs(4),
+        "failed after {failed_after:?}"
+    );
+    runs_only(dir.path(), "1.0.0").await;
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_first_install_that_fails_its_watch_leaves_nothing_running() {
+    let mut server = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (shutdown, guest) = spawn_guest(config(&server, dir.path(), 9));
+    let uid = enrolled(&mut server).await;
+    let done =
+        offer_until_settled(&mut server, &uid, &signed("1.0.0", EXITS_AT_ONCE), "1.0.0").await;
+    let status = settled(&done);
+    assert!(
+        status.error_message.starts_with("agent-exited: ")
+            && status.error_message.contains("no previous version"),
+        "{}",
+        status.error_message
+    );
+    assert_eq!(status.agent_has_version, "");
+    assert!(state_json(dir.path())["package"].is_null());
+    let msg = server.until(|m| m.health.is_some()).await;
+    let health = msg.last().unwrap().health.as_ref().unwrap();
+    assert!(
+        !health
+            .component_health_map
+            .contains_key("deskfleet-monitor"),
+        "{health:?}"
+    );
+    assert!(processes_under(&agents_dir(dir.path())).is_empty());
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_kept_previous_version_is_switched_back_to_without_a_download() {
+    let mut server = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (shutdown, guest) = spawn_guest(config(&server, dir.path(), 9));
+    let uid = enrolled(&mut server).await;
+    let v1 = testing::signed_monitor_package("1.0.0", &testing::signing_key(9));
+    let v2 = testing::signed_monitor_package("2.0.0", &testing::signing_key(9));
+    offer_until_settled(&mut server, &uid, &v1, "1.0.0").await;
+    offer_until_settled(&mut server, &uid, &v2, "2.0.0").await;
+    runs_only(dir.path(), "2.0.0").await;
+    assert_eq!(server.shared.downloads.lock().unwrap().len(), 2);
+
+    // The rollback: offered 1.0.0 again, whatever the server would serve.
+    server.serve(b"not a package");
+    server.offer(&uid, &v1, "1.0.0");
+    let done = server
+        .until(|m| is_status(m, PackageStatusEnum::Installed, "1.0.0"))
+        .await;
+    assert!(
+        done.iter()
+            .filter_map(monitor_status)
+            .all(|s| s.status() != PackageStatusEnum::Downloading),
+        "nothing downloaded"
+    );
+    assert_eq!(server.shared.downloads.lock().unwrap().len(), 2);
+    runs_only(dir.path(), "1.0.0").await;
+    let state = state_json(dir.path());
+    assert_eq!(state["package"]["version"], "1.0.0");
+    assert_eq!(state["previous"]["version"], "2.0.0");
+    assert_eq!(versions_on_disk(dir.path()), ["1.0.0", "2.0.0"]);
+
+    // The kept version, but other bytes under its name: downloaded like any install.
+    let other = testing::sign(
+        testing::monitor_archive(
+            "2.0.0",
+            testing::fake_monitor_script("2.0.0")
+                .replace("1.5", "2.5")
+                .as_bytes(),
+        ),
+        &testing::signing_key(9),
+    );
+    let done = offer_until_settled(&mut server, &uid, &other, "2.0.0").await;
+    assert_eq!(settled(&done).status(), PackageStatusEnum::Installed);
+    assert_eq!(server.shared.downloads.lock().unwrap().len(), 3);
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn uninstall_stops_the_agent_removes_every_version_and_keeps_the_connection() {
+    use deskfleet_proto::opamp::{EMPTY_PACKAGES_HASH, PackagesAvailable};
+    let mut server = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (shutdown, guest) = spawn_guest(config(&server, dir.path(), 9));
+    let uid = enrolled(&mut server).await;
+    let v1 = testing::signed_monitor_package("1.0.0", &testing::signing_key(9));
+    let v2 = testing::signed_monitor_package("2.0.0", &testing::signing_key(9));
+    offer_until_settled(&mut server, &uid, &v1, "1.0.0").await;
+    offer_until_settled(&mut server, &uid, &v2, "2.0.0").await;
+    runs_only(dir.path(), "2.0.0").await;
+
+    let uninstall = ServerToAgent {
+        instance_uid: uid.clone(),
+        packages_available: Some(PackagesAvailable {
+            packages: Default::default(),
+            all_packages_hash: EMPTY_PACKAGES_HASH.to_vec(),
+        }),
+        ..Default::default()
+    };
+    server.send(uninstall.clone());
+    let done = server
+        .until(|m| {
+            m.package_statuses.as_ref().is_some_and(|p| {
+                p.server_provided_all_packages_hash == EMPTY_PACKAGES_HASH
+                    && !p.packages.contains_key("deskfleet-monitor")
+            })
+        })
+        .await;
+    let statuses = done.last().unwrap().package_statuses.as_ref().unwrap();
+    assert_eq!(statuses.error_message, "");
+    assert!(processes_under(&dir.path().join("state/agents")).is_empty());
+    assert!(
+        !agents_dir(dir.path()).exists(),
+        "{:?}",
+        versions_on_disk(dir.path())
+    );
+    let state = state_json(dir.path());
+    assert!(state["package"].is_null() && state["previous"].is_null());
+    // No monitor component any more, and the same connection goes on.
+    let health = server.until(|m| m.health.is_some()).await;
+    let health = health.last().unwrap().health.as_ref().unwrap();
+    assert!(
+        !health
+            .component_health_map
+            .contains_key("deskfleet-monitor")
+    );
+    assert!(health.healthy);
+    server
+        .until(|m| m.package_statuses.is_none() && m.health.is_none())
+        .await;
+
+    // Asked again (a reconnect would do that): the same answer.
+    server.send(uninstall);
+    server
+        .until(|m| {
+            m.package_statuses
+                .as_ref()
+                .is_some_and(|p| !p.packages.contains_key("deskfleet-monitor"))
+        })
+        .await;
+
+    // And it can be installed again from scratch.
+    let done = offer_until_settled(&mut server, &uid, &v1, "1.0.0").await;
+    assert_eq!(settled(&done).status(), PackageStatusEnum::Installed);
+    assert_eq!(settled(&done).agent_has_version, "1.0.0");
+    runs_only(dir.path(), "1.0.0").await;
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_guest_restarted_while_watching_watches_again_and_confirms() {
+    let mut server = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&server, dir.path(), 9);
+    cfg.watch_window = Duration::from_secs(3);
+    let (shutdown, guest) = spawn_guest(cfg.clone());
+    let uid = enrolled(&mut server).await;
+    let v1 = testing::signed_monitor_package("1.0.0", &testing::signing_key(9));
+    let v2 = testing::signed_monitor_package("2.0.0", &testing::signing_key(9));
+    offer_until_settled(&mut server, &uid, &v1, "1.0.0").await;
+
+    server.serve(&v2.archive);
+    server.offer(&uid, &v2, "2.0.0");
+    // Watching (the INSTALLING that follows the switch names 1.0.0 as what it has).
+    server
+        .until(|m| {
+            is_status(m, PackageStatusEnum::Installing, "2.0.0")
+                && state_json(dir.path())["watching"].is_object()
+        })
+        .await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+    assert!(processes_under(&agents_dir(dir.path())).is_empty());
+    let state = state_json(dir.path());
+    assert_eq!(state["package"]["version"], "2.0.0");
+    assert_eq!(state["previous"]["version"], "1.0.0");
+
+    // Back: it reports INSTALLING 2.0.0 at once, then INSTALLED after a whole window.
+    let restarted = Instant::now();
+    let (shutdown, guest) = spawn_guest(cfg);
+    server.until(|m| m.agent_disconnect.is_some()).await;
+    server.expect_connect().await;
+    let first = server.expect_message().await;
+    let status = monitor_status(&first).unwrap();
+    assert_eq!(status.status(), PackageStatusEnum::Installing);
+    assert_eq!(status.server_offered_version, "2.0.0");
+    assert_eq!(status.server_offered_hash, v2.content_hash.to_vec());
+    let done = server
+        .until(|m| is_status(m, PackageStatusEnum::Installed, "2.0.0"))
+        .await;
+    assert!(restarted.elapsed() >= Duration::from_secs(3));
+    assert_eq!(settled(&done).agent_has_version, "2.0.0");
+    runs_only(dir.path(), "2.0.0").await;
+    assert!(state_json(dir.path())["watching"].is_null());
+    assert_eq!(server.shared.downloads.lock().unwrap().len(), 2);
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_uninstall_that_cannot_remove_the_files_says_why() {
+    use deskfleet_proto::opamp::{EMPTY_PACKAGES_HASH, PackagesAvailable};
+    let mut server = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Where the versions' directory belongs, a file: it cannot be removed as one.
+    std::fs::create_dir_all(dir.path().join("state/agents")).unwrap();
+    std::fs::write(agents_dir(dir.path()), b"in the way").unwrap();
+    let (shutdown, guest) = spawn_guest(config(&server, dir.path(), 9));
+    let uid = enrolled(&mut server).await;
+    server.send(ServerToAgent {
+        instance_uid: uid,
+        packages_available: Some(PackagesAvailable {
+            packages: Default::default(),
+            all_packages_hash: EMPTY_PACKAGES_HASH.to_vec(),
+        }),
+        ..Default::default()
+    });
+    let done = server.until(|m| monitor_status(m).is_some()).await;
+    let msg = done.last().unwrap();
+    let status = monitor_status(msg).unwrap();
+    assert_eq!(status.status(), PackageStatusEnum::InstallFailed);
+    assert!(
+        status
+            .error_message
+            .starts_with("uninstall-failed: removing "),
+        "{}",
+        status.error_message
+    );
+    assert_eq!(
+        msg.package_statuses
+            .as_ref()
+            .unwrap()
+            .server_provided_all_packages_hash,
+        EMPTY_PACKAGES_HASH
+    );
     shutdown.cancel();
     tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
 }

@@ -48,8 +48,18 @@ pub use settings::{Command, INTERVAL_ENV, Settings, SettingsError, parse_command
 /// The `agent` field of every line.
 pub const AGENT_NAME: &str = "deskfleet-monitor";
 
-/// The `version` field of every line: the guest matches it against the installed package.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The `version` field of every line and of `--version`: the version this agent was built
+/// as. The guest matches it against the package it installed, so a package whose agent
+/// reports another version is rolled back as broken.
+///
+/// It is the crate's version, unless `DESKFLEET_MONITOR_VERSION` was set when the agent
+/// was built (`DESKFLEET_MONITOR_VERSION=0.2.0 cargo build -p deskfleet-monitor`): that is
+/// how a release, or a test, builds a genuinely different version from the same sources
+/// (`docs/monitor.md`). Cargo rebuilds the crate when that variable changes.
+pub const VERSION: &str = match option_env!("DESKFLEET_MONITOR_VERSION") {
+    Some(version) => version,
+    None => env!("CARGO_PKG_VERSION"),
+};
 
 /// Default time between samples, in milliseconds.
 pub const DEFAULT_INTERVAL_MS: u64 = 10_000;

@@ -142,10 +142,19 @@ pub enum TaskErrorCode {
     InstallFailed,
     /// The agent was installed but did not start or report in time.
     AgentNotStarted,
+    // ---- upgrade watch and uninstall (the guest's reason codes of the same names) ----
+    /// The new agent exited during the watch window; the previous version was put back.
+    AgentExited,
+    /// The new agent was still unhealthy at the end of the watch window; rolled back.
+    AgentUnhealthy,
+    /// The new agent reports another version than its package's; rolled back.
+    VersionMismatch,
+    /// The agent could not be stopped or its files removed.
+    UninstallFailed,
 }
 
 impl TaskErrorCode {
-    pub const ALL: [TaskErrorCode; 9] = [
+    pub const ALL: [TaskErrorCode; 13] = [
         TaskErrorCode::DeliveryTimeout,
         TaskErrorCode::ExecutionTimeout,
         TaskErrorCode::Canceled,
@@ -155,6 +164,10 @@ impl TaskErrorCode {
         TaskErrorCode::NoSpaceOrPermission,
         TaskErrorCode::InstallFailed,
         TaskErrorCode::AgentNotStarted,
+        TaskErrorCode::AgentExited,
+        TaskErrorCode::AgentUnhealthy,
+        TaskErrorCode::VersionMismatch,
+        TaskErrorCode::UninstallFailed,
     ];
 
     pub const fn code(self) -> &'static str {
@@ -168,6 +181,10 @@ impl TaskErrorCode {
             TaskErrorCode::NoSpaceOrPermission => "WKS.00990007",
             TaskErrorCode::InstallFailed => "WKS.00990008",
             TaskErrorCode::AgentNotStarted => "WKS.00990009",
+            TaskErrorCode::AgentExited => "WKS.00990021",
+            TaskErrorCode::AgentUnhealthy => "WKS.00990022",
+            TaskErrorCode::VersionMismatch => "WKS.00990023",
+            TaskErrorCode::UninstallFailed => "WKS.00990024",
         }
     }
 

@@ -143,6 +143,7 @@ pub async fn create_enrollment_token(
 }
 
 /// Publishes a package archive, signed with the key in `signing_key` (hex seed file).
+/// A version already published for that platform is refused.
 pub async fn publish_package(
     store: &dyn Store,
     signing_key: &std::path::Path,
@@ -152,6 +153,9 @@ pub async fn publish_package(
     archive: &[u8],
     now: Millis,
 ) -> anyhow::Result<deskfleet_core::fleet::PackageMeta> {
+    check_package_version(version)?;
+    check_archive_manifest(name, version, archive)?;
+    refuse_published(store, name, version, platform).await?;
     let dir = signing_key.parent().unwrap_or(std::path::Path::new("."));
     let key = if signing_key
         .file_name()
@@ -162,8 +166,141 @@ pub async fn publish_package(
         ed25519_dalek::SigningKey::from_bytes(&crate::fleet::packages::read_hex_key(signing_key)?)
     };
     let meta = crate::fleet::packages::sign_archive(&key, name, version, platform, archive, now);
-    store.publish_package(&meta, archive).await?;
+    store
+        .publish_package(&meta, archive)
+        .await
+        .map_err(|e| match e {
+            // Published by someone else between the check and now.
+            StoreError::AlreadyExists(_) => already_published(name, version, platform),
+            other => other.into(),
+        })?;
     Ok(meta)
+}
+
+// ---- package versions ----
+
+/// Publishes a bare agent binary as version `version`: builds the archive (the binary as
+/// `NAME`, mode 0755, and `manifest.json`; `docs/packages.md`) and signs it like
+/// [`publish_package`].
+pub async fn publish_binary(
+    store: &dyn Store,
+    signing_key: &std::path::Path,
+    name: &str,
+    version: &str,
+    platform: &str,
+    binary: &[u8],
+    now: Millis,
+) -> anyhow::Result<deskfleet_core::fleet::PackageMeta> {
+    check_package_version(version)?;
+    if binary.is_empty() {
+        return Err(anyhow!("the binary is empty; give the agent's executable"));
+    }
+    refuse_published(store, name, version, platform).await?;
+    let archive = crate::fleet::packages::build_archive(name, version, binary)?;
+    publish_package(store, signing_key, name, version, platform, &archive, now).await
+}
+
+/// The `manifest.json` of an archive published as it is must name the package and the
+/// version it is published as: guests refuse one that does not (`docs/packages.md`).
+fn check_archive_manifest(name: &str, version: &str, archive: &[u8]) -> anyhow::Result<()> {
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+    let entries = tar
+        .entries()
+        .context("the file is not a package archive (a tar.gz)")?;
+    for entry in entries {
+        let mut entry = entry.context("the file is not a package archive (a tar.gz)")?;
+        let path = entry.path().map(|p| p.into_owned()).unwrap_or_default();
+        if path
+            .components()
+            .map(|c| c.as_os_str())
+            .ne(["manifest.json"])
+        {
+            continue;
+        }
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut entry, 64 * 1024), &mut text)
+            .context("reading the archive's manifest.json")?;
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&text).context("the archive's manifest.json is not JSON")?;
+        let (m_name, m_version) = (manifest["name"].as_str(), manifest["version"].as_str());
+        if m_name != Some(name) || m_version != Some(version) {
+            return Err(anyhow!(
+                "the archive's manifest.json names {}/{}, not {name}/{version}: guests would refuse it; publish it under the version its manifest names, or rebuild it",
+                m_name.unwrap_or("(no name)"),
+                m_version.unwrap_or("(no version)")
+            ));
+        }
+        return Ok(());
+    }
+    Err(anyhow!(
+        "the archive has no manifest.json at its top level (docs/packages.md); or publish the bare binary with --binary"
+    ))
+}
+
+/// A version the guest can use as a directory name (it refuses others): 1 to 64 of
+/// letters, digits, `.`, `-`, `_`, `+`, not starting with `.`.
+fn check_package_version(version: &str) -> anyhow::Result<()> {
+    let ok = !version.is_empty()
+        && version.len() <= 64
+        && !version.starts_with('.')
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'));
+    if ok {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "--version {version:?} is not a valid version: use 1 to 64 letters, digits, '.', '-', '_' or '+', not starting with '.' (e.g. 0.2.0)"
+        ))
+    }
+}
+
+fn already_published(name: &str, version: &str, platform: &str) -> anyhow::Error {
+    anyhow!(
+        "{name} {version} is already published for {platform}; a published version never changes its bytes: publish the new build under a new version (see `admin packages list`)"
+    )
+}
+
+async fn refuse_published(
+    store: &dyn Store,
+    name: &str,
+    version: &str,
+    platform: &str,
+) -> anyhow::Result<()> {
+    match store.find_package_version(name, version, platform).await? {
+        Some(_) => Err(already_published(name, version, platform)),
+        None => Ok(()),
+    }
+}
+
+/// Every published version of `name`, newest first, on every platform.
+pub async fn list_packages(
+    store: &dyn Store,
+    name: &str,
+) -> anyhow::Result<Vec<deskfleet_core::fleet::PackageMeta>> {
+    Ok(store.list_packages(name).await?)
+}
+
+/// Withdraws (`Some(now)`) or restores (`None`) every platform's package of a version;
+/// how many changed. A withdrawn version is no longer offered for installs and upgrades,
+/// but stays downloadable for desktops that roll back to it.
+pub async fn set_package_withdrawn(
+    store: &dyn Store,
+    name: &str,
+    version: &str,
+    at: Option<Millis>,
+) -> anyhow::Result<u64> {
+    if store
+        .list_packages(name)
+        .await?
+        .iter()
+        .all(|p| p.version != version)
+    {
+        return Err(anyhow!(
+            "{name} {version} is not published (see `admin packages list`)"
+        ));
+    }
+    Ok(store.set_package_withdrawn(name, version, at).await?)
 }
 
 // ---- taking things back ----

@@ -201,10 +201,17 @@ enum EnrollmentTokensCommand {
 
 #[derive(Subcommand)]
 enum PackagesCommand {
-    /// Publish an agent package (a tar.gz with the binary and manifest.json), signed with
-    /// the data directory's package-signing key (or --signing-key); prints it as JSON.
+    /// Publish an agent package (a tar.gz with the binary and manifest.json, or a bare
+    /// binary with --binary, packaged here), signed with the data directory's
+    /// package-signing key (or --signing-key); prints it as JSON. A version that is
+    /// already published is refused.
     Publish {
-        file: PathBuf,
+        /// A package archive (tar.gz with manifest.json); or use --binary.
+        #[arg(required_unless_present = "binary", conflicts_with = "binary")]
+        file: Option<PathBuf>,
+        /// The agent's executable: the archive and its manifest are built from it.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
         #[arg(long, default_value = "deskfleet-monitor")]
         name: String,
         #[arg(long)]
@@ -215,6 +222,27 @@ enum PackagesCommand {
         /// Hex ed25519 seed file; default DATA_DIR/package-signing.key.
         #[arg(long)]
         signing_key: Option<PathBuf>,
+    },
+    /// Every published version, newest first: version, platform, size, sha256, when it
+    /// was published and withdrawn; as JSON.
+    List {
+        #[arg(long, default_value = "deskfleet-monitor")]
+        name: String,
+    },
+    /// Stop offering a version for installs and upgrades (it stays downloadable for
+    /// rollbacks).
+    Withdraw {
+        #[arg(long)]
+        version: String,
+        #[arg(long, default_value = "deskfleet-monitor")]
+        name: String,
+    },
+    /// Offer a withdrawn version again.
+    Restore {
+        #[arg(long)]
+        version: String,
+        #[arg(long, default_value = "deskfleet-monitor")]
+        name: String,
     },
 }
 
@@ -361,13 +389,12 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
         }
         AdminCommand::Packages(PackagesCommand::Publish {
             file,
+            binary,
             name,
             version,
             platform,
             signing_key,
         }) => {
-            let archive =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let key = signing_key.unwrap_or_else(|| {
                 settings
                     .data_dir
@@ -375,12 +402,52 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
             });
             let platform =
                 platform.unwrap_or_else(deskfleet_server::fleet::packages::host_platform);
-            let meta =
-                admin::publish_package(store, &key, &name, &version, &platform, &archive, now)
-                    .await?;
+            let meta = match (file, binary) {
+                (_, Some(binary)) => {
+                    let bytes = std::fs::read(&binary)
+                        .with_context(|| format!("reading --binary {}", binary.display()))?;
+                    admin::publish_binary(store, &key, &name, &version, &platform, &bytes, now)
+                        .await?
+                }
+                (Some(file), None) => {
+                    let archive = std::fs::read(&file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    admin::publish_package(store, &key, &name, &version, &platform, &archive, now)
+                        .await?
+                }
+                (None, None) => anyhow::bail!("give a package archive or --binary PATH"),
+            };
             print_json(&serde_json::json!({
                 "package_id": meta.id, "name": meta.name, "version": meta.version, "platform": meta.platform,
                 "size": meta.size, "sha256": meta.sha256, "signature": meta.signature,
+            }))
+        }
+        AdminCommand::Packages(PackagesCommand::List { name }) => {
+            let packages = admin::list_packages(store, &name).await?;
+            print_json(
+                &packages
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "package_id": p.id, "name": p.name, "version": p.version,
+                            "platform": p.platform, "size": p.size, "sha256": p.sha256,
+                            "published_at": wire::api_time(p.created_at),
+                            "withdrawn_at": p.withdrawn_at.map(wire::api_time),
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        }
+        AdminCommand::Packages(PackagesCommand::Withdraw { version, name }) => {
+            let n = admin::set_package_withdrawn(store, &name, &version, Some(now)).await?;
+            print_json(&serde_json::json!({
+                "name": name, "version": version, "withdrawn": true, "packages": n,
+            }))
+        }
+        AdminCommand::Packages(PackagesCommand::Restore { version, name }) => {
+            let n = admin::set_package_withdrawn(store, &name, &version, None).await?;
+            print_json(&serde_json::json!({
+                "name": name, "version": version, "withdrawn": false, "packages": n,
             }))
         }
         AdminCommand::AccessKeys(AccessKeysCommand::Delete { access_key }) => {

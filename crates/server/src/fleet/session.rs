@@ -754,6 +754,10 @@ pub fn task_error(message: &str) -> (&'static str, String) {
         "bad_signature" => TaskErrorCode::BadSignature,
         "no_space" | "no_permission" => TaskErrorCode::NoSpaceOrPermission,
         "agent_not_started" => TaskErrorCode::AgentNotStarted,
+        "agent-exited" => TaskErrorCode::AgentExited,
+        "agent-unhealthy" => TaskErrorCode::AgentUnhealthy,
+        "version-mismatch" => TaskErrorCode::VersionMismatch,
+        "uninstall-failed" => TaskErrorCode::UninstallFailed,
         _ => TaskErrorCode::InstallFailed,
     };
     let reason = if reason.is_empty() {
@@ -784,6 +788,41 @@ mod tests {
         assert_eq!(task_error("agent_not_started: no health").0, "WKS.00990009");
         let (code, reason) = task_error("something odd");
         assert_eq!((code, reason.as_str()), ("WKS.00990008", "something odd"));
+    }
+
+    #[test]
+    fn watch_and_uninstall_reasons_map_to_their_own_codes_and_keep_the_guests_words() {
+        let (code, reason) = task_error(
+            "agent-exited: deskfleet-monitor 0.9.0 exited (exit status: 3); rolled back to 0.1.0",
+        );
+        assert_eq!(code, "WKS.00990021");
+        assert_eq!(
+            reason,
+            "deskfleet-monitor 0.9.0 exited (exit status: 3); rolled back to 0.1.0"
+        );
+        assert_eq!(
+            task_error("agent-unhealthy: still unhealthy; rolled back to 0.1.0").0,
+            "WKS.00990022"
+        );
+        let (code, reason) = task_error(
+            "version-mismatch: the package is deskfleet-monitor 0.3.0 but its agent reports version 0.1.0; rolled back to 0.2.0",
+        );
+        assert_eq!(code, "WKS.00990023");
+        assert!(reason.ends_with("rolled back to 0.2.0"), "{reason}");
+        assert_eq!(
+            task_error("uninstall-failed: removing /x: permission denied").0,
+            "WKS.00990024"
+        );
+        // Every code the guest can report has its own task code, distinct from the
+        // catch-all.
+        for tag in [
+            "agent-exited",
+            "agent-unhealthy",
+            "version-mismatch",
+            "uninstall-failed",
+        ] {
+            assert_ne!(task_error(&format!("{tag}: x")).0, "WKS.00990008", "{tag}");
+        }
     }
 
     #[test]

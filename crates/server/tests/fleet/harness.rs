@@ -305,7 +305,12 @@ pub struct GuestOptions {
     pub token_in_env: bool,
     /// Pass `--allow-insecure-http` (a server with TLS off).
     pub allow_insecure_http: bool,
+    /// `--watch-window-secs` (default [`WATCH_WINDOW_SECS`]).
+    pub watch_window_secs: Option<u64>,
 }
+
+/// The watch window of upgrades in these tests (the guest's default is 15 s).
+pub const WATCH_WINDOW_SECS: u64 = 2;
 
 pub struct Guest {
     pub state_dir: tempfile::TempDir,
@@ -344,6 +349,13 @@ impl Guest {
             .arg("--state-dir")
             .arg(self.state_dir.path())
             .args(["--monitor-interval-ms", "300", "--heartbeat-secs", "1"])
+            .arg("--watch-window-secs")
+            .arg(
+                self.options
+                    .watch_window_secs
+                    .unwrap_or(WATCH_WINDOW_SECS)
+                    .to_string(),
+            )
             .env("RUST_LOG", "info")
             .env_remove("DESKFLEET_ENROLLMENT_TOKEN")
             // Each simulated desktop has its own host name, as real ones do.

@@ -8,6 +8,7 @@ mod instrumentation;
 mod logs;
 mod presence;
 mod tls;
+mod upgrade;
 
 use deskfleet_core::fleet::PackageMeta;
 use deskfleet_proto::workspace::JobInfo;
@@ -320,13 +321,21 @@ async fn a_guest_killed_mid_install_fails_at_the_execution_timeout_and_a_retry_s
     )
     .await;
     let token = server.enrollment_token();
-    let mut guest = Guest::start(&server, &token, "desk-k");
+    // A watch window longer than the test: the hung agent is never judged.
+    let options = harness::GuestOptions {
+        watch_window_secs: Some(600),
+        ..Default::default()
+    };
+    let mut guest = Guest::start_with(&server, &token, "desk-k", options);
     let ids = desktops_enrolled(&server, 1).await;
     let client = server.client();
     let job = client.batch_install_agent(&ids).await.unwrap().job_id;
     eventually(30, "install started", || async {
         let info = client.show_job(&job).await.ok()?;
-        (info.sub_jobs[0].process >= Some(90)).then_some(())
+        // Switched to it: the guest watches the hung agent.
+        let state = std::fs::read(guest.state_dir.path().join("state.json")).ok()?;
+        let state: serde_json::Value = serde_json::from_slice(&state).ok()?;
+        (info.sub_jobs[0].process >= Some(70) && state["watching"].is_object()).then_some(())
     })
     .await;
     let hung = guest.monitor_pids();
@@ -354,6 +363,7 @@ async fn a_guest_killed_mid_install_fails_at_the_execution_timeout_and_a_retry_s
         &archive,
     )
     .await;
+    guest.options.watch_window_secs = None;
     guest.launch(&server, &token);
     client.job_action(&job, "retry").await.unwrap();
     let info = job_done(&server, &job, 60).await;
