@@ -15,6 +15,7 @@ mod harness;
 mod health;
 mod identity;
 mod jobs;
+mod operations;
 
 /// Instantiates each `module::test` once per backend, as `sqlite::test` and
 /// `postgres::test`.
@@ -97,4 +98,10 @@ conformance! {
     fleet::reports_about_work_not_running_change_nothing,
     fleet::a_mixed_batch_of_reports_applies_in_order,
     fleet::concurrent_reports_all_land,
+    operations::operations_record_versions_and_refuse_other_work_in_flight,
+    operations::max_concurrency_holds_the_rest_until_slots_free,
+    operations::max_errors_stops_the_targets_not_started,
+    operations::retry_takes_only_failed_invocations_back,
+    operations::a_successful_rollback_marks_what_it_undid,
+    operations::invocations_list_filters_pages_and_forgets_old_ones,
 }
