@@ -268,6 +268,15 @@ pub trait Store: Send + Sync + 'static {
         ids: &[SubJobId],
         at: Deadlines,
     ) -> StoreResult<Vec<Rework>>;
+    /// Sets the target version of the job's FAILED INSTALL sub-jobs (a Workspace retry
+    /// installs the newest version); returns how many changed. `NotFound` for a job not
+    /// in the project.
+    async fn retarget_failed_installs(
+        &self,
+        project: &ProjectId,
+        job: &JobId,
+        version: &str,
+    ) -> StoreResult<u64>;
     /// Sub-jobs as ListAgentInvocations lists them, newest first, with the total.
     async fn list_invocations(
         &self,

@@ -530,6 +530,20 @@ impl<B: Backend> Store for DbStore<B> {
         )
     }
 
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, project = %project, job = %job))]
+    async fn retarget_failed_installs(
+        &self,
+        project: &ProjectId,
+        job: &JobId,
+        version: &str,
+    ) -> StoreResult<u64> {
+        write!(
+            self,
+            { project = project.clone(), job = job.clone(), version = version.to_owned() },
+            retarget_failed_installs(&project, &job, &version)
+        )
+    }
+
     async fn list_invocations(
         &self,
         project: &ProjectId,

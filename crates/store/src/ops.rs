@@ -2869,3 +2869,19 @@ pub(crate) async fn list_invocations<C: Conn>(
         .collect::<StoreResult<_>>()?;
     Ok((total, sub_jobs))
 }
+
+pub(crate) async fn retarget_failed_installs<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    job: &JobId,
+    version: &str,
+) -> StoreResult<u64> {
+    job_in_project(c, project, job).await?;
+    // FAILED sub-jobs are not claimed by anyone: no desktop lock is needed to change them.
+    c.execute(
+        "UPDATE sub_jobs SET target_version = $2 WHERE job_id = $1 AND status = 'FAILED' \
+         AND operation = 'INSTALL'",
+        args![job.as_str(), version],
+    )
+    .await
+}
