@@ -199,13 +199,14 @@ def test_a_failed_upgrade_carries_the_desktops_reason_and_can_be_retried(fleet):
     r = create(fleet.ces, "UPDATE", instance_ids=[fleet.ids[0]], version=NEW_VERSION)
     inv = r.invocations[0].invocation_id
     failed = wait_status(fleet.ces, inv, {"FAILED"}, "the failing upgrade")
-    assert "agent-exited" in failed.result_msg, failed
+    # The desktop's own reason (its reason code becomes the task error code).
+    assert "the new agent exited during its watch window" in failed.result_msg, failed
     assert f"rolled back to {fleet.version}" in failed.result_msg, failed
 
     r = create(fleet.ces, "RETRY", invocation_ids=[inv])
     assert (r.invocations[0].ret_status, r.invocations[0].invocation_id) == ("successful", inv), r
     again = wait_status(fleet.ces, inv, {"FAILED"}, "the retried upgrade to end", after=failed.update_time)
-    assert "agent-exited" in again.result_msg
+    assert "the new agent exited" in again.result_msg
 
     # Only FAILED or TIMEOUT invocations are retried; unknown ids are named.
     r = create(fleet.ces, "RETRY", invocation_ids=[fleet.installs[fleet.ids[0]], "no-such-invocation"])
