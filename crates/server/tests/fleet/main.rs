@@ -6,6 +6,7 @@ mod harness;
 mod hostile;
 mod instrumentation;
 mod logs;
+mod rollout;
 mod tls;
 
 use deskfleet_core::fleet::PackageMeta;
