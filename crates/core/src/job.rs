@@ -358,7 +358,9 @@ impl RolloutLimits {
     ) -> Result<RolloutLimits, String> {
         Ok(RolloutLimits {
             max_concurrency: max_concurrency
-                .map(|raw| Limit::parse("max_concurrency", raw, 1).map(|l| l.concurrency_of(targets)))
+                .map(|raw| {
+                    Limit::parse("max_concurrency", raw, 1).map(|l| l.concurrency_of(targets))
+                })
                 .transpose()?,
             max_errors: max_errors
                 .map(|raw| Limit::parse("max_errors", raw, 0).map(|l| l.errors_of(targets)))
@@ -380,13 +382,24 @@ mod rollout_tests {
         assert_eq!((l.max_concurrency, l.max_errors), (Some(1), Some(0)));
         let l = RolloutLimits::resolve(Some("7"), None, 3).unwrap();
         assert_eq!((l.max_concurrency, l.max_errors), (Some(7), None));
-        assert!(RolloutLimits::resolve(Some("0"), None, 3).unwrap_err().contains("max_concurrency"));
+        assert!(
+            RolloutLimits::resolve(Some("0"), None, 3)
+                .unwrap_err()
+                .contains("max_concurrency")
+        );
         assert!(RolloutLimits::resolve(Some("0%"), None, 3).is_err());
         assert!(RolloutLimits::resolve(None, Some("101%"), 3).is_err());
-        assert!(RolloutLimits::resolve(None, Some("-1"), 3).unwrap_err().contains("\"-1\""));
+        assert!(
+            RolloutLimits::resolve(None, Some("-1"), 3)
+                .unwrap_err()
+                .contains("\"-1\"")
+        );
         assert!(RolloutLimits::resolve(None, Some("ten"), 3).is_err());
         assert!(RolloutLimits::resolve(None, Some("99999999999"), 3).is_err());
-        assert_eq!(RolloutLimits::resolve(None, None, 3).unwrap(), RolloutLimits::default());
+        assert_eq!(
+            RolloutLimits::resolve(None, None, 3).unwrap(),
+            RolloutLimits::default()
+        );
     }
 
     #[test]

@@ -403,11 +403,14 @@ async fn session(
                         tokio::time::sleep(Duration::from_millis(shared.args.watch_ms)).await;
                     }
                     let previous = installed.clone();
-                    if let Some(previous) = previous
-                        .filter(|_| fails_upgrades(index, shared.args.fail_upgrade_share))
+                    if let Some(previous) =
+                        previous.filter(|_| fails_upgrades(index, shared.args.fail_upgrade_share))
                     {
                         // The guest's watch failed: the previous agent runs again.
-                        shared.counters.upgrade_failed.fetch_add(1, Ordering::Relaxed);
+                        shared
+                            .counters
+                            .upgrade_failed
+                            .fetch_add(1, Ordering::Relaxed);
                         let reason = format!(
                             "agent-exited: the new agent exited during its watch window (simulated); rolled back to {previous}"
                         );

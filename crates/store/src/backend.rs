@@ -23,7 +23,9 @@ use deskfleet_core::model::{
     DesktopFilter, Domain, Job, Lockout, NewDesktop, Outcome, Page, Project, Role, SubJob,
     SubJobFilter, SubJobSelector, TokenRecord, User,
 };
-use deskfleet_core::model::{InvocationFilter, OperationSpec, OperationTarget, Rework, TargetResult};
+use deskfleet_core::model::{
+    InvocationFilter, OperationSpec, OperationTarget, Rework, TargetResult,
+};
 use deskfleet_core::store::{Deadlines, Expired, StateCounts, Store, StoreError, StoreResult};
 use std::future::Future;
 use std::time::Instant;

@@ -1280,13 +1280,16 @@ async fn create_jobs<C: Conn>(
         // Leaders beyond the rollout window wait without a delivery deadline (held).
         let mut window = call.spec.limits.max_concurrency.unwrap_or(u32::MAX);
         for (position, desktop) in (0_i64..).zip(&call.desktops) {
-            let (target_version, rollback_of) =
-                match call.rollbacks.get(position as usize).and_then(Option::as_ref) {
-                    Some((version, undone)) => {
-                        (Some(version.clone()), Some(undone.as_str().to_owned()))
-                    }
-                    None => (call.spec.target_version.clone(), None),
-                };
+            let (target_version, rollback_of) = match call
+                .rollbacks
+                .get(position as usize)
+                .and_then(Option::as_ref)
+            {
+                Some((version, undone)) => {
+                    (Some(version.clone()), Some(undone.as_str().to_owned()))
+                }
+                None => (call.spec.target_version.clone(), None),
+            };
             let id = time_ordered_id();
             // The first sub-job of a desktop with nothing in flight leads; any later one,
             // in this call or a later call of the group, follows it (or, for an exclusive
@@ -2735,7 +2738,8 @@ async fn mark_rolled_back<C: Conn>(c: &mut C, leaders: &[String], now: Millis) -
          OR r.follows IN (SELECT t.value FROM {0})))",
         d.texts(1)
     ));
-    c.execute(sql, args![strings(leaders).as_str(), now]).await?;
+    c.execute(sql, args![strings(leaders).as_str(), now])
+        .await?;
     Ok(())
 }
 
@@ -2791,9 +2795,9 @@ pub(crate) async fn retry_sub_jobs<C: Conn>(
         }
         let follows = match leaders.get(sub.desktop_id.as_str()) {
             Some(l) if l.operation != sub.operation || l.target_version != sub.target_version => {
-                answers.push(Rework::Busy(SubJobId::parse(l.id.clone()).map_err(|e| {
-                    StoreError::Corrupt(format!("leader id {}: {e}", l.id))
-                })?));
+                answers.push(Rework::Busy(SubJobId::parse(l.id.clone()).map_err(
+                    |e| StoreError::Corrupt(format!("leader id {}: {e}", l.id)),
+                )?));
                 continue;
             }
             Some(l) => Some(l.id.clone()),

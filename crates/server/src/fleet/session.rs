@@ -477,7 +477,10 @@ impl Session {
                 .await?;
                 // Already running the offered version, healthily: done, nothing to install.
                 if let (Some(offer), Some((version, true))) = (&self.current, &self.agent)
-                    && offer.package.as_ref().is_some_and(|p| &p.version == version)
+                    && offer
+                        .package
+                        .as_ref()
+                        .is_some_and(|p| &p.version == version)
                 {
                     let sub_job = offer.sub_job.clone();
                     self.current = None;
@@ -656,7 +659,10 @@ impl Session {
 
     /// The guest's package statuses while an UNINSTALL is offered: no monitor entry under
     /// the empty hash is done; a monitor entry InstallFailed under it is the failure.
-    async fn on_uninstall_status(&mut self, statuses: &op::PackageStatuses) -> Result<(), StoreError> {
+    async fn on_uninstall_status(
+        &mut self,
+        statuses: &op::PackageStatuses,
+    ) -> Result<(), StoreError> {
         let Some(offer) = &self.current else {
             return Ok(());
         };

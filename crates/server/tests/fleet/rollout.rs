@@ -25,7 +25,11 @@ async fn max_concurrency_one_installs_one_desktop_at_a_time() {
         let (client, job, most) = (&client, &job, &most);
         async move {
             let info = client.show_job(job).await.ok()?;
-            let running = info.sub_jobs.iter().filter(|s| s.status == "RUNNING").count();
+            let running = info
+                .sub_jobs
+                .iter()
+                .filter(|s| s.status == "RUNNING")
+                .count();
             most.set(most.get().max(running));
             matches!(info.status.as_str(), "SUCCESS" | "FAIL").then_some(info)
         }
@@ -52,14 +56,7 @@ async fn max_errors_stops_a_rollout_where_desktops_fail() {
     let ids = desktops_enrolled(&server, 3).await;
     // Every desktop fails this package: its announced hash is of other bytes.
     let archive = build_archive(MONITOR, "7.1.0", b"#!/bin/sh\n").unwrap();
-    let mut meta = sign_archive(
-        &key,
-        MONITOR,
-        "7.1.0",
-        &host_platform(),
-        b"other bytes",
-        1,
-    );
+    let mut meta = sign_archive(&key, MONITOR, "7.1.0", &host_platform(), b"other bytes", 1);
     meta.size = archive.len() as u64;
     publish(&server, meta, &archive).await;
     let job = server
@@ -86,7 +83,11 @@ async fn max_errors_stops_a_rollout_where_desktops_fail() {
         2,
         "{info:#?}"
     );
-    for s in info.sub_jobs.iter().filter(|s| s.error_code.as_deref() == Some("WKS.00990020")) {
+    for s in info
+        .sub_jobs
+        .iter()
+        .filter(|s| s.error_code.as_deref() == Some("WKS.00990020"))
+    {
         let reason = s.fail_reason.as_deref().unwrap_or_default();
         assert!(reason.starts_with("rollout stopped"), "{reason}");
         assert_eq!(s.begin_time, None, "never started: {s:#?}");

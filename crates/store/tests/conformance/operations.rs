@@ -70,7 +70,11 @@ pub async fn operations_record_versions_and_refuse_other_work_in_flight(ctx: Ctx
         .unwrap();
     let j = j.expect("a job");
     assert_eq!((j.operation, j.sub_jobs_total), (Operation::Update, 2));
-    assert!(results.iter().all(|r| matches!(r, TargetResult::Created(_))));
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, TargetResult::Created(_)))
+    );
     let (_, subs) = job(s, &p, &j.id).await;
     let first = subs.iter().find(|x| x.desktop_id == ds[0]).unwrap();
     assert_eq!(first.operation, Operation::Update);
@@ -161,7 +165,10 @@ pub async fn max_concurrency_holds_the_rest_until_slots_free(ctx: Ctx) {
     assert_eq!(waiting.len(), 2, "{waiting:?}");
     for d in &ds[2..] {
         assert!(
-            s.claim_desktop_work(d, T0 + 1, T0 + 1000).await.unwrap().is_none(),
+            s.claim_desktop_work(d, T0 + 1, T0 + 1000)
+                .await
+                .unwrap()
+                .is_none(),
             "a held sub-job is not claimed"
         );
     }
@@ -224,7 +231,10 @@ pub async fn max_errors_stops_the_targets_not_started(ctx: Ctx) {
     finish(s, &a.id, &failed("agent-exited: boom"), T0 + 2).await;
     // One failure is within max_errors: the rollout goes on.
     s.expire_overdue(T0 + 3).await.unwrap();
-    assert_eq!(s.desktops_with_waiting_work(10).await.unwrap(), vec![ds[3].clone()]);
+    assert_eq!(
+        s.desktops_with_waiting_work(10).await.unwrap(),
+        vec![ds[3].clone()]
+    );
     finish(s, &b.id, &failed("agent-unhealthy: no"), T0 + 4).await;
     // Two exceed it: nothing more starts, and the sweep ends what was not started.
     assert!(
@@ -273,7 +283,13 @@ pub async fn retry_takes_only_failed_invocations_back(ctx: Ctx) {
         })
         .collect();
     let a = claim(s, &ds[0], T0 + 1).await;
-    finish(s, &a.id, &failed("version-mismatch: reported 0.1.0"), T0 + 2).await;
+    finish(
+        s,
+        &a.id,
+        &failed("version-mismatch: reported 0.1.0"),
+        T0 + 2,
+    )
+    .await;
     let other = project(s, "other").await;
     let unknown = deskfleet_core::ids::SubJobId::parse("nope").unwrap();
     let answers = s
@@ -284,7 +300,9 @@ pub async fn retry_takes_only_failed_invocations_back(ctx: Ctx) {
     assert!(matches!(&answers[1], Rework::NotAllowed(why) if why.contains("WAITING")));
     assert_eq!(answers[2], Rework::NotFound);
     assert_eq!(
-        s.retry_sub_jobs(&other, &ids[..1], at(T0 + 3)).await.unwrap(),
+        s.retry_sub_jobs(&other, &ids[..1], at(T0 + 3))
+            .await
+            .unwrap(),
         vec![Rework::NotFound],
         "another project's invocation is unknown"
     );
@@ -349,7 +367,9 @@ pub async fn invocations_list_filters_pages_and_forgets_old_ones(ctx: Ctx) {
     let s = &*ctx.store;
     let p = project(s, "main").await;
     let ds = desktops(s, &p, 3).await;
-    s.create_install_job(&p, &ds, INSTALL, at(T0)).await.unwrap();
+    s.create_install_job(&p, &ds, INSTALL, at(T0))
+        .await
+        .unwrap();
     let (_, results) = s
         .create_operation_job(
             &p,
@@ -372,7 +392,14 @@ pub async fn invocations_list_filters_pages_and_forgets_old_ones(ctx: Ctx) {
     let (n, rows) = s.list_invocations(&p, &all, page).await.unwrap();
     assert_eq!((n, rows.len()), (3, 2));
     let (_, rest) = s
-        .list_invocations(&p, &all, Page { limit: 2, offset: 2 })
+        .list_invocations(
+            &p,
+            &all,
+            Page {
+                limit: 2,
+                offset: 2,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(rest.len(), 1);

@@ -150,8 +150,7 @@ fn is_batch_id(s: &str) -> bool {
 /// `^([0-9A-Za-z]|_|-|\.)+$`, at most 64 characters.
 fn is_version(s: &str) -> bool {
     (1..=64).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
@@ -223,7 +222,10 @@ fn parse_body(body: &BatchCreateBody) -> Result<Ask, ApiError> {
                     "version is not taken by UNINSTALL: it removes every version of the agent",
                 ));
             }
-            Ask::Targets(op, batch_ids("instance_ids", body.instance_ids.clone(), kind)?)
+            Ask::Targets(
+                op,
+                batch_ids("instance_ids", body.instance_ids.clone(), kind)?,
+            )
         }
         "RETRY" | "ROLLBACK" => {
             if version_given {
@@ -287,7 +289,10 @@ async fn batch_create(
         }
     };
     state.fleet.wake.notify_one();
-    Ok((StatusCode::CREATED, Json(BatchCreateResponse { invocations })))
+    Ok((
+        StatusCode::CREATED,
+        Json(BatchCreateResponse { invocations }),
+    ))
 }
 
 impl AppState {
@@ -367,7 +372,10 @@ async fn create_for_instances(
     };
 
     // Which of the ids are desktops of this project, and their agents.
-    let parsed: Vec<Option<DesktopId>> = ids.iter().map(|id| DesktopId::parse(id.clone()).ok()).collect();
+    let parsed: Vec<Option<DesktopId>> = ids
+        .iter()
+        .map(|id| DesktopId::parse(id.clone()).ok())
+        .collect();
     let filter = DesktopFilter {
         desktop_ids: parsed.iter().flatten().cloned().collect(),
         ..DesktopFilter::default()
@@ -665,15 +673,13 @@ pub fn invocation_status(sub: &SubJob) -> &'static str {
             "ROLLBACKED"
         }
         SubJobStatus::Success => "SUCCEEDED",
-        SubJobStatus::Failed => match sub
-            .error_code
-            .as_deref()
-            .and_then(TaskErrorCode::from_code)
-        {
-            Some(TaskErrorCode::Canceled) => "CANCELED",
-            Some(TaskErrorCode::DeliveryTimeout | TaskErrorCode::ExecutionTimeout) => "TIMEOUT",
-            _ => "FAILED",
-        },
+        SubJobStatus::Failed => {
+            match sub.error_code.as_deref().and_then(TaskErrorCode::from_code) {
+                Some(TaskErrorCode::Canceled) => "CANCELED",
+                Some(TaskErrorCode::DeliveryTimeout | TaskErrorCode::ExecutionTimeout) => "TIMEOUT",
+                _ => "FAILED",
+            }
+        }
     }
 }
 
@@ -685,7 +691,9 @@ fn result_msg(sub: &SubJob) -> String {
         SubJobStatus::Success => match (sub.operation, &sub.target_version) {
             (_, _) if sub.rolled_back_at.is_some() => format!(
                 "rolled back to {}",
-                sub.current_version.as_deref().unwrap_or("the previous version")
+                sub.current_version
+                    .as_deref()
+                    .unwrap_or("the previous version")
             ),
             (Operation::Uninstall, _) => "the agent was removed".to_owned(),
             (Operation::Rollback, Some(v)) => format!("rolled back to {v}"),
@@ -702,11 +710,16 @@ fn result_msg(sub: &SubJob) -> String {
 }
 
 fn invocation_info(sub: SubJob) -> InvocationInfo {
-    let update_time = [Some(sub.created_at), sub.begin_time, sub.end_time, sub.rolled_back_at]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or(sub.created_at);
+    let update_time = [
+        Some(sub.created_at),
+        sub.begin_time,
+        sub.end_time,
+        sub.rolled_back_at,
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(sub.created_at);
     InvocationInfo {
         invocation_status: invocation_status(&sub),
         result_msg: result_msg(&sub),
@@ -747,7 +760,9 @@ async fn list(
             .parse::<u32>()
             .ok()
             .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| bad_query(format!("limit must be an integer from 1 to 100, not {v:?}")))?,
+            .ok_or_else(|| {
+                bad_query(format!("limit must be an integer from 1 to 100, not {v:?}"))
+            })?,
     };
     let offset = match query.str("offset")? {
         None => 0,
@@ -832,7 +847,10 @@ async fn list(
         limit,
         offset: u32::try_from(offset).unwrap_or(u32::MAX),
     };
-    let (count, rows) = state.store.list_invocations(&project, &filter, page).await?;
+    let (count, rows) = state
+        .store
+        .list_invocations(&project, &filter, page)
+        .await?;
     Ok(Json(ListResponse {
         invocations: rows.into_iter().map(invocation_info).collect(),
         count,
