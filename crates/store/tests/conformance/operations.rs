@@ -356,10 +356,10 @@ pub async fn a_successful_rollback_marks_what_it_undid(ctx: Ctx) {
     assert_eq!(r.operation, Operation::Rollback);
     assert_eq!(r.target_version.as_deref(), Some("0.1.0"));
     assert_eq!(r.rollback_of.as_ref(), Some(&update));
-    let before = s.get_sub_jobs(&p, &[update.clone()]).await.unwrap();
+    let before = s.get_sub_jobs(&p, std::slice::from_ref(&update)).await.unwrap();
     assert_eq!(before[0].rolled_back_at, None);
     finish(s, &r.id, &Outcome::Success, T0 + 5).await;
-    let after = s.get_sub_jobs(&p, &[update.clone()]).await.unwrap();
+    let after = s.get_sub_jobs(&p, std::slice::from_ref(&update)).await.unwrap();
     assert_eq!(after[0].rolled_back_at, Some(T0 + 5));
 }
 
