@@ -1553,6 +1553,12 @@ pub(crate) async fn retry_job<C: Conn>(
     let n = c
         .execute(sql, args![payload.as_str(), at.deliver_by])
         .await?;
+    // A job its rollout stopped runs again (its limits stay).
+    c.execute(
+        "UPDATE jobs SET stopped_at = NULL WHERE id = $1 AND stopped_at IS NOT NULL",
+        args![id.as_str()],
+    )
+    .await?;
     recompute_jobs(c, [id.as_str().to_owned()], at.now).await?;
     Ok(n)
 }
@@ -1840,7 +1846,13 @@ async fn propagate<C: Conn>(
 
 pub(crate) async fn expire_overdue<C: Conn>(c: &mut C, now: Millis) -> StoreResult<Expired> {
     // Rollout control first: what it stops and releases is locked with the overdue work,
-    // in one sorted set (see the module documentation).
+    // in one sorted set (see the module documentation). On PostgreSQL the sweeps of all
+    // replicas take turns (a lock of their own, which no other writer takes): two sweeps
+    // counting a job's free slots at once would both fill them.
+    if C::DIALECT.locks_rows() {
+        c.execute("SELECT pg_advisory_xact_lock($1)", args![SWEEP_LOCK])
+            .await?;
+    }
     let rollout = rollout_plan(c, now).await?;
     if C::DIALECT.locks_rows() {
         let rows = c
@@ -2580,6 +2592,9 @@ pub(crate) async fn probe_write<C: Conn>(c: &mut C, now: Millis) -> StoreResult<
 }
 
 // ---- operations: rollout control, RETRY, ROLLBACK, ListAgentInvocations ----
+
+/// The PostgreSQL advisory lock the timeout sweeps take turns on.
+const SWEEP_LOCK: i64 = 0x6465_736b_0008;
 
 /// Why a sub-job not yet started ended when its job's rollout stopped.
 pub(crate) fn stop_reason(max_errors: i64, total: i64) -> String {

@@ -258,6 +258,9 @@ pub async fn max_errors_stops_the_targets_not_started(ctx: Ctx) {
     finish(s, &c.id, &Outcome::Success, T0 + 7).await;
     let (j, _) = job(s, &p, &j.id).await;
     assert_eq!(j.status, JobStatus::Fail);
+    // A retry runs the stopped job again.
+    assert_eq!(s.retry_job(&p, &j.id, at(T0 + 8)).await.unwrap(), 5);
+    assert_eq!(claim(s, &ds[3], T0 + 9).await.desktop_id, ds[3]);
 }
 
 pub async fn retry_takes_only_failed_invocations_back(ctx: Ctx) {
