@@ -141,8 +141,8 @@ the downloads and the API) with the server's own CA, which the simulator pins by
 enrollment token's fingerprint. Each simulated desktop enrolls with an enrollment
 token, and when offered the package downloads it, checks its SHA-256 and its ed25519
 signature against the server's public key, then reports DOWNLOADING, INSTALLING,
-INSTALLED and a healthy agent; a sub-job counts as done only when the server has recorded
-that health report. The installs are submitted as jobs of 100 desktop ids, 8 requests at a
+INSTALLED with the offered version and a healthy agent; a sub-job counts as done when the
+server has recorded that INSTALLED report. The installs are submitted as jobs of 100 desktop ids, 8 requests at a
 time, then every job is polled with ShowJob until it ends.
 
 | measure | result | goal | met |
