@@ -258,7 +258,7 @@ pub trait Store: Send + Sync + 'static {
     /// The sub-jobs of `project` among `ids` (missing ones are left out).
     async fn get_sub_jobs(&self, project: &ProjectId, ids: &[SubJobId])
     -> StoreResult<Vec<SubJob>>;
-    /// Puts each FAILED sub-job of `ids` back to WAITING (same id, one more attempt); one
+    /// Puts each FAILED (not canceled) sub-job of `ids` back to WAITING (same id, one more attempt); one
     /// answer an id, in order. A retried sub-job follows the desktop's work in flight if
     /// it is the same operation and version, and is refused if not. Its job, if stopped
     /// by its rollout, runs again.

@@ -2801,10 +2801,15 @@ pub(crate) async fn retry_sub_jobs<C: Conn>(
             answers.push(Rework::NotFound);
             continue;
         };
-        if sub.status != SubJobStatus::Failed || sub.rolled_back_at.is_some() {
+        let canceled = sub.error_code.as_deref() == Some(TaskErrorCode::Canceled.code());
+        if sub.status != SubJobStatus::Failed || sub.rolled_back_at.is_some() || canceled {
+            let state = if canceled {
+                "CANCELED".to_owned()
+            } else {
+                sub.status.to_string()
+            };
             answers.push(Rework::NotAllowed(format!(
-                "invocation {id} is {}; only FAILED or TIMEOUT invocations can be retried",
-                sub.status
+                "invocation {id} is {state}; only FAILED or TIMEOUT invocations can be retried"
             )));
             continue;
         }

@@ -314,6 +314,10 @@ pub async fn retry_takes_only_failed_invocations_back(ctx: Ctx) {
     assert_eq!(sub.target_version.as_deref(), Some("0.2.0"));
     let (j, _) = job(s, &p, &j.id).await;
     assert_eq!(j.status, JobStatus::Running);
+    // A canceled invocation is not retried.
+    assert_eq!(s.cancel_job(&p, &j.id, T0 + 5).await.unwrap(), 1);
+    let answers = s.retry_sub_jobs(&p, &ids[1..], at(T0 + 6)).await.unwrap();
+    assert!(matches!(&answers[0], Rework::NotAllowed(why) if why.contains("CANCELED")));
 }
 
 pub async fn a_successful_rollback_marks_what_it_undid(ctx: Ctx) {
@@ -359,10 +363,16 @@ pub async fn a_successful_rollback_marks_what_it_undid(ctx: Ctx) {
     assert_eq!(r.operation, Operation::Rollback);
     assert_eq!(r.target_version.as_deref(), Some("0.1.0"));
     assert_eq!(r.rollback_of.as_ref(), Some(&update));
-    let before = s.get_sub_jobs(&p, std::slice::from_ref(&update)).await.unwrap();
+    let before = s
+        .get_sub_jobs(&p, std::slice::from_ref(&update))
+        .await
+        .unwrap();
     assert_eq!(before[0].rolled_back_at, None);
     finish(s, &r.id, &Outcome::Success, T0 + 5).await;
-    let after = s.get_sub_jobs(&p, std::slice::from_ref(&update)).await.unwrap();
+    let after = s
+        .get_sub_jobs(&p, std::slice::from_ref(&update))
+        .await
+        .unwrap();
     assert_eq!(after[0].rolled_back_at, Some(T0 + 5));
 }
 
