@@ -2746,6 +2746,20 @@ async fn mark_rolled_back<C: Conn>(c: &mut C, leaders: &[String], now: Millis) -
     if leaders.is_empty() {
         return Ok(());
     }
+    // Almost every report is about other work: a lookup by key tells, without reading
+    // the table.
+    let sql = sql!(C::DIALECT, |d| format!(
+        "SELECT COUNT(*) AS n FROM sub_jobs s WHERE s.id IN (SELECT t.value FROM {}) \
+         AND s.operation = 'ROLLBACK'",
+        d.texts(1)
+    ));
+    let rollbacks = count(
+        c.fetch_optional(sql, args![strings(leaders).as_str()])
+            .await?,
+    )?;
+    if rollbacks == 0 {
+        return Ok(());
+    }
     let sql = sql!(C::DIALECT, |d| format!(
         "UPDATE sub_jobs SET rolled_back_at = $2 WHERE rolled_back_at IS NULL AND id IN \
          (SELECT r.rollback_of FROM sub_jobs r WHERE r.rollback_of IS NOT NULL \
