@@ -154,21 +154,21 @@ time, then every job is polled with ShowJob until it ends.
 ## Upgrade with rollout control
 
 Right after the install above, in the same run: version 0.2.0 (the same binary in a new
-archive) is published with `admin packages publish`, and every desktop is upgraded to it
-with BatchInstallAgent in jobs of 100 desktop ids with `max_concurrency` "$MAX_CONCURRENCY"
-and `max_errors` "$MAX_ERRORS" (the rollout-control extension, `docs/api.md`). A share of
-$FAIL_SHARE of the simulated desktops (`deskfleet-fleet-sim --fail-upgrade-share`) fail
+archive) is published with \`admin packages publish\`, and every desktop is upgraded to it
+with BatchInstallAgent in jobs of 100 desktop ids with \`max_concurrency\` "$MAX_CONCURRENCY"
+and \`max_errors\` "$MAX_ERRORS" (the rollout-control extension, \`docs/api.md\`). A share of
+$FAIL_SHARE of the simulated desktops (\`deskfleet-fleet-sim --fail-upgrade-share\`) fail
 every upgrade: they download and verify the package, then report the guest's automatic
-rollback (`InstallFailed`, `agent-exited: ...; rolled back to 0.1.0`) instead of
-`Installed`. A job stops once more of its desktops failed than `max_errors` allows; its
-desktops not started yet end FAILED with `WKS.00990020`.
+rollback (\`InstallFailed\`, \`agent-exited: ...; rolled back to 0.1.0\`) instead of
+\`Installed\`. A job stops once more of its desktops failed than \`max_errors\` allows; its
+desktops not started yet end FAILED with \`WKS.00990020\`.
 
 | measure | result |
 |---|---|
 | upgrade of every desktop (jobs of 100) | {upgrade['total_secs']:.1f} s |
 | desktops upgraded | {upgrade['success']} |
 | upgrades failed on the desktop (rolled back there) | {upgrade_failed} |
-| desktops not started because their job's rollout stopped at `max_errors` | {stopped} |
+| desktops not started because their job's rollout stopped at \`max_errors\` | {stopped} |
 | failure codes | {upgrade['failure_codes']} |
 | most sub-jobs of one job seen RUNNING at once (ShowJob polls) | {upgrade['most_running_in_a_job']} (limit $MAX_CONCURRENCY of 100) |
 | server CPU during the upgrade | {upgrade_cpu:.1f} s |
