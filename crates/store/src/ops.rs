@@ -231,6 +231,7 @@ pub(crate) fn hot_queries(d: Dialect) -> Vec<(String, &'static str)> {
         (running_leader_sql(), "sub_jobs_one_leader"),
         (identity_by_credential_sql(), "desktops_by_credential"),
         (identity_by_uid_sql(), "desktops_by_instance_uid"),
+        (STOPPED_JOBS.to_owned(), "jobs_stopped"),
     ]
 }
 
@@ -2604,6 +2605,17 @@ pub(crate) fn stop_reason(max_errors: i64, total: i64) -> String {
     )
 }
 
+/// The stopped jobs still in flight (the partial index `jobs_stopped` holds exactly them).
+const STOPPED_JOBS: &str = "SELECT j.id AS id, j.max_errors AS max_errors, \
+     j.sub_jobs_total AS total FROM jobs j \
+     WHERE j.stopped_at IS NOT NULL AND j.status IN ('WAITING', 'RUNNING') ORDER BY j.id";
+
+/// The jobs with held leaders. SQLite reads them off the partial index `sub_jobs_held`,
+/// which holds exactly the held leaders (its plan is a scan of that index, which the plan
+/// test would take for a table scan, so it is not listed there).
+const HELD_JOBS: &str = "SELECT DISTINCT s.job_id AS job_id FROM sub_jobs s \
+     WHERE s.status = 'WAITING' AND s.follows IS NULL AND s.deliver_by IS NULL";
+
 /// What one sweep of rollout control will do, computed before the desktops are locked
 /// (every statement that then changes a row re-checks its state).
 #[derive(Default)]
@@ -2619,14 +2631,7 @@ struct RolloutPlan {
 /// The stopped jobs still in flight, and the held leaders that fit in their job's window.
 async fn rollout_plan<C: Conn>(c: &mut C, now: Millis) -> StoreResult<RolloutPlan> {
     let mut plan = RolloutPlan::default();
-    let stopped = c
-        .fetch_all(
-            "SELECT j.id AS id, j.max_errors AS max_errors, j.sub_jobs_total AS total \
-             FROM jobs j WHERE j.stopped_at IS NOT NULL AND j.status IN ('WAITING', 'RUNNING') \
-             ORDER BY j.id",
-            args![],
-        )
-        .await?;
+    let stopped = c.fetch_all(STOPPED_JOBS, args![]).await?;
     for row in &stopped {
         let job = row.text("id")?;
         let rows = c
@@ -2646,13 +2651,7 @@ async fn rollout_plan<C: Conn>(c: &mut C, now: Millis) -> StoreResult<RolloutPla
             row.int("total")?,
         ));
     }
-    let held = c
-        .fetch_all(
-            "SELECT DISTINCT s.job_id AS job_id FROM sub_jobs s WHERE s.status = 'WAITING' \
-             AND s.follows IS NULL AND s.deliver_by IS NULL",
-            args![],
-        )
-        .await?;
+    let held = c.fetch_all(HELD_JOBS, args![]).await?;
     for row in &held {
         let job = row.text("job_id")?;
         let Some(j) = c
