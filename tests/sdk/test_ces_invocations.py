@@ -299,3 +299,18 @@ def test_token_client(fleet):
     assert listing(c).count > 0
     r = create(c, "INSTALL", instance_ids=["not-a-desktop"])
     assert (r.status_code, r.invocations[0].error_code) == (201, "invocationmgr.0001")
+
+
+def test_rollout_fields_on_a_raw_request(fleet):
+    """max_concurrency / max_errors: extension fields the SDK cannot send (signed raw)."""
+    path = f"/v3/{fleet.server.project_id}/agent-invocations/batch-create"
+    body = {"instance_ids": fleet.ids[1:], "invocation_type": "INSTALL", "invocation_target": "telescope",
+            "max_concurrency": "50%", "max_errors": "0"}
+    r = harness.raw("POST", fleet.server, path, body=body, project_id=fleet.server.project_id)
+    assert r.status_code == 201, r.text
+    assert [i["ret_status"] for i in r.json()["invocations"]] == ["successful"] * 2, r.text
+    for bad in ({"max_concurrency": "0%"}, {"max_errors": "ten"}, {"max_concurrency": "-1"}):
+        r = harness.raw("POST", fleet.server, path, body={**body, **bad}, project_id=fleet.server.project_id)
+        assert r.status_code == 400, r.text
+        assert r.json()["error_code"] == "taskmgr.0005", r.text
+        assert next(iter(bad)) in r.json()["error_msg"], r.text
