@@ -104,4 +104,5 @@ conformance! {
     operations::retry_takes_only_failed_invocations_back,
     operations::a_successful_rollback_marks_what_it_undid,
     operations::invocations_list_filters_pages_and_forgets_old_ones,
+    operations::max_concurrency_holds_under_racing_sweeps_and_claims,
 }

@@ -445,3 +445,58 @@ pub async fn invocations_list_filters_pages_and_forgets_old_ones(ctx: Ctx) {
     let other = project(s, "other").await;
     assert_eq!(s.list_invocations(&other, &all, page).await.unwrap().0, 0);
 }
+
+/// Several writers at once, as several server replicas on one database would be: sweeps
+/// releasing held work, claims and results race, and the window still holds.
+pub async fn max_concurrency_holds_under_racing_sweeps_and_claims(ctx: Ctx) {
+    let s = ctx.store.clone();
+    let p = project(&*s, "main").await;
+    let ds = desktops(&*s, &p, 16).await;
+    let mut spec = OperationSpec::install(Some("0.1.0".into()));
+    spec.limits.max_concurrency = Some(3);
+    let j = s
+        .create_install_job_with(&p, &ds, INSTALL, &spec, at(T0))
+        .await
+        .unwrap();
+    let workers = 4;
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let (s, p, ds, job) = (s.clone(), p.clone(), ds.clone(), j.id.clone());
+            tokio::spawn(async move {
+                let mut most = 0;
+                let mut mine: Vec<deskfleet_core::ids::SubJobId> = Vec::new();
+                for round in 0..400_i64 {
+                    let now = T0 + 1 + round;
+                    s.expire_overdue(now).await.unwrap();
+                    // What this worker ran last round ends now; then it takes more.
+                    for id in mine.drain(..) {
+                        s.finish_sub_job(&id, &Outcome::Success, now).await.unwrap();
+                    }
+                    for d in ds.iter().skip(w).step_by(workers) {
+                        if let Some(sub) =
+                            s.claim_desktop_work(d, now, now + 600_000).await.unwrap()
+                        {
+                            mine.push(sub.id);
+                        }
+                    }
+                    let (j, subs) = s.get_job(&p, &job).await.unwrap().unwrap();
+                    let running = subs
+                        .iter()
+                        .filter(|x| x.status == SubJobStatus::Running)
+                        .count();
+                    most = most.max(running);
+                    if j.status.is_terminal() {
+                        break;
+                    }
+                }
+                most
+            })
+        })
+        .collect();
+    for t in tasks {
+        let most = t.await.unwrap();
+        assert!(most <= 3, "{most} sub-jobs of the job ran at once");
+    }
+    let (j, _) = job(&*s, &p, &j.id).await;
+    assert_eq!(j.status, JobStatus::Success);
+}
