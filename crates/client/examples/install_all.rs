@@ -4,7 +4,9 @@
 //!
 //! Usage: `install_all ENDPOINT PROJECT_ID AK SK [BATCH=100] [CONCURRENCY=8]`; the
 //! server's CA file (`DATA_DIR/ca.pem`) in `DESKFLEET_CA_CERT` for an https endpoint with
-//! a private CA.
+//! a private CA. `MAX_CONCURRENCY` and `MAX_ERRORS` (e.g. `10%`) send the rollout-control
+//! extension with every job; the output then also tells the most sub-jobs of one job seen
+//! RUNNING at once, and how many were stopped by `max_errors`.
 
 use deskfleet_client::{Client, ClientOptions, Credentials};
 use std::time::{Duration, Instant};
@@ -46,12 +48,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    let max_concurrency = std::env::var("MAX_CONCURRENCY").ok();
+    let max_errors = std::env::var("MAX_ERRORS").ok();
     let started = Instant::now();
     let mut jobs = Vec::new();
     for group in ids.chunks(batch * concurrency) {
-        let calls = group
-            .chunks(batch)
-            .map(|chunk| client.batch_install_agent(chunk));
+        let calls = group.chunks(batch).map(|chunk| {
+            client.batch_install_agent_limited(
+                chunk,
+                max_concurrency.as_deref(),
+                max_errors.as_deref(),
+            )
+        });
         for result in futures_util::future::join_all(calls).await {
             jobs.push(result?.job_id);
         }
@@ -59,11 +67,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let submitted = started.elapsed();
 
     let (mut success, mut failed, mut codes) = (0usize, 0usize, std::collections::BTreeMap::new());
+    let mut most_running = 0usize;
     let mut pending = jobs.clone();
     while !pending.is_empty() {
         let mut still = Vec::new();
         for job in pending {
             let info = client.show_job(&job).await?;
+            let running = info
+                .sub_jobs
+                .iter()
+                .filter(|s| s.status == "RUNNING")
+                .count();
+            most_running = most_running.max(running);
             if matches!(info.status.as_str(), "SUCCESS" | "FAIL") {
                 for s in &info.sub_jobs {
                     if s.status == "SUCCESS" {
@@ -86,7 +101,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let total = started.elapsed();
     println!(
-        "{{\"desktops\":{},\"jobs\":{},\"success\":{success},\"failed\":{failed},\"failure_codes\":{},\"submit_secs\":{:.3},\"total_secs\":{:.3},\"desktops_per_sec\":{:.1}}}",
+        "{{\"desktops\":{},\"jobs\":{},\"most_running_in_a_job\":{most_running},\"success\":{success},\"failed\":{failed},\"failure_codes\":{},\"submit_secs\":{:.3},\"total_secs\":{:.3},\"desktops_per_sec\":{:.1}}}",
         ids.len(),
         jobs.len(),
         serde_json::to_string(&codes)?,

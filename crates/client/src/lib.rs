@@ -346,6 +346,25 @@ impl Client {
     ) -> Result<w::JobIdResponse, ClientError> {
         let body = w::BatchInstallAgentRequest {
             desktop_ids: desktop_ids.to_vec(),
+            max_concurrency: None,
+            max_errors: None,
+        };
+        self.call(Method::POST, &["desktops", "agents"], &[], Some(&body))
+            .await
+    }
+
+    /// BatchInstallAgent with the rollout-control extension (`max_concurrency`,
+    /// `max_errors`: a count such as `"10"` or a percentage such as `"10%"`).
+    pub async fn batch_install_agent_limited(
+        &self,
+        desktop_ids: &[String],
+        max_concurrency: Option<&str>,
+        max_errors: Option<&str>,
+    ) -> Result<w::JobIdResponse, ClientError> {
+        let body = w::BatchInstallAgentRequest {
+            desktop_ids: desktop_ids.to_vec(),
+            max_concurrency: max_concurrency.map(str::to_owned),
+            max_errors: max_errors.map(str::to_owned),
         };
         self.call(Method::POST, &["desktops", "agents"], &[], Some(&body))
             .await

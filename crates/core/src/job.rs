@@ -251,3 +251,162 @@ mod tests {
         }
     }
 }
+
+// ---- operations and rollout control ----
+
+wire_enum!(
+    /// What a job does to the monitoring agent of each of its desktops.
+    Operation {
+        Install => "INSTALL",
+        Update => "UPDATE",
+        Rollback => "ROLLBACK",
+        Uninstall => "UNINSTALL",
+    }
+);
+
+impl Operation {
+    /// Whether the operation puts a version of the agent in place (all but UNINSTALL).
+    pub const fn installs(self) -> bool {
+        !matches!(self, Operation::Uninstall)
+    }
+}
+
+/// A rollout limit as asked: a count of targets, or a percentage of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Count(u32),
+    Percent(u32),
+}
+
+impl Limit {
+    /// Parses `"10"` or `"10%"`. `min` is the smallest count or percentage allowed (1 for
+    /// `max_concurrency`, 0 for `max_errors`); `field` names the field in messages.
+    pub fn parse(field: &str, raw: &str, min: u32) -> Result<Limit, String> {
+        let text = raw.trim();
+        let (digits, percent) = match text.strip_suffix('%') {
+            Some(d) => (d, true),
+            None => (text, false),
+        };
+        let value: u32 = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            digits.parse().map_err(|_| {
+                format!("{field} {raw:?} is too large; give at most 100000 or a percentage")
+            })?
+        } else {
+            return Err(format!(
+                "{field} must be a whole number of targets (\"10\") or a percentage of them (\"10%\"), not {raw:?}"
+            ));
+        };
+        if percent {
+            if value < min || value > 100 {
+                return Err(format!(
+                    "{field} percentage must be between {min}% and 100%, not {raw:?}"
+                ));
+            }
+            Ok(Limit::Percent(value))
+        } else {
+            if value < min || value > 100_000 {
+                return Err(format!(
+                    "{field} must be between {min} and 100000 targets, not {raw:?}"
+                ));
+            }
+            Ok(Limit::Count(value))
+        }
+    }
+
+    /// `max_concurrency` as a number of targets of a job of `targets`: a percentage is
+    /// rounded up, and is never below 1.
+    pub fn concurrency_of(self, targets: u32) -> u32 {
+        match self {
+            Limit::Count(n) => n,
+            Limit::Percent(p) => (u64::from(targets) * u64::from(p))
+                .div_ceil(100)
+                .max(1)
+                .try_into()
+                .unwrap_or(u32::MAX),
+        }
+    }
+
+    /// `max_errors` as a number of failed targets of a job of `targets`: a percentage is
+    /// rounded down. The rollout stops once MORE than this many targets failed.
+    pub fn errors_of(self, targets: u32) -> u32 {
+        match self {
+            Limit::Count(n) => n,
+            Limit::Percent(p) => ((u64::from(targets) * u64::from(p)) / 100)
+                .try_into()
+                .unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// A job's rollout limits, resolved to counts of its targets; `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RolloutLimits {
+    /// At most this many sub-jobs of the job RUNNING at once.
+    pub max_concurrency: Option<u32>,
+    /// Once more than this many sub-jobs of the job FAILED, the ones not started yet end
+    /// FAILED with the stop code, and no more start.
+    pub max_errors: Option<u32>,
+}
+
+impl RolloutLimits {
+    /// Resolves the optional `max_concurrency` and `max_errors` fields of a request for a
+    /// job of `targets` targets.
+    pub fn resolve(
+        max_concurrency: Option<&str>,
+        max_errors: Option<&str>,
+        targets: u32,
+    ) -> Result<RolloutLimits, String> {
+        Ok(RolloutLimits {
+            max_concurrency: max_concurrency
+                .map(|raw| {
+                    Limit::parse("max_concurrency", raw, 1).map(|l| l.concurrency_of(targets))
+                })
+                .transpose()?,
+            max_errors: max_errors
+                .map(|raw| Limit::parse("max_errors", raw, 0).map(|l| l.errors_of(targets)))
+                .transpose()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod rollout_tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_counts_or_percentages_of_the_targets() {
+        let l = RolloutLimits::resolve(Some("10%"), Some("10%"), 95).unwrap();
+        assert_eq!(l.max_concurrency, Some(10)); // 9.5 rounded up
+        assert_eq!(l.max_errors, Some(9)); // 9.5 rounded down
+        let l = RolloutLimits::resolve(Some("1%"), Some("0"), 3).unwrap();
+        assert_eq!((l.max_concurrency, l.max_errors), (Some(1), Some(0)));
+        let l = RolloutLimits::resolve(Some("7"), None, 3).unwrap();
+        assert_eq!((l.max_concurrency, l.max_errors), (Some(7), None));
+        assert!(
+            RolloutLimits::resolve(Some("0"), None, 3)
+                .unwrap_err()
+                .contains("max_concurrency")
+        );
+        assert!(RolloutLimits::resolve(Some("0%"), None, 3).is_err());
+        assert!(RolloutLimits::resolve(None, Some("101%"), 3).is_err());
+        assert!(
+            RolloutLimits::resolve(None, Some("-1"), 3)
+                .unwrap_err()
+                .contains("\"-1\"")
+        );
+        assert!(RolloutLimits::resolve(None, Some("ten"), 3).is_err());
+        assert!(RolloutLimits::resolve(None, Some("99999999999"), 3).is_err());
+        assert_eq!(
+            RolloutLimits::resolve(None, None, 3).unwrap(),
+            RolloutLimits::default()
+        );
+    }
+
+    #[test]
+    fn operations_round_trip() {
+        for o in Operation::ALL {
+            assert_eq!(o.as_str().parse::<Operation>().unwrap(), *o);
+        }
+        assert!(!Operation::Uninstall.installs());
+    }
+}

@@ -3,7 +3,7 @@
 
 use crate::clock::Millis;
 use crate::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
-use crate::job::{JobStatus, Stage, SubJobStatus};
+use crate::job::{JobStatus, Operation, RolloutLimits, Stage, SubJobStatus};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -194,6 +194,10 @@ pub struct Job {
     pub error_code: Option<String>,
     pub fail_reason: Option<String>,
     pub sub_jobs_total: u32,
+    /// What the job does to each desktop's agent.
+    pub operation: Operation,
+    /// Its rollout limits, as counts of its targets.
+    pub limits: RolloutLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +220,17 @@ pub struct SubJob {
     /// The in-flight sub-job of the same desktop that this one mirrors, if any.
     pub follows: Option<SubJobId>,
     pub attempts: u32,
+    /// What the sub-job does to the desktop's agent.
+    pub operation: Operation,
+    /// The version it puts in place (none for UNINSTALL; none for work created before
+    /// versions were recorded, which takes the newest published version).
+    pub target_version: Option<String>,
+    /// The agent version the desktop had when the sub-job was created.
+    pub current_version: Option<String>,
+    /// For a ROLLBACK: the sub-job whose change it undoes.
+    pub rollback_of: Option<SubJobId>,
+    /// When a ROLLBACK undid this sub-job's change.
+    pub rolled_back_at: Option<Millis>,
 }
 
 /// A desktop with the state of its agent and of its latest install.
@@ -274,4 +289,78 @@ pub enum SubJobSelector {
 pub enum Outcome {
     Success,
     Failed { code: String, reason: String },
+}
+
+// ---- operations ----
+
+/// How a new job's targets are treated, beyond the desktops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationSpec {
+    pub operation: Operation,
+    /// The version every target gets (`None`: none recorded, for UNINSTALL).
+    pub target_version: Option<String>,
+    pub limits: RolloutLimits,
+    /// When a target already has work in flight of another operation or version: `false`
+    /// follows it (Workspace installs), `true` refuses that target ([`TargetResult::Busy`]).
+    pub exclusive: bool,
+}
+
+impl OperationSpec {
+    /// A Workspace install as it always was: follows what is in flight, no limits.
+    pub fn install(target_version: Option<String>) -> Self {
+        Self {
+            operation: Operation::Install,
+            target_version,
+            limits: RolloutLimits::default(),
+            exclusive: false,
+        }
+    }
+}
+
+/// One target of a job of operations: a desktop, and for a ROLLBACK the sub-job undone
+/// and the version to go back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationTarget {
+    pub desktop: DesktopId,
+    /// Overrides [`OperationSpec::target_version`] for this target (ROLLBACK).
+    pub target_version: Option<String>,
+    pub rollback_of: Option<SubJobId>,
+}
+
+/// What became of one target of a job of operations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetResult {
+    /// A sub-job (the invocation) was created.
+    Created(SubJobId),
+    /// No such desktop in the project.
+    UnknownDesktop,
+    /// The desktop has work of another operation or version in flight.
+    Busy {
+        sub_job: SubJobId,
+        operation: Operation,
+        target_version: Option<String>,
+    },
+}
+
+/// What may be done again with an existing sub-job (CES RETRY or ROLLBACK).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rework {
+    /// Put back to WAITING, same id.
+    Retried,
+    /// No such sub-job in the project.
+    NotFound,
+    /// Not in a state that allows it; the reason says why, for the person who reads it.
+    NotAllowed(String),
+    /// The desktop has other work in flight.
+    Busy(SubJobId),
+}
+
+/// ListAgentInvocations' filters over sub-jobs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InvocationFilter {
+    pub desktop: Option<DesktopId>,
+    pub sub_job: Option<SubJobId>,
+    pub operation: Option<Operation>,
+    /// Only sub-jobs created at or after this time.
+    pub created_since: Millis,
 }

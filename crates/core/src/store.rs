@@ -13,6 +13,7 @@ use crate::model::{
     DesktopFilter, Domain, Job, Lockout, NewDesktop, Outcome, Page, Project, Role, SubJob,
     SubJobFilter, SubJobSelector, TokenRecord, User,
 };
+use crate::model::{InvocationFilter, OperationSpec, OperationTarget, Rework, TargetResult};
 use async_trait::async_trait;
 
 #[derive(Debug, thiserror::Error)]
@@ -228,6 +229,61 @@ pub trait Store: Send + Sync + 'static {
         project: &ProjectId,
         selector: &SubJobSelector,
     ) -> StoreResult<u64>;
+
+    // ---- operations (INSTALL, UPDATE, ROLLBACK, UNINSTALL; rollout control) ----
+
+    /// [`Store::create_install_job`] with the operation, target version and rollout limits
+    /// of `spec` (a non-exclusive spec: every desktop gets a sub-job).
+    async fn create_install_job_with(
+        &self,
+        project: &ProjectId,
+        desktops: &[DesktopId],
+        job_type: &str,
+        spec: &OperationSpec,
+        at: Deadlines,
+    ) -> StoreResult<Job>;
+    /// Creates one job whose sub-jobs are the `targets` that can take the operation now;
+    /// one [`TargetResult`] a target, in order. With an exclusive spec, a desktop that has
+    /// work of another operation or version in flight is refused ([`TargetResult::Busy`]).
+    /// No job (`None`) when no target could be taken. [`StoreError::UnknownDesktops`]
+    /// if a desktop is not in the project (nothing written).
+    async fn create_operation_job(
+        &self,
+        project: &ProjectId,
+        targets: &[OperationTarget],
+        job_type: &str,
+        spec: &OperationSpec,
+        at: Deadlines,
+    ) -> StoreResult<(Option<Job>, Vec<TargetResult>)>;
+    /// The sub-jobs of `project` among `ids` (missing ones are left out).
+    async fn get_sub_jobs(&self, project: &ProjectId, ids: &[SubJobId])
+    -> StoreResult<Vec<SubJob>>;
+    /// Puts each FAILED (not canceled) sub-job of `ids` back to WAITING (same id, one more attempt); one
+    /// answer an id, in order. A retried sub-job follows the desktop's work in flight if
+    /// it is the same operation and version, and is refused if not. Its job, if stopped
+    /// by its rollout, runs again.
+    async fn retry_sub_jobs(
+        &self,
+        project: &ProjectId,
+        ids: &[SubJobId],
+        at: Deadlines,
+    ) -> StoreResult<Vec<Rework>>;
+    /// Sets the target version of the job's FAILED INSTALL sub-jobs (a Workspace retry
+    /// installs the newest version); returns how many changed. `NotFound` for a job not
+    /// in the project.
+    async fn retarget_failed_installs(
+        &self,
+        project: &ProjectId,
+        job: &JobId,
+        version: &str,
+    ) -> StoreResult<u64>;
+    /// Sub-jobs as ListAgentInvocations lists them, newest first, with the total.
+    async fn list_invocations(
+        &self,
+        project: &ProjectId,
+        filter: &InvocationFilter,
+        page: Page,
+    ) -> StoreResult<(i64, Vec<SubJob>)>;
 
     // ---- the engine ----
 

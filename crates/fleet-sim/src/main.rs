@@ -66,6 +66,15 @@ struct Args {
     /// many machines).
     #[arg(long, default_value_t = 512)]
     max_concurrent_downloads: usize,
+    /// Share (0.0..=1.0) of the desktops whose upgrades fail: offered a version while
+    /// another one runs, they report the guest's rollback (`agent-exited: ...; rolled back
+    /// to <previous>`) instead of `Installed`. First installs always succeed.
+    #[arg(long, default_value_t = 0.0)]
+    fail_upgrade_share: f64,
+    /// How long a simulated install watches the new agent before reporting `Installed`
+    /// (the guest's watch window), in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    watch_ms: u64,
 }
 
 #[derive(Default)]
@@ -76,6 +85,9 @@ struct Counters {
     verified: AtomicU64,
     verify_failed: AtomicU64,
     download_failed: AtomicU64,
+    /// Upgrades that failed on purpose (`--fail-upgrade-share`) and were rolled back.
+    upgrade_failed: AtomicU64,
+    uninstalled: AtomicU64,
     reconnects: AtomicU64,
     refused: AtomicU64,
 }
@@ -211,7 +223,7 @@ async fn desktop(shared: Arc<Shared>, index: usize) {
     let mut backoff = Duration::from_secs(1);
     let mut first = true;
     loop {
-        match session(&shared, &host, &mut uid, &mut credential, &mut first).await {
+        match session(&shared, index, &host, &mut uid, &mut credential, &mut first).await {
             Ok(()) => return,
             Err(e) => {
                 shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -226,8 +238,16 @@ async fn desktop(shared: Arc<Shared>, index: usize) {
     }
 }
 
+/// Whether desktop `index` is one of the `share` whose upgrades fail: spread over the
+/// fleet, the same desktops on every run.
+fn fails_upgrades(index: usize, share: f64) -> bool {
+    let slot = (index as u64).wrapping_mul(7919) % 10_000;
+    (slot as f64) < share.clamp(0.0, 1.0) * 10_000.0
+}
+
 async fn session(
     shared: &Shared,
+    index: usize,
     host: &str,
     uid: &mut Vec<u8>,
     credential: &mut Option<String>,
@@ -326,6 +346,24 @@ async fn session(
         let Some(available) = reply.packages_available else {
             continue;
         };
+        // UNINSTALL: the empty offer. The agent goes; the statuses say so under the
+        // empty hash, and health no longer names a monitor.
+        if available.packages.is_empty()
+            && available.all_packages_hash == deskfleet_proto::opamp::EMPTY_PACKAGES_HASH
+        {
+            installed = None;
+            shared.counters.uninstalled.fetch_add(1, Ordering::Relaxed);
+            ws.send(send(AgentToServer {
+                instance_uid: uid.clone(),
+                package_statuses: Some(op::PackageStatuses {
+                    server_provided_all_packages_hash: available.all_packages_hash.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+            .await?;
+            continue;
+        }
         for (name, p) in available.packages {
             shared.counters.offers.fetch_add(1, Ordering::Relaxed);
             let report = |status, percent, error: &str, has: &str| AgentToServer {
@@ -361,6 +399,27 @@ async fn session(
                     .await?;
                     ws.send(send(report(PackageStatusEnum::Installing, None, "", "")))
                         .await?;
+                    if shared.args.watch_ms > 0 {
+                        tokio::time::sleep(Duration::from_millis(shared.args.watch_ms)).await;
+                    }
+                    let previous = installed.clone();
+                    if let Some(previous) =
+                        previous.filter(|_| fails_upgrades(index, shared.args.fail_upgrade_share))
+                    {
+                        // The guest's watch failed: the previous agent runs again.
+                        shared
+                            .counters
+                            .upgrade_failed
+                            .fetch_add(1, Ordering::Relaxed);
+                        let reason = format!(
+                            "agent-exited: the new agent exited during its watch window (simulated); rolled back to {previous}"
+                        );
+                        let mut msg =
+                            report(PackageStatusEnum::InstallFailed, None, &reason, &previous);
+                        msg.health = Some(healthy(&name, &previous));
+                        ws.send(send(msg)).await?;
+                        continue;
+                    }
                     let mut done = report(PackageStatusEnum::Installed, None, "", &p.version);
                     done.health = Some(healthy(&name, &p.version));
                     ws.send(send(done)).await?;
@@ -390,7 +449,7 @@ async fn session(
 fn summary(shared: &Shared, started: Instant, event: &str) -> String {
     let c = &shared.counters;
     format!(
-        "{{\"event\":\"{event}\",\"elapsed_ms\":{},\"connected\":{},\"enrolled\":{},\"offers\":{},\"verified\":{},\"verify_failed\":{},\"download_failed\":{},\"reconnects\":{},\"refused\":{}}}",
+        "{{\"event\":\"{event}\",\"elapsed_ms\":{},\"connected\":{},\"enrolled\":{},\"offers\":{},\"verified\":{},\"verify_failed\":{},\"download_failed\":{},\"upgrade_failed\":{},\"uninstalled\":{},\"reconnects\":{},\"refused\":{}}}",
         started.elapsed().as_millis(),
         c.connected.load(Ordering::Relaxed),
         c.enrolled.load(Ordering::Relaxed),
@@ -398,6 +457,8 @@ fn summary(shared: &Shared, started: Instant, event: &str) -> String {
         c.verified.load(Ordering::Relaxed),
         c.verify_failed.load(Ordering::Relaxed),
         c.download_failed.load(Ordering::Relaxed),
+        c.upgrade_failed.load(Ordering::Relaxed),
+        c.uninstalled.load(Ordering::Relaxed),
         c.reconnects.load(Ordering::Relaxed),
         c.refused.load(Ordering::Relaxed),
     )

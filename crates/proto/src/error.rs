@@ -193,6 +193,11 @@ impl TaskErrorCode {
     }
 }
 
+/// Task error code of a sub-job that never started because its job's rollout stopped:
+/// more of the job's targets failed than its `max_errors` allows. Kept apart from
+/// [`TaskErrorCode`], whose codes the guest's reasons map to.
+pub const ROLLOUT_STOPPED_CODE: &str = "WKS.00990020";
+
 /// The Workspace error body (BaseResponse).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

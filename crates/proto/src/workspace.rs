@@ -17,6 +17,14 @@ pub const AGENT_NAME: &str = "deskfleet-monitor";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchInstallAgentRequest {
     pub desktop_ids: Vec<String>,
+    /// Extension (rollout control, `docs/api.md`): at most this many desktops installing
+    /// at once, a count (`"10"`) or a percentage of the desktops (`"10%"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<String>,
+    /// Extension: once more than this many desktops failed (a count or a percentage), the
+    /// desktops not started yet end FAILED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_errors: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -41,7 +41,7 @@ fn valid_body() -> impl Strategy<Value = Vec<u8>> {
     let s = || "\\PC{0,20}";
     prop_oneof![
         prop::collection::vec(s(), 0..8).prop_map(|desktop_ids| {
-            serde_json::to_vec(&BatchInstallAgentRequest { desktop_ids }).unwrap()
+            serde_json::to_vec(&BatchInstallAgentRequest { desktop_ids, max_concurrency: None, max_errors: None }).unwrap()
         }),
         s().prop_map(|op_type| serde_json::to_vec(&JobActionRequest { op_type }).unwrap()),
         (
@@ -122,7 +122,7 @@ proptest! {
 
     #[test]
     fn valid_bodies_round_trip(ids in prop::collection::vec("\\PC{0,40}", 0..20), op in "\\PC{0,20}") {
-        let install = BatchInstallAgentRequest { desktop_ids: ids.clone() };
+        let install = BatchInstallAgentRequest { desktop_ids: ids.clone(), max_concurrency: None, max_errors: None };
         let text = serde_json::to_vec(&install).unwrap();
         prop_assert_eq!(serde_json::from_slice::<BatchInstallAgentRequest>(&text).unwrap(), install);
         let action = JobActionRequest { op_type: op };

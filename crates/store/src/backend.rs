@@ -23,6 +23,9 @@ use deskfleet_core::model::{
     DesktopFilter, Domain, Job, Lockout, NewDesktop, Outcome, Page, Project, Role, SubJob,
     SubJobFilter, SubJobSelector, TokenRecord, User,
 };
+use deskfleet_core::model::{
+    InvocationFilter, OperationSpec, OperationTarget, Rework, TargetResult,
+};
 use deskfleet_core::store::{Deadlines, Expired, StateCounts, Store, StoreError, StoreResult};
 use std::future::Future;
 use std::time::Instant;
@@ -406,12 +409,7 @@ impl<B: Backend> Store for DbStore<B> {
         job_type: &str,
         at: Deadlines,
     ) -> StoreResult<Job> {
-        let call = NewJob {
-            project: project.clone(),
-            desktops: desktops.to_vec(),
-            job_type: job_type.to_owned(),
-            at,
-        };
+        let call = NewJob::install(project, desktops, job_type, at);
         timed("create_install_job", self.0.create_install_job(call)).await
     }
 
@@ -453,6 +451,108 @@ impl<B: Backend> Store for DbStore<B> {
             { project = project.clone(), selector = selector.clone() },
             delete_sub_jobs(&project, &selector)
         )
+    }
+
+    // ---- operations ----
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, project = %project, desktops = desktops.len()))]
+    async fn create_install_job_with(
+        &self,
+        project: &ProjectId,
+        desktops: &[DesktopId],
+        job_type: &str,
+        spec: &OperationSpec,
+        at: Deadlines,
+    ) -> StoreResult<Job> {
+        let mut call = NewJob::install(project, desktops, job_type, at);
+        call.spec = OperationSpec {
+            exclusive: false,
+            ..spec.clone()
+        };
+        timed("create_install_job", self.0.create_install_job(call)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, project = %project, targets = targets.len()))]
+    async fn create_operation_job(
+        &self,
+        project: &ProjectId,
+        targets: &[OperationTarget],
+        job_type: &str,
+        spec: &OperationSpec,
+        at: Deadlines,
+    ) -> StoreResult<(Option<Job>, Vec<TargetResult>)> {
+        let desktops: Vec<DesktopId> = targets.iter().map(|t| t.desktop.clone()).collect();
+        let mut call = NewJob::install(project, &desktops, job_type, at);
+        call.spec = spec.clone();
+        call.rollbacks = targets
+            .iter()
+            .map(|t| match (&t.target_version, &t.rollback_of) {
+                (Some(v), Some(undone)) => Some((v.clone(), undone.clone())),
+                _ => None,
+            })
+            .collect();
+        // Like job creation on PostgreSQL: a creator that lost the race to start work on
+        // a desktop runs again, and then sees the winner's.
+        let mut attempt = 1;
+        loop {
+            let this = call.clone();
+            let result = timed(
+                "create_operation_job",
+                self.0.write(move |c| {
+                    Box::pin(async move { ops::create_operation_job(c, &this).await })
+                }),
+            )
+            .await;
+            match result {
+                Err(e) if attempt < 5 && is_retryable(&e) => attempt += 1,
+                result => return result,
+            }
+        }
+    }
+
+    async fn get_sub_jobs(
+        &self,
+        project: &ProjectId,
+        ids: &[SubJobId],
+    ) -> StoreResult<Vec<SubJob>> {
+        read!(self, get_sub_jobs(project, ids))
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, project = %project))]
+    async fn retry_sub_jobs(
+        &self,
+        project: &ProjectId,
+        ids: &[SubJobId],
+        at: Deadlines,
+    ) -> StoreResult<Vec<Rework>> {
+        write!(
+            self,
+            { project = project.clone(), ids = ids.to_vec() },
+            retry_sub_jobs(&project, &ids, at)
+        )
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, project = %project, job = %job))]
+    async fn retarget_failed_installs(
+        &self,
+        project: &ProjectId,
+        job: &JobId,
+        version: &str,
+    ) -> StoreResult<u64> {
+        write!(
+            self,
+            { project = project.clone(), job = job.clone(), version = version.to_owned() },
+            retarget_failed_installs(&project, &job, &version)
+        )
+    }
+
+    async fn list_invocations(
+        &self,
+        project: &ProjectId,
+        filter: &InvocationFilter,
+        page: Page,
+    ) -> StoreResult<(i64, Vec<SubJob>)> {
+        read!(self, list_invocations(project, filter, page))
     }
 
     // ---- the engine ----

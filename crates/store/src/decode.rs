@@ -38,7 +38,7 @@ pub(crate) const PACKAGE_COLUMNS: &str =
 
 /// Columns of [`job`].
 pub(crate) const JOB_COLUMNS: &str = "id, project_id, job_type, status, created_at, begin_time, \
-     end_time, error_code, fail_reason, sub_jobs_total";
+     end_time, error_code, fail_reason, sub_jobs_total, operation, max_concurrency, max_errors";
 
 /// `SELECT` of [`sub_job`]: a sub-job `s` with its job `j` and desktop `d`.
 pub(crate) const SUB_JOB_SELECT: &str = "SELECT s.id AS id, s.job_id AS job_id, \
@@ -46,7 +46,10 @@ pub(crate) const SUB_JOB_SELECT: &str = "SELECT s.id AS id, s.job_id AS job_id, 
      d.computer_name AS desktop_name, d.ip_address AS ip_address, s.status AS status, \
      s.stage AS stage, s.process AS process, s.error_code AS error_code, \
      s.fail_reason AS fail_reason, s.created_at AS created_at, s.begin_time AS begin_time, \
-     s.end_time AS end_time, s.follows AS follows, s.attempts AS attempts \
+     s.end_time AS end_time, s.follows AS follows, s.attempts AS attempts, \
+     s.operation AS operation, s.target_version AS target_version, \
+     s.current_version AS current_version, s.rollback_of AS rollback_of, \
+     s.rolled_back_at AS rolled_back_at \
      FROM sub_jobs s JOIN jobs j ON j.id = s.job_id JOIN desktops d ON d.id = s.desktop_id";
 
 fn corrupt(col: &str, why: impl std::fmt::Display) -> StoreError {
@@ -192,6 +195,11 @@ pub(crate) fn job<R: DbRow>(row: &R) -> StoreResult<Job> {
         error_code: row.opt_text("error_code")?,
         fail_reason: row.opt_text("fail_reason")?,
         sub_jobs_total: narrow(row, "sub_jobs_total")?,
+        operation: parsed(row, "operation")?,
+        limits: deskfleet_core::job::RolloutLimits {
+            max_concurrency: opt_narrow(row, "max_concurrency")?,
+            max_errors: opt_narrow(row, "max_errors")?,
+        },
     })
 }
 
@@ -214,6 +222,11 @@ pub(crate) fn sub_job<R: DbRow>(row: &R) -> StoreResult<SubJob> {
         end_time: row.opt_int("end_time")?,
         follows: opt_id(row, "follows", SubJobId::parse)?,
         attempts: narrow(row, "attempts")?,
+        operation: parsed(row, "operation")?,
+        target_version: row.opt_text("target_version")?,
+        current_version: row.opt_text("current_version")?,
+        rollback_of: opt_id(row, "rollback_of", SubJobId::parse)?,
+        rolled_back_at: row.opt_int("rolled_back_at")?,
     })
 }
 
@@ -246,4 +259,11 @@ pub(crate) fn metrics<R: DbRow>(row: &R) -> StoreResult<MetricsRecord> {
         json: row.text("json")?,
         received_at: row.int("received_at")?,
     })
+}
+
+/// An optional integer column narrowed to `u32` (rollout limits).
+pub(crate) fn opt_narrow<R: DbRow>(row: &R, col: &str) -> StoreResult<Option<u32>> {
+    row.opt_int(col)?
+        .map(|v| u32::try_from(v).map_err(|e| corrupt(col, e)))
+        .transpose()
 }

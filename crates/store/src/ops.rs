@@ -35,13 +35,14 @@ use deskfleet_core::fleet::{
 };
 use deskfleet_core::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
 use deskfleet_core::job::{
-    JobStatus, Stage, StatusCounts, SubJobStatus, derive_job_status, job_fail_reason,
+    JobStatus, Operation, Stage, StatusCounts, SubJobStatus, derive_job_status, job_fail_reason,
 };
 use deskfleet_core::model::{
     AccessKey, AgentCondition, AgentFilter, AgentState, AuthFailures, AuthSubject, Desktop,
     DesktopFilter, Domain, Job, Lockout, NewDesktop, Outcome, Page, Project, Role, SubJob,
     SubJobFilter, SubJobSelector, TokenRecord, User,
 };
+use deskfleet_core::model::{OperationSpec, TargetResult};
 use deskfleet_core::store::{Deadlines, Expired, StateCounts, StoreError, StoreResult};
 use deskfleet_proto::error::TaskErrorCode;
 use serde::Serialize;
@@ -110,12 +111,15 @@ const EXPIRE_SILENT: &str = "UPDATE sub_jobs SET status = 'FAILED', error_code =
      AND status = 'RUNNING' AND follows IS NULL RETURNING id, job_id";
 
 /// Takes the oldest WAITING leader of desktop `$1` (the leader index holds at most one
-/// in-flight leader a desktop).
+/// in-flight leader a desktop), unless a rollout holds it (no delivery deadline) or its
+/// job was stopped at `max_errors`.
 const CLAIM: &str = "UPDATE sub_jobs SET status = 'RUNNING', stage = $2, process = $3, \
      begin_time = $4, execute_by = $5, deliver_by = NULL \
      WHERE seq = (SELECT s.seq FROM sub_jobs s WHERE s.desktop_id = $1 \
      AND s.status IN ('WAITING', 'RUNNING') AND s.follows IS NULL \
-     AND s.status = 'WAITING' ORDER BY s.created_at, s.seq LIMIT 1) \
+     AND s.status = 'WAITING' AND s.deliver_by IS NOT NULL \
+     AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = s.job_id AND j.stopped_at IS NOT NULL) \
+     ORDER BY s.created_at, s.seq LIMIT 1) \
      RETURNING id, job_id";
 
 /// The in-flight followers of leader `$1`, oldest first.
@@ -125,7 +129,8 @@ const FOLLOWERS: &str = "SELECT s.id AS id FROM sub_jobs s WHERE s.follows = $1 
 /// The in-flight leaders of the desktops in the JSON array `$1`.
 fn in_flight_leaders_sql(d: Dialect) -> String {
     format!(
-        "SELECT s.desktop_id AS desktop_id, s.id AS id FROM sub_jobs s \
+        "SELECT s.desktop_id AS desktop_id, s.id AS id, s.operation AS operation, \
+         s.target_version AS target_version FROM sub_jobs s \
          WHERE s.desktop_id IN (SELECT t.value FROM {}) \
          AND s.status IN ('WAITING', 'RUNNING') AND s.follows IS NULL",
         d.texts(1)
@@ -152,7 +157,8 @@ fn mirror_sql(d: Dialect) -> String {
 /// projects.
 fn known_desktops_sql(d: Dialect) -> String {
     format!(
-        "SELECT d.id AS id, d.project_id AS project_id FROM {} CROSS JOIN desktops d \
+        "SELECT d.id AS id, d.project_id AS project_id, d.agent_version AS agent_version \
+         FROM {} CROSS JOIN desktops d \
          WHERE d.id = t.value ORDER BY d.id{}",
         d.texts(1),
         d.share_lock_suffix()
@@ -225,6 +231,7 @@ pub(crate) fn hot_queries(d: Dialect) -> Vec<(String, &'static str)> {
         (running_leader_sql(), "sub_jobs_one_leader"),
         (identity_by_credential_sql(), "desktops_by_credential"),
         (identity_by_uid_sql(), "desktops_by_instance_uid"),
+        (STOPPED_JOBS.to_owned(), "jobs_stopped"),
     ]
 }
 
@@ -943,10 +950,39 @@ async fn in_flight_leaders<C: Conn>(
     c: &mut C,
     desktops: &str,
 ) -> StoreResult<HashMap<String, String>> {
+    Ok(in_flight_leader_work(c, desktops)
+        .await?
+        .into_iter()
+        .map(|(desktop, l)| (desktop, l.id))
+        .collect())
+}
+
+/// An in-flight leader and what it does.
+#[derive(Debug, Clone)]
+struct LeaderWork {
+    id: String,
+    operation: Operation,
+    target_version: Option<String>,
+}
+
+/// The in-flight leaders of the desktops in the JSON array `desktops`, with their work.
+async fn in_flight_leader_work<C: Conn>(
+    c: &mut C,
+    desktops: &str,
+) -> StoreResult<HashMap<String, LeaderWork>> {
     let sql = sql!(C::DIALECT, |d| in_flight_leaders_sql(d));
     let rows = c.fetch_all(sql, args![desktops]).await?;
     rows.iter()
-        .map(|r| Ok((r.text("desktop_id")?, r.text("id")?)))
+        .map(|r| {
+            Ok((
+                r.text("desktop_id")?,
+                LeaderWork {
+                    id: r.text("id")?,
+                    operation: decode::parsed(r, "operation")?,
+                    target_version: r.opt_text("target_version")?,
+                },
+            ))
+        })
         .collect()
 }
 
@@ -1008,6 +1044,31 @@ pub(crate) struct NewJob {
     pub desktops: Vec<DesktopId>,
     pub job_type: String,
     pub at: Deadlines,
+    /// The operation, version and rollout limits (a plain install for
+    /// `create_install_job`).
+    pub spec: OperationSpec,
+    /// Per desktop (parallel to `desktops`, or empty): the version to go back to and the
+    /// sub-job undone, for a ROLLBACK.
+    pub rollbacks: Vec<Option<(String, SubJobId)>>,
+}
+
+impl NewJob {
+    /// A Workspace install as `create_install_job` makes it.
+    pub(crate) fn install(
+        project: &ProjectId,
+        desktops: &[DesktopId],
+        job_type: &str,
+        at: Deadlines,
+    ) -> Self {
+        Self {
+            project: project.clone(),
+            desktops: desktops.to_vec(),
+            job_type: job_type.to_owned(),
+            at,
+            spec: OperationSpec::install(None),
+            rollbacks: Vec::new(),
+        }
+    }
 }
 
 /// A fresh identifier for a row this store creates: 32 lowercase hex digits like the real
@@ -1027,18 +1088,29 @@ struct JobInsert<'a> {
     begin_time: Option<Millis>,
     end_time: Option<Millis>,
     total: u32,
+    operation: &'a str,
+    max_concurrency: Option<u32>,
+    max_errors: Option<u32>,
+    delivery_ms: Millis,
 }
 
 struct SubJobInsert<'a> {
     id: String,
-    job: &'a str,
+    job: String,
     project: &'a str,
     desktop: &'a str,
     position: i64,
     created_at: Millis,
     deliver_by: Option<Millis>,
     follows: Option<String>,
+    operation: &'a str,
+    target_version: Option<String>,
+    current_version: Option<String>,
+    rollback_of: Option<String>,
 }
+
+/// Bound values a sub-job row of [`sub_job_insert_sql`].
+const SUB_JOB_INSERT_COLUMNS: usize = 12;
 
 /// Row counts of the multi-row sub-job insert: a few fixed sizes, so that each statement is
 /// prepared once and then reused from the statement cache.
@@ -1047,19 +1119,22 @@ const INSERT_CHUNKS: [usize; 6] = [1024, 256, 64, 16, 4, 1];
 fn sub_job_insert_sql(d: Dialect, rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO sub_jobs (id, job_id, project_id, desktop_id, position, created_at, \
-         deliver_by, follows, status, stage, process, attempts) VALUES ",
+         deliver_by, follows, operation, target_version, current_version, rollback_of, \
+         status, stage, process, attempts) VALUES ",
     );
     for row in 0..rows {
         if row > 0 {
             sql.push_str(", ");
         }
         sql.push('(');
-        for col in 1..=8 {
+        for col in 1..=SUB_JOB_INSERT_COLUMNS {
             // SQLite looks a named parameter such as `$9` up by a linear scan, which makes
             // binding a thousand of them quadratic: anonymous `?`s bind in order.
             match d {
                 Dialect::Sqlite => sql.push('?'),
-                Dialect::Postgres => sql.push_str(&format!("${}", row * 8 + col)),
+                Dialect::Postgres => {
+                    sql.push_str(&format!("${}", row * SUB_JOB_INSERT_COLUMNS + col))
+                }
             }
             sql.push_str(", ");
         }
@@ -1085,17 +1160,21 @@ async fn insert_sub_jobs<C: Conn>(c: &mut C, rows: &[SubJobInsert<'_>]) -> Store
         let (chunk, tail) = rest.split_at(INSERT_CHUNKS[slot].min(rest.len()));
         let sql = SQL[C::DIALECT as usize][slot]
             .get_or_init(|| sub_job_insert_sql(C::DIALECT, INSERT_CHUNKS[slot]));
-        let mut bound = Vec::with_capacity(chunk.len() * 8);
+        let mut bound = Vec::with_capacity(chunk.len() * SUB_JOB_INSERT_COLUMNS);
         for r in chunk {
             bound.extend(args![
                 r.id.as_str(),
-                r.job,
+                r.job.as_str(),
                 r.project,
                 r.desktop,
                 r.position,
                 r.created_at,
                 r.deliver_by,
                 r.follows.as_deref(),
+                r.operation,
+                r.target_version.as_deref(),
+                r.current_version.as_deref(),
+                r.rollback_of.as_deref(),
             ]);
         }
         c.execute(sql, bound).await?;
@@ -1112,19 +1191,48 @@ pub(crate) async fn create_install_job<C: Conn>(c: &mut C, call: &NewJob) -> Sto
         .unwrap_or_else(|| Err(StoreError::Backend("no result for the job created".into())))
 }
 
-/// Creates the jobs of several `create_install_job` calls with a fixed number of
-/// statements, however many calls and sub-jobs there are (the SQLite writer hands it
-/// every call of a batch at once).
-///
-/// Each call is checked before anything is written: one that names a desktop that is not
-/// in its project gets [`StoreError::UnknownDesktops`] and writes nothing. The others are
-/// created in order; a desktop with an install in flight, or started by an earlier call of
-/// the same group, gets a sub-job that follows it. The outer error means nothing may be
-/// kept (the caller rolls back).
+/// Creates the jobs of several `create_install_job` calls; see [`create_jobs`].
 pub(crate) async fn create_install_jobs<C: Conn>(
     c: &mut C,
     calls: &[NewJob],
 ) -> StoreResult<Vec<StoreResult<Job>>> {
+    Ok(create_jobs(c, calls)
+        .await?
+        .into_iter()
+        .map(|r| {
+            r.and_then(|(job, _)| {
+                job.ok_or_else(|| StoreError::Backend("a job without sub-jobs".into()))
+            })
+        })
+        .collect())
+}
+
+/// Creates one job of operations (`Store::create_operation_job`).
+pub(crate) async fn create_operation_job<C: Conn>(
+    c: &mut C,
+    call: &NewJob,
+) -> StoreResult<(Option<Job>, Vec<TargetResult>)> {
+    create_jobs(c, std::slice::from_ref(call))
+        .await?
+        .pop()
+        .unwrap_or_else(|| Err(StoreError::Backend("no result for the job created".into())))
+}
+
+/// Creates the jobs of several calls with a fixed number of statements, however many
+/// calls and sub-jobs there are (the SQLite writer hands it every call of a batch at
+/// once).
+///
+/// Each call is checked before anything is written: one that names a desktop that is not
+/// in its project gets [`StoreError::UnknownDesktops`] and writes nothing. The others are
+/// created in order; a desktop with work in flight, or started by an earlier call of the
+/// same group, gets a sub-job that follows it, unless the call is exclusive and that work
+/// is another operation or version: that target gets [`TargetResult::Busy`] and no
+/// sub-job. A call left with no sub-job creates no job (`None`). The outer error means
+/// nothing may be kept (the caller rolls back).
+async fn create_jobs<C: Conn>(
+    c: &mut C,
+    calls: &[NewJob],
+) -> StoreResult<Vec<StoreResult<(Option<Job>, Vec<TargetResult>)>>> {
     let asked: BTreeSet<&str> = calls
         .iter()
         .flat_map(|call| call.desktops.iter().map(DesktopId::as_str))
@@ -1133,12 +1241,19 @@ pub(crate) async fn create_install_jobs<C: Conn>(
     // followers are being added to it (see the module documentation).
     let sql = sql!(C::DIALECT, |d| known_desktops_sql(d));
     let rows = c.fetch_all(sql, args![strings(&asked).as_str()]).await?;
-    let project_of: HashMap<String, String> = rows
-        .iter()
-        .map(|r| Ok((r.text("id")?, r.text("project_id")?)))
-        .collect::<StoreResult<_>>()?;
+    let mut project_of: HashMap<String, String> = HashMap::with_capacity(rows.len());
+    let mut agent_of: HashMap<String, String> = HashMap::new();
+    for r in &rows {
+        let id = r.text("id")?;
+        if let Some(v) = r.opt_text("agent_version")? {
+            agent_of.insert(id.clone(), v);
+        }
+        project_of.insert(id, r.text("project_id")?);
+    }
 
-    let mut results: Vec<StoreResult<Job>> = Vec::with_capacity(calls.len());
+    let mut valid_calls: Vec<bool> = Vec::with_capacity(calls.len());
+    let mut results: Vec<StoreResult<(Option<Job>, Vec<TargetResult>)>> =
+        Vec::with_capacity(calls.len());
     for call in calls {
         let mut unknown: Vec<String> = Vec::new();
         for d in &call.desktops {
@@ -1148,18 +1263,115 @@ pub(crate) async fn create_install_jobs<C: Conn>(
                 unknown.push(d.as_str().to_owned());
             }
         }
-        if !unknown.is_empty() {
-            results.push(Err(StoreError::UnknownDesktops(unknown)));
+        valid_calls.push(unknown.is_empty());
+        results.push(if unknown.is_empty() {
+            Ok((None, Vec::new()))
+        } else {
+            Err(StoreError::UnknownDesktops(unknown))
+        });
+    }
+    if !valid_calls.iter().any(|v| *v) {
+        return Ok(results);
+    }
+    let valid: BTreeSet<&str> = calls
+        .iter()
+        .zip(&valid_calls)
+        .filter(|(_, v)| **v)
+        .flat_map(|(call, _)| call.desktops.iter().map(DesktopId::as_str))
+        .collect();
+    let mut leaders = in_flight_leader_work(c, &strings(&valid)).await?;
+    let mut sub_jobs = Vec::new();
+    let mut created: Vec<(usize, Job)> = Vec::new();
+    for (index, call) in calls.iter().enumerate() {
+        if !valid_calls[index] {
             continue;
         }
-        let total = u32::try_from(call.desktops.len()).unwrap_or(u32::MAX);
+        let job_id = time_ordered_id();
+        let operation = call.spec.operation;
+        let mut targets = Vec::with_capacity(call.desktops.len());
+        let mut total: u32 = 0;
+        // Leaders beyond the rollout window wait without a delivery deadline (held).
+        let mut window = call.spec.limits.max_concurrency.unwrap_or(u32::MAX);
+        for (position, desktop) in (0_i64..).zip(&call.desktops) {
+            let (target_version, rollback_of) = match call
+                .rollbacks
+                .get(position as usize)
+                .and_then(Option::as_ref)
+            {
+                Some((version, undone)) => {
+                    (Some(version.clone()), Some(undone.as_str().to_owned()))
+                }
+                None => (call.spec.target_version.clone(), None),
+            };
+            let id = time_ordered_id();
+            // The first sub-job of a desktop with nothing in flight leads; any later one,
+            // in this call or a later call of the group, follows it (or, for an exclusive
+            // call, is refused when it would do something else).
+            let follows = match leaders.get(desktop.as_str()) {
+                Some(leader)
+                    if call.spec.exclusive
+                        && (leader.operation != operation
+                            || leader.target_version != target_version) =>
+                {
+                    targets.push(TargetResult::Busy {
+                        sub_job: SubJobId::parse(leader.id.clone()).map_err(|e| {
+                            StoreError::Corrupt(format!("leader id {}: {e}", leader.id))
+                        })?,
+                        operation: leader.operation,
+                        target_version: leader.target_version.clone(),
+                    });
+                    continue;
+                }
+                Some(leader) => Some(leader.id.clone()),
+                None => {
+                    leaders.insert(
+                        desktop.as_str().to_owned(),
+                        LeaderWork {
+                            id: id.clone(),
+                            operation,
+                            target_version: target_version.clone(),
+                        },
+                    );
+                    None
+                }
+            };
+            targets.push(TargetResult::Created(SubJobId::parse(id.clone()).map_err(
+                |e| StoreError::Backend(format!("generated sub-job id: {e}").into()),
+            )?));
+            total += 1;
+            let deliver_by = match (&follows, window) {
+                (Some(_), _) | (None, 0) => None,
+                (None, _) => {
+                    window -= 1;
+                    Some(call.at.deliver_by)
+                }
+            };
+            sub_jobs.push(SubJobInsert {
+                id,
+                job: job_id.clone(),
+                project: call.project.as_str(),
+                desktop: desktop.as_str(),
+                position,
+                created_at: call.at.now,
+                deliver_by,
+                follows,
+                operation: operation.as_str(),
+                target_version,
+                current_version: agent_of.get(desktop.as_str()).cloned(),
+                rollback_of,
+            });
+        }
+        if total == 0 {
+            results[index] = Ok((None, targets));
+            continue;
+        }
         let status = derive_job_status(StatusCounts {
             waiting: total,
             ..StatusCounts::default()
         });
-        let id = JobId::parse(time_ordered_id())
+        let id = JobId::parse(job_id)
             .map_err(|e| StoreError::Backend(format!("generated job id: {e}").into()))?;
-        results.push(Ok(Job {
+        let job = Job {
             id,
             project_id: call.project.clone(),
             job_type: call.job_type.clone(),
@@ -1171,26 +1383,19 @@ pub(crate) async fn create_install_jobs<C: Conn>(
             error_code: None,
             fail_reason: None,
             sub_jobs_total: total,
-        }));
+            operation,
+            limits: call.spec.limits,
+        };
+        results[index] = Ok((Some(job.clone()), targets));
+        created.push((index, job));
     }
-
-    let created: Vec<(&NewJob, &Job)> = calls
-        .iter()
-        .zip(&results)
-        .filter_map(|(call, r)| r.as_ref().ok().map(|job| (call, job)))
-        .collect();
     if created.is_empty() {
         return Ok(results);
     }
-    let valid: BTreeSet<&str> = created
+    let jobs: Vec<JobInsert> = created
         .iter()
-        .flat_map(|(call, _)| call.desktops.iter().map(DesktopId::as_str))
-        .collect();
-    let mut leaders = in_flight_leaders(c, &strings(&valid)).await?;
-    let mut jobs = Vec::with_capacity(created.len());
-    let mut sub_jobs = Vec::new();
-    for (call, job) in &created {
-        jobs.push(JobInsert {
+        .map(|(index, job)| JobInsert {
+            delivery_ms: calls[*index].at.deliver_by - calls[*index].at.now,
             id: job.id.as_str(),
             project: job.project_id.as_str(),
             job_type: &job.job_type,
@@ -1199,37 +1404,21 @@ pub(crate) async fn create_install_jobs<C: Conn>(
             begin_time: job.begin_time,
             end_time: job.end_time,
             total: job.sub_jobs_total,
-        });
-        for (position, desktop) in (0_i64..).zip(&call.desktops) {
-            let id = time_ordered_id();
-            // The first sub-job of a desktop with nothing in flight leads; any later one,
-            // in this call or a later call of the group, follows it.
-            let follows = match leaders.get(desktop.as_str()) {
-                Some(leader) => Some(leader.clone()),
-                None => {
-                    leaders.insert(desktop.as_str().to_owned(), id.clone());
-                    None
-                }
-            };
-            sub_jobs.push(SubJobInsert {
-                id,
-                job: job.id.as_str(),
-                project: job.project_id.as_str(),
-                desktop: desktop.as_str(),
-                position,
-                created_at: job.created_at,
-                deliver_by: follows.is_none().then_some(call.at.deliver_by),
-                follows,
-            });
-        }
-    }
+            operation: job.operation.as_str(),
+            max_concurrency: job.limits.max_concurrency,
+            max_errors: job.limits.max_errors,
+        })
+        .collect();
     let sql = sql!(C::DIALECT, |d| format!(
         "INSERT INTO jobs (id, project_id, job_type, status, created_at, begin_time, \
-         end_time, sub_jobs_total) \
+         end_time, sub_jobs_total, operation, max_concurrency, max_errors, delivery_ms) \
          SELECT j.value ->> 'id', j.value ->> 'project', j.value ->> 'job_type', \
          j.value ->> 'status', CAST(j.value ->> 'created_at' AS BIGINT), \
          CAST(j.value ->> 'begin_time' AS BIGINT), CAST(j.value ->> 'end_time' AS BIGINT), \
-         CAST(j.value ->> 'total' AS BIGINT) FROM {}",
+         CAST(j.value ->> 'total' AS BIGINT), j.value ->> 'operation', \
+         CAST(j.value ->> 'max_concurrency' AS BIGINT), \
+         CAST(j.value ->> 'max_errors' AS BIGINT), \
+         CAST(j.value ->> 'delivery_ms' AS BIGINT) FROM {}",
         d.objects(1)
     ));
     c.execute(sql, args![objects(&jobs)?.as_str()]).await?;
@@ -1377,6 +1566,12 @@ pub(crate) async fn retry_job<C: Conn>(
     let n = c
         .execute(sql, args![payload.as_str(), at.deliver_by])
         .await?;
+    // A job its rollout stopped runs again (its limits stay).
+    c.execute(
+        "UPDATE jobs SET stopped_at = NULL WHERE id = $1 AND stopped_at IS NOT NULL",
+        args![id.as_str()],
+    )
+    .await?;
     recompute_jobs(c, [id.as_str().to_owned()], at.now).await?;
     Ok(n)
 }
@@ -1625,16 +1820,22 @@ async fn recompute_jobs<C: Conn>(
             ),
             _ => (None, None),
         };
+        // A job with `max_errors` stops once more than that many of its sub-jobs failed;
+        // the sweep then ends the ones not started (see [`stop_and_release`]).
         c.execute(
             "UPDATE jobs SET status = $2, \
              end_time = CASE WHEN $3 IS NULL THEN NULL ELSE COALESCE(end_time, $3) END, \
-             error_code = $4, fail_reason = $5 WHERE id = $1",
+             error_code = $4, fail_reason = $5, \
+             stopped_at = CASE WHEN stopped_at IS NULL AND max_errors IS NOT NULL \
+             AND $6 > max_errors THEN $7 ELSE stopped_at END WHERE id = $1",
             args![
                 job.as_str(),
                 status.as_str(),
                 status.is_terminal().then_some(now),
                 code.as_deref(),
                 reason.as_deref(),
+                i64::from(t.counts.failed),
+                now,
             ],
         )
         .await?;
@@ -1657,13 +1858,29 @@ async fn propagate<C: Conn>(
 }
 
 pub(crate) async fn expire_overdue<C: Conn>(c: &mut C, now: Millis) -> StoreResult<Expired> {
-    lock_desktops_where(
-        c,
-        "SELECT desktop_id FROM sub_jobs WHERE deliver_by IS NOT NULL AND deliver_by < $1 \
-         UNION SELECT desktop_id FROM sub_jobs WHERE execute_by IS NOT NULL AND execute_by < $1",
-        args![now],
-    )
-    .await?;
+    // Rollout control first: what it stops and releases is locked with the overdue work,
+    // in one sorted set (see the module documentation). On PostgreSQL the sweeps of all
+    // replicas take turns (a lock of their own, which no other writer takes): two sweeps
+    // counting a job's free slots at once would both fill them.
+    if C::DIALECT.locks_rows() {
+        c.execute("SELECT pg_advisory_xact_lock($1)", args![SWEEP_LOCK])
+            .await?;
+    }
+    let rollout = rollout_plan(c, now).await?;
+    if C::DIALECT.locks_rows() {
+        let rows = c
+            .fetch_all(
+                "SELECT desktop_id FROM sub_jobs WHERE deliver_by IS NOT NULL AND deliver_by < $1 \
+                 UNION SELECT desktop_id FROM sub_jobs WHERE execute_by IS NOT NULL \
+                 AND execute_by < $1",
+                args![now],
+            )
+            .await?;
+        let mut desktops = texts(&rows, "desktop_id")?;
+        desktops.extend(rollout.desktops.iter().cloned());
+        lock_desktops(c, desktops).await?;
+    }
+    let (stopped, stopped_jobs) = apply_rollout(c, &rollout, now).await?;
     let undelivered = c
         .fetch_all(
             EXPIRE_UNDELIVERED,
@@ -1684,16 +1901,18 @@ pub(crate) async fn expire_overdue<C: Conn>(c: &mut C, now: Millis) -> StoreResu
             ],
         )
         .await?;
-    if undelivered.is_empty() && silent.is_empty() {
+    if undelivered.is_empty() && silent.is_empty() && stopped.is_empty() {
         return Ok(Expired::default());
     }
     let leaders: Vec<String> = texts(&undelivered, "id")?
         .into_iter()
         .chain(texts(&silent, "id")?)
+        .chain(stopped)
         .collect();
     let jobs: Vec<String> = texts(&undelivered, "job_id")?
         .into_iter()
         .chain(texts(&silent, "job_id")?)
+        .chain(stopped_jobs)
         .collect();
     let followers = propagate(c, &leaders, jobs, now).await?;
     Ok(Expired {
@@ -1842,6 +2061,7 @@ pub(crate) async fn finish_sub_job<C: Conn>(
         return Ok(false);
     };
     propagate(c, &[sub_job.as_str().to_owned()], vec![job], now).await?;
+    mark_rolled_back(c, &[sub_job.as_str().to_owned()], now).await?;
     Ok(true)
 }
 
@@ -1925,6 +2145,7 @@ pub(crate) async fn apply_reports<C: Conn>(
     }
     let leaders: Vec<String> = leaders.into_iter().collect();
     propagate(c, &leaders, jobs, now).await?;
+    mark_rolled_back(c, &leaders, now).await?;
     Ok(applied)
 }
 
@@ -2470,4 +2691,335 @@ pub(crate) async fn probe_write<C: Conn>(c: &mut C, now: Millis) -> StoreResult<
     )
     .await?;
     Ok(())
+}
+
+// ---- operations: rollout control, RETRY, ROLLBACK, ListAgentInvocations ----
+
+/// The PostgreSQL advisory lock the timeout sweeps take turns on.
+const SWEEP_LOCK: i64 = 0x6465_736b_0008;
+
+/// Why a sub-job not yet started ended when its job's rollout stopped.
+pub(crate) fn stop_reason(max_errors: i64, total: i64) -> String {
+    format!(
+        "rollout stopped: more than {max_errors} of the job's {total} targets failed, which \
+         exceeded max_errors; this target was not started (retry it once the cause is fixed)"
+    )
+}
+
+/// The stopped jobs still in flight (the partial index `jobs_stopped` holds exactly them).
+const STOPPED_JOBS: &str = "SELECT j.id AS id, j.max_errors AS max_errors, \
+     j.sub_jobs_total AS total FROM jobs j \
+     WHERE j.stopped_at IS NOT NULL AND j.status IN ('WAITING', 'RUNNING') ORDER BY j.id";
+
+/// The jobs with held leaders. SQLite reads them off the partial index `sub_jobs_held`,
+/// which holds exactly the held leaders (its plan is a scan of that index, which the plan
+/// test would take for a table scan, so it is not listed there).
+const HELD_JOBS: &str = "SELECT DISTINCT s.job_id AS job_id FROM sub_jobs s \
+     WHERE s.status = 'WAITING' AND s.follows IS NULL AND s.deliver_by IS NULL";
+
+/// What one sweep of rollout control will do, computed before the desktops are locked
+/// (every statement that then changes a row re-checks its state).
+#[derive(Default)]
+struct RolloutPlan {
+    /// Stopped jobs with sub-jobs not started: (job, max_errors, total).
+    stop: Vec<(String, i64, i64)>,
+    /// Held leaders to release: (sub-job, delivery deadline).
+    release: Vec<(String, Millis)>,
+    /// The desktops of all of them.
+    desktops: Vec<String>,
+}
+
+/// The stopped jobs still in flight, and the held leaders that fit in their job's window.
+async fn rollout_plan<C: Conn>(c: &mut C, now: Millis) -> StoreResult<RolloutPlan> {
+    let mut plan = RolloutPlan::default();
+    let stopped = c.fetch_all(STOPPED_JOBS, args![]).await?;
+    for row in &stopped {
+        let job = row.text("id")?;
+        let rows = c
+            .fetch_all(
+                "SELECT s.desktop_id AS desktop_id FROM sub_jobs s \
+                 WHERE s.job_id = $1 AND s.status = 'WAITING'",
+                args![job.as_str()],
+            )
+            .await?;
+        if rows.is_empty() {
+            continue;
+        }
+        plan.desktops.extend(texts(&rows, "desktop_id")?);
+        plan.stop.push((
+            job,
+            row.opt_int("max_errors")?.unwrap_or(0),
+            row.int("total")?,
+        ));
+    }
+    let held = c.fetch_all(HELD_JOBS, args![]).await?;
+    for row in &held {
+        let job = row.text("job_id")?;
+        let Some(j) = c
+            .fetch_optional(
+                "SELECT j.max_concurrency AS max_concurrency, j.delivery_ms AS delivery_ms, \
+                 j.stopped_at AS stopped_at, (SELECT COUNT(*) FROM sub_jobs r \
+                 WHERE r.job_id = j.id AND (r.status = 'RUNNING' OR (r.status = 'WAITING' \
+                 AND r.follows IS NULL AND r.deliver_by IS NOT NULL))) AS busy \
+                 FROM jobs j WHERE j.id = $1",
+                args![job.as_str()],
+            )
+            .await?
+        else {
+            continue;
+        };
+        if j.opt_int("stopped_at")?.is_some() {
+            continue;
+        }
+        // A job without a window holds nothing of its own; it may inherit a held
+        // leadership (a canceled leader's heir): release it all.
+        let free = match j.opt_int("max_concurrency")? {
+            Some(window) => window - j.int("busy")?,
+            None => i64::MAX,
+        };
+        if free <= 0 {
+            continue;
+        }
+        let deliver_by = now + j.opt_int("delivery_ms")?.unwrap_or(0);
+        let rows = c
+            .fetch_all(
+                "SELECT s.id AS id, s.desktop_id AS desktop_id FROM sub_jobs s \
+                 WHERE s.job_id = $1 AND s.status = 'WAITING' AND s.follows IS NULL \
+                 AND s.deliver_by IS NULL ORDER BY s.position, s.seq LIMIT $2",
+                args![job.as_str(), free.min(100_000)],
+            )
+            .await?;
+        for r in &rows {
+            plan.release.push((r.text("id")?, deliver_by));
+            plan.desktops.push(r.text("desktop_id")?);
+        }
+    }
+    Ok(plan)
+}
+
+/// Ends the not-yet-started sub-jobs of stopped jobs and releases held leaders. Returns
+/// the leaders ended and their jobs, for [`propagate`].
+async fn apply_rollout<C: Conn>(
+    c: &mut C,
+    plan: &RolloutPlan,
+    now: Millis,
+) -> StoreResult<(Vec<String>, Vec<String>)> {
+    let mut ended = Vec::new();
+    let mut jobs = Vec::new();
+    for (job, max_errors, total) in &plan.stop {
+        let rows = c
+            .fetch_all(
+                "UPDATE sub_jobs SET status = 'FAILED', error_code = $2, fail_reason = $3, \
+                 end_time = $4, deliver_by = NULL WHERE job_id = $1 AND status = 'WAITING' \
+                 RETURNING id, follows",
+                args![
+                    job.as_str(),
+                    deskfleet_proto::error::ROLLOUT_STOPPED_CODE,
+                    stop_reason(*max_errors, *total).as_str(),
+                    now,
+                ],
+            )
+            .await?;
+        for r in &rows {
+            if r.opt_text("follows")?.is_none() {
+                ended.push(r.text("id")?);
+            }
+        }
+        if !rows.is_empty() {
+            jobs.push(job.clone());
+        }
+    }
+    for (id, deliver_by) in &plan.release {
+        c.execute(
+            "UPDATE sub_jobs SET deliver_by = $2 WHERE id = $1 AND status = 'WAITING' \
+             AND follows IS NULL AND deliver_by IS NULL",
+            args![id.as_str(), *deliver_by],
+        )
+        .await?;
+    }
+    Ok((ended, jobs))
+}
+
+/// Marks as rolled back the sub-jobs undone by the ROLLBACKs among `leaders` (and their
+/// followers) that just succeeded.
+async fn mark_rolled_back<C: Conn>(c: &mut C, leaders: &[String], now: Millis) -> StoreResult<()> {
+    if leaders.is_empty() {
+        return Ok(());
+    }
+    // Almost every report is about other work: a lookup by key tells, without reading
+    // the table.
+    let sql = sql!(C::DIALECT, |d| format!(
+        "SELECT COUNT(*) AS n FROM sub_jobs s WHERE s.id IN (SELECT t.value FROM {}) \
+         AND s.operation = 'ROLLBACK'",
+        d.texts(1)
+    ));
+    let rollbacks = count(
+        c.fetch_optional(sql, args![strings(leaders).as_str()])
+            .await?,
+    )?;
+    if rollbacks == 0 {
+        return Ok(());
+    }
+    let sql = sql!(C::DIALECT, |d| format!(
+        "UPDATE sub_jobs SET rolled_back_at = $2 WHERE rolled_back_at IS NULL AND id IN \
+         (SELECT r.rollback_of FROM sub_jobs r WHERE r.rollback_of IS NOT NULL \
+         AND r.status = 'SUCCESS' AND (r.id IN (SELECT t.value FROM {0}) \
+         OR r.follows IN (SELECT t.value FROM {0})))",
+        d.texts(1)
+    ));
+    c.execute(sql, args![strings(leaders).as_str(), now])
+        .await?;
+    Ok(())
+}
+
+/// The sub-jobs of `project` among `ids`, in no particular order.
+pub(crate) async fn get_sub_jobs<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    ids: &[SubJobId],
+) -> StoreResult<Vec<SubJob>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = sql!(C::DIALECT, |d| format!(
+        "{SUB_JOB_SELECT} WHERE s.id IN (SELECT t.value FROM {}) AND s.project_id = $2",
+        d.texts(1)
+    ));
+    let rows = c
+        .fetch_all(sql, args![strings(ids).as_str(), project.as_str()])
+        .await?;
+    rows.iter().map(decode::sub_job).collect()
+}
+
+/// Puts FAILED sub-jobs of `project` back to WAITING, one by one (CES RETRY): same id, a
+/// new attempt, following the desktop's work in flight if it is the same operation and
+/// version, refused if it is not.
+pub(crate) async fn retry_sub_jobs<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    ids: &[SubJobId],
+    at: Deadlines,
+) -> StoreResult<Vec<deskfleet_core::model::Rework>> {
+    use deskfleet_core::model::Rework;
+    let found = get_sub_jobs(c, project, ids).await?;
+    lock_desktops(c, found.iter().map(|s| s.desktop_id.as_str().to_owned())).await?;
+    // Read again under the locks: the state may have moved meanwhile.
+    let found = get_sub_jobs(c, project, ids).await?;
+    let by_id: HashMap<&str, &SubJob> = found.iter().map(|s| (s.id.as_str(), s)).collect();
+    let desktops: BTreeSet<&str> = found.iter().map(|s| s.desktop_id.as_str()).collect();
+    let mut leaders = in_flight_leader_work(c, &strings(&desktops)).await?;
+    let mut answers = Vec::with_capacity(ids.len());
+    let mut jobs = BTreeSet::new();
+    for id in ids {
+        let Some(sub) = by_id.get(id.as_str()) else {
+            answers.push(Rework::NotFound);
+            continue;
+        };
+        let canceled = sub.error_code.as_deref() == Some(TaskErrorCode::Canceled.code());
+        if sub.status != SubJobStatus::Failed || sub.rolled_back_at.is_some() || canceled {
+            let state = if canceled {
+                "CANCELED".to_owned()
+            } else {
+                sub.status.to_string()
+            };
+            answers.push(Rework::NotAllowed(format!(
+                "invocation {id} is {state}; only FAILED or TIMEOUT invocations can be retried"
+            )));
+            continue;
+        }
+        let follows = match leaders.get(sub.desktop_id.as_str()) {
+            Some(l) if l.operation != sub.operation || l.target_version != sub.target_version => {
+                answers.push(Rework::Busy(SubJobId::parse(l.id.clone()).map_err(
+                    |e| StoreError::Corrupt(format!("leader id {}: {e}", l.id)),
+                )?));
+                continue;
+            }
+            Some(l) => Some(l.id.clone()),
+            None => {
+                leaders.insert(
+                    sub.desktop_id.as_str().to_owned(),
+                    LeaderWork {
+                        id: id.as_str().to_owned(),
+                        operation: sub.operation,
+                        target_version: sub.target_version.clone(),
+                    },
+                );
+                None
+            }
+        };
+        c.execute(
+            "UPDATE sub_jobs SET status = 'WAITING', stage = 'queued', process = 0, \
+             error_code = NULL, fail_reason = NULL, begin_time = NULL, end_time = NULL, \
+             execute_by = NULL, deliver_by = $2, follows = $3, attempts = attempts + 1 \
+             WHERE id = $1 AND status = 'FAILED'",
+            args![
+                id.as_str(),
+                follows.is_none().then_some(at.deliver_by),
+                follows.as_deref(),
+            ],
+        )
+        .await?;
+        jobs.insert(sub.job_id.as_str().to_owned());
+        answers.push(Rework::Retried);
+    }
+    // A retried job may have been stopped by its rollout: it runs again.
+    if !jobs.is_empty() {
+        let sql = sql!(C::DIALECT, |d| format!(
+            "UPDATE jobs SET stopped_at = NULL WHERE id IN (SELECT t.value FROM {})",
+            d.texts(1)
+        ));
+        c.execute(sql, args![strings(&jobs).as_str()]).await?;
+    }
+    recompute_jobs(c, jobs, at.now).await?;
+    Ok(answers)
+}
+
+/// ListAgentInvocations' filter over `s`, bound `$1` to `$5`.
+const INVOCATION_WHERE: &str = "s.project_id = $1 AND s.created_at >= $2 \
+     AND ($3 IS NULL OR s.desktop_id = $3) AND ($4 IS NULL OR s.id = $4) \
+     AND ($5 IS NULL OR s.operation = $5)";
+
+pub(crate) async fn list_invocations<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    filter: &deskfleet_core::model::InvocationFilter,
+    page: Page,
+) -> StoreResult<(i64, Vec<SubJob>)> {
+    let bound = args![
+        project.as_str(),
+        filter.created_since,
+        filter.desktop.as_ref().map(DesktopId::as_str),
+        filter.sub_job.as_ref().map(SubJobId::as_str),
+        filter.operation.map(Operation::as_str),
+    ];
+    let sql = sql!(C::DIALECT, |_d| format!(
+        "SELECT COUNT(*) AS n FROM sub_jobs s WHERE {INVOCATION_WHERE}"
+    ));
+    let total = count(c.fetch_optional(sql, bound.clone()).await?)?;
+    let sql = sql!(C::DIALECT, |_d| format!(
+        "{SUB_JOB_SELECT} WHERE {INVOCATION_WHERE} ORDER BY s.created_at DESC, s.seq DESC \
+         LIMIT $6 OFFSET $7"
+    ));
+    let rows = c.fetch_all(sql, paged(bound, page)).await?;
+    let sub_jobs = rows
+        .iter()
+        .map(decode::sub_job)
+        .collect::<StoreResult<_>>()?;
+    Ok((total, sub_jobs))
+}
+
+pub(crate) async fn retarget_failed_installs<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    job: &JobId,
+    version: &str,
+) -> StoreResult<u64> {
+    job_in_project(c, project, job).await?;
+    // FAILED sub-jobs are not claimed by anyone: no desktop lock is needed to change them.
+    c.execute(
+        "UPDATE sub_jobs SET target_version = $2 WHERE job_id = $1 AND status = 'FAILED' \
+         AND operation = 'INSTALL'",
+        args![job.as_str(), version],
+    )
+    .await
 }

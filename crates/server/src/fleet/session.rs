@@ -13,8 +13,8 @@ use deskfleet_core::fleet::{
     Claim, DesktopFacts, DesktopIdentity, Enrollment, PackageMeta, SubJobReport,
 };
 use deskfleet_core::ids::{DesktopId, SubJobId};
-use deskfleet_core::job::Stage;
-use deskfleet_core::model::{AgentState, Outcome};
+use deskfleet_core::job::{Operation, Stage};
+use deskfleet_core::model::{AgentState, Outcome, SubJob};
 use deskfleet_core::store::StoreError;
 use deskfleet_proto::error::TaskErrorCode;
 use deskfleet_proto::opamp::{
@@ -27,7 +27,9 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone)]
 struct Offer {
     sub_job: SubJobId,
-    package: PackageMeta,
+    operation: Operation,
+    /// The package put in place; for UNINSTALL, none (the empty offer).
+    package: Option<PackageMeta>,
     stage: Stage,
     process: i32,
     /// When the sub-job started (was claimed), for the install duration.
@@ -177,10 +179,16 @@ impl Session {
             self.close().await;
             return Ok(reply);
         }
-        if let Some(statuses) = &msg.package_statuses
-            && let Some(status) = statuses.packages.get(MONITOR)
-        {
-            self.on_package_status(status).await?;
+        if let Some(statuses) = &msg.package_statuses {
+            if self
+                .current
+                .as_ref()
+                .is_some_and(|o| o.operation == Operation::Uninstall)
+            {
+                self.on_uninstall_status(statuses).await?;
+            } else if let Some(status) = statuses.packages.get(MONITOR) {
+                self.on_package_status(status).await?;
+            }
         }
         if let Some(health) = &msg.health {
             self.on_health(health).await?;
@@ -415,44 +423,69 @@ impl Session {
         };
         if let Some(sub) = self.state.store.running_sub_job(&desktop).await? {
             let started_at = sub.begin_time.unwrap_or_else(|| self.state.clock.now());
-            self.offer_for(sub.id, sub.stage, sub.process, started_at)
+            self.offer_for(&sub, sub.stage, sub.process, started_at)
                 .await?;
         }
         Ok(())
     }
 
+    /// Makes the offer of a sub-job: its target version of the monitor package (the newest
+    /// published when it has none recorded), or the empty offer of an UNINSTALL. A
+    /// version not published for this desktop's platform fails the sub-job.
     async fn offer_for(
         &mut self,
-        sub_job: SubJobId,
+        sub: &SubJob,
         stage: Stage,
         process: i32,
         started_at: Millis,
     ) -> Result<bool, StoreError> {
+        let sub_job = sub.id.clone();
+        let offer = |package| Offer {
+            sub_job: sub.id.clone(),
+            operation: sub.operation,
+            package,
+            stage,
+            process,
+            started_at,
+            announced: false,
+        };
+        if !sub.operation.installs() {
+            self.current = Some(offer(None));
+            return Ok(true);
+        }
         let platform = if self.platform.is_empty() {
             super::packages::host_platform()
         } else {
             self.platform.clone()
         };
-        match fleet(&self.state)
-            .packages
-            .latest(&self.state, &platform)
-            .await?
-        {
+        let package = match &sub.target_version {
+            Some(version) => {
+                self.state
+                    .store
+                    .find_package_version(MONITOR, version, &platform)
+                    .await?
+            }
+            None => {
+                fleet(&self.state)
+                    .packages
+                    .latest(&self.state, &platform)
+                    .await?
+            }
+        };
+        match package {
             Some(package) => {
-                self.current = Some(Offer {
-                    sub_job,
-                    package,
-                    stage,
-                    process,
-                    started_at,
-                    announced: false,
-                });
+                self.current = Some(offer(Some(package)));
                 Ok(true)
             }
             None => {
-                let reason = format!(
-                    "no {MONITOR} package is published for platform {platform}; publish one with `deskfleet-server admin packages publish`"
-                );
+                let reason = match &sub.target_version {
+                    Some(version) => format!(
+                        "{MONITOR} {version} is not published for platform {platform}; publish it with `deskfleet-server admin packages publish`, or choose another version"
+                    ),
+                    None => format!(
+                        "no {MONITOR} package is published for platform {platform}; publish one with `deskfleet-server admin packages publish`"
+                    ),
+                };
                 self.finish(
                     sub_job,
                     started_at,
@@ -486,7 +519,7 @@ impl Session {
                 tracing::info!(desktop_id = %desktop, sub_job = %sub.id, "install delivered");
                 let started_at = sub.begin_time.unwrap_or(now);
                 self.offer_for(
-                    sub.id,
+                    &sub,
                     Stage::Delivered,
                     Stage::Delivered.process(None),
                     started_at,
@@ -494,7 +527,10 @@ impl Session {
                 .await?;
                 // Already running the offered version, healthily: done, nothing to install.
                 if let (Some(offer), Some((version, true))) = (&self.current, &self.agent)
-                    && &offer.package.version == version
+                    && offer
+                        .package
+                        .as_ref()
+                        .is_some_and(|p| &p.version == version)
                 {
                     let sub_job = offer.sub_job.clone();
                     self.current = None;
@@ -508,7 +544,14 @@ impl Session {
         if let Some(offer) = &self.current
             && !offer.announced
         {
-            reply.packages_available = Some(self.packages_available(&offer.package));
+            reply.packages_available = Some(match &offer.package {
+                Some(package) => self.packages_available(package),
+                // UNINSTALL: nothing is to be installed.
+                None => op::PackagesAvailable {
+                    packages: std::collections::BTreeMap::new(),
+                    all_packages_hash: op::EMPTY_PACKAGES_HASH.to_vec(),
+                },
+            });
             if let Some(offer) = &mut self.current {
                 offer.announced = true;
             }
@@ -544,8 +587,11 @@ impl Session {
         let Some(offer) = &self.current else {
             return Ok(());
         };
+        let Some(package) = &offer.package else {
+            return Ok(());
+        };
         if !status.server_offered_version.is_empty()
-            && status.server_offered_version != offer.package.version
+            && status.server_offered_version != package.version
         {
             return Ok(()); // about an older offer
         }
@@ -563,10 +609,15 @@ impl Session {
                 }
             }
             Ok(PackageStatusEnum::Installing) => (Stage::Installing, None),
-            Ok(PackageStatusEnum::Installed)
-                if status.agent_has_version == offer.package.version =>
-            {
-                (Stage::Started, None)
+            // The guest reports Installed once the new version passed its watch window
+            // (started, healthy, reporting the version it was packaged as): done.
+            Ok(PackageStatusEnum::Installed) if status.agent_has_version == package.version => {
+                let (sub_job, started_at) = (offer.sub_job.clone(), offer.started_at);
+                let version = package.version.clone();
+                self.current = None;
+                self.record_agent(Some((version.clone(), true))).await?;
+                tracing::info!(desktop_id = ?self.desktop_id(), %version, "agent installed and watched; done");
+                return self.finish(sub_job, started_at, Outcome::Success).await;
             }
             // A failure is only believed once the offer was made on this connection: the
             // full state a guest sends on reconnect still carries an older failure.
@@ -634,28 +685,12 @@ impl Session {
             Some(v) => Some((v, component.healthy)),
             None => known().map(|v| (v, false)),
         };
-        if reported != self.agent {
-            if let (Some(desktop), Some((v, healthy))) = (self.desktop_id().cloned(), &reported) {
-                let agent = AgentState {
-                    version: v.clone(),
-                    healthy: *healthy,
-                    reported_at: self.state.clock.now(),
-                };
-                self.state
-                    .store
-                    .record_agent_state(&desktop, Some(&agent))
-                    .await?;
-            }
-            self.agent = reported;
+        if reported.is_some() && reported != self.agent {
+            self.record_agent(reported).await?;
         }
-        if let (Some(offer), Some((v, true))) = (&self.current, &self.agent)
-            && v == &offer.package.version
-        {
-            let (sub_job, started_at) = (offer.sub_job.clone(), offer.started_at);
-            self.current = None;
-            tracing::info!(desktop_id = ?self.desktop_id(), version = %v, "agent healthy; install done");
-            return self.finish(sub_job, started_at, Outcome::Success).await;
-        } else if let Some(offer) = &self.current
+        // A health line alone no longer ends work: the guest's Installed does (it watched
+        // the new version first).
+        if let Some(offer) = &self.current
             && offer.stage == Stage::Started
             && !component.last_error.is_empty()
             && !component.healthy
@@ -663,6 +698,66 @@ impl Session {
             tracing::debug!(error = %component.last_error, "agent not healthy yet");
         }
         Ok(())
+    }
+
+    /// Records the monitoring agent as the guest reports it: `(version, healthy)`, or
+    /// `None` once it is uninstalled.
+    async fn record_agent(&mut self, agent: Option<(String, bool)>) -> Result<(), StoreError> {
+        if let Some(desktop) = self.desktop_id().cloned() {
+            let state = agent.as_ref().map(|(version, healthy)| AgentState {
+                version: version.clone(),
+                healthy: *healthy,
+                reported_at: self.state.clock.now(),
+            });
+            self.state
+                .store
+                .record_agent_state(&desktop, state.as_ref())
+                .await?;
+        }
+        self.agent = agent;
+        Ok(())
+    }
+
+    /// The guest's package statuses while an UNINSTALL is offered: no monitor entry under
+    /// the empty hash is done; a monitor entry InstallFailed under it is the failure.
+    async fn on_uninstall_status(
+        &mut self,
+        statuses: &op::PackageStatuses,
+    ) -> Result<(), StoreError> {
+        let Some(offer) = &self.current else {
+            return Ok(());
+        };
+        if statuses.server_provided_all_packages_hash != op::EMPTY_PACKAGES_HASH {
+            return Ok(()); // about an earlier offer
+        }
+        let (sub_job, started_at) = (offer.sub_job.clone(), offer.started_at);
+        match statuses.packages.get(MONITOR) {
+            None => {
+                self.current = None;
+                self.record_agent(None).await?;
+                tracing::info!(desktop_id = ?self.desktop_id(), "agent uninstalled");
+                self.finish(sub_job, started_at, Outcome::Success).await
+            }
+            Some(status)
+                if offer.announced
+                    && PackageStatusEnum::try_from(status.status)
+                        == Ok(PackageStatusEnum::InstallFailed) =>
+            {
+                let (code, reason) = task_error(&status.error_message);
+                self.current = None;
+                tracing::info!(desktop_id = ?self.desktop_id(), %code, %reason, "uninstall failed");
+                self.finish(
+                    sub_job,
+                    started_at,
+                    Outcome::Failed {
+                        code: code.into(),
+                        reason,
+                    },
+                )
+                .await
+            }
+            Some(_) => Ok(()),
+        }
     }
 
     async fn on_metrics(&mut self, data: &[u8]) -> Result<(), StoreError> {

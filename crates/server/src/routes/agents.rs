@@ -10,8 +10,8 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use deskfleet_core::ids::DesktopId;
-use deskfleet_core::job::install_targets;
-use deskfleet_core::model::{AgentFilter, DesktopFilter};
+use deskfleet_core::job::{RolloutLimits, install_targets};
+use deskfleet_core::model::{AgentFilter, DesktopFilter, OperationSpec};
 use deskfleet_core::store::{Deadlines, StoreError};
 use deskfleet_proto::workspace::{
     BatchInstallAgentRequest, JOB_TYPE_INSTALL_AGENT, JobIdResponse, ListAgentsResponse,
@@ -33,9 +33,26 @@ async fn batch_install_agent(
 ) -> Result<Json<JobIdResponse>, ApiError> {
     let project = state.authorize(&caller, &project_id, Api::BatchInstallAgent)?;
     let desktops = install_targets(request.desktop_ids).map_err(ApiError::invalid)?;
+    let limits = RolloutLimits::resolve(
+        request.max_concurrency.as_deref(),
+        request.max_errors.as_deref(),
+        u32::try_from(desktops.len()).unwrap_or(u32::MAX),
+    )
+    .map_err(ApiError::invalid)?;
+    // The version is chosen now: the newest published (not withdrawn) one.
+    let spec = OperationSpec {
+        limits,
+        ..OperationSpec::install(state.newest_monitor_version().await?)
+    };
     let job = state
         .store
-        .create_install_job(&project, &desktops, JOB_TYPE_INSTALL_AGENT, state.deadlines())
+        .create_install_job_with(
+            &project,
+            &desktops,
+            JOB_TYPE_INSTALL_AGENT,
+            &spec,
+            state.deadlines(),
+        )
         .await
         .map_err(|e| match e {
             StoreError::UnknownDesktops(ids) => ApiError::invalid(format!(

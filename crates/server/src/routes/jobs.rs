@@ -66,10 +66,26 @@ async fn run_job_action(
     let id = job_id(raw_job)?;
     let result = match action.op_type.as_str() {
         "retry" => {
-            state
-                .store
-                .retry_job(&project, &id, state.deadlines())
-                .await
+            // Workspace has no version field: a retried install takes the newest published
+            // version, as a new one would (a CES RETRY keeps the invocation's version).
+            let retargeted = match state.newest_monitor_version().await? {
+                Some(version) => {
+                    state
+                        .store
+                        .retarget_failed_installs(&project, &id, &version)
+                        .await
+                }
+                None => Ok(0),
+            };
+            match retargeted {
+                Ok(_) => {
+                    state
+                        .store
+                        .retry_job(&project, &id, state.deadlines())
+                        .await
+                }
+                Err(e) => Err(e),
+            }
         }
         "cancel" => {
             state

@@ -7,6 +7,7 @@ mod hostile;
 mod instrumentation;
 mod logs;
 mod presence;
+mod rollout;
 mod tls;
 mod upgrade;
 
@@ -311,7 +312,7 @@ async fn a_guest_killed_mid_install_fails_at_the_execution_timeout_and_a_retry_s
          [fleet]\nschedule_interval_ms = 100\n[packages]\npublish_bundled_monitor = false\n",
     )
     .await;
-    // An agent that never reports: the install stays at "started" until the guest dies.
+    // An agent that never reports: the guest watches it (Installing) until the guest dies.
     let archive = build_archive(MONITOR, "0.0.1-hang", b"#!/bin/sh\nexec sleep 600\n").unwrap();
     let key = signing_key(&server);
     publish(

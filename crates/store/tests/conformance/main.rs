@@ -15,6 +15,7 @@ mod harness;
 mod health;
 mod identity;
 mod jobs;
+mod operations;
 mod presence;
 
 /// Instantiates each `module::test` once per backend, as `sqlite::test` and
@@ -101,4 +102,11 @@ conformance! {
     presence::connects_and_disconnects_are_recorded,
     presence::last_seen_is_batched_and_only_moves_forward,
     presence::the_status_filter_follows_the_connection,
+    operations::operations_record_versions_and_refuse_other_work_in_flight,
+    operations::max_concurrency_holds_the_rest_until_slots_free,
+    operations::max_errors_stops_the_targets_not_started,
+    operations::retry_takes_only_failed_invocations_back,
+    operations::a_successful_rollback_marks_what_it_undid,
+    operations::invocations_list_filters_pages_and_forgets_old_ones,
+    operations::max_concurrency_holds_under_racing_sweeps_and_claims,
 }
