@@ -276,3 +276,42 @@ pub struct MetricsArgs {
     #[arg(long, default_value = "AGT.ECS")]
     pub namespace: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command and every flag (but clap's own help and version) says what it does.
+    #[test]
+    fn every_command_and_flag_has_a_sentence_of_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let here = format!("{path} {}", cmd.get_name());
+            if cmd.get_about().is_none() && path != "" {
+                missing.push(format!("{here}: command"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg
+                    .get_help()
+                    .is_none_or(|h| h.to_string().trim().is_empty())
+                {
+                    missing.push(format!("{here}: {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_name() != "help" {
+                    walk(sub, &here, missing);
+                }
+            }
+        }
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = vec![];
+        walk(&cmd, "", &mut missing);
+        assert!(missing.is_empty(), "no help for: {missing:#?}");
+    }
+}

@@ -59,7 +59,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Job(JobCommand::Wait { job_ids, poll_ms }) => {
             wait_jobs(&client, &out, &job_ids, poll_ms).await
         }
-        Command::Job(JobCommand::Retry { job_id }) => job_action(&client, &out, &job_id, "retry").await,
+        Command::Job(JobCommand::Retry { job_id }) => {
+            job_action(&client, &out, &job_id, "retry").await
+        }
         Command::Job(JobCommand::Cancel { job_id }) => {
             job_action(&client, &out, &job_id, "cancel").await
         }
@@ -261,7 +263,12 @@ async fn install(
     wait_jobs(client, out, &job_ids, wait.poll_ms).await
 }
 
-async fn wait_jobs(client: &Client, out: &Output, job_ids: &[String], poll_ms: u64) -> anyhow::Result<u8> {
+async fn wait_jobs(
+    client: &Client,
+    out: &Output,
+    job_ids: &[String],
+    poll_ms: u64,
+) -> anyhow::Result<u8> {
     let jobs = follow::follow(client, job_ids, Duration::from_millis(poll_ms.max(50))).await?;
     let doc = follow::summary(&jobs);
     if out.json() || out.query.is_some() {
@@ -269,7 +276,11 @@ async fn wait_jobs(client: &Client, out: &Output, job_ids: &[String], poll_ms: u
     } else {
         out.emit(
             &doc,
-            View::Text(vec![follow::summary_lines(&doc, out.color).trim_end().to_string()]),
+            View::Text(vec![
+                follow::summary_lines(&doc, out.color)
+                    .trim_end()
+                    .to_string(),
+            ]),
         )?;
     }
     Ok(if doc["status"] == "SUCCESS" {
@@ -359,7 +370,11 @@ async fn invoke(
     for batch in ids.chunks(BATCH) {
         let request = CesRequest::create_invocations(kind, batch, version);
         let answer = client.ces(&request).await?;
-        for mut e in answer["invocations"].as_array().cloned().unwrap_or_default() {
+        for mut e in answer["invocations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
             if let Some(name) = e["instance_id"].as_str().and_then(|id| names.get(id)) {
                 e["instance_name"] = name.clone().into();
             }
@@ -413,7 +428,11 @@ async fn agent_status(
             extension_status: status.clone(),
         });
         let answer = client.ces(&request).await?;
-        for mut e in answer["agent_status"].as_array().cloned().unwrap_or_default() {
+        for mut e in answer["agent_status"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
             if let Some(name) = e["instance_id"].as_str().and_then(|id| names.get(id)) {
                 e["instance_name"] = name.clone().into();
             }
@@ -438,7 +457,11 @@ async fn agent_status(
 
 /// `90s`, `15m`, `2h`, `7d` in milliseconds.
 pub fn parse_since(text: &str) -> anyhow::Result<i64> {
-    let bad = || usage(format!("--since {text:?}: give a number with s, m, h or d (e.g. 90m)"));
+    let bad = || {
+        usage(format!(
+            "--since {text:?}: give a number with s, m, h or d (e.g. 90m)"
+        ))
+    };
     let (n, unit) = text.split_at(text.len().saturating_sub(1));
     let n: i64 = n.parse().map_err(|_| bad())?;
     let secs = match unit {
@@ -480,7 +503,11 @@ async fn metrics(client: &Client, out: &Output, args: MetricsArgs) -> anyhow::Re
         &doc,
         View::Table {
             rows: "datapoints",
-            columns: &[("TIMESTAMP", "timestamp"), ("VALUE", "value"), ("UNIT", "unit")],
+            columns: &[
+                ("TIMESTAMP", "timestamp"),
+                ("VALUE", "value"),
+                ("UNIT", "unit"),
+            ],
         },
     )?;
     Ok(exit::OK)

@@ -82,8 +82,7 @@ impl ConfigFile {
     /// Writes the file readable by its owner only: it holds secret keys.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let text = toml::to_string_pretty(self)?;
         let tmp = path.with_extension("toml.tmp");
@@ -198,7 +197,12 @@ pub fn settings(global: &Global, profile: &Profile) -> anyhow::Result<Settings> 
             })
     };
     Ok(Settings {
-        project_id: pick(&global.project, &profile.project_id, |b| &b.project_id, "project")?,
+        project_id: pick(
+            &global.project,
+            &profile.project_id,
+            |b| &b.project_id,
+            "project",
+        )?,
         access_key: pick(
             &global.access_key,
             &profile.access_key,
@@ -236,12 +240,8 @@ fn endpoint_of(dir: &Path) -> anyhow::Result<String> {
         Ok(url) => Ok(url.trim().to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let path = dir.join("listen.addr");
-            let addr = std::fs::read_to_string(&path).map_err(|e| {
-                usage(format!(
-                    "reading {} (no endpoint.url): {e}",
-                    path.display()
-                ))
-            })?;
+            let addr = std::fs::read_to_string(&path)
+                .map_err(|e| usage(format!("reading {} (no endpoint.url): {e}", path.display())))?;
             Ok(format!("http://{}", addr.trim()))
         }
         Err(e) => Err(e).context(format!("reading {}", dir.join("endpoint.url").display())),
@@ -258,9 +258,11 @@ pub fn configure(global: &Global, show: bool) -> anyhow::Result<String> {
         .clone()
         .unwrap_or_else(|| DEFAULT_PROFILE.into());
     if show {
-        let mut p = file.profiles.get(&name).cloned().ok_or_else(|| {
-            usage(format!("no profile {name:?} in {}", path.display()))
-        })?;
+        let mut p = file
+            .profiles
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| usage(format!("no profile {name:?} in {}", path.display())))?;
         p.secret_key = p.secret_key.map(|_| "(hidden)".into());
         return Ok(format!(
             "# {} [profiles.{name}]\n{}",

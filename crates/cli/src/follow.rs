@@ -47,7 +47,11 @@ fn finished(job: &JobInfo) -> bool {
 }
 
 /// Polls the jobs every `poll` until all have ended; progress goes to stderr.
-pub async fn follow(client: &Client, job_ids: &[String], poll: Duration) -> anyhow::Result<Vec<JobInfo>> {
+pub async fn follow(
+    client: &Client,
+    job_ids: &[String],
+    poll: Duration,
+) -> anyhow::Result<Vec<JobInfo>> {
     let terminal = std::io::stderr().is_terminal();
     let mut last: Option<Counts> = None;
     loop {

@@ -32,9 +32,6 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => ExitCode::from(code),
-        Err(e) => exit::report(
-            &e,
-            timeout.unwrap_or(config::DEFAULT_TIMEOUT_SECS),
-        ),
+        Err(e) => exit::report(&e, timeout.unwrap_or(config::DEFAULT_TIMEOUT_SECS)),
     }
 }

@@ -187,7 +187,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>], color: bool) -> String {
 pub fn detail(value: &Value) -> String {
     let mut lines = vec![];
     flatten("", value, &mut lines);
-    let width = lines.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    let width = lines
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
     lines
         .into_iter()
         .map(|(k, v)| {
@@ -273,8 +277,14 @@ mod tests {
         );
         assert!(!plain.contains('\x1b'));
         let coloured = table(&["ID", "STATUS", "NOTE"], &rows, true);
-        assert!(coloured.contains("\x1b[32mSUCCESS\x1b[0m  x"), "{coloured:?}");
-        assert!(coloured.contains("\x1b[31mFAILED\x1b[0m   y"), "{coloured:?}");
+        assert!(
+            coloured.contains("\x1b[32mSUCCESS\x1b[0m  x"),
+            "{coloured:?}"
+        );
+        assert!(
+            coloured.contains("\x1b[31mFAILED\x1b[0m   y"),
+            "{coloured:?}"
+        );
     }
 
     #[test]
@@ -283,7 +293,10 @@ mod tests {
             "connection": {"state": "online"}, "ip_addresses": ["10.0.0.1"]}});
         let text = detail(&v);
         assert!(text.contains("desktop.desktop_id:"), "{text}");
-        assert!(text.contains("desktop.tags:") && text.contains("site=paris"), "{text}");
+        assert!(
+            text.contains("desktop.tags:") && text.contains("site=paris"),
+            "{text}"
+        );
         assert!(text.contains("desktop.connection.state:"), "{text}");
         assert!(text.contains("10.0.0.1"), "{text}");
     }

@@ -91,7 +91,9 @@ fn is_name_char(c: char) -> bool {
 }
 
 fn is_path(f: &str) -> bool {
-    !f.is_empty() && f.split('.').all(|p| !p.is_empty() && p.chars().all(is_name_char))
+    !f.is_empty()
+        && f.split('.')
+            .all(|p| !p.is_empty() && p.chars().all(is_name_char))
 }
 
 fn eval(steps: &[Step], value: &Value) -> Value {
@@ -141,7 +143,10 @@ mod tests {
             {"desktop_id": "a", "computer_name": "desk-a", "connection": {"state": "online"}},
             {"desktop_id": "b", "computer_name": "desk-b", "connection": {"state": "never"}}]});
         assert_eq!(q("total_count", &v), json!(2));
-        assert_eq!(q("desktops[].computer_name", &v), json!(["desk-a", "desk-b"]));
+        assert_eq!(
+            q("desktops[].computer_name", &v),
+            json!(["desk-a", "desk-b"])
+        );
         assert_eq!(q("desktops[1].desktop_id", &v), json!("b"));
         assert_eq!(q("desktops[-1].desktop_id", &v), json!("b"));
         assert_eq!(q("desktops[5].desktop_id", &v), Value::Null);

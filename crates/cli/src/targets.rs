@@ -174,12 +174,17 @@ mod tests {
             desk("id-4", "twin", &[]),
             desk("id-5", "twin", &[]),
         ];
-        let ids = |v: Vec<SimpleDesktopInfo>| {
-            v.into_iter().map(|d| d.desktop_id).collect::<Vec<_>>()
-        };
+        let ids =
+            |v: Vec<SimpleDesktopInfo>| v.into_iter().map(|d| d.desktop_id).collect::<Vec<_>>();
         let t = |k: &str, v: Option<&str>| (k.to_string(), v.map(str::to_string));
         assert_eq!(
-            ids(select(&fleet, &["beta".into(), "id-1".into(), "alpha".into()], false, &[]).unwrap()),
+            ids(select(
+                &fleet,
+                &["beta".into(), "id-1".into(), "alpha".into()],
+                false,
+                &[]
+            )
+            .unwrap()),
             ["id-2", "id-1"]
         );
         assert_eq!(
@@ -187,15 +192,28 @@ mod tests {
             ["id-1", "id-3"]
         );
         assert_eq!(
-            ids(select(&fleet, &[], false, &[t("site", Some("paris")), t("tier", None)]).unwrap()),
+            ids(select(
+                &fleet,
+                &[],
+                false,
+                &[t("site", Some("paris")), t("tier", None)]
+            )
+            .unwrap()),
             ["id-3"]
         );
         assert_eq!(ids(select(&fleet, &[], true, &[]).unwrap()).len(), 5);
-        let err = select(&fleet, &["twin".into()], false, &[]).unwrap_err().to_string();
-        assert!(err.contains("id-4, id-5"), "{err}");
-        let err = select(&fleet, &["nope".into(), "beta".into(), "zz".into()], false, &[])
+        let err = select(&fleet, &["twin".into()], false, &[])
             .unwrap_err()
             .to_string();
+        assert!(err.contains("id-4, id-5"), "{err}");
+        let err = select(
+            &fleet,
+            &["nope".into(), "beta".into(), "zz".into()],
+            false,
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("\"nope\", \"zz\""), "{err}");
         assert!(select(&fleet, &[], false, &[t("site", Some("rome"))]).is_err());
         assert!(parse_tag("=x").is_err());

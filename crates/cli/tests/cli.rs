@@ -34,7 +34,10 @@ fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) ->
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "{what}: not reached within {secs} s");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not reached within {secs} s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -213,7 +216,10 @@ fn tables_by_default_json_on_demand_and_query_selects_fields() {
     }
     assert_eq!(lines.count(), 3);
     assert!(text.contains("group=lab"), "{text}");
-    assert!(!text.contains('\x1b'), "no colours off a terminal: {text:?}");
+    assert!(
+        !text.contains('\x1b'),
+        "no colours off a terminal: {text:?}"
+    );
 
     let doc = json(&server.run(&["-o", "json", "desktops", "list"]));
     assert_eq!(doc["total_count"], 3);
@@ -245,7 +251,11 @@ fn tables_by_default_json_on_demand_and_query_selects_fields() {
     // A desktop is found by its name too.
     let shown = server.run(&["desktops", "show", "desk-1"]);
     assert_eq!(code(&shown), 0, "{}", stderr(&shown));
-    assert!(stdout(&shown).contains("desktop.computer_name:"), "{}", stdout(&shown));
+    assert!(
+        stdout(&shown).contains("desktop.computer_name:"),
+        "{}",
+        stdout(&shown)
+    );
 
     let bad = server.run(&["--query", "desktops[x]", "desktops", "list"]);
     assert_eq!(code(&bad), 2);
@@ -272,15 +282,23 @@ fn a_failed_job_exits_3_with_progress_on_stderr_and_each_reason_and_retry_and_ca
         progress.contains("progress: 0/1 done, 1 failed, 0 running, 0 waiting"),
         "{progress}"
     );
-    assert!(text.contains("FAIL 0 of 1 desktops succeeded, 1 failed"), "{text}");
+    assert!(
+        text.contains("FAIL 0 of 1 desktops succeeded, 1 failed"),
+        "{text}"
+    );
     let failed_row = text
         .lines()
         .find(|l| l.starts_with("wks-0"))
         .unwrap_or_else(|| panic!("a row for the failed desktop: {text}"));
-    assert!(failed_row.split_whitespace().count() > 3, "with a reason: {failed_row}");
+    assert!(
+        failed_row.split_whitespace().count() > 3,
+        "with a reason: {failed_row}"
+    );
 
     // Another job, still waiting: nothing to retry, then its sub-job is cancelled once.
-    let second = stdout(&server.run(&["install", "wks-1"])).trim().to_string();
+    let second = stdout(&server.run(&["install", "wks-1"]))
+        .trim()
+        .to_string();
     let retry = server.run(&["job", "retry", &second]);
     assert_eq!(code(&retry), 0, "{}", stderr(&retry));
     assert!(
@@ -296,7 +314,11 @@ fn a_failed_job_exits_3_with_progress_on_stderr_and_each_reason_and_retry_and_ca
     );
     assert!(stdout(&cancel).contains("wks-1"), "{}", stdout(&cancel));
     let again = server.run(&["job", "cancel", &second]);
-    assert!(stdout(&again).contains("nothing to cancel"), "{}", stdout(&again));
+    assert!(
+        stdout(&again).contains("nothing to cancel"),
+        "{}",
+        stdout(&again)
+    );
 
     // The failed job: its sub-job is sent again.
     let retry = server.run(&["-o", "json", "job", "retry", &job]);
@@ -312,7 +334,14 @@ fn more_than_100_desktops_are_split_into_jobs_followed_together() {
     server.import("other", 2, "small");
 
     let out = server.run(&[
-        "-o", "json", "install", "--tag", "group=big", "--wait", "--poll-ms", "200",
+        "-o",
+        "json",
+        "install",
+        "--tag",
+        "group=big",
+        "--wait",
+        "--poll-ms",
+        "200",
     ]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     let doc = json(&out);
@@ -328,14 +357,23 @@ fn more_than_100_desktops_are_split_into_jobs_followed_together() {
     // The ids went to stderr first (JSON mode keeps stdout one document).
     let err = stderr(&out);
     for j in jobs {
-        assert!(err.contains(&format!("job {}", j["id"].as_str().unwrap())), "{err}");
+        assert!(
+            err.contains(&format!("job {}", j["id"].as_str().unwrap())),
+            "{err}"
+        );
     }
     assert!(err.contains("progress: 0/230 done"), "{err}");
 
     // Names, a file and --all.
     let list = server.dir.path().join("targets.txt");
     std::fs::write(&list, "# two desktops\nother-0\n\nother-1  # by name\n").unwrap();
-    let out = server.run(&["-o", "json", "install", "--from-file", list.to_str().unwrap()]);
+    let out = server.run(&[
+        "-o",
+        "json",
+        "install",
+        "--from-file",
+        list.to_str().unwrap(),
+    ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(json(&out)["desktops"], 2);
     let out = server.run(&["-o", "json", "install", "--all"]);
@@ -347,7 +385,11 @@ fn more_than_100_desktops_are_split_into_jobs_followed_together() {
     assert!(stderr(&out).contains("no desktop with the id or name \"no-such-desk\""));
     let out = server.run(&["install"]);
     assert_eq!(code(&out), 2);
-    assert!(stderr(&out).contains("no desktop chosen"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no desktop chosen"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -390,7 +432,11 @@ fn a_successful_install_exits_0() {
         "{}",
         stdout(&out)
     );
-    assert!(stderr(&out).contains("progress: 1/1 done"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("progress: 1/1 done"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// The processes whose parent is `parent`.
@@ -444,9 +490,18 @@ fn an_unreachable_server_exits_4() {
         .local_addr()
         .unwrap()
         .port();
-    let out = server.run(&["--endpoint", &format!("https://127.0.0.1:{port}"), "desktops", "list"]);
+    let out = server.run(&[
+        "--endpoint",
+        &format!("https://127.0.0.1:{port}"),
+        "desktops",
+        "list",
+    ]);
     assert_eq!(code(&out), 4, "{}", stderr(&out));
-    assert!(stderr(&out).contains("could not reach the server"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("could not reach the server"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -489,7 +544,14 @@ fn a_closed_pipe_ends_quietly_with_exit_0() {
     server.import("pipe", 300, "lab");
     let mut child = server
         .cli()
-        .args(["--data-dir", server.data_dir(), "-o", "json", "desktops", "list"])
+        .args([
+            "--data-dir",
+            server.data_dir(),
+            "-o",
+            "json",
+            "desktops",
+            "list",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -515,7 +577,13 @@ fn profiles_are_written_by_configure_and_flags_and_env_win_over_them() {
     let ca = server.dir.path().join("ca.pem");
     let out = server
         .cli()
-        .args(["configure", "--profile", "lab", "--endpoint", &server.endpoint()])
+        .args([
+            "configure",
+            "--profile",
+            "lab",
+            "--endpoint",
+            &server.endpoint(),
+        ])
         .args(["--project", bootstrap["project_id"].as_str().unwrap()])
         .args(["--access-key", bootstrap["access_key"].as_str().unwrap()])
         .args(["--secret-key", bootstrap["secret_key"].as_str().unwrap()])
@@ -539,7 +607,11 @@ fn profiles_are_written_by_configure_and_flags_and_env_win_over_them() {
         .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(json(&out)["total_count"], 1);
-    let shown = server.cli().args(["configure", "--profile", "lab", "--show"]).output().unwrap();
+    let shown = server
+        .cli()
+        .args(["configure", "--profile", "lab", "--show"])
+        .output()
+        .unwrap();
     assert!(stdout(&shown).contains("(hidden)"), "{}", stdout(&shown));
     assert!(!stdout(&shown).contains(bootstrap["secret_key"].as_str().unwrap()));
 
@@ -572,7 +644,11 @@ fn profiles_are_written_by_configure_and_flags_and_env_win_over_them() {
         .output()
         .unwrap();
     assert_eq!(code(&out), 2);
-    assert!(stderr(&out).contains("no profile \"nope\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no profile \"nope\""),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -607,10 +683,23 @@ fn plain_http_to_a_remote_host_is_refused_without_allow_insecure_http() {
     };
     // `.invalid` never resolves: if the refusal were missing the command would fail
     // later, on name resolution, with another message.
-    let out = run(&["--endpoint", "http://deskfleet.invalid:8087", "agents", "list"]);
+    let out = run(&[
+        "--endpoint",
+        "http://deskfleet.invalid:8087",
+        "agents",
+        "list",
+    ]);
     assert_eq!(code(&out), 2);
-    assert!(stderr(&out).contains("refusing plain http"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--allow-insecure-http"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refusing plain http"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("--allow-insecure-http"),
+        "{}",
+        stderr(&out)
+    );
 
     // Allowed, it goes on to the network, and fails there instead.
     let out = run(&[
@@ -621,5 +710,9 @@ fn plain_http_to_a_remote_host_is_refused_without_allow_insecure_http() {
         "list",
     ]);
     assert_eq!(code(&out), 4, "{}", stderr(&out));
-    assert!(!stderr(&out).contains("refusing plain http"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("refusing plain http"),
+        "{}",
+        stderr(&out)
+    );
 }

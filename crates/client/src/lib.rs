@@ -334,10 +334,7 @@ impl Client {
                     extra_headers,
                 )
                 .await?;
-            let retry_after = raw
-                .headers
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok());
+            let retry_after = raw.headers.get("retry-after").and_then(|v| v.to_str().ok());
             match self.retry.wait(attempt, raw.status, retry_after) {
                 Some(wait) => {
                     tokio::time::sleep(wait).await;
@@ -837,7 +834,10 @@ mod tests {
         assert_eq!(policy.wait(1, 503, None), Some(Duration::from_secs(1)));
         assert_eq!(policy.wait(2, 503, None), Some(Duration::from_secs(2)));
         assert_eq!(policy.wait(3, 503, None), None, "only 3 retries");
-        assert_eq!(policy.wait(0, 429, Some(" 7 ")), Some(Duration::from_secs(7)));
+        assert_eq!(
+            policy.wait(0, 429, Some(" 7 ")),
+            Some(Duration::from_secs(7))
+        );
         assert_eq!(
             policy.wait(0, 429, Some("3600")),
             Some(Duration::from_secs(30)),
@@ -852,7 +852,8 @@ mod tests {
 
     #[test]
     fn ces_requests_are_built_as_the_sdk_sends_them() {
-        let r = CesRequest::create_invocations("UPDATE", &["d-1".into(), "d-2".into()], Some("1.2.3"));
+        let r =
+            CesRequest::create_invocations("UPDATE", &["d-1".into(), "d-2".into()], Some("1.2.3"));
         assert_eq!((r.method.as_str(), r.version), ("POST", "v3"));
         assert_eq!(r.segments, ["agent-invocations", "batch-create"]);
         assert_eq!(
