@@ -121,7 +121,7 @@ pub fn select(
 
 fn parse_tag(t: &str) -> anyhow::Result<(String, Option<String>)> {
     match t.split_once('=') {
-        Some((k, _)) if k.is_empty() => Err(usage(format!("--tag {t:?}: the key is empty"))),
+        Some(("", _)) => Err(usage(format!("--tag {t:?}: the key is empty"))),
         Some((k, v)) => Ok((k.to_string(), Some(v.to_string()))),
         None if t.is_empty() => Err(usage("--tag: give KEY=VALUE or KEY")),
         None => Ok((t.to_string(), None)),
