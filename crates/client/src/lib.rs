@@ -8,7 +8,8 @@
 //! optional CA bundle (the server's private CA, `DATA_DIR/ca.pem`). Plain `http://` is
 //! refused unless the host is a loopback address (the credentials never leave the
 //! machine) or the caller allows it (`--allow-insecure-http`). Every request has a
-//! connect timeout and an overall timeout.
+//! connect timeout and an overall timeout. Answers 429 and 503 can be retried after the
+//! server's `Retry-After` or a doubling backoff ([`ClientOptions::retries`], off by default).
 
 use deskfleet_proto::error::ErrorBody;
 use deskfleet_proto::iam;
@@ -27,7 +28,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A whole request (answer and body included) must finish within this, by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Requests answered 429 or 503 are sent again this many times, by default.
+/// Requests answered 429 or 503 are sent again this many times by the `deskfleet` CLI.
+/// [`ClientOptions::default`] does not retry (0): tests and callers that look at a 429 or
+/// 503 themselves get it at once; callers that want retries ask for them.
 pub const DEFAULT_RETRIES: u32 = 3;
 
 /// The first backoff when the server gives no `Retry-After`, by default (then 2x, 4x...).
@@ -133,7 +136,7 @@ pub struct ClientOptions {
     pub allow_insecure_http: bool,
     pub connect_timeout: Duration,
     pub timeout: Duration,
-    /// How many times a request answered 429 or 503 is sent again (0: never).
+    /// How many times a request answered 429 or 503 is sent again (default 0: never).
     pub retries: u32,
     /// The first wait before a retry when the answer has no `Retry-After`; doubled at
     /// each further retry.
@@ -149,7 +152,7 @@ impl Default for ClientOptions {
             allow_insecure_http: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
-            retries: DEFAULT_RETRIES,
+            retries: 0,
             retry_base: DEFAULT_RETRY_BASE,
             retry_max_wait: DEFAULT_RETRY_MAX_WAIT,
         }
