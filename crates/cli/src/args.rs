@@ -95,17 +95,18 @@ pub enum Command {
     Upgrade {
         #[command(flatten)]
         targets: Targets,
-        /// The version to install.
+        /// The version to install (default: the newest published).
         #[arg(long)]
-        version: String,
+        version: Option<String>,
     },
-    /// Roll the agent of desktops back (a Cloud Eye ROLLBACK invocation).
+    /// Undo upgrades (Cloud Eye ROLLBACK): of the given invocations, or each chosen
+    /// desktop's newest UPDATE invocation.
     Rollback {
         #[command(flatten)]
         targets: Targets,
-        /// The version to go back to (default: the version each desktop kept).
-        #[arg(long)]
-        version: Option<String>,
+        /// An UPDATE invocation to undo; repeatable.
+        #[arg(long = "invocation", value_name = "ID")]
+        invocations: Vec<String>,
     },
     /// Remove the agent from desktops (an UNINSTALL invocation).
     Uninstall {
@@ -253,6 +254,12 @@ pub enum InvocationsCommand {
         /// At most this many (1..=100).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+    },
+    /// Run failed or timed-out invocations again (Cloud Eye RETRY).
+    Retry {
+        /// The invocations' ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
     },
 }
 

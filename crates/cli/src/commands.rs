@@ -45,10 +45,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Install { targets, wait } => install(&client, &out, &targets, &wait).await,
         Command::Upgrade { targets, version } => {
-            invoke(&client, &out, "UPDATE", &targets, Some(&version)).await
+            invoke(&client, &out, "UPDATE", &targets, version.as_deref()).await
         }
-        Command::Rollback { targets, version } => {
-            invoke(&client, &out, "ROLLBACK", &targets, version.as_deref()).await
+        Command::Rollback {
+            targets,
+            invocations,
+        } => rollback(&client, &out, &targets, invocations).await,
+        Command::Invocations(InvocationsCommand::Retry { ids }) => {
+            let answer = act_on_invocations(&client, "RETRY", &ids).await?;
+            report_invocations(&out, "RETRY", answer)
         }
         Command::Uninstall { targets } => invoke(&client, &out, "UNINSTALL", &targets, None).await,
         Command::Job(JobCommand::Show { job_id }) => {
@@ -381,6 +386,80 @@ async fn invoke(
             entries.push(e);
         }
     }
+    report_invocations(out, kind, entries)
+}
+
+/// RETRY or ROLLBACK of existing invocations, 100 a call.
+async fn act_on_invocations(
+    client: &Client,
+    kind: &str,
+    ids: &[String],
+) -> anyhow::Result<Vec<Value>> {
+    let mut entries = vec![];
+    for batch in ids.chunks(BATCH) {
+        let answer = client
+            .ces(&CesRequest::act_on_invocations(kind, batch))
+            .await?;
+        entries.extend(
+            answer["invocations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        );
+    }
+    Ok(entries)
+}
+
+/// `rollback`: the invocations given, and for each chosen desktop its newest UPDATE
+/// invocation (a desktop without one is reported, not sent).
+async fn rollback(
+    client: &Client,
+    out: &Output,
+    targets: &Targets,
+    mut invocations: Vec<String>,
+) -> anyhow::Result<u8> {
+    let mut local_errors = vec![];
+    let chosen_any = !targets.desktops.is_empty()
+        || targets.all
+        || !targets.tag.is_empty()
+        || targets.from_file.is_some();
+    if chosen_any {
+        for d in targets::resolve(client, targets).await? {
+            let list = client
+                .ces(&CesRequest::list_invocations(&InvocationQuery {
+                    instance_id: Some(d.desktop_id.clone()),
+                    invocation_type: Some("UPDATE".into()),
+                    limit: Some(100),
+                    ..InvocationQuery::default()
+                }))
+                .await?;
+            let newest = list["invocations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .max_by_key(|i| i["create_time"].as_i64().unwrap_or_default());
+            match newest.and_then(|i| i["invocation_id"].as_str()) {
+                Some(id) => invocations.push(id.to_string()),
+                None => local_errors.push(json!({
+                    "instance_id": d.desktop_id,
+                    "instance_name": d.computer_name,
+                    "ret_status": "error",
+                    "error_msg": "no UPDATE invocation to roll back on this desktop",
+                })),
+            }
+        }
+    } else if invocations.is_empty() {
+        return Err(usage(
+            "nothing to roll back: give --invocation ID, or desktops (ids, names, --all, --tag, --from-file)",
+        ));
+    }
+    let mut entries = act_on_invocations(client, "ROLLBACK", &invocations).await?;
+    entries.extend(local_errors);
+    report_invocations(out, "ROLLBACK", entries)
+}
+
+/// The per-target results of a batch-create; exit 3 when any target was refused.
+fn report_invocations(out: &Output, kind: &str, entries: Vec<Value>) -> anyhow::Result<u8> {
     let failed = entries
         .iter()
         .filter(|e| e["ret_status"] != "successful")

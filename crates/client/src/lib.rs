@@ -616,6 +616,21 @@ impl CesRequest {
         }
     }
 
+    /// BatchCreateAgentInvocations of `invocation_type` RETRY or ROLLBACK on existing
+    /// invocations (the body the SDK sends: no target, no instances).
+    pub fn act_on_invocations(invocation_type: &str, invocation_ids: &[String]) -> Self {
+        CesRequest {
+            method: Method::POST,
+            version: "v3",
+            segments: vec!["agent-invocations", "batch-create"],
+            query: vec![],
+            body: Some(serde_json::json!({
+                "invocation_type": invocation_type,
+                "invocation_ids": invocation_ids,
+            })),
+        }
+    }
+
     /// ListAgentInvocations; only the filters given are sent (as the SDK does).
     pub fn list_invocations(q: &InvocationQuery) -> Self {
         let mut query = vec![];
@@ -866,6 +881,13 @@ mod tests {
         );
         let r = CesRequest::create_invocations("UNINSTALL", &["d-1".into()], None);
         assert!(r.body.unwrap().get("version").is_none());
+
+        let r = CesRequest::act_on_invocations("ROLLBACK", &["inv-1".into()]);
+        assert_eq!(r.segments, ["agent-invocations", "batch-create"]);
+        assert_eq!(
+            r.body.unwrap(),
+            serde_json::json!({"invocation_type": "ROLLBACK", "invocation_ids": ["inv-1"]})
+        );
 
         let r = CesRequest::list_invocations(&InvocationQuery::default());
         assert_eq!((r.method.as_str(), r.version), ("GET", "v3"));
