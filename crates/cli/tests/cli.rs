@@ -419,6 +419,13 @@ fn a_successful_install_exits_0() {
         (json(&out) == 1).then_some(())
     });
     let out = server.run(&["install", "desk-ok", "--wait", "--poll-ms", "200"]);
+    // Cloud Eye's view of the same desktop: its guest runs, and so does the agent.
+    let status = eventually(30, "agent running", || {
+        let out = server.run(&["-o", "json", "agents", "status", "desk-ok"]);
+        let doc = json(&out);
+        (doc["agent_status"][0]["extensions"][0]["status"] == "running").then_some(doc)
+    });
+    let table = server.run(&["agents", "status", "--all"]);
     // The guest, then the agent it started (a child of the guest).
     let monitors = children_of(guest_pid);
     let _ = guest.kill();
