@@ -145,3 +145,57 @@ pub fn summary_lines(doc: &Value, color: bool) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, status: &str, subs: &[(&str, &str, Option<&str>)]) -> JobInfo {
+        serde_json::from_value(json!({
+            "id": id, "job_type": "INSTALL_AGENT", "status": status, "sub_jobs_total": subs.len(),
+            "sub_jobs": subs.iter().enumerate().map(|(i, (name, st, reason))| json!({
+                "id": format!("{id}-{i}"), "job_id": id, "job_type": "INSTALL_AGENT",
+                "entities": {"desktop_id": format!("d-{name}"), "desktop_name": name},
+                "status": st, "fail_reason": reason,
+            })).collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn jobs_are_counted_together_and_every_failure_keeps_its_reason() {
+        let jobs = [
+            job(
+                "a",
+                "FAIL",
+                &[("w1", "SUCCESS", None), ("w2", "FAILED", Some("offline"))],
+            ),
+            job(
+                "b",
+                "RUNNING",
+                &[("w3", "RUNNING", None), ("w4", "WAITING", None)],
+            ),
+        ];
+        let c = Counts::of(&jobs);
+        assert_eq!(
+            c.line(),
+            "progress: 1/4 done, 1 failed, 1 running, 1 waiting"
+        );
+        let doc = summary(&jobs);
+        assert_eq!(doc["status"], "FAIL");
+        assert_eq!(doc["job_ids"], json!(["a", "b"]));
+        assert_eq!(doc["failures"][0]["desktop_name"], "w2");
+        assert_eq!(doc["failures"][0]["reason"], "offline");
+        let text = summary_lines(&doc, false);
+        assert!(
+            text.starts_with("FAIL 1 of 4 desktops succeeded, 1 failed\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("w2              d-w2  -     offline"),
+            "{text}"
+        );
+        let ok = [job("c", "SUCCESS", &[("w5", "SUCCESS", None)])];
+        assert_eq!(summary(&ok)["status"], "SUCCESS");
+    }
+}

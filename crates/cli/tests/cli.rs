@@ -512,6 +512,42 @@ fn an_unreachable_server_exits_4() {
 }
 
 #[test]
+fn the_server_is_trusted_through_ca_cert_only() {
+    let server = Server::start();
+    let bootstrap: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(server.dir.path().join("bootstrap.json")).unwrap())
+            .unwrap();
+    let run = |extra: &[&str]| {
+        server
+            .cli()
+            .args(["--endpoint", &server.endpoint()])
+            .args(["--project", bootstrap["project_id"].as_str().unwrap()])
+            .args(["--access-key", bootstrap["access_key"].as_str().unwrap()])
+            .env(
+                "DESKFLEET_SECRET_KEY",
+                bootstrap["secret_key"].as_str().unwrap(),
+            )
+            .args(extra)
+            .args(["desktops", "list"])
+            .output()
+            .unwrap()
+    };
+    // The server's private CA is not among the system's roots: the handshake fails.
+    let out = run(&[]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("certificate"), "{}", stderr(&out));
+    let ca = server.dir.path().join("ca.pem");
+    let out = run(&["--ca-cert", ca.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // A CA file without certificates is the caller's mistake.
+    let bad = server.dir.path().join("bad.pem");
+    std::fs::write(&bad, "not a certificate").unwrap();
+    let out = run(&["--ca-cert", bad.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("CA certificates"), "{}", stderr(&out));
+}
+
+#[test]
 fn a_server_that_never_answers_times_out_with_exit_4() {
     let server = Server::start();
     // Accepts connections and never says a word: not even the TLS handshake ends.
