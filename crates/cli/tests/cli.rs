@@ -444,6 +444,20 @@ fn a_successful_install_exits_0() {
         "{}",
         stderr(&out)
     );
+    assert_eq!(
+        status["agent_status"][0]["uniagent_status"], "running",
+        "{status}"
+    );
+    assert_eq!(
+        status["agent_status"][0]["instance_name"], "desk-ok",
+        "{status}"
+    );
+    let text = stdout(&table);
+    assert!(text.starts_with("DESKTOP "), "{text}");
+    assert!(
+        text.lines().nth(1).unwrap().starts_with("desk-ok "),
+        "{text}"
+    );
 }
 
 /// The processes whose parent is `parent`.
