@@ -144,7 +144,12 @@ impl Server {
 
     /// `deskfleet` with only what the test gives it (no inherited settings).
     fn cli(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_deskfleet"));
+        self.command(env!("CARGO_BIN_EXE_deskfleet"))
+    }
+
+    /// `program` with the environment of [`Server::cli`].
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
         for var in [
             "DESKFLEET_ENDPOINT",
             "DESKFLEET_DATA_DIR",
@@ -260,6 +265,47 @@ fn tables_by_default_json_on_demand_and_query_selects_fields() {
     let bad = server.run(&["--query", "desktops[x]", "desktops", "list"]);
     assert_eq!(code(&bad), 2);
     assert!(stderr(&bad).contains("integer index"), "{}", stderr(&bad));
+}
+
+/// Runs `deskfleet --data-dir DIR ARGS` on a pseudo-terminal (util-linux `script`), as a
+/// person at a terminal would; returns what the terminal showed.
+fn on_terminal(server: &Server, args: &str, no_color: bool) -> String {
+    let line = format!(
+        "{} --data-dir {} {args}",
+        env!("CARGO_BIN_EXE_deskfleet"),
+        server.data_dir()
+    );
+    let mut c = server.command("script");
+    if no_color {
+        c.env("NO_COLOR", "1");
+    }
+    let out = c.args(["-qec", &line, "/dev/null"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn colours_only_on_a_terminal_and_never_with_no_color() {
+    let server = Server::start();
+    server.import("desk", 2, "lab");
+    let shown = on_terminal(&server, "desktops list", false);
+    assert!(shown.contains("\x1b[1mID "), "a bold header: {shown:?}");
+    assert!(shown.contains("desk-1"), "{shown:?}");
+    let plain = on_terminal(&server, "desktops list", true);
+    assert!(plain.contains("desk-1"), "{plain:?}");
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+    // Off a terminal (a pipe), no colours either: see the table test.
+
+    // Progress is one line rewritten in place; the summary's status is red.
+    let shown = on_terminal(&server, "install desk-0 --wait --poll-ms 100", false);
+    assert!(
+        shown.contains("\r\x1b[2Kprogress: 0/1 done, 0 failed"),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains("\r\x1b[2Kprogress: 0/1 done, 1 failed"),
+        "{shown:?}"
+    );
+    assert!(shown.contains("\x1b[31mFAIL\x1b[0m 0 of 1"), "{shown:?}");
 }
 
 #[test]
