@@ -52,8 +52,13 @@ struct Server {
 
 impl Server {
     fn start() -> Self {
+        Self::start_with(SETTINGS)
+    }
+
+    /// A server whose settings file holds `settings` (TOML).
+    fn start_with(settings: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("settings.toml"), SETTINGS).unwrap();
+        std::fs::write(dir.path().join("settings.toml"), settings).unwrap();
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let child = Command::new(bin("deskfleet-server"))
             .arg("--data-dir")
@@ -160,6 +165,7 @@ impl Server {
             "DESKFLEET_SECRET_KEY",
             "DESKFLEET_OUTPUT",
             "DESKFLEET_TIMEOUT_SECS",
+            "DESKFLEET_RETRIES",
             "DESKFLEET_CONFIG_FILE",
             "NO_COLOR",
         ] {
@@ -546,6 +552,32 @@ fn api_errors_show_code_message_and_detail_and_exit_2() {
     let out = server.run(&["--secret-key", "wrong", "desktops", "list"]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(stderr(&out).contains("(HTTP 401)"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_throttled_request_is_sent_again_after_retry_after() {
+    // 60 reads a minute: a burst of 60, then one a second (Retry-After: 1).
+    let server = Server::start_with(&format!("{SETTINGS}[throttle]\nreads_per_minute = 60\n"));
+    let throttled = eventually(30, "the allowance spent", || {
+        let out = server.run(&["--retries", "0", "desktops", "list"]);
+        (code(&out) != 0).then_some(out)
+    });
+    assert_eq!(code(&throttled), 2, "{}", stderr(&throttled));
+    assert!(
+        stderr(&throttled).contains("APIGW.0308 (HTTP 429)"),
+        "{}",
+        stderr(&throttled)
+    );
+    // At once again, with the default retries: refused first, then let through.
+    let started = Instant::now();
+    let out = server.run(&["desktops", "list"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(stdout(&out).starts_with("ID "), "{}", stdout(&out));
 }
 
 #[test]
