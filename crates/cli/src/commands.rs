@@ -111,7 +111,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Desktops(DesktopsCommand::Show { desktop }) => {
             let id = desktop_id(&client, &desktop).await?;
             let d = client.show_desktop(&id).await?;
-            out.emit(&serde_json::to_value(&d)?, View::Detail)?;
+            out.emit(&serde_json::to_value(&d)?, View::DetailAt("desktop"))?;
             Ok(exit::OK)
         }
         Command::Agents(AgentsCommand::List { installed }) => {

@@ -18,6 +18,8 @@ pub enum View {
     },
     /// `key: value` lines, nested keys dotted.
     Detail,
+    /// `key: value` lines of the object at a `/`-separated path (e.g. `desktop`).
+    DetailAt(&'static str),
     /// Lines of text already written for people.
     Text(Vec<String>),
 }
@@ -66,6 +68,11 @@ impl Output {
             }
             Some(View::Text(lines)) => lines.iter().map(|l| format!("{l}\n")).collect(),
             Some(View::Detail) => detail(&value),
+            Some(View::DetailAt(path)) => at(&value, path)
+                .into_iter()
+                .map(detail)
+                .collect::<Vec<_>>()
+                .join("\n"),
             None => generic(&value, self.color),
         };
         out.write_all(text.as_bytes())?;

@@ -263,7 +263,7 @@ fn tables_by_default_json_on_demand_and_query_selects_fields() {
     let shown = server.run(&["desktops", "show", "desk-1"]);
     assert_eq!(code(&shown), 0, "{}", stderr(&shown));
     assert!(
-        stdout(&shown).contains("desktop.computer_name:"),
+        stdout(&shown).contains("\ncomputer_name:"),
         "{}",
         stdout(&shown)
     );
