@@ -68,6 +68,9 @@ pub fn report(e: &anyhow::Error, default_timeout_secs: u64) -> ExitCode {
             if let Some(id) = request_id {
                 out.push_str(&format!("\n  request id: {id}"));
             }
+            if *status == 404 && body.as_ref().is_some_and(|b| b.error_code == "APIGW.0101") {
+                out.push_str("\n  hint: this server does not offer that API (an older server?)");
+            }
             (USAGE_OR_API, with_context(e, out))
         }
         Some(c) if c.is_timeout() => (
