@@ -8,7 +8,8 @@
 //! optional CA bundle (the server's private CA, `DATA_DIR/ca.pem`). Plain `http://` is
 //! refused unless the host is a loopback address (the credentials never leave the
 //! machine) or the caller allows it (`--allow-insecure-http`). Every request has a
-//! connect timeout and an overall timeout.
+//! connect timeout and an overall timeout. Answers 429 and 503 can be retried after the
+//! server's `Retry-After` or a doubling backoff ([`ClientOptions::retries`], off by default).
 
 use deskfleet_proto::error::ErrorBody;
 use deskfleet_proto::iam;
@@ -26,6 +27,17 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A whole request (answer and body included) must finish within this, by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Requests answered 429 or 503 are sent again this many times by the `deskfleet` CLI.
+/// [`ClientOptions::default`] does not retry (0): tests and callers that look at a 429 or
+/// 503 themselves get it at once; callers that want retries ask for them.
+pub const DEFAULT_RETRIES: u32 = 3;
+
+/// The first backoff when the server gives no `Retry-After`, by default (then 2x, 4x...).
+pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(500);
+
+/// The longest wait before a retry, by default, whatever `Retry-After` asks.
+pub const DEFAULT_RETRY_MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// Path-segment encoding: everything but the unreserved characters.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -84,6 +96,20 @@ impl ClientError {
         }
     }
 
+    /// True when the server could not be reached or did not answer in time: connection
+    /// refused, name not resolved, TLS handshake failed, or a timeout.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            ClientError::Transport(e) => e.is_connect() || e.is_timeout() || e.is_request(),
+            _ => false,
+        }
+    }
+
+    /// True when the request timed out (connect or answer).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ClientError::Transport(e) if e.is_timeout())
+    }
+
     pub fn error_code(&self) -> Option<&str> {
         match self {
             ClientError::Api { body: Some(b), .. } => Some(&b.error_code),
@@ -110,6 +136,13 @@ pub struct ClientOptions {
     pub allow_insecure_http: bool,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// How many times a request answered 429 or 503 is sent again (default 0: never).
+    pub retries: u32,
+    /// The first wait before a retry when the answer has no `Retry-After`; doubled at
+    /// each further retry.
+    pub retry_base: Duration,
+    /// No wait before a retry is longer than this, whatever `Retry-After` asks.
+    pub retry_max_wait: Duration,
 }
 
 impl Default for ClientOptions {
@@ -119,6 +152,9 @@ impl Default for ClientOptions {
             allow_insecure_http: false,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
+            retries: 0,
+            retry_base: DEFAULT_RETRY_BASE,
+            retry_max_wait: DEFAULT_RETRY_MAX_WAIT,
         }
     }
 }
@@ -182,6 +218,31 @@ pub struct Client {
     project_id: String,
     credentials: Credentials,
     user_agent: String,
+    retry: RetryPolicy,
+}
+
+/// When and how long to wait before sending a 429/503-answered request again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub retries: u32,
+    pub base: Duration,
+    pub max_wait: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `attempt` (0-based) of an answer with `status` and
+    /// `retry_after` (the header's value); `None` when the answer is final.
+    pub fn wait(&self, attempt: u32, status: u16, retry_after: Option<&str>) -> Option<Duration> {
+        if !matches!(status, 429 | 503) || attempt >= self.retries {
+            return None;
+        }
+        // Retry-After in seconds (its HTTP-date form is rare from APIs; fall back to backoff).
+        let asked = retry_after
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let backoff = self.base.saturating_mul(1u32 << attempt.min(16));
+        Some(asked.unwrap_or(backoff).min(self.max_wait))
+    }
 }
 
 impl Client {
@@ -208,6 +269,11 @@ impl Client {
             project_id: project_id.to_string(),
             credentials,
             user_agent: format!("deskfleet-client/{}", env!("CARGO_PKG_VERSION")),
+            retry: RetryPolicy {
+                retries: options.retries,
+                base: options.retry_base,
+                max_wait: options.retry_max_wait,
+            },
         })
     }
 
@@ -247,7 +313,42 @@ impl Client {
 
     /// [`Client::send_v2`] under another API version: `/{version}/{project_id}/{path}`
     /// (`v3` and `V1.0` for Cloud Eye).
+    ///
+    /// An answer 429 or 503 is retried (signed anew each time) after its `Retry-After`
+    /// or an exponential backoff, as the [`ClientOptions`] say; the last answer is returned.
     pub async fn send_under(
+        &self,
+        version: &str,
+        method: Method,
+        segments: &[&str],
+        query: &[(String, String)],
+        body: Option<Vec<u8>>,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<RawResponse, ClientError> {
+        let mut attempt = 0;
+        loop {
+            let raw = self
+                .send_once(
+                    version,
+                    method.clone(),
+                    segments,
+                    query,
+                    body.clone(),
+                    extra_headers,
+                )
+                .await?;
+            let retry_after = raw.headers.get("retry-after").and_then(|v| v.to_str().ok());
+            match self.retry.wait(attempt, raw.status, retry_after) {
+                Some(wait) => {
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                None => return Ok(raw),
+            }
+        }
+    }
+
+    async fn send_once(
         &self,
         version: &str,
         method: Method,
@@ -446,6 +547,177 @@ impl Client {
     }
 }
 
+/// A Cloud Eye request, built apart from sending so that its wire form can be checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CesRequest {
+    pub method: Method,
+    /// `v3` (agent management) or `V1.0` (metric data).
+    pub version: &'static str,
+    pub segments: Vec<&'static str>,
+    pub query: Vec<(String, String)>,
+    pub body: Option<serde_json::Value>,
+}
+
+/// Filters of ListAgentStatus (`POST /v3/{project_id}/agent-status/batch-query`).
+#[derive(Debug, Clone, Default)]
+pub struct AgentStatusQuery {
+    pub instance_ids: Vec<String>,
+    pub uniagent_status: Option<String>,
+    pub extension_status: Option<String>,
+}
+
+/// Filters of ListAgentInvocations (`GET /v3/{project_id}/agent-invocations`).
+#[derive(Debug, Clone, Default)]
+pub struct InvocationQuery {
+    pub instance_id: Option<String>,
+    pub invocation_id: Option<String>,
+    pub invocation_type: Option<String>,
+    pub offset: Option<u64>,
+    pub limit: Option<u32>,
+}
+
+/// ShowMetricData (`GET /V1.0/{project_id}/metric-data`) of one desktop's metric.
+#[derive(Debug, Clone)]
+pub struct MetricQuery {
+    pub namespace: String,
+    pub metric_name: String,
+    /// `dim.0` .. `dim.3` as (name, value); the first is the instance.
+    pub dimensions: Vec<(String, String)>,
+    pub filter: String,
+    pub period: u32,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+impl CesRequest {
+    /// ListAgentStatus of the `telescope` extension.
+    pub fn agent_status(q: &AgentStatusQuery) -> Self {
+        let mut body = serde_json::json!({
+            "instance_ids": q.instance_ids,
+            "extension_name": "telescope",
+        });
+        if let Some(s) = &q.uniagent_status {
+            body["uniagent_status"] = s.clone().into();
+        }
+        if let Some(s) = &q.extension_status {
+            body["extension_status"] = s.clone().into();
+        }
+        CesRequest {
+            method: Method::POST,
+            version: "v3",
+            segments: vec!["agent-status", "batch-query"],
+            query: vec![],
+            body: Some(body),
+        }
+    }
+
+    /// BatchCreateAgentInvocations of `invocation_type` (INSTALL, UPDATE, ROLLBACK,
+    /// UNINSTALL) on instances, at `version` when given.
+    pub fn create_invocations(
+        invocation_type: &str,
+        instance_ids: &[String],
+        version: Option<&str>,
+    ) -> Self {
+        let mut body = serde_json::json!({
+            "instance_ids": instance_ids,
+            "invocation_type": invocation_type,
+            "invocation_target": "telescope",
+        });
+        if let Some(v) = version {
+            body["version"] = v.into();
+        }
+        CesRequest {
+            method: Method::POST,
+            version: "v3",
+            segments: vec!["agent-invocations", "batch-create"],
+            query: vec![],
+            body: Some(body),
+        }
+    }
+
+    /// BatchCreateAgentInvocations of `invocation_type` RETRY or ROLLBACK on existing
+    /// invocations (the body the SDK sends: no target, no instances).
+    pub fn act_on_invocations(invocation_type: &str, invocation_ids: &[String]) -> Self {
+        CesRequest {
+            method: Method::POST,
+            version: "v3",
+            segments: vec!["agent-invocations", "batch-create"],
+            query: vec![],
+            body: Some(serde_json::json!({
+                "invocation_type": invocation_type,
+                "invocation_ids": invocation_ids,
+            })),
+        }
+    }
+
+    /// ListAgentInvocations; only the filters given are sent (as the SDK does).
+    pub fn list_invocations(q: &InvocationQuery) -> Self {
+        let mut query = vec![];
+        let mut push = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                query.push((k.to_string(), v));
+            }
+        };
+        push("instance_id", q.instance_id.clone());
+        push("invocation_id", q.invocation_id.clone());
+        push("invocation_type", q.invocation_type.clone());
+        push("limit", q.limit.map(|l| l.to_string()));
+        push("offset", q.offset.map(|o| o.to_string()));
+        CesRequest {
+            method: Method::GET,
+            version: "v3",
+            segments: vec!["agent-invocations"],
+            query,
+            body: None,
+        }
+    }
+
+    /// ShowMetricData; `dim.N` is `name,value` (the comma is encoded on the wire).
+    pub fn metric_data(q: &MetricQuery) -> Self {
+        let mut query = vec![
+            ("namespace".to_string(), q.namespace.clone()),
+            ("metric_name".to_string(), q.metric_name.clone()),
+            ("filter".to_string(), q.filter.clone()),
+            ("period".to_string(), q.period.to_string()),
+            ("from".to_string(), q.from_ms.to_string()),
+            ("to".to_string(), q.to_ms.to_string()),
+        ];
+        for (i, (name, value)) in q.dimensions.iter().enumerate() {
+            query.push((format!("dim.{i}"), format!("{name},{value}")));
+        }
+        CesRequest {
+            method: Method::GET,
+            version: "V1.0",
+            segments: vec!["metric-data"],
+            query,
+            body: None,
+        }
+    }
+}
+
+impl Client {
+    /// Sends a Cloud Eye request; the answer's JSON, or its error.
+    pub async fn ces(&self, request: &CesRequest) -> Result<serde_json::Value, ClientError> {
+        let body = request
+            .body
+            .as_ref()
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        let raw = self
+            .send_under(
+                request.version,
+                request.method.clone(),
+                &request.segments,
+                &request.query,
+                body,
+                &[],
+            )
+            .await?;
+        decode(raw)
+    }
+}
+
 fn enc(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
 }
@@ -584,6 +856,106 @@ mod tests {
                 .is_err()
         );
         assert!(Client::new("http://fleet.example", "p", Credentials::Token("t".into())).is_err());
+    }
+
+    #[test]
+    fn only_429_and_503_are_retried_after_retry_after_or_a_doubling_backoff() {
+        let policy = RetryPolicy {
+            retries: 3,
+            base: Duration::from_millis(500),
+            max_wait: Duration::from_secs(30),
+        };
+        assert_eq!(policy.wait(0, 500, None), None);
+        assert_eq!(policy.wait(0, 400, Some("1")), None);
+        assert_eq!(policy.wait(0, 429, None), Some(Duration::from_millis(500)));
+        assert_eq!(policy.wait(1, 503, None), Some(Duration::from_secs(1)));
+        assert_eq!(policy.wait(2, 503, None), Some(Duration::from_secs(2)));
+        assert_eq!(policy.wait(3, 503, None), None, "only 3 retries");
+        assert_eq!(
+            policy.wait(0, 429, Some(" 7 ")),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            policy.wait(0, 429, Some("3600")),
+            Some(Duration::from_secs(30)),
+            "capped"
+        );
+        assert_eq!(
+            policy.wait(0, 503, Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Some(Duration::from_millis(500)),
+            "a date falls back to the backoff"
+        );
+    }
+
+    #[test]
+    fn ces_requests_are_built_as_the_sdk_sends_them() {
+        let r =
+            CesRequest::create_invocations("UPDATE", &["d-1".into(), "d-2".into()], Some("1.2.3"));
+        assert_eq!((r.method.as_str(), r.version), ("POST", "v3"));
+        assert_eq!(r.segments, ["agent-invocations", "batch-create"]);
+        assert_eq!(
+            r.body.unwrap(),
+            serde_json::json!({"instance_ids": ["d-1", "d-2"], "invocation_type": "UPDATE",
+                "invocation_target": "telescope", "version": "1.2.3"})
+        );
+        let r = CesRequest::create_invocations("UNINSTALL", &["d-1".into()], None);
+        assert!(r.body.unwrap().get("version").is_none());
+
+        let r = CesRequest::act_on_invocations("ROLLBACK", &["inv-1".into()]);
+        assert_eq!(r.segments, ["agent-invocations", "batch-create"]);
+        assert_eq!(
+            r.body.unwrap(),
+            serde_json::json!({"invocation_type": "ROLLBACK", "invocation_ids": ["inv-1"]})
+        );
+
+        let r = CesRequest::list_invocations(&InvocationQuery::default());
+        assert_eq!((r.method.as_str(), r.version), ("GET", "v3"));
+        assert!(r.query.is_empty(), "no defaults sent");
+        let r = CesRequest::list_invocations(&InvocationQuery {
+            instance_id: Some("d-1".into()),
+            invocation_type: Some("ROLLBACK".into()),
+            limit: Some(10),
+            ..InvocationQuery::default()
+        });
+        assert_eq!(
+            r.query,
+            [
+                ("instance_id".to_string(), "d-1".to_string()),
+                ("invocation_type".into(), "ROLLBACK".into()),
+                ("limit".into(), "10".into())
+            ]
+        );
+
+        let r = CesRequest::agent_status(&AgentStatusQuery {
+            instance_ids: vec!["d-1".into()],
+            extension_status: Some("running".into()),
+            ..AgentStatusQuery::default()
+        });
+        assert_eq!(r.segments, ["agent-status", "batch-query"]);
+        assert_eq!(
+            r.body.unwrap(),
+            serde_json::json!({"instance_ids": ["d-1"], "extension_name": "telescope",
+                "extension_status": "running"})
+        );
+
+        let r = CesRequest::metric_data(&MetricQuery {
+            namespace: "AGT.ECS".into(),
+            metric_name: "cpu_usage".into(),
+            dimensions: vec![("instance_id".into(), "d-1".into())],
+            filter: "average".into(),
+            period: 300,
+            from_ms: 1_000,
+            to_ms: 2_000,
+        });
+        assert_eq!((r.method.as_str(), r.version), ("GET", "V1.0"));
+        assert_eq!(r.segments, ["metric-data"]);
+        let q: std::collections::HashMap<_, _> = r.query.into_iter().collect();
+        assert_eq!(q["dim.0"], "instance_id,d-1");
+        assert_eq!(q["period"], "300");
+        assert_eq!(q["from"], "1000");
+        assert_eq!(q["to"], "2000");
+        assert_eq!(q["filter"], "average");
+        assert_eq!(q["namespace"], "AGT.ECS");
     }
 
     #[test]
