@@ -15,5 +15,6 @@ pub mod clock;
 pub mod fleet;
 pub mod ids;
 pub mod job;
+pub mod metrics;
 pub mod model;
 pub mod store;

@@ -10,6 +10,10 @@
 
 use crate::conn::{BoxFuture, Conn, backend, is_retryable};
 use crate::ops::{self, NewJob};
+use crate::metric_ops;
+use deskfleet_core::metrics::{
+    Aggregate, MetricBatch, RetentionPolicy, RollupOutcome, SeriesFilter, SeriesInfo, Tier,
+};
 use async_trait::async_trait;
 use deskfleet_core::clock::Millis;
 use deskfleet_core::fleet::{
@@ -686,5 +690,66 @@ impl<B: Backend> Store for DbStore<B> {
             { name = name.to_owned(), version = version.to_owned() },
             set_package_withdrawn(&name, &version, at)
         )
+    }
+    // ---- metric time series ----
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, points = batch.points.len()))]
+    async fn ingest_metrics(&self, batch: &MetricBatch) -> StoreResult<u64> {
+        let batch = batch.clone();
+        timed(
+            "ingest_metrics",
+            self.0.write(move |c| {
+                Box::pin(async move { metric_ops::ingest_metrics(c, &batch).await })
+            }),
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME))]
+    async fn roll_up_metrics(
+        &self,
+        policy: &RetentionPolicy,
+        now: Millis,
+    ) -> StoreResult<RollupOutcome> {
+        let policy = *policy;
+        timed(
+            "roll_up_metrics",
+            self.0.write(move |c| {
+                Box::pin(async move { metric_ops::roll_up_metrics(c, &policy, now).await })
+            }),
+        )
+        .await
+    }
+
+    async fn metric_aggregates(
+        &self,
+        project: &ProjectId,
+        series: i64,
+        tier: Tier,
+        from: Millis,
+        to: Millis,
+    ) -> StoreResult<Vec<Aggregate>> {
+        timed("metric_aggregates", async {
+            let mut tx = self.0.read().await?;
+            let out =
+                metric_ops::metric_aggregates(&mut *tx, project, series, tier, from, to).await?;
+            tx.commit().await.map_err(backend)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list_metric_series(
+        &self,
+        project: &ProjectId,
+        filter: &SeriesFilter,
+    ) -> StoreResult<(Vec<SeriesInfo>, u64)> {
+        timed("list_metric_series", async {
+            let mut tx = self.0.read().await?;
+            let out = metric_ops::list_metric_series(&mut *tx, project, filter).await?;
+            tx.commit().await.map_err(backend)?;
+            Ok(out)
+        })
+        .await
     }
 }
