@@ -117,20 +117,20 @@ async fn first_at<C: Conn>(
     let row = match source {
         Source::Raw => {
             c.fetch_optional(
-                "SELECT min(ts) AS first FROM metric_points WHERE ts >= $1",
+                "SELECT min(ts) AS earliest FROM metric_points WHERE ts >= $1",
                 args![from],
             )
             .await?
         }
         Source::Rollup(period) => {
             c.fetch_optional(
-                "SELECT min(ts) AS first FROM metric_rollups WHERE period = $1 AND ts >= $2",
+                "SELECT min(ts) AS earliest FROM metric_rollups WHERE period = $1 AND ts >= $2",
                 args![period, from],
             )
             .await?
         }
     };
-    Ok(row.map(|r| r.opt_int("first")).transpose()?.flatten())
+    Ok(row.map(|r| r.opt_int("earliest")).transpose()?.flatten())
 }
 
 #[derive(Clone, Copy)]

@@ -15,6 +15,7 @@ mod harness;
 mod health;
 mod identity;
 mod jobs;
+mod timeseries;
 
 /// Instantiates each `module::test` once per backend, as `sqlite::test` and
 /// `postgres::test`.
@@ -97,4 +98,8 @@ conformance! {
     fleet::reports_about_work_not_running_change_nothing,
     fleet::a_mixed_batch_of_reports_applies_in_order,
     fleet::concurrent_reports_all_land,
+    timeseries::metric_ingest_writes_series_points_and_the_latest_report,
+    timeseries::metric_rollups_are_exact_once_and_retention_keeps_what_is_not_rolled_up,
+    timeseries::metric_rollup_steps_are_bounded,
+    timeseries::metric_series_list_filters_orders_and_pages,
 }
