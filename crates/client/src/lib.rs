@@ -241,7 +241,37 @@ impl Client {
         body: Option<Vec<u8>>,
         extra_headers: &[(&str, &str)],
     ) -> Result<RawResponse, ClientError> {
-        let mut path = format!("/v2/{}", utf8_percent_encode(&self.project_id, SEGMENT));
+        self.send_under("v2", method, segments, query, body, extra_headers)
+            .await
+    }
+
+    /// Sends a request to `/V1.0/{project_id}/{path}` (Cloud Eye's metric API), as
+    /// [`Client::send_v2`] does.
+    pub async fn send_ces_v1(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(String, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<RawResponse, ClientError> {
+        self.send_under("V1.0", method, segments, query, body, &[])
+            .await
+    }
+
+    /// Sends a request to `/{version}/{project_id}/{path}`.
+    async fn send_under(
+        &self,
+        version: &str,
+        method: Method,
+        segments: &[&str],
+        query: &[(String, String)],
+        body: Option<Vec<u8>>,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<RawResponse, ClientError> {
+        let mut path = format!(
+            "/{version}/{}",
+            utf8_percent_encode(&self.project_id, SEGMENT)
+        );
         for segment in segments {
             path.push('/');
             path.push_str(&utf8_percent_encode(segment, SEGMENT).to_string());

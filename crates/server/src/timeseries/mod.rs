@@ -245,7 +245,11 @@ impl RollupWorker {
 /// The store's retention policy from the settings.
 pub fn policy(s: &crate::settings::MetricDataSettings) -> RetentionPolicy {
     const HOUR: Millis = 3_600_000;
-    let ms = |hours: u64| Millis::try_from(hours).unwrap_or(Millis::MAX / HOUR) * HOUR;
+    let ms = |hours: u64| {
+        Millis::try_from(hours)
+            .unwrap_or(Millis::MAX)
+            .saturating_mul(HOUR)
+    };
     RetentionPolicy {
         raw_ms: ms(s.raw_retention_hours),
         five_minutes_ms: ms(s.five_minute_retention_days.saturating_mul(24)),
