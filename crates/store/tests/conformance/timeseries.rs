@@ -253,23 +253,30 @@ pub async fn metric_rollups_are_exact_once_and_retention_keeps_what_is_not_rolle
     let var = hours[0].variance();
     assert!((var - (3600.0 - 1.0) / 12.0).abs() < 1e-6, "{var}");
 
+    // Raw points older than two hours are gone already (B + 1 min is the cutoff now).
+    assert!(
+        s.metric_aggregates(&a, cpu.id(), Tier::Raw, B, B + 60_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // A late point for a bucket already rolled up stays raw only.
     s.ingest_metrics(&MetricBatch {
         now,
         series: vec![],
-        points: points(&cpu, &[(B + 30_000, 1000.0)]),
+        points: points(&cpu, &[(B + 2 * MIN5 + 30_000, 1000.0)]),
         latest: vec![],
     })
     .await
     .unwrap();
     settle(s, now).await;
-    let first = s
-        .metric_aggregates(&a, cpu.id(), Tier::FiveMinutes, B, B + MIN5)
+    let third = s
+        .metric_aggregates(&a, cpu.id(), Tier::FiveMinutes, B + 2 * MIN5, B + 3 * MIN5)
         .await
         .unwrap();
-    assert_eq!(stats(&first), vec![expected_five[0]]);
+    assert_eq!(stats(&third), vec![expected_five[2]]);
     assert_eq!(
-        s.metric_aggregates(&a, cpu.id(), Tier::Raw, B, B + 60_000)
+        s.metric_aggregates(&a, cpu.id(), Tier::Raw, B + 2 * MIN5, B + 2 * MIN5 + 60_000)
             .await
             .unwrap()
             .len(),
