@@ -231,6 +231,9 @@ fn time_param(query: &Query, key: &str) -> Result<i64, MetricError> {
 
 /// `from` rounded down to the period (period 1: as given).
 fn round_down(from: Millis, period: i64) -> Millis {
+    if period == 1 {
+        return from;
+    }
     let p = period * 1000;
     from.div_euclid(p) * p
 }
