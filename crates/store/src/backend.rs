@@ -9,11 +9,8 @@
 //! are not errors of the store and are not counted.
 
 use crate::conn::{BoxFuture, Conn, backend, is_retryable};
-use crate::ops::{self, NewJob};
 use crate::metric_ops;
-use deskfleet_core::metrics::{
-    Aggregate, MetricBatch, RetentionPolicy, RollupOutcome, SeriesFilter, SeriesInfo, Tier,
-};
+use crate::ops::{self, NewJob};
 use async_trait::async_trait;
 use deskfleet_core::clock::Millis;
 use deskfleet_core::fleet::{
@@ -22,6 +19,9 @@ use deskfleet_core::fleet::{
 };
 use deskfleet_core::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
 use deskfleet_core::job::Stage;
+use deskfleet_core::metrics::{
+    Aggregate, MetricBatch, RetentionPolicy, RollupOutcome, SeriesFilter, SeriesInfo, Tier,
+};
 use deskfleet_core::model::{
     AccessKey, AgentCondition, AgentFilter, AgentState, AuthFailures, AuthSubject, Desktop,
     DesktopFilter, Domain, Job, Lockout, NewDesktop, Outcome, Page, Project, Role, SubJob,

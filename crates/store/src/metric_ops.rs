@@ -50,7 +50,8 @@ pub(crate) async fn ingest_metrics<C: Conn>(c: &mut C, batch: &MetricBatch) -> S
              ON CONFLICT (id) DO NOTHING",
             d.objects(1)
         );
-        c.execute(&sql, args![&json(rows.into()), batch.now]).await?;
+        c.execute(&sql, args![&json(rows.into()), batch.now])
+            .await?;
     }
     let mut written = 0;
     if !batch.points.is_empty() {
@@ -109,11 +110,7 @@ async fn set_mark<C: Conn>(c: &mut C, period: Millis, until: Millis) -> StoreRes
 }
 
 /// The smallest `ts` at or after `from` in `table` (of `period`, for roll-ups).
-async fn first_at<C: Conn>(
-    c: &mut C,
-    source: Source,
-    from: Millis,
-) -> StoreResult<Option<Millis>> {
+async fn first_at<C: Conn>(c: &mut C, source: Source, from: Millis) -> StoreResult<Option<Millis>> {
     let row = match source {
         Source::Raw => {
             c.fetch_optional(

@@ -107,7 +107,11 @@ pub fn is_disk_metric(metric: &str) -> bool {
 
 /// The samples of one report and the time they are stamped with; `None` if the report is
 /// not a metrics report this server can read.
-pub fn samples(desktop: &DesktopId, json: &str, received_at: Millis) -> Option<(Millis, Vec<Sample>)> {
+pub fn samples(
+    desktop: &DesktopId,
+    json: &str,
+    received_at: Millis,
+) -> Option<(Millis, Vec<Sample>)> {
     let report: Report = serde_json::from_str(json).ok()?;
     let at = report
         .collected_at_ms

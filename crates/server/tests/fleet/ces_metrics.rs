@@ -116,7 +116,12 @@ async fn a_desktops_real_figures_come_back_through_show_metric_data() {
         .iter()
         .map(|m| m["metric_name"].as_str().unwrap())
         .collect();
-    for name in ["cpu_usage", "cpu_usage_user", "mem_usedPercent", "load_average5"] {
+    for name in [
+        "cpu_usage",
+        "cpu_usage_user",
+        "mem_usedPercent",
+        "load_average5",
+    ] {
         assert!(names.contains(&name), "{name} not in {names:?}");
     }
     let disk = metrics
@@ -151,10 +156,22 @@ async fn a_desktops_real_figures_come_back_through_show_metric_data() {
     let other = server.admin(&["projects", "create", "--name", "ces-other"]);
     let other_id = other["project_id"].as_str().unwrap().to_owned();
     server.admin(&[
-        "users", "create", "--name", "ces-other-admin", "--project", &other_id, "--role", "admin",
+        "users",
+        "create",
+        "--name",
+        "ces-other-admin",
+        "--project",
+        &other_id,
+        "--role",
+        "admin",
     ]);
     let key = server.admin(&[
-        "access-keys", "create", "--user", "ces-other-admin", "--project", &other_id,
+        "access-keys",
+        "create",
+        "--user",
+        "ces-other-admin",
+        "--project",
+        &other_id,
     ]);
     let outsider = Client::with_options(
         &server.endpoint,
@@ -180,7 +197,10 @@ async fn a_desktops_real_figures_come_back_through_show_metric_data() {
         ],
     )
     .await;
-    assert_eq!((status, body["datapoints"].clone()), (200, Value::Array(vec![])));
+    assert_eq!(
+        (status, body["datapoints"].clone()),
+        (200, Value::Array(vec![]))
+    );
     let (status, body) = ces_get(&outsider, "metrics", &[]).await;
     assert_eq!(status, 200);
     assert_eq!(body["meta_data"]["total"], 0);

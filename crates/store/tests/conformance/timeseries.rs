@@ -212,13 +212,7 @@ pub async fn metric_rollups_are_exact_once_and_retention_keeps_what_is_not_rolle
     let expected_five: Vec<_> = (0..24)
         .map(|i| {
             let vs: Vec<f64> = (0..5).map(|k| ((i * 5 + k) % 60) as f64).collect();
-            (
-                B + i * MIN5,
-                5u64,
-                vs.iter().sum::<f64>(),
-                vs[0],
-                vs[4],
-            )
+            (B + i * MIN5, 5u64, vs.iter().sum::<f64>(), vs[0], vs[4])
         })
         .collect();
     let before = s
@@ -432,7 +426,10 @@ pub async fn metric_series_list_filters_orders_and_pages(ctx: Ctx) {
     assert_eq!(total, 3);
     assert_eq!(
         cpu.iter().map(|k| k.1.clone()).collect::<Vec<_>>(),
-        sorted.iter().map(|d| d.as_str().to_owned()).collect::<Vec<_>>()
+        sorted
+            .iter()
+            .map(|d| d.as_str().to_owned())
+            .collect::<Vec<_>>()
     );
     let (one, _) = list(SeriesFilter {
         desktop: Some(ds[0].clone()),

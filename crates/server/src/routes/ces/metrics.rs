@@ -311,7 +311,9 @@ async fn show_metric_data(
         .into_iter()
         .map(|(at, name, value)| json!({ name: value, "timestamp": at, "unit": unit }))
         .collect();
-    Ok(Json(json!({ "datapoints": datapoints, "metric_name": metric })))
+    Ok(Json(
+        json!({ "datapoints": datapoints, "metric_name": metric }),
+    ))
 }
 
 /// A parsed BatchListMetricData body.
@@ -388,7 +390,10 @@ fn parse_batch(body: &[u8]) -> Result<BatchQuery, MetricError> {
             .and_then(Value::as_array)
             .filter(|d| (1..=MAX_DIMENSIONS).contains(&d.len()))
             .ok_or_else(|| {
-                body_error(&field("dimensions"), "must be an array of 1 to 4 {name, value}")
+                body_error(
+                    &field("dimensions"),
+                    "must be an array of 1 to 4 {name, value}",
+                )
             })?;
         let mut dimensions = Vec::with_capacity(dims.len());
         for (j, d) in dims.iter().enumerate() {
@@ -418,13 +423,21 @@ fn parse_batch(body: &[u8]) -> Result<BatchQuery, MetricError> {
     .ok_or_else(|| {
         body_error(
             "period",
-            format!("must be {PERIOD_LIST} (a string or a number), not {}", obj["period"]),
+            format!(
+                "must be {PERIOD_LIST} (a string or a number), not {}",
+                obj["period"]
+            ),
         )
     })?;
     let filter = obj["filter"]
         .as_str()
         .and_then(Filter::parse)
-        .ok_or_else(|| body_error("filter", format!("must be {FILTERS}, not {}", obj["filter"])))?;
+        .ok_or_else(|| {
+            body_error(
+                "filter",
+                format!("must be {FILTERS}, not {}", obj["filter"]),
+            )
+        })?;
     let time = |f: &str| {
         obj[f]
             .as_i64()
@@ -483,7 +496,8 @@ async fn batch_list_metric_data(
     for (namespace, metric, dims) in &q.metrics {
         let (unit, points) = match series_of(namespace, metric, dims) {
             Some(key) => {
-                let aggregates = aggregates_of(&state, &project, &key, q.period, from, q.to).await?;
+                let aggregates =
+                    aggregates_of(&state, &project, &key, q.period, from, q.to).await?;
                 let mut points = datapoints(&aggregates, q.period, q.filter);
                 if points.len() > share {
                     points.drain(..points.len() - share);
@@ -655,7 +669,10 @@ mod tests {
             agg(120_000, 10.0),
         ];
         let avg = datapoints(&raw, 60, Filter::Average);
-        assert_eq!(avg, vec![(60_000, "average", 3.0), (120_000, "average", 10.0)]);
+        assert_eq!(
+            avg,
+            vec![(60_000, "average", 3.0), (120_000, "average", 10.0)]
+        );
         assert_eq!(datapoints(&raw, 60, Filter::Max)[0].2, 5.0);
         assert_eq!(datapoints(&raw, 60, Filter::Min)[0].2, 1.0);
         assert_eq!(datapoints(&raw, 60, Filter::Sum)[0].2, 9.0);
@@ -721,6 +738,11 @@ mod tests {
         assert_eq!(e.code, Some("ces.0014"));
         assert!(e.inner.message.unwrap().contains("[period]"));
         let e = parse_batch(br#"{"metrics":[]}"#).unwrap_err();
-        assert!(e.inner.message.unwrap().contains("[period, filter, from, to]"));
+        assert!(
+            e.inner
+                .message
+                .unwrap()
+                .contains("[period, filter, from, to]")
+        );
     }
 }
