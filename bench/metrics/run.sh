@@ -67,6 +67,9 @@ start_server() {
 }
 stop_server() { kill "$server"; wait "$server" 2>/dev/null || true; rm -f "$OUT/listen.addr"; }
 start_server
+# No package is offered here; the simulator still wants a key to trust: a fresh one.
+openssl genpkey -algorithm ed25519 -out "$OUT/unused.key" 2>/dev/null
+openssl pkey -in "$OUT/unused.key" -pubout -outform DER | tail -c 32 | od -An -tx1 | tr -d ' \n' > "$OUT/trusted.pub"
 json() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
 project=$(json "$OUT/bootstrap.json" project_id)
 ak=$(json "$OUT/bootstrap.json" access_key)
@@ -95,7 +98,7 @@ sql_rows() {
 }
 
 DESKFLEET_ENROLLMENT_TOKEN="$token" "$BIN/deskfleet-fleet-sim" --server "$endpoint" \
-  --trusted-key "$OUT/package-signing.pub" --desktops "$DESKTOPS" --connect-rate "$CONNECT_RATE" \
+  --trusted-key "$OUT/trusted.pub" --desktops "$DESKTOPS" --connect-rate "$CONNECT_RATE" \
   --metrics-interval-secs "$INTERVAL" > "$OUT/sim.out" 2> "$OUT/sim.log" &
 sim=$!
 for _ in $(seq 1 6000); do grep -q '"event":"connected"' "$OUT/sim.out" 2>/dev/null && break; sleep 0.1; done
