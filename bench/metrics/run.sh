@@ -84,7 +84,8 @@ db_bytes() {
   if [ "$BACKEND" = postgres ]; then
     psql "$database_url" -tAc "SELECT pg_database_size(current_database())"
   else
-    cat "$OUT"/deskfleet.db "$OUT"/deskfleet.db-wal 2>/dev/null | wc -c
+    # The WAL file may be gone (the last connection removes it).
+    du -cb "$OUT"/deskfleet.db* | tail -1 | cut -f1
   fi
 }
 # A counter of the server's /metrics (0 when not incremented yet).
@@ -115,6 +116,7 @@ cpu1=$(cpu_ticks "$server"); db1=$(db_bytes)
 written1=$(counter deskfleet_metric_points_written_total); dropped1=$(counter deskfleet_metric_reports_dropped_total)
 rss=$(rss_kib "$server")
 sim_line=$(tail -1 "$OUT/sim.out")
+echo "measured: secs $t0..$t1 cpu_ticks $cpu0..$cpu1 db $db0..$db1 written $written0..$written1 dropped $dropped0..$dropped1 rss $rss sim $sim_line" >&2
 kill "$sim" 2>/dev/null || true; wait "$sim" 2>/dev/null || true
 stop_server
 read -r raw_rows rollup_rows series_rows < <(sql_rows)
@@ -146,8 +148,10 @@ else
 fi
 b1=$(date +%s.%N)
 db2=$(db_bytes)
+echo "backfill: $b0..$b1 db $db2 rows $raw_rows $rollup_rows $series_rows" >&2
 start_server
 queries=$("$PY" bench/metrics/query_latency.py "$endpoint" "$OUT/ca.pem" "$project" "$ak" "$sk" "$day_end" "$CALLS")
+echo "queries: $queries" >&2
 stop_server
 
 python3 - "$RESULTS" <<PY
