@@ -15,6 +15,7 @@ pub mod clock;
 pub mod fleet;
 pub mod ids;
 pub mod job;
+pub mod metrics;
 pub mod model;
 pub mod presence;
 pub mod store;

@@ -8,6 +8,9 @@ use crate::fleet::{
 };
 use crate::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
 use crate::job::{JobStatus, Stage, SubJobStatus};
+use crate::metrics::{
+    Aggregate, MetricBatch, RetentionPolicy, RollupOutcome, SeriesFilter, SeriesInfo, Tier,
+};
 use crate::model::{
     AccessKey, AgentCondition, AgentFilter, AgentState, AuthFailures, AuthSubject, Desktop,
     DesktopFilter, Domain, Job, Lockout, NewDesktop, Outcome, Page, Project, Role, SubJob,
@@ -444,4 +447,39 @@ pub trait Store: Send + Sync + 'static {
     /// the latest of several entries for one desktop wins). Unknown desktops are skipped.
     /// Returns how many desktops changed.
     async fn record_last_seen(&self, seen: &[(DesktopId, Millis)]) -> StoreResult<u64>;
+
+    // ---- metric time series (namespace AGT.ECS) ----
+
+    /// Writes one batch of reports in one transaction: the series not seen before (of
+    /// desktops that exist; others are skipped), the raw points (a second point of a
+    /// series at the same time is ignored), and each desktop's latest report (as
+    /// [`Store::record_metrics`], skipping unknown desktops). Returns the points written.
+    async fn ingest_metrics(&self, batch: &MetricBatch) -> StoreResult<u64>;
+    /// One bounded step of roll-up and retention: rolls finished 5-minute buckets up from
+    /// raw points and finished hours up from 5-minute buckets (each exactly once), then
+    /// deletes what is older than its retention, never what is not rolled up yet.
+    async fn roll_up_metrics(
+        &self,
+        policy: &RetentionPolicy,
+        now: Millis,
+    ) -> StoreResult<RollupOutcome>;
+    /// The aggregates of series `series` of `project` with `from <= at < to`, read from
+    /// `tier`, oldest first: raw points one by one; for a roll-up tier its buckets, then
+    /// the finer data not rolled up yet in finer buckets (the caller re-buckets). Empty for
+    /// a series of another project or none at all.
+    async fn metric_aggregates(
+        &self,
+        project: &ProjectId,
+        series: i64,
+        tier: Tier,
+        from: Millis,
+        to: Millis,
+    ) -> StoreResult<Vec<Aggregate>>;
+    /// The series of `project` matching `filter`, in (metric, desktop, mount point) order,
+    /// and how many match without paging.
+    async fn list_metric_series(
+        &self,
+        project: &ProjectId,
+        filter: &SeriesFilter,
+    ) -> StoreResult<(Vec<SeriesInfo>, u64)>;
 }

@@ -75,6 +75,10 @@ struct Args {
     /// (the guest's watch window), in milliseconds.
     #[arg(long, default_value_t = 0)]
     watch_ms: u64,
+    /// Send a monitor metrics report (as the guest forwards it) every this many seconds
+    /// once enrolled, each desktop at its own phase (0: none). Used by `bench/metrics`.
+    #[arg(long, default_value_t = 0)]
+    metrics_interval_secs: u64,
 }
 
 #[derive(Default)]
@@ -90,6 +94,7 @@ struct Counters {
     uninstalled: AtomicU64,
     reconnects: AtomicU64,
     refused: AtomicU64,
+    metrics_sent: AtomicU64,
 }
 
 struct Shared {
@@ -299,8 +304,24 @@ async fn session(
     // default until then): the server closes connections silent for three intervals.
     let mut every = Duration::from_secs(deskfleet_proto::opamp::DEFAULT_HEARTBEAT_INTERVAL_SECS);
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let metrics_every = Duration::from_secs(shared.args.metrics_interval_secs.max(1));
+    let mut metrics_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + metrics_every.mul_f64(rand::random::<f64>()),
+        metrics_every,
+    );
+    let sends_metrics = shared.args.metrics_interval_secs > 0;
     loop {
         let frame = tokio::select! {
+            _ = metrics_tick.tick(), if sends_metrics && credential.is_some() => {
+                ws.send(send(AgentToServer {
+                    instance_uid: uid.clone(),
+                    custom_message: Some(metrics_report()),
+                    ..Default::default()
+                }))
+                .await?;
+                shared.counters.metrics_sent.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             frame = ws.next() => match frame {
                 Some(frame) => frame,
                 None => break,
@@ -446,10 +467,51 @@ async fn session(
     Err(anyhow!("connection closed"))
 }
 
+/// A monitor metrics report with plausible, varying figures: a 2-core desktop with two
+/// file systems and two interfaces (20 Cloud Eye points once stored).
+fn metrics_report() -> op::CustomMessage {
+    let r = || rand::random::<f64>();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let usage = 5.0 + 60.0 * r();
+    let json = serde_json::json!({
+        "type": "metrics", "agent": "deskfleet-monitor", "version": "0.1.0",
+        "collected_at_ms": now, "interval_ms": 10_000,
+        "cpu": {"usage_percent": usage, "cores": 2, "user_percent": usage * 0.7,
+                "system_percent": usage * 0.2},
+        "memory": {"total_bytes": 8_589_934_592u64,
+                   "available_bytes": 2_000_000_000u64 + (r() * 4e9) as u64,
+                   "used_percent": 20.0 + 60.0 * r(), "swap_total_bytes": 0, "swap_free_bytes": 0},
+        "disks": [
+            {"mount_point": "/", "filesystem": "ext4", "device": "/dev/vda1",
+             "total_bytes": 42_949_672_960u64, "free_bytes": 20_000_000_000u64,
+             "available_bytes": 18_000_000_000u64, "used_percent": 55.0 + r()},
+            {"mount_point": "/home", "filesystem": "ext4", "device": "/dev/vdb1",
+             "total_bytes": 107_374_182_400u64, "free_bytes": 80_000_000_000u64,
+             "available_bytes": 75_000_000_000u64, "used_percent": 27.0 + r()}
+        ],
+        "network": [
+            {"interface": "eth0", "rx_bytes": 1_000_000, "tx_bytes": 500_000,
+             "rx_bytes_per_sec": 50_000.0 * r(), "tx_bytes_per_sec": 10_000.0 * r()},
+            {"interface": "eth1", "rx_bytes": 1_000, "tx_bytes": 1_000,
+             "rx_bytes_per_sec": 10.0 * r(), "tx_bytes_per_sec": 10.0 * r()}
+        ],
+        "load_average": [2.0 * r(), 1.5 * r(), r()], "uptime_secs": 3600.0,
+        "self": {"rss_bytes": 2_200_000, "cpu_percent": 0.01}
+    });
+    op::CustomMessage {
+        capability: deskfleet_guest::protocol::MONITOR_CAPABILITY.to_owned(),
+        r#type: deskfleet_guest::protocol::METRICS_MESSAGE_TYPE.to_owned(),
+        data: json.to_string().into_bytes(),
+    }
+}
+
 fn summary(shared: &Shared, started: Instant, event: &str) -> String {
     let c = &shared.counters;
     format!(
-        "{{\"event\":\"{event}\",\"elapsed_ms\":{},\"connected\":{},\"enrolled\":{},\"offers\":{},\"verified\":{},\"verify_failed\":{},\"download_failed\":{},\"upgrade_failed\":{},\"uninstalled\":{},\"reconnects\":{},\"refused\":{}}}",
+        "{{\"event\":\"{event}\",\"elapsed_ms\":{},\"connected\":{},\"enrolled\":{},\"offers\":{},\"verified\":{},\"verify_failed\":{},\"download_failed\":{},\"upgrade_failed\":{},\"uninstalled\":{},\"reconnects\":{},\"refused\":{},\"metrics_sent\":{}}}",
         started.elapsed().as_millis(),
         c.connected.load(Ordering::Relaxed),
         c.enrolled.load(Ordering::Relaxed),
@@ -461,6 +523,7 @@ fn summary(shared: &Shared, started: Instant, event: &str) -> String {
         c.uninstalled.load(Ordering::Relaxed),
         c.reconnects.load(Ordering::Relaxed),
         c.refused.load(Ordering::Relaxed),
+        c.metrics_sent.load(Ordering::Relaxed),
     )
 }
 

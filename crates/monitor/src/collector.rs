@@ -172,9 +172,12 @@ impl Collector {
         if let (Some(before), Some(after)) = (&previous.cpu, &now.cpu) {
             match procfs::cpu_usage_percent(before, after) {
                 Some(usage_percent) => {
+                    let modes = procfs::cpu_mode_percents(before, after);
                     metrics.cpu = Some(Cpu {
                         usage_percent,
                         cores: after.cores,
+                        user_percent: modes.map(|m| m.0),
+                        system_percent: modes.map(|m| m.1),
                     });
                 }
                 None => errors.push("/proc/stat: no CPU time elapsed in the window".to_owned()),

@@ -35,6 +35,10 @@ pub struct CpuTimes {
     pub total: u64,
     /// idle + iowait: time no task was running.
     pub idle: u64,
+    /// Time in user mode (guest time included, as the kernel counts it), `nice` excluded.
+    pub user: u64,
+    /// Time in kernel mode (`irq` and `softirq` excluded).
+    pub system: u64,
     /// Number of `cpuN` lines: the online cores.
     pub cores: u32,
 }
@@ -128,10 +132,12 @@ pub fn parse_cpu_times(stat: &str) -> Result<CpuTimes, ParseError> {
     for (slot, field) in ticks.iter_mut().zip(&fields) {
         *slot = number(FILE, "cpu ticks", field)?;
     }
-    let [_user, _nice, _system, idle, iowait, ..] = ticks;
+    let [user, _nice, system, idle, iowait, ..] = ticks;
     Ok(CpuTimes {
         total: ticks.iter().fold(0u64, |sum, t| sum.saturating_add(*t)),
         idle: idle.saturating_add(iowait),
+        user,
+        system,
         cores,
     })
 }
@@ -144,6 +150,18 @@ pub fn cpu_usage_percent(before: &CpuTimes, after: &CpuTimes) -> Option<f64> {
     // Idle can advance more than total when cores go offline between readings.
     let busy = total.saturating_sub(idle);
     percent(busy as f64, total as f64)
+}
+
+/// The user-mode and kernel-mode shares of all cores between two readings, or `None` as
+/// for [`cpu_usage_percent`].
+pub fn cpu_mode_percents(before: &CpuTimes, after: &CpuTimes) -> Option<(f64, f64)> {
+    let total = after.total.checked_sub(before.total)?;
+    let user = after.user.checked_sub(before.user)?;
+    let system = after.system.checked_sub(before.system)?;
+    Some((
+        percent(user as f64, total as f64)?,
+        percent(system as f64, total as f64)?,
+    ))
 }
 
 /// The agent's share of the whole machine's CPU: its own ticks over all cores' ticks in the
@@ -511,12 +529,16 @@ mod tests {
             CpuTimes {
                 total: 10_000,
                 idle: 8_200,
+                user: 1_000,
+                system: 500,
                 cores: 4
             }
         );
         assert_eq!(after.total, 11_500);
         // 1500 ticks passed, 800 idle: 700 busy. Counting guest time again would say 51.52.
         assert_eq!(cpu_usage_percent(&before, &after), Some(46.67));
+        // 400 of them in user mode, 200 in kernel mode.
+        assert_eq!(cpu_mode_percents(&before, &after), Some((26.67, 13.33)));
         // The agent's 15 ticks of those 1500 are 1% of the machine.
         assert_eq!(self_cpu_percent(15, &before, &after), Some(1.0));
     }
@@ -538,6 +560,8 @@ mod tests {
             CpuTimes {
                 total: 100,
                 idle: 80,
+                user: 10,
+                system: 10,
                 cores: 1
             }
         );
@@ -851,6 +875,8 @@ mod tests {
             for value in [
                 cpu_usage_percent(&before, &after),
                 self_cpu_percent(u64::from(own), &before, &after),
+                cpu_mode_percents(&before, &after).map(|m| m.0),
+                cpu_mode_percents(&before, &after).map(|m| m.1),
             ].into_iter().flatten() {
                 prop_assert!((0.0..=100.0).contains(&value), "{value}");
             }

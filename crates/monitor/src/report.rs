@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Report {
     Health(Health),
-    Metrics(Metrics),
+    Metrics(Box<Metrics>),
 }
 
 /// Where the agent is in its life. Serialized lowercase.
@@ -82,6 +82,13 @@ pub struct Cpu {
     pub usage_percent: f64,
     /// Online cores.
     pub cores: u32,
+    /// User-mode share (`user` ticks, `nice` excluded), 0..=100. Absent from older agents
+    /// and when it could not be computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_percent: Option<f64>,
+    /// Kernel-mode share (`system` ticks, interrupts excluded), 0..=100. Absent as above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_percent: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -108,7 +108,7 @@ fn run_until_halted<W: Write, S: Waiter>(
     let mut collector = if unsupported_reason().is_none() {
         let mut collector = Collector::new();
         wait(out, waiter, Instant::now() + FIRST_WINDOW, started_at_ms)?;
-        emit(out, &Report::Metrics(collector.sample()))?;
+        emit(out, &Report::Metrics(Box::new(collector.sample())))?;
         Some(collector)
     } else {
         None
@@ -126,7 +126,7 @@ fn run_until_halted<W: Write, S: Waiter>(
             emit(out, &Report::Health(health(started_at_ms, Status::Running)))?;
         }
         if let Some(collector) = collector.as_mut() {
-            emit(out, &Report::Metrics(collector.sample()))?;
+            emit(out, &Report::Metrics(Box::new(collector.sample())))?;
         }
         // Deadlines advance by whole intervals so samples do not drift by the time each one
         // takes; after a stall (suspend, a slow statvfs) the missed ones are skipped rather

@@ -247,7 +247,7 @@ fn streams_samples_and_exits_cleanly_when_its_reader_goes_away() {
     let samples: Vec<&Metrics> = reports
         .iter()
         .filter_map(|r| match r {
-            Report::Metrics(m) => Some(m),
+            Report::Metrics(m) => Some(&**m),
             Report::Health(_) => None,
         })
         .collect();

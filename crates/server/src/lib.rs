@@ -20,6 +20,7 @@ pub mod observe;
 pub mod routes;
 pub mod serve;
 pub mod settings;
+pub mod timeseries;
 pub mod tls;
 pub mod wire;
 
@@ -81,6 +82,8 @@ pub struct Inner {
     pub keyring: auth::keyring::Keyring,
     /// When the job gauges of `/metrics` were last counted.
     pub job_gauges: observe::JobGauges,
+    /// Metric reports waiting to be written (see [`timeseries`]).
+    pub metric_queue: timeseries::IngestQueue,
 }
 
 impl Deref for AppState {
@@ -97,6 +100,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
         keyring: auth::keyring::Keyring,
     ) -> Self {
+        let settings_metric_data = settings.metric_data.clone();
         Self(Arc::new(Inner {
             store,
             clock,
@@ -106,6 +110,10 @@ impl AppState {
             settings,
             keyring,
             job_gauges: observe::JobGauges::default(),
+            metric_queue: timeseries::IngestQueue::new(
+                settings_metric_data.queue_capacity,
+                settings_metric_data.batch_max_reports,
+            ),
         }))
     }
 }
@@ -201,6 +209,8 @@ impl Application {
                 Box::new(auth::revocation::RevocationWatcher::new(state.clone())),
                 Box::new(fleet::Scheduler::new(state.clone())),
                 Box::new(fleet::presence::LastSeenFlusher::new(state.clone())),
+                Box::new(timeseries::IngestWorker::new(state.clone())),
+                Box::new(timeseries::RollupWorker::new(state.clone())),
             ],
             shutdown.child_token(),
         );
@@ -221,6 +231,14 @@ impl Application {
         }
         shutdown.cancel();
         workers.join().await;
+        // What the sessions queued last is written before the process goes.
+        let ingest = timeseries::IngestWorker::new(self.state.clone());
+        while !self.state.metric_queue.is_empty() {
+            if let Err(e) = ingest.step().await {
+                tracing::warn!(error = %e, "metric reports lost at shutdown");
+                break;
+            }
+        }
         tracing::info!("stopped");
         Ok(())
     }

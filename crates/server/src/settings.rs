@@ -30,6 +30,8 @@ pub struct Settings {
     pub secrets: SecretsSettings,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
+    /// The agents' time series (Cloud Eye metric API): ingest, roll-up, retention.
+    pub metric_data: MetricDataSettings,
 }
 
 /// TLS on the one listener (API, `/v1/opamp`, package downloads).
@@ -267,6 +269,7 @@ impl Default for Settings {
             secrets: SecretsSettings::default(),
             log: LogSettings::default(),
             metrics: MetricsSettings::default(),
+            metric_data: MetricDataSettings::default(),
         }
     }
 }
@@ -556,5 +559,49 @@ mod tests {
         assert!(shown.contains("secrets.key"), "{shown}");
         assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
         assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
+    }
+}
+
+/// The agents' time series: how reports are batched into the database, and how long each
+/// resolution is kept (`docs/ces.md`, "Metrics").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricDataSettings {
+    /// Reports waiting to be written, at most; beyond, new reports are dropped and counted
+    /// (`deskfleet_metric_reports_dropped_total`), never blocking a guest's connection.
+    pub queue_capacity: usize,
+    /// Reports written in one transaction, at most.
+    pub batch_max_reports: usize,
+    /// How long a report may wait for its batch.
+    pub flush_interval_ms: u64,
+    /// Raw points are kept this long (then only their roll-ups).
+    pub raw_retention_hours: u64,
+    /// 5-minute roll-ups are kept this long.
+    pub five_minute_retention_days: u64,
+    /// 1-hour roll-ups are kept this long.
+    pub one_hour_retention_days: u64,
+    /// A bucket is rolled up once it ended this long ago; points arriving later than that
+    /// for it stay raw points only.
+    pub rollup_delay_secs: u64,
+    /// How often the roll-up and retention worker takes a step.
+    pub rollup_interval_ms: u64,
+    /// Buckets of each tier rolled up (and time deleted) per step, at most: bounds the
+    /// length of one roll-up transaction.
+    pub rollup_buckets_per_step: u32,
+}
+
+impl Default for MetricDataSettings {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 20_000,
+            batch_max_reports: 2_000,
+            flush_interval_ms: 1_000,
+            raw_retention_hours: 48,
+            five_minute_retention_days: 30,
+            one_hour_retention_days: 155,
+            rollup_delay_secs: 60,
+            rollup_interval_ms: 5_000,
+            rollup_buckets_per_step: 1,
+        }
     }
 }

@@ -9,6 +9,7 @@
 //! are not errors of the store and are not counted.
 
 use crate::conn::{BoxFuture, Conn, backend, is_retryable};
+use crate::metric_ops;
 use crate::ops::{self, NewJob};
 use async_trait::async_trait;
 use deskfleet_core::clock::Millis;
@@ -18,6 +19,9 @@ use deskfleet_core::fleet::{
 };
 use deskfleet_core::ids::{DesktopId, DomainId, JobId, ProjectId, SubJobId, UserId};
 use deskfleet_core::job::Stage;
+use deskfleet_core::metrics::{
+    Aggregate, MetricBatch, RetentionPolicy, RollupOutcome, SeriesFilter, SeriesInfo, Tier,
+};
 use deskfleet_core::model::{
     AccessKey, AgentCondition, AgentFilter, AgentState, AuthFailures, AuthSubject, Desktop,
     DesktopFilter, Domain, Job, Lockout, NewDesktop, Outcome, Page, Project, Role, SubJob,
@@ -817,5 +821,67 @@ impl<B: Backend> Store for DbStore<B> {
     #[tracing::instrument(skip_all, fields(backend = B::NAME, desktops = seen.len()))]
     async fn record_last_seen(&self, seen: &[(DesktopId, Millis)]) -> StoreResult<u64> {
         write!(self, { seen = seen.to_vec() }, record_last_seen(&seen))
+    }
+
+    // ---- metric time series ----
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME, points = batch.points.len()))]
+    async fn ingest_metrics(&self, batch: &MetricBatch) -> StoreResult<u64> {
+        let batch = batch.clone();
+        timed(
+            "ingest_metrics",
+            self.0.write(move |c| {
+                Box::pin(async move { metric_ops::ingest_metrics(c, &batch).await })
+            }),
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME))]
+    async fn roll_up_metrics(
+        &self,
+        policy: &RetentionPolicy,
+        now: Millis,
+    ) -> StoreResult<RollupOutcome> {
+        let policy = *policy;
+        timed(
+            "roll_up_metrics",
+            self.0.write(move |c| {
+                Box::pin(async move { metric_ops::roll_up_metrics(c, &policy, now).await })
+            }),
+        )
+        .await
+    }
+
+    async fn metric_aggregates(
+        &self,
+        project: &ProjectId,
+        series: i64,
+        tier: Tier,
+        from: Millis,
+        to: Millis,
+    ) -> StoreResult<Vec<Aggregate>> {
+        timed("metric_aggregates", async {
+            let mut tx = self.0.read().await?;
+            let out =
+                metric_ops::metric_aggregates(&mut *tx, project, series, tier, from, to).await?;
+            tx.commit().await.map_err(backend)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list_metric_series(
+        &self,
+        project: &ProjectId,
+        filter: &SeriesFilter,
+    ) -> StoreResult<(Vec<SeriesInfo>, u64)> {
+        timed("list_metric_series", async {
+            let mut tx = self.0.read().await?;
+            let out = metric_ops::list_metric_series(&mut *tx, project, filter).await?;
+            tx.commit().await.map_err(backend)?;
+            Ok(out)
+        })
+        .await
     }
 }

@@ -147,6 +147,8 @@ pub(crate) trait DbRow: Send + Sync {
     fn int(&self, col: &str) -> StoreResult<i64>;
     fn opt_int(&self, col: &str) -> StoreResult<Option<i64>>;
     fn bytes(&self, col: &str) -> StoreResult<Vec<u8>>;
+    /// A `REAL` / `DOUBLE PRECISION` column (metric values).
+    fn float(&self, col: &str) -> StoreResult<f64>;
 }
 
 /// A connection the shared queries can run on.
@@ -292,6 +294,9 @@ macro_rules! impl_conn {
                     self.try_get(col).map_err(|e| column_error(col, e))
                 }
                 fn bytes(&self, col: &str) -> StoreResult<Vec<u8>> {
+                    self.try_get(col).map_err(|e| column_error(col, e))
+                }
+                fn float(&self, col: &str) -> StoreResult<f64> {
                     self.try_get(col).map_err(|e| column_error(col, e))
                 }
             }

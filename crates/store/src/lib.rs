@@ -19,6 +19,7 @@ mod backend;
 mod backup;
 mod conn;
 mod decode;
+mod metric_ops;
 mod ops;
 mod postgres;
 mod sqlite;

@@ -697,6 +697,7 @@ pub(crate) async fn delete_desktop<C: Conn>(
         args![desktop.as_str()],
     )
     .await?;
+    crate::metric_ops::delete_desktop_series(c, desktop).await?;
     // A token bound to the desktop can claim nothing once it is gone.
     c.execute(
         "DELETE FROM enrollment_tokens WHERE desktop_id = $1",

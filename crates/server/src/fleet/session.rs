@@ -776,7 +776,14 @@ impl Session {
             return Ok(());
         }
         self.last_metrics_at = now;
-        self.state.store.record_metrics(&desktop, json, now).await
+        // Queued, never awaited: the ingest worker writes the time series and the latest
+        // report in batches (a full queue drops the report and counts it).
+        self.state.metric_queue.offer(crate::timeseries::Queued {
+            desktop,
+            json: json.to_owned(),
+            received_at: now,
+        });
+        Ok(())
     }
 
     /// Records the end of a sub-job, and how long it took from its start.

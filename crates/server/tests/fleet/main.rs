@@ -1,6 +1,7 @@
 //! End to end: a real server and real guest daemons on loopback install the real
 //! monitoring agent, and every failure ends with its stable code.
 
+mod ces_metrics;
 mod credentials;
 mod harness;
 mod hostile;

@@ -17,6 +17,7 @@ mod identity;
 mod jobs;
 mod operations;
 mod presence;
+mod timeseries;
 
 /// Instantiates each `module::test` once per backend, as `sqlite::test` and
 /// `postgres::test`.
@@ -109,4 +110,8 @@ conformance! {
     operations::a_successful_rollback_marks_what_it_undid,
     operations::invocations_list_filters_pages_and_forgets_old_ones,
     operations::max_concurrency_holds_under_racing_sweeps_and_claims,
+    timeseries::metric_ingest_writes_series_points_and_the_latest_report,
+    timeseries::metric_rollups_are_exact_once_and_retention_keeps_what_is_not_rolled_up,
+    timeseries::metric_rollup_steps_are_bounded,
+    timeseries::metric_series_list_filters_orders_and_pages,
 }

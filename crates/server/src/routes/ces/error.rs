@@ -11,8 +11,6 @@
 //! Gateway errors (authentication, routing, size) stay `APIGW.*`, as the real gateway
 //! answers them in front of every service.
 
-#![allow(dead_code)]
-
 use crate::error::{ApiError, current_request_id};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

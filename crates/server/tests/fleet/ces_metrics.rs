@@ -1,0 +1,207 @@
+//! A real desktop's figures through Cloud Eye's metric API: a real guest runs the real
+//! monitoring agent, and what it reported (as the monitor API shows it) comes back as
+//! `AGT.ECS` points from ShowMetricData, and its series from ListMetrics; another
+//! project sees none of it.
+
+use crate::harness::{Guest, Server, eventually};
+use crate::{FAST, desktops_enrolled, job_done, q};
+use deskfleet_client::{Client, Credentials};
+use reqwest::Method;
+use serde_json::Value;
+
+async fn ces_get(client: &Client, path: &str, query: &[(&str, &str)]) -> (u16, Value) {
+    let raw = client
+        .send_ces_v1(Method::GET, &[path], &q(query), None)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&raw.body).unwrap_or(Value::Null);
+    (raw.status, body)
+}
+
+#[tokio::test]
+async fn a_desktops_real_figures_come_back_through_show_metric_data() {
+    let server = Server::start(&format!("{FAST}[metric_data]\nflush_interval_ms = 100\n")).await;
+    let token = server.enrollment_token();
+    let _guest = Guest::start(&server, &token, "ces-desk");
+    let ids = desktops_enrolled(&server, 1).await;
+    let desktop = ids[0].clone();
+    let client = server.client();
+    let job = client.batch_install_agent(&ids).await.unwrap().job_id;
+    let info = job_done(&server, &job, 90).await;
+    assert_eq!(info.status, "SUCCESS", "{info:#?}\n{}", server.log());
+
+    let dim0 = format!("instance_id,{desktop}");
+    // The latest report the monitor API shows, and the point stored for it.
+    let (report, point) = eventually(30, "the latest report stored as a point", || async {
+        let raw = client
+            .send_v2(Method::GET, &["desktop-monitor", &desktop], &[], None, &[])
+            .await
+            .ok()?;
+        let latest: Value = serde_json::from_slice(&raw.body).ok()?;
+        let at = latest["metrics"]["collected_at_ms"].as_i64()?;
+        let (from, to) = ((at - 1).to_string(), (at + 1).to_string());
+        let (status, body) = ces_get(
+            &client,
+            "metric-data",
+            &[
+                ("namespace", "AGT.ECS"),
+                ("metric_name", "mem_usedPercent"),
+                ("dim.0", &dim0),
+                ("filter", "max"),
+                ("period", "1"),
+                ("from", &from),
+                ("to", &to),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let point = body["datapoints"].as_array()?.first()?.clone();
+        Some((latest["metrics"].clone(), point))
+    })
+    .await;
+    assert_eq!(
+        point["average"].as_f64(),
+        report["memory"]["used_percent"].as_f64(),
+        "period 1 answers the raw value as average: {point}"
+    );
+    assert_eq!(point["timestamp"], report["collected_at_ms"]);
+    assert_eq!(point["unit"], "%");
+
+    // A 5-minute average lies within the raw values it covers.
+    let now = crate::harness::now_ms();
+    let (from, to) = ((now - 3_600_000).to_string(), (now + 60_000).to_string());
+    let series = |metric: &'static str, filter: &'static str, period: &'static str| {
+        let (client, dim0, from, to) = (&client, &dim0, &from, &to);
+        async move {
+            let (status, body) = ces_get(
+                client,
+                "metric-data",
+                &[
+                    ("namespace", "AGT.ECS"),
+                    ("metric_name", metric),
+                    ("dim.0", dim0),
+                    ("filter", filter),
+                    ("period", period),
+                    ("from", from),
+                    ("to", to),
+                ],
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            body["datapoints"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let raw: Vec<f64> = series("cpu_usage", "average", "1")
+        .await
+        .iter()
+        .filter_map(|p| p["average"].as_f64())
+        .collect();
+    assert!(!raw.is_empty());
+    let avg = series("cpu_usage", "average", "300").await;
+    let last = avg.last().expect("a 5-minute point");
+    assert_eq!(last["timestamp"].as_i64().unwrap() % 300_000, 0);
+    let lo = raw.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = raw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let value = last["average"].as_f64().unwrap();
+    assert!(
+        lo - 1e-9 <= value && value <= hi + 1e-9,
+        "{value} in {lo}..{hi}"
+    );
+
+    // ListMetrics: the desktop's series, disks with a 32-hex mount_point id.
+    let (status, listed) = ces_get(&client, "metrics", &[("dim.0", &dim0)]).await;
+    assert_eq!(status, 200, "{listed}");
+    let metrics = listed["metrics"].as_array().unwrap();
+    let names: Vec<&str> = metrics
+        .iter()
+        .map(|m| m["metric_name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "cpu_usage",
+        "cpu_usage_user",
+        "mem_usedPercent",
+        "load_average5",
+    ] {
+        assert!(names.contains(&name), "{name} not in {names:?}");
+    }
+    let disk = metrics
+        .iter()
+        .find(|m| m["metric_name"] == "disk_usedPercent")
+        .expect("a disk series");
+    let mount = disk["dimensions"][1]["value"].as_str().unwrap();
+    assert_eq!(disk["dimensions"][1]["name"], "mount_point");
+    assert!(mount.len() == 32 && mount.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(listed["meta_data"]["total"], metrics.len());
+
+    // A bad period is ces.0013 in both shapes of the v1 error body.
+    let (status, body) = ces_get(
+        &client,
+        "metric-data",
+        &[
+            ("namespace", "AGT.ECS"),
+            ("metric_name", "cpu_usage"),
+            ("dim.0", &dim0),
+            ("filter", "average"),
+            ("period", "7"),
+            ("from", &from),
+            ("to", &to),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error_code"], "ces.0013");
+    assert_eq!(body["message"]["code"], "ces.0013");
+
+    // Another project sees nothing of this desktop.
+    let other = server.admin(&["projects", "create", "--name", "ces-other"]);
+    let other_id = other["project_id"].as_str().unwrap().to_owned();
+    server.admin(&[
+        "users",
+        "create",
+        "--name",
+        "ces-other-admin",
+        "--project",
+        &other_id,
+        "--role",
+        "admin",
+    ]);
+    let key = server.admin(&[
+        "access-keys",
+        "create",
+        "--user",
+        "ces-other-admin",
+        "--project",
+        &other_id,
+    ]);
+    let outsider = Client::with_options(
+        &server.endpoint,
+        &other_id,
+        Credentials::AkSk {
+            access_key: key["access_key"].as_str().unwrap().to_owned(),
+            secret_key: key["secret_key"].as_str().unwrap().to_owned(),
+        },
+        &server.options(),
+    )
+    .unwrap();
+    let (status, body) = ces_get(
+        &outsider,
+        "metric-data",
+        &[
+            ("namespace", "AGT.ECS"),
+            ("metric_name", "cpu_usage"),
+            ("dim.0", &dim0),
+            ("filter", "average"),
+            ("period", "1"),
+            ("from", &from),
+            ("to", &to),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["datapoints"].clone()),
+        (200, Value::Array(vec![]))
+    );
+    let (status, body) = ces_get(&outsider, "metrics", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["meta_data"]["total"], 0);
+}
