@@ -1,6 +1,7 @@
 //! End to end: a real server and real guest daemons on loopback install the real
 //! monitoring agent, and every failure ends with its stable code.
 
+mod ces_life;
 mod credentials;
 mod harness;
 mod hostile;
@@ -35,7 +36,7 @@ pub(crate) async fn desktops_enrolled(server: &Server, n: i64) -> Vec<String> {
     .await
 }
 
-async fn job_done(server: &Server, job: &str, secs: u64) -> JobInfo {
+pub(crate) async fn job_done(server: &Server, job: &str, secs: u64) -> JobInfo {
     let client = server.client();
     eventually(secs, "job finished", || async {
         let info = client.show_job(job).await.ok()?;
