@@ -7,6 +7,7 @@ mod harness;
 mod hostile;
 mod instrumentation;
 mod logs;
+mod monitor_build;
 mod presence;
 mod rollout;
 mod tls;

@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+pub(crate) use super::monitor_build::monitor_built_as;
 use std::time::{Duration, Instant};
 
 use super::harness::{Guest, Server, bin, eventually};
@@ -20,46 +22,6 @@ pub(crate) const BUILT: &str = env!("CARGO_PKG_VERSION");
 
 /// The "new" version, built by [`monitor_built_as`].
 pub(crate) const NEW: &str = "0.2.0";
-
-/// The monitor built from this workspace as `version`, in a target directory of its own
-/// (so the usual `target/debug/deskfleet-monitor` stays what it is). Cargo does nothing
-/// when it is up to date.
-pub(crate) fn monitor_built_as(version: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/debug/deps/fleet-… -> target
-    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
-    let target_dir = target.join(format!("test-monitor-{version}"));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "deskfleet-monitor",
-            "--bin",
-            "deskfleet-monitor",
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env("DESKFLEET_MONITOR_VERSION", version)
-        .env("CARGO_BUILD_JOBS", "1")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "building the monitor as {version}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let binary = target_dir.join("debug/deskfleet-monitor");
-    // It really is another version.
-    let said = Command::new(&binary).arg("--version").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&said.stdout).trim(),
-        format!("deskfleet-monitor {version}")
-    );
-    binary
-}
 
 /// `admin packages publish --binary PATH --version V`.
 pub(crate) fn publish_binary(server: &Server, binary: &Path, version: &str) -> serde_json::Value {
