@@ -1023,7 +1023,12 @@ fn upgrade_rollback_uninstall_and_invocations_list_on_real_guests() {
     // Rolled back by desktop (its newest UPDATE) and by invocation id.
     let out = server.run(&["rollback", "cli-a"]);
     assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains(" successful"), "{}", stdout(&out));
+    let text = stdout(&out);
+    let row = text.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with("cli-a ") && row.contains(" successful "),
+        "{text}"
+    );
     let out = server.run(&[
         "-o",
         "json",
