@@ -192,6 +192,25 @@ async fn an_update_through_ces_is_rolled_back_to_the_kept_version_without_a_down
         "CES ROLLBACK of 3 desktops to the kept {BUILT}: {:?}",
         started.elapsed()
     );
+
+    // A ROLLBACK is not rolled back itself.
+    let r = server
+        .client()
+        .ces(&CesRequest::act_on_invocations("ROLLBACK", &rollbacks[..1]))
+        .await
+        .unwrap();
+    let refused = &r["invocations"][0];
+    assert_eq!(refused["ret_status"], "error", "{r}");
+    assert_eq!(refused["error_code"], "invocationmgr.0008", "{r}");
+
+    // Upgraded again: the version kept since the rollback is switched to, again without
+    // a download.
+    let again = create(&server, "UPDATE", &ids[..1], Some(NEW)).await;
+    let done = ends(&server, &again[0], "SUCCEEDED", 60).await;
+    assert_eq!(done["current_version"], BUILT, "{done:#}");
+    status_is(&server, &ids[..1], ("running", "running", Some(NEW))).await;
+    confirmed(&guests[0], NEW, Some(BUILT)).await;
+    assert_eq!(downloads(&server).await, served, "nothing downloaded");
 }
 
 #[tokio::test]
