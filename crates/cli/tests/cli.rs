@@ -1112,6 +1112,30 @@ fn upgrade_rollback_uninstall_and_invocations_list_on_real_guests() {
     let out = server.run(&["-o", "json", "agents", "status", "cli-b"]);
     assert_eq!(json(&out)["agent_status"][0]["uniagent_status"], "running");
 
+    // The Workspace side says the same: only cli-a has the agent.
+    let out = server.run(&[
+        "-o",
+        "json",
+        "--query",
+        "agents_condition[].desktop_name",
+        "agents",
+        "list",
+        "--installed",
+        "true",
+    ]);
+    assert_eq!(json(&out), serde_json::json!(["cli-a"]), "{}", stderr(&out));
+    let out = server.run(&[
+        "-o",
+        "json",
+        "--query",
+        "agents_condition[].desktop_name",
+        "agents",
+        "list",
+        "--installed",
+        "false",
+    ]);
+    assert_eq!(json(&out), serde_json::json!(["cli-b"]), "{}", stderr(&out));
+
     // The whole history as a table, newest first.
     let out = server.run(&["invocations", "list"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
