@@ -457,6 +457,7 @@ fn a_successful_install_exits_0() {
         .arg("--state-dir")
         .arg(state.path())
         .args(["--monitor-interval-ms", "300", "--heartbeat-secs", "1"])
+        .args(["--watch-window-secs", "1"])
         .arg("--enrollment-token-file")
         .arg(&token_file)
         .env("DESKFLEET_GUEST_HOSTNAME", "desk-ok")
