@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use super::desktops_enrolled;
 use super::harness::{Guest, Server, bin, eventually};
-use super::upgrade::{BUILT, NEW, confirmed, monitor_built_as, publish_binary, settings, state};
+use super::monitor_build::monitor_built_as;
+use super::upgrade::{BUILT, NEW, confirmed, publish_binary, settings, state};
 
 /// BatchCreateAgentInvocations on instances; the invocation ids, asserting every target
 /// was taken.

@@ -5,11 +5,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-pub(crate) use super::monitor_build::monitor_built_as;
 use std::time::{Duration, Instant};
 
 use super::harness::{Guest, Server, bin, eventually};
+use super::monitor_build::monitor_built_as;
 use super::{FAST, desktops_enrolled, job_done};
 
 /// The bundled monitor is left out: each test publishes what it needs.
