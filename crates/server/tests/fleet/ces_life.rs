@@ -206,11 +206,14 @@ async fn an_update_through_ces_is_rolled_back_to_the_kept_version_without_a_down
 
     // Upgraded again: the version kept since the rollback is switched to, again without
     // a download.
-    let again = create(&server, "UPDATE", &ids[..1], Some(NEW)).await;
-    let done = ends(&server, &again[0], "SUCCEEDED", 60).await;
-    assert_eq!(done["current_version"], BUILT, "{done:#}");
-    status_is(&server, &ids[..1], ("running", "running", Some(NEW))).await;
-    confirmed(&guests[0], NEW, Some(BUILT)).await;
+    for inv in create(&server, "UPDATE", &ids, Some(NEW)).await {
+        let done = ends(&server, &inv, "SUCCEEDED", 60).await;
+        assert_eq!(done["current_version"], BUILT, "{done:#}");
+    }
+    status_is(&server, &ids, ("running", "running", Some(NEW))).await;
+    for g in &guests {
+        confirmed(g, NEW, Some(BUILT)).await;
+    }
     assert_eq!(downloads(&server).await, served, "nothing downloaded");
 }
 
