@@ -1,7 +1,10 @@
 //! The agent's life through Cloud Eye, end to end: a real server, real guests and real
 //! monitors driven by CES invocations (`docs/ces.md`, "Agent invocations"): an UPDATE
 //! rolled back by an explicit ROLLBACK (the guest switches back to the version it kept,
-//! without downloading it), and an UNINSTALL followed by a new INSTALL.
+//! without downloading it; a version it no longer keeps is downloaded), and an UNINSTALL
+//! followed by a new INSTALL. A ROLLBACK that cannot be done (`invocationmgr.0008`) is
+//! shown by the SDK tests (tests/sdk/test_ces_invocations.py) and here for a ROLLBACK
+//! invocation itself.
 
 use std::time::Instant;
 
@@ -273,4 +276,44 @@ async fn uninstall_through_ces_removes_the_agent_and_keeps_the_guest() {
     assert!(done["current_version"].is_null(), "{done:#}");
     status_is(&server, &ids, ("running", "running", Some(BUILT))).await;
     confirmed(&guest, BUILT, None).await;
+}
+
+#[tokio::test]
+async fn a_rollback_to_a_version_no_longer_on_disk_downloads_it() {
+    let new_monitor = monitor_built_as(NEW);
+    let server = Server::start(&settings()).await;
+    publish_binary(&server, &bin("deskfleet-monitor"), BUILT);
+    publish_binary(&server, &new_monitor, NEW);
+    let token = server.enrollment_token();
+    let guest = Guest::start(&server, &token, "ces-dl-1");
+    let ids = desktops_enrolled(&server, 1).await;
+    let install = create(&server, "INSTALL", &ids, Some(BUILT)).await;
+    ends(&server, &install[0], "SUCCEEDED", 60).await;
+    let update = create(&server, "UPDATE", &ids, Some(NEW)).await;
+    ends(&server, &update[0], "SUCCEEDED", 60).await;
+    confirmed(&guest, NEW, Some(BUILT)).await;
+
+    // Uninstalled (both versions removed), then installed again at the newest: the
+    // desktop no longer keeps the version the UPDATE replaced.
+    let uninstall = create(&server, "UNINSTALL", &ids, None).await;
+    ends(&server, &uninstall[0], "SUCCEEDED", 60).await;
+    let install = create(&server, "INSTALL", &ids, None).await;
+    let done = ends(&server, &install[0], "SUCCEEDED", 60).await;
+    assert_eq!(done["target_version"], NEW, "{done:#}");
+    confirmed(&guest, NEW, None).await;
+
+    // Rolling the UPDATE back offers its earlier version, which is downloaded.
+    let served = downloads(&server).await;
+    let r = server
+        .client()
+        .ces(&CesRequest::act_on_invocations("ROLLBACK", &update))
+        .await
+        .unwrap();
+    let rollback = created(&r);
+    let done = ends(&server, &rollback[0], "ROLLBACKED", 60).await;
+    assert_eq!(done["target_version"], BUILT, "{done:#}");
+    assert_eq!(done["current_version"], NEW, "{done:#}");
+    status_is(&server, &ids, ("running", "running", Some(BUILT))).await;
+    confirmed(&guest, BUILT, Some(NEW)).await;
+    assert_eq!(downloads(&server).await, served + 1, "one download");
 }
