@@ -377,6 +377,32 @@ fn a_failed_job_exits_3_with_progress_on_stderr_and_each_reason_and_retry_and_ca
     let doc = json(&retry);
     assert_eq!(doc["changed"].as_array().unwrap().len(), 1, "{doc}");
     assert_eq!(doc["changed"][0]["from"], "FAILED");
+
+    // The cancelled install is a CANCELED invocation: not retried, exit 3, with the reason.
+    let out = server.run(&[
+        "-o",
+        "json",
+        "--query",
+        "invocations[0].{invocation_id,invocation_status}",
+        "invocations",
+        "list",
+        "--desktop",
+        "wks-1",
+    ]);
+    let doc = json(&out);
+    assert_eq!(doc["invocation_status"], "CANCELED", "{doc}");
+    let out = server.run(&[
+        "invocations",
+        "retry",
+        doc["invocation_id"].as_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 3, "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    let row = text.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with("wks-1 ") && row.contains(" invocationmgr.0007 "),
+        "{text}"
+    );
 }
 
 #[test]
