@@ -52,7 +52,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             invocations,
         } => rollback(&client, &out, &targets, invocations).await,
         Command::Invocations(InvocationsCommand::Retry { ids }) => {
-            let answer = act_on_invocations(&client, "RETRY", &ids).await?;
+            let mut answer = act_on_invocations(&client, "RETRY", &ids).await?;
+            name_desktops(&client, &mut answer).await?;
             report_invocations(&out, "RETRY", answer)
         }
         Command::Uninstall { targets } => invoke(&client, &out, "UNINSTALL", &targets, None).await,
@@ -410,6 +411,28 @@ async fn act_on_invocations(
     Ok(entries)
 }
 
+/// Adds `instance_name` to the entries of a RETRY or ROLLBACK answer (which name only the
+/// desktop's id), listing the project's desktops once if any entry needs it.
+async fn name_desktops(client: &Client, entries: &mut [Value]) -> anyhow::Result<()> {
+    if !entries
+        .iter()
+        .any(|e| e["instance_id"].is_string() && e["instance_name"].is_null())
+    {
+        return Ok(());
+    }
+    let names: std::collections::HashMap<String, String> = targets::list_all(client)
+        .await?
+        .into_iter()
+        .map(|d| (d.desktop_id, d.computer_name))
+        .collect();
+    for e in entries.iter_mut() {
+        if let Some(name) = e["instance_id"].as_str().and_then(|id| names.get(id)) {
+            e["instance_name"] = name.clone().into();
+        }
+    }
+    Ok(())
+}
+
 /// `rollback`: the invocations given, and for each chosen desktop its newest UPDATE
 /// invocation (a desktop without one is reported, not sent).
 async fn rollback(
@@ -454,6 +477,7 @@ async fn rollback(
         ));
     }
     let mut entries = act_on_invocations(client, "ROLLBACK", &invocations).await?;
+    name_desktops(client, &mut entries).await?;
     entries.extend(local_errors);
     report_invocations(out, "ROLLBACK", entries)
 }

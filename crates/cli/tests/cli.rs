@@ -377,6 +377,32 @@ fn a_failed_job_exits_3_with_progress_on_stderr_and_each_reason_and_retry_and_ca
     let doc = json(&retry);
     assert_eq!(doc["changed"].as_array().unwrap().len(), 1, "{doc}");
     assert_eq!(doc["changed"][0]["from"], "FAILED");
+
+    // The cancelled install is a CANCELED invocation: not retried, exit 3, with the reason.
+    let out = server.run(&[
+        "-o",
+        "json",
+        "--query",
+        "invocations[0].{invocation_id,invocation_status}",
+        "invocations",
+        "list",
+        "--desktop",
+        "wks-1",
+    ]);
+    let doc = json(&out);
+    assert_eq!(doc["invocation_status"], "CANCELED", "{doc}");
+    let out = server.run(&[
+        "invocations",
+        "retry",
+        doc["invocation_id"].as_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 3, "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    let row = text.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with("wks-1 ") && row.contains(" invocationmgr.0007 "),
+        "{text}"
+    );
 }
 
 #[test]
@@ -457,6 +483,7 @@ fn a_successful_install_exits_0() {
         .arg("--state-dir")
         .arg(state.path())
         .args(["--monitor-interval-ms", "300", "--heartbeat-secs", "1"])
+        .args(["--watch-window-secs", "1"])
         .arg("--enrollment-token-file")
         .arg(&token_file)
         .env("DESKFLEET_GUEST_HOSTNAME", "desk-ok")
@@ -849,5 +876,312 @@ fn plain_http_to_a_remote_host_is_refused_without_allow_insecure_http() {
         !stderr(&out).contains("refusing plain http"),
         "{}",
         stderr(&out)
+    );
+}
+
+#[path = "../../server/tests/fleet/monitor_build.rs"]
+mod monitor_build;
+
+/// A `deskfleet-guest` enrolled as `name`, watching upgrades for 1 s; stopped, with the
+/// agents it started, when dropped.
+struct Guest {
+    child: Child,
+    state: tempfile::TempDir,
+}
+
+impl Guest {
+    fn start(server: &Server, name: &str) -> Self {
+        let token = server.admin(&["enrollment-tokens", "create", "--project", &server.project]);
+        let state = tempfile::tempdir().unwrap();
+        let token_file = state.path().join("token");
+        std::fs::write(&token_file, token["enrollment_token"].as_str().unwrap()).unwrap();
+        let child = Command::new(bin("deskfleet-guest"))
+            .args(["--server", &server.endpoint(), "--trusted-key"])
+            .arg(server.dir.path().join("package-signing.pub"))
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(["--monitor-interval-ms", "300", "--heartbeat-secs", "1"])
+            .args(["--watch-window-secs", "1"])
+            .arg("--enrollment-token-file")
+            .arg(&token_file)
+            .env("DESKFLEET_GUEST_HOSTNAME", name)
+            .env_remove("DESKFLEET_ENROLLMENT_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Guest { child, state }
+    }
+
+    /// The agent processes this guest runs.
+    fn monitors(&self) -> Vec<u32> {
+        children_of(self.child.id())
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let monitors = self.monitors();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in monitors {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// `invocations list -o json` of `args`: (desktop name, type, status, from, to) of each,
+/// newest first.
+fn invocations(server: &Server, args: &[&str]) -> Vec<[String; 5]> {
+    let out = server.run(&[&["-o", "json", "invocations", "list"], args].concat());
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    json(&out)["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            [
+                "instance_name",
+                "invocation_type",
+                "invocation_status",
+                "current_version",
+                "target_version",
+            ]
+            .map(|k| i[k].as_str().unwrap_or("-").to_string())
+        })
+        .collect()
+}
+
+/// The telescope (status, version) of each desktop, as `agents status` shows it.
+fn telescope(server: &Server, targets: &[&str]) -> Vec<(String, String)> {
+    let out = server.run(&[&["-o", "json", "agents", "status"], targets].concat());
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    json(&out)["agent_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let ext = &a["extensions"][0];
+            (
+                ext["status"].as_str().unwrap().to_string(),
+                ext["version"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn upgrade_rollback_uninstall_and_invocations_list_on_real_guests() {
+    let new_monitor = monitor_build::monitor_built_as("0.2.0");
+    let server = Server::start_with(&format!(
+        "{SETTINGS}[packages]\npublish_bundled_monitor = false\n"
+    ));
+    let publish = |binary: &Path, version: &str| {
+        server.admin(&[
+            "packages",
+            "publish",
+            "--binary",
+            binary.to_str().unwrap(),
+            "--version",
+            version,
+        ])
+    };
+    publish(&bin("deskfleet-monitor"), "0.1.0");
+    let guests = [
+        Guest::start(&server, "cli-a"),
+        Guest::start(&server, "cli-b"),
+    ];
+    eventually(60, "desktops enrolled", || {
+        let out = server.run(&["-o", "json", "--query", "total_count", "desktops", "list"]);
+        (json(&out) == 2).then_some(())
+    });
+    let started = Instant::now();
+
+    // An UPDATE needs an agent: each desktop is refused, exit 3.
+    let out = server.run(&["upgrade", "--all"]);
+    assert_eq!(code(&out), 3, "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.matches("invocationmgr.0005").count(), 2, "{text}");
+    // Nothing to roll back: a usage error.
+    let out = server.run(&["rollback"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing to roll back"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = server.run(&["install", "--all", "--wait", "--poll-ms", "200"]);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    let both = |status: &str, version: &str| -> Vec<(String, String)> {
+        vec![(status.into(), version.into()); 2]
+    };
+    eventually(30, "both agents run 0.1.0", || {
+        (telescope(&server, &["--all"]) == both("running", "0.1.0")).then_some(())
+    });
+
+    // `upgrade` without --version: the newest published.
+    publish(&new_monitor, "0.2.0");
+    let out = server.run(&["upgrade", "cli-a", "cli-b"]);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    let rows: Vec<&str> = text.lines().collect();
+    assert!(rows[0].starts_with("DESKTOP "), "{text}");
+    assert!(
+        rows[1].starts_with("cli-a ") && rows[1].contains(" successful"),
+        "{text}"
+    );
+    assert!(
+        rows[2].starts_with("cli-b ") && rows[2].contains(" successful"),
+        "{text}"
+    );
+    let updates = eventually(60, "both UPDATEs succeeded", || {
+        let list = invocations(&server, &["--type", "UPDATE"]);
+        list.iter().all(|i| i[2] == "SUCCEEDED").then_some(list)
+    });
+    assert_eq!(updates.len(), 2);
+    for i in &updates {
+        assert_eq!(i[1..], ["UPDATE", "SUCCEEDED", "0.1.0", "0.2.0"], "{i:?}");
+    }
+    eventually(30, "both agents run 0.2.0", || {
+        (telescope(&server, &["--all"]) == both("running", "0.2.0")).then_some(())
+    });
+
+    // Rolled back by desktop (its newest UPDATE) and by invocation id.
+    let out = server.run(&["rollback", "cli-a"]);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    let row = text.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with("cli-a ") && row.contains(" successful "),
+        "{text}"
+    );
+    let out = server.run(&[
+        "-o",
+        "json",
+        "--query",
+        "invocations[0].invocation_id",
+        "invocations",
+        "list",
+        "--desktop",
+        "cli-b",
+        "--type",
+        "UPDATE",
+    ]);
+    let b_update = json(&out).as_str().unwrap().to_string();
+    let out = server.run(&["-o", "json", "rollback", "--invocation", &b_update]);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    let answer = json(&out);
+    assert_eq!(answer["invocation_type"], "ROLLBACK", "{answer}");
+    assert_eq!(
+        answer["invocations"][0]["ret_status"], "successful",
+        "{answer}"
+    );
+    assert_ne!(answer["invocations"][0]["invocation_id"], b_update.as_str());
+    eventually(60, "both ROLLBACKs done", || {
+        let list = invocations(&server, &["--type", "ROLLBACK"]);
+        (list.len() == 2 && list.iter().all(|i| i[2] == "ROLLBACKED")).then_some(())
+    });
+    for i in invocations(&server, &["--type", "ROLLBACK"]) {
+        assert_eq!(
+            i[1..],
+            ["ROLLBACK", "ROLLBACKED", "0.2.0", "0.1.0"],
+            "{i:?}"
+        );
+    }
+    for i in invocations(&server, &["--type", "UPDATE"]) {
+        assert_eq!(i[2], "ROLLBACKED", "{i:?}");
+    }
+    eventually(30, "both agents run 0.1.0 again", || {
+        (telescope(&server, &["--all"]) == both("running", "0.1.0")).then_some(())
+    });
+    // Rolled back once only: exit 3 with the reason.
+    let out = server.run(&["rollback", "cli-a"]);
+    assert_eq!(code(&out), 3, "{}\n{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("invocationmgr.0008"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("already rolled back"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Uninstall one desktop: its agent is gone, its guest stays, the other is untouched.
+    let monitor_b = guests[1].monitors();
+    assert_eq!(monitor_b.len(), 1, "{monitor_b:?}");
+    let out = server.run(&["uninstall", "cli-b"]);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("cli-b "), "{}", stdout(&out));
+    eventually(30, "the UNINSTALL succeeded", || {
+        let list = invocations(&server, &["--desktop", "cli-b", "--type", "UNINSTALL"]);
+        (list.len() == 1 && list[0][2] == "SUCCEEDED").then_some(())
+    });
+    eventually(30, "cli-b has no agent", || {
+        (telescope(&server, &["cli-b"]) == [("none".to_string(), "-".to_string())]).then_some(())
+    });
+    assert!(guests[1].monitors().is_empty());
+    assert!(!Path::new(&format!("/proc/{}", monitor_b[0])).exists());
+    assert!(
+        !guests[1]
+            .state
+            .path()
+            .join("agents/deskfleet-monitor")
+            .exists(),
+        "the agent's files are removed"
+    );
+    assert_eq!(
+        telescope(&server, &["cli-a"]),
+        [("running".to_string(), "0.1.0".to_string())]
+    );
+    let out = server.run(&["-o", "json", "agents", "status", "cli-b"]);
+    assert_eq!(json(&out)["agent_status"][0]["uniagent_status"], "running");
+
+    // The Workspace side says the same: only cli-a has the agent.
+    let out = server.run(&[
+        "-o",
+        "json",
+        "--query",
+        "agents_condition[].desktop_name",
+        "agents",
+        "list",
+        "--installed",
+        "true",
+    ]);
+    assert_eq!(json(&out), serde_json::json!(["cli-a"]), "{}", stderr(&out));
+    let out = server.run(&[
+        "-o",
+        "json",
+        "--query",
+        "agents_condition[].desktop_name",
+        "agents",
+        "list",
+        "--installed",
+        "false",
+    ]);
+    assert_eq!(json(&out), serde_json::json!(["cli-b"]), "{}", stderr(&out));
+
+    // The whole history as a table, newest first.
+    let out = server.run(&["invocations", "list"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    let rows: Vec<&str> = text.lines().collect();
+    assert!(
+        rows[0].starts_with("INVOCATION ") && rows[0].contains(" RESULT"),
+        "{text}"
+    );
+    // 2 INSTALL, 2 UPDATE, 2 ROLLBACK, 1 UNINSTALL.
+    assert_eq!(rows.len(), 8, "{text}");
+    assert!(
+        rows[1].contains(" cli-b ") && rows[1].contains(" UNINSTALL "),
+        "{text}"
+    );
+    assert!(text.contains("the agent was removed"), "{text}");
+    assert!(text.contains("rolled back to 0.1.0"), "{text}");
+    eprintln!(
+        "upgrade, rollback and uninstall through the CLI: {:?}",
+        started.elapsed()
     );
 }

@@ -1,12 +1,14 @@
 //! End to end: a real server and real guest daemons on loopback install the real
 //! monitoring agent, and every failure ends with its stable code.
 
+mod ces_life;
 mod ces_metrics;
 mod credentials;
 mod harness;
 mod hostile;
 mod instrumentation;
 mod logs;
+mod monitor_build;
 mod presence;
 mod rollout;
 mod tls;
@@ -36,7 +38,7 @@ pub(crate) async fn desktops_enrolled(server: &Server, n: i64) -> Vec<String> {
     .await
 }
 
-async fn job_done(server: &Server, job: &str, secs: u64) -> JobInfo {
+pub(crate) async fn job_done(server: &Server, job: &str, secs: u64) -> JobInfo {
     let client = server.client();
     eventually(secs, "job finished", || async {
         let info = client.show_job(job).await.ok()?;

@@ -8,61 +8,22 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::harness::{Guest, Server, bin, eventually};
+use super::monitor_build::monitor_built_as;
 use super::{FAST, desktops_enrolled, job_done};
 
 /// The bundled monitor is left out: each test publishes what it needs.
-fn settings() -> String {
+pub(crate) fn settings() -> String {
     format!("{FAST}[packages]\npublish_bundled_monitor = false\n")
 }
 
 /// The workspace's monitor: it reports the crate version.
-const BUILT: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const BUILT: &str = env!("CARGO_PKG_VERSION");
 
 /// The "new" version, built by [`monitor_built_as`].
-const NEW: &str = "0.2.0";
-
-/// The monitor built from this workspace as `version`, in a target directory of its own
-/// (so the usual `target/debug/deskfleet-monitor` stays what it is). Cargo does nothing
-/// when it is up to date.
-fn monitor_built_as(version: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/debug/deps/fleet-… -> target
-    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
-    let target_dir = target.join(format!("test-monitor-{version}"));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "deskfleet-monitor",
-            "--bin",
-            "deskfleet-monitor",
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env("DESKFLEET_MONITOR_VERSION", version)
-        .env("CARGO_BUILD_JOBS", "1")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "building the monitor as {version}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let binary = target_dir.join("debug/deskfleet-monitor");
-    // It really is another version.
-    let said = Command::new(&binary).arg("--version").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&said.stdout).trim(),
-        format!("deskfleet-monitor {version}")
-    );
-    binary
-}
+pub(crate) const NEW: &str = "0.2.0";
 
 /// `admin packages publish --binary PATH --version V`.
-fn publish_binary(server: &Server, binary: &Path, version: &str) -> serde_json::Value {
+pub(crate) fn publish_binary(server: &Server, binary: &Path, version: &str) -> serde_json::Value {
     server.admin(&[
         "packages",
         "publish",
@@ -100,7 +61,7 @@ async fn agent(server: &Server, desktop: &str) -> Option<(String, bool)> {
     ))
 }
 
-async fn agent_is(server: &Server, desktop: &str, version: &str) {
+pub(crate) async fn agent_is(server: &Server, desktop: &str, version: &str) {
     eventually(
         30,
         &format!("{desktop} runs {version} healthily"),
@@ -109,14 +70,14 @@ async fn agent_is(server: &Server, desktop: &str, version: &str) {
     .await;
 }
 
-fn state(guest: &Guest) -> serde_json::Value {
+pub(crate) fn state(guest: &Guest) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(guest.state_dir.path().join("state.json")).unwrap())
         .unwrap()
 }
 
 /// The guest confirmed `version` (its watch passed) and keeps `previous`; exactly one
 /// agent runs, from `version`'s directory.
-async fn confirmed(guest: &Guest, version: &str, previous: Option<&str>) {
+pub(crate) async fn confirmed(guest: &Guest, version: &str, previous: Option<&str>) {
     eventually(
         30,
         &format!("{} confirmed {version}", guest.name),
@@ -152,7 +113,10 @@ async fn confirmed(guest: &Guest, version: &str, previous: Option<&str>) {
     .await;
 }
 
-async fn install_all(server: &Server, ids: &[String]) -> deskfleet_proto::workspace::JobInfo {
+pub(crate) async fn install_all(
+    server: &Server,
+    ids: &[String],
+) -> deskfleet_proto::workspace::JobInfo {
     let job = server
         .client()
         .batch_install_agent(ids)
