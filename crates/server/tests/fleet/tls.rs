@@ -135,6 +135,7 @@ async fn with_tls_off_plain_http_must_be_allowed_by_the_guest_and_the_cli() {
             "--endpoint",
             remote.as_str(),
             "agents",
+            "list",
         ])
         .output()
         .unwrap();
