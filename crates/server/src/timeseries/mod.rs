@@ -379,3 +379,43 @@ impl Worker for RollupWorker {
         self.step().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_minutes_fold_values_and_give_closed_minutes_oldest_first() {
+        let mut open = OpenMinutes::default();
+        let m = 1_735_689_600_000; // a minute's start
+        open.add(1, m + 5_000, 10.0);
+        open.add(1, m + 59_999, 20.0);
+        open.add(2, m, 3.0);
+        open.add(1, m + 60_000, 7.0);
+        assert_eq!(open.held, 3, "one per series and minute");
+        // Nothing has ended before the first minute's start.
+        assert!(open.take(m, 10).is_empty());
+        // The first minute, at most one series-minute at a time.
+        let first = open.take(m + 60_000, 1);
+        let second = open.take(m + 60_000, 10);
+        assert_eq!((first.len(), second.len(), open.held), (1, 1, 1));
+        let mut both = [first, second].concat();
+        both.sort_by_key(|p| p.series);
+        let a = both[0].minute;
+        assert_eq!(
+            (both[0].series, a.at, a.count, a.sum, a.sum_sq, a.min, a.max),
+            (1, m, 2, 30.0, 500.0, 10.0, 20.0)
+        );
+        assert_eq!((both[1].series, both[1].minute.count), (2, 1));
+        // The next minute only once it is before the bound.
+        assert!(open.take(m + 60_000, 10).is_empty());
+        let last = open.take(Millis::MAX, 10);
+        assert_eq!(
+            (last.len(), last[0].minute.at, last[0].minute.sum, open.held),
+            (1, m + 60_000, 7.0, 0)
+        );
+        // A late value opens its minute again.
+        open.add(1, m + 1, 1.0);
+        assert_eq!(open.take(m + 60_000, 10)[0].minute.at, m);
+    }
+}
