@@ -21,7 +21,8 @@ async fn ces_get(client: &Client, path: &str, query: &[(&str, &str)]) -> (u16, V
 #[tokio::test]
 async fn a_desktops_real_figures_come_back_through_show_metric_data() {
     let server = Server::start(&format!(
-        "{FAST}[metric_data]\nflush_interval_ms = 100\nminute_grace_secs = 0\n"
+        "{FAST}[metric_data]\nflush_interval_ms = 100\nminute_grace_secs = 0\n\
+         [throttle]\nenabled = false\n"
     ))
     .await;
     let token = server.enrollment_token();
