@@ -190,7 +190,12 @@ impl IngestWorker {
         let mut latest: HashMap<DesktopId, LatestReport> = HashMap::new();
         let mut series: HashMap<i64, NewSeries> = HashMap::new();
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        let mut open = self.state.metric_queue.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self
+            .state
+            .metric_queue
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         for q in reports {
             if let Some((at, samples)) = report::samples(&q.desktop, &q.json, q.received_at) {
                 for s in samples {
@@ -252,8 +257,7 @@ impl IngestWorker {
         let mut written = 0;
         loop {
             written += self.write(Millis::MAX).await?;
-            if self.state.metric_queue.is_empty() && self.state.metric_queue.open_minutes() == 0
-            {
+            if self.state.metric_queue.is_empty() && self.state.metric_queue.open_minutes() == 0 {
                 return Ok(written);
             }
         }
