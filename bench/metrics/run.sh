@@ -11,7 +11,9 @@
 #   bench/metrics/run.sh                                   # SQLite
 #   BACKEND=postgres PG_ADMIN_URL=postgres://postgres@127.0.0.1:5432/postgres bench/metrics/run.sh
 #   DESKTOPS=1000 DURATION=60 bench/metrics/run.sh         # a quick look
-# Writes bench/metrics/RESULTS-$BACKEND.md. Needs .venv (scripts/sdk-tests.sh makes it).
+#   INGEST_ONLY=1 bench/metrics/run.sh                     # the ingest half only
+# Writes bench/metrics/RESULTS-$BACKEND.md (INGEST_ONLY: RESULTS-ingest-$BACKEND.md). Needs
+# .venv (scripts/sdk-tests.sh makes it), except with INGEST_ONLY.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -22,6 +24,8 @@ CONNECT_RATE=${CONNECT_RATE:-2000}
 WARMUP=${WARMUP:-60}
 DURATION=${DURATION:-300}
 CALLS=${CALLS:-500}
+INGEST_ONLY=${INGEST_ONLY:-0}
+if [ "$INGEST_ONLY" = 1 ]; then RESULTS=${RESULTS:-bench/metrics/RESULTS-ingest-$BACKEND.md}; fi
 RESULTS=${RESULTS:-bench/metrics/RESULTS-$BACKEND.md}
 OUT=$(mktemp -d)
 PY=${PY:-.venv/bin/python}
@@ -33,7 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-[ -x "$PY" ] || { echo "no $PY: run scripts/sdk-tests.sh once to make .venv" >&2; exit 2; }
+[ "$INGEST_ONLY" = 1 ] || [ -x "$PY" ] || { echo "no $PY: run scripts/sdk-tests.sh once to make .venv" >&2; exit 2; }
 
 PROFILE=${PROFILE:-release}
 cargo build --profile "$PROFILE" --locked -p deskfleet-server -p deskfleet-fleet-sim --bins
@@ -115,11 +119,50 @@ t1=$(date +%s.%N)
 cpu1=$(cpu_ticks "$server"); db1=$(db_bytes)
 written1=$(counter deskfleet_metric_points_written_total); dropped1=$(counter deskfleet_metric_reports_dropped_total)
 rss=$(rss_kib "$server")
+open_minutes=$(curl -s --cacert "$OUT/ca.pem" "$endpoint/metrics" | awk '$1 == "deskfleet_metric_open_minutes" {print $2}')
 sim_line=$(tail -1 "$OUT/sim.out")
 echo "measured: secs $t0..$t1 cpu_ticks $cpu0..$cpu1 db $db0..$db1 written $written0..$written1 dropped $dropped0..$dropped1 rss $rss sim $sim_line" >&2
 kill "$sim" 2>/dev/null || true; wait "$sim" 2>/dev/null || true
 stop_server
 read -r raw_rows rollup_rows series_rows < <(sql_rows)
+
+if [ "$INGEST_ONLY" = 1 ]; then
+python3 - "$RESULTS" <<PY
+import json, sys, datetime, os, platform
+sim = json.loads('''$sim_line''')
+secs = $t1 - $t0
+cpu = ($cpu1 - $cpu0) / $hz / secs
+rows_written = $written1 - $written0
+dropped = $dropped1 - $dropped0
+growth = ($db1 - $db0) / secs * 86400
+reports_per_sec = $DESKTOPS / $INTERVAL
+rows = [
+    ("simulated desktops, one report every $INTERVAL s each", f"{sim['connected']} connected, {sim['metrics_sent']} reports sent in all", "10,000", ""),
+    ("values offered", f"{reports_per_sec * 20:,.0f}/s ({reports_per_sec:,.0f} reports/s of 20 values)", "", ""),
+    ("raw rows (series-minutes) written in the measured {0:.0f} s".format(secs), f"{rows_written:,} ({rows_written/secs:,.0f}/s)", "", ""),
+    ("reports dropped (queue full or store refused)", f"{dropped:,}", "0", "yes" if dropped == 0 else "no"),
+    ("server CPU", f"{100*cpu:.1f} % of one core", "< 25 %", "yes" if cpu < 0.25 else "no"),
+    ("server resident memory", f"{$rss/1024:.0f} MiB ({int(float('${open_minutes:-0}')):,} series-minutes open at the end)", "", ""),
+    ("database growth", f"{($db1 - $db0)/2**20:.0f} MiB in {secs:.0f} s = {growth/2**30:.2f} GiB/day before retention", "", ""),
+    ("rows after the run (open minutes flushed at shutdown)", f"{$raw_rows:,} raw minute rows, {$rollup_rows:,} roll-up buckets, {$series_rows:,} series", "", ""),
+]
+with open(sys.argv[1], "w") as f:
+    f.write(f"""# Metric ingest benchmark (one-minute raw data): $BACKEND
+
+Measured {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC by \`INGEST_ONLY=1 BACKEND=$BACKEND bench/metrics/run.sh\`
+(DESKTOPS=$DESKTOPS, INTERVAL=$INTERVAL s, WARMUP=$WARMUP s, DURATION=$DURATION s) on a
+{os.cpu_count()}-core machine (Linux {platform.release()}), release build, default
+\`metric_data\` settings, server and simulator on loopback sharing the same cores.
+
+| measure | result | goal | met |
+|---|---|---|---|
+""")
+    for r in rows:
+        f.write("| " + " | ".join(r) + " |\n")
+print(open(sys.argv[1]).read())
+PY
+exit 0
+fi
 
 # One day of 5-minute roll-ups (30 values each) for every series, ending where the run
 # began; the roll-up marks say it is rolled up, as the worker would have left them. The

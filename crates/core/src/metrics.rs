@@ -72,13 +72,17 @@ pub struct NewSeries {
     pub origin: Option<String>,
 }
 
-/// One raw value of a series.
+/// One raw row of a series: the values reported in one minute (the agent's collection
+/// period), `minute.at` being the minute's start. Writing a minute already stored merges
+/// the two.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Point {
     pub series: i64,
-    pub at: Millis,
-    pub value: f64,
+    pub minute: Aggregate,
 }
+
+/// The raw data's period: Cloud Eye's agent collects once a minute.
+pub const ONE_MINUTE_MS: Millis = 60_000;
 
 /// The latest report of a desktop, as the monitor API shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,7 +157,7 @@ impl Aggregate {
 /// Where a query reads from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
-    /// Raw points, each its own aggregate.
+    /// Raw data: one aggregate per series and minute.
     Raw,
     /// 5-minute roll-ups (and raw points not rolled up yet, bucketed alike).
     FiveMinutes,

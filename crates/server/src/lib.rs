@@ -231,13 +231,11 @@ impl Application {
         }
         shutdown.cancel();
         workers.join().await;
-        // What the sessions queued last is written before the process goes.
+        // What the sessions queued last, and the minutes still open, are written before
+        // the process goes.
         let ingest = timeseries::IngestWorker::new(self.state.clone());
-        while !self.state.metric_queue.is_empty() {
-            if let Err(e) = ingest.step().await {
-                tracing::warn!(error = %e, "metric reports lost at shutdown");
-                break;
-            }
+        if let Err(e) = ingest.flush().await {
+            tracing::warn!(error = %e, "metric reports lost at shutdown");
         }
         tracing::info!("stopped");
         Ok(())

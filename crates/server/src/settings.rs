@@ -588,6 +588,9 @@ pub struct MetricDataSettings {
     /// Buckets of each tier rolled up (and time deleted) per step, at most: bounds the
     /// length of one roll-up transaction.
     pub rollup_buckets_per_step: u32,
+    /// A minute of raw data is written this long after it ended, so that reports a little
+    /// late still count in it; a report later than that is merged into the written row.
+    pub minute_grace_secs: u64,
 }
 
 impl Default for MetricDataSettings {
@@ -602,6 +605,7 @@ impl Default for MetricDataSettings {
             rollup_delay_secs: 60,
             rollup_interval_ms: 5_000,
             rollup_buckets_per_step: 1,
+            minute_grace_secs: 5,
         }
     }
 }

@@ -58,15 +58,41 @@ pub(crate) async fn ingest_metrics<C: Conn>(c: &mut C, batch: &MetricBatch) -> S
         let rows: Vec<_> = batch
             .points
             .iter()
-            .filter(|p| p.value.is_finite())
-            .map(|p| serde_json::json!([p.series.to_string(), p.at.to_string(), p.value]))
+            .filter(|p| {
+                let m = &p.minute;
+                m.count > 0
+                    && [m.sum, m.sum_sq, m.min, m.max]
+                        .iter()
+                        .all(|v| v.is_finite())
+            })
+            .map(|p| {
+                let m = &p.minute;
+                serde_json::json!([
+                    p.series.to_string(),
+                    m.at.to_string(),
+                    m.count.to_string(),
+                    m.sum,
+                    m.sum_sq,
+                    m.min,
+                    m.max
+                ])
+            })
             .collect();
+        // A minute already written (a late report, or the flush at shutdown) is merged.
         let sql = format!(
-            "INSERT INTO metric_points (series_id, ts, value) \
+            "INSERT INTO metric_points (series_id, ts, n, sum, sum_sq, min, max) \
              SELECT CAST(j.value ->> 0 AS BIGINT), CAST(j.value ->> 1 AS BIGINT), \
-             CAST(j.value ->> 2 AS DOUBLE PRECISION) FROM {} WHERE true \
-             ON CONFLICT (series_id, ts) DO NOTHING",
-            d.objects(1)
+             CAST(j.value ->> 2 AS BIGINT), CAST(j.value ->> 3 AS DOUBLE PRECISION), \
+             CAST(j.value ->> 4 AS DOUBLE PRECISION), CAST(j.value ->> 5 AS DOUBLE PRECISION), \
+             CAST(j.value ->> 6 AS DOUBLE PRECISION) FROM {} WHERE true \
+             ON CONFLICT (series_id, ts) DO UPDATE SET n = metric_points.n + excluded.n, \
+             sum = metric_points.sum + excluded.sum, \
+             sum_sq = metric_points.sum_sq + excluded.sum_sq, \
+             min = {least}(metric_points.min, excluded.min), \
+             max = {greatest}(metric_points.max, excluded.max)",
+            d.objects(1),
+            least = least(d),
+            greatest = greatest(d),
         );
         written = c.execute(&sql, args![&json(rows.into())]).await?;
     }
@@ -174,8 +200,8 @@ async fn roll_up_tier<C: Conn>(
     let select = match source {
         Source::Raw => format!(
             "SELECT series_id, {period} AS period, (ts / {period}) * {period} AS bucket, \
-             count(*) AS n, sum(value) AS s, sum(value * value) AS sq, min(value) AS lo, \
-             max(value) AS hi FROM metric_points WHERE ts >= $1 AND ts < $2 \
+             CAST(sum(n) AS BIGINT) AS n, sum(sum) AS s, sum(sum_sq) AS sq, min(min) AS lo, \
+             max(max) AS hi FROM metric_points WHERE ts >= $1 AND ts < $2 \
              GROUP BY series_id, (ts / {period}) * {period}"
         ),
         Source::Rollup(from) => format!(
@@ -308,7 +334,7 @@ async fn rollups<C: Conn>(
     rows.iter().map(aggregate).collect()
 }
 
-/// Raw points of `[from, to)` in buckets of five minutes.
+/// Raw minutes of `[from, to)` in buckets of five minutes.
 async fn raw_in_buckets<C: Conn>(
     c: &mut C,
     series: i64,
@@ -320,8 +346,8 @@ async fn raw_in_buckets<C: Conn>(
     }
     let p = FIVE_MINUTES_MS;
     let sql = format!(
-        "SELECT (ts / {p}) * {p} AS ts, count(*) AS n, sum(value) AS s, \
-         sum(value * value) AS sq, min(value) AS lo, max(value) AS hi FROM metric_points \
+        "SELECT (ts / {p}) * {p} AS ts, CAST(sum(n) AS BIGINT) AS n, sum(sum) AS s, \
+         sum(sum_sq) AS sq, min(min) AS lo, max(max) AS hi FROM metric_points \
          WHERE series_id = $1 AND ts >= $2 AND ts < $3 GROUP BY (ts / {p}) * {p} ORDER BY 1"
     );
     let rows = c.fetch_all(&sql, args![series, from, to]).await?;
@@ -349,14 +375,13 @@ pub(crate) async fn metric_aggregates<C: Conn>(
         Tier::Raw => {
             let rows = c
                 .fetch_all(
-                    "SELECT ts, value FROM metric_points WHERE series_id = $1 AND ts >= $2 \
-                     AND ts < $3 ORDER BY ts",
+                    "SELECT ts, n, sum AS s, sum_sq AS sq, min AS lo, max AS hi \
+                     FROM metric_points WHERE series_id = $1 AND ts >= $2 AND ts < $3 \
+                     ORDER BY ts",
                     args![series, from, to],
                 )
                 .await?;
-            rows.iter()
-                .map(|r| Ok(Aggregate::of(r.int("ts")?, r.float("value")?)))
-                .collect()
+            rows.iter().map(aggregate).collect()
         }
         Tier::FiveMinutes => {
             let done5 = mark(c, FIVE_MINUTES_MS).await?.unwrap_or(Millis::MIN);

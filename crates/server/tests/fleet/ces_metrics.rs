@@ -20,7 +20,11 @@ async fn ces_get(client: &Client, path: &str, query: &[(&str, &str)]) -> (u16, V
 
 #[tokio::test]
 async fn a_desktops_real_figures_come_back_through_show_metric_data() {
-    let server = Server::start(&format!("{FAST}[metric_data]\nflush_interval_ms = 100\n")).await;
+    let server = Server::start(&format!(
+        "{FAST}[metric_data]\nflush_interval_ms = 100\nminute_grace_secs = 0\n\
+         [throttle]\nenabled = false\n"
+    ))
+    .await;
     let token = server.enrollment_token();
     let _guest = Guest::start(&server, &token, "ces-desk");
     let ids = desktops_enrolled(&server, 1).await;
@@ -31,41 +35,55 @@ async fn a_desktops_real_figures_come_back_through_show_metric_data() {
     assert_eq!(info.status, "SUCCESS", "{info:#?}\n{}", server.log());
 
     let dim0 = format!("instance_id,{desktop}");
-    // The latest report the monitor API shows, and the point stored for it.
-    let (report, point) = eventually(30, "the latest report stored as a point", || async {
+    // A report the monitor API shows...
+    let report = eventually(30, "a report in the monitor API", || async {
         let raw = client
             .send_v2(Method::GET, &["desktop-monitor", &desktop], &[], None, &[])
             .await
             .ok()?;
         let latest: Value = serde_json::from_slice(&raw.body).ok()?;
-        let at = latest["metrics"]["collected_at_ms"].as_i64()?;
-        let (from, to) = ((at - 1).to_string(), (at + 1).to_string());
-        let (status, body) = ces_get(
-            &client,
-            "metric-data",
-            &[
-                ("namespace", "AGT.ECS"),
-                ("metric_name", "mem_usedPercent"),
-                ("dim.0", &dim0),
-                ("filter", "max"),
-                ("period", "1"),
-                ("from", &from),
-                ("to", &to),
-            ],
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        let point = body["datapoints"].as_array()?.first()?.clone();
-        Some((latest["metrics"].clone(), point))
+        latest["metrics"]["collected_at_ms"].as_i64()?;
+        Some(latest["metrics"].clone())
     })
     .await;
-    assert_eq!(
-        point["average"].as_f64(),
-        report["memory"]["used_percent"].as_f64(),
-        "period 1 answers the raw value as average: {point}"
+    let at = report["collected_at_ms"].as_i64().unwrap();
+    let used = report["memory"]["used_percent"].as_f64().unwrap();
+    // ...counts in the raw minute it falls in, written once that minute has closed.
+    let minute = at / 60_000 * 60_000;
+    let (from, to) = (minute.to_string(), (minute + 60_000).to_string());
+    let point = |filter: &'static str, period: &'static str| {
+        let (client, dim0, from, to) = (&client, &dim0, &from, &to);
+        async move {
+            let (status, body) = ces_get(
+                client,
+                "metric-data",
+                &[
+                    ("namespace", "AGT.ECS"),
+                    ("metric_name", "mem_usedPercent"),
+                    ("dim.0", dim0),
+                    ("filter", filter),
+                    ("period", period),
+                    ("from", from),
+                    ("to", to),
+                ],
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            body["datapoints"].as_array()?.first().cloned()
+        }
+    };
+    let raw = eventually(100, "the report's minute written", || point("average", "1")).await;
+    assert_eq!(raw["timestamp"], minute, "a raw point is a minute: {raw}");
+    assert_eq!(raw["unit"], "%");
+    let max = point("max", "60").await.unwrap();
+    let min = point("min", "60").await.unwrap();
+    let avg = point("average", "60").await.unwrap();
+    assert_eq!(avg["average"], raw["average"], "period 1 and 60 agree");
+    let (lo, hi) = (min["min"].as_f64().unwrap(), max["max"].as_f64().unwrap());
+    assert!(
+        lo <= used && used <= hi,
+        "the report's {used} lies in its minute's {lo}..{hi}"
     );
-    assert_eq!(point["timestamp"], report["collected_at_ms"]);
-    assert_eq!(point["unit"], "%");
 
     // A 5-minute average lies within the raw values it covers.
     let now = crate::harness::now_ms();

@@ -20,11 +20,18 @@ CREATE TABLE metric_series (
 CREATE INDEX metric_series_list ON metric_series (project_id, metric_name, desktop_id, mount_point);
 CREATE INDEX metric_series_desktop ON metric_series (desktop_id);
 
--- Raw points. The time index serves roll-up and retention, which go through time.
+-- Raw data: the agent's one-minute collection. One row per series and minute starting
+-- at `ts`, holding count, sum, sum of squares, min and max of the values reported in that
+-- minute (the server aggregates reports in memory and writes a minute once it closed).
+-- The time index serves roll-up and retention, which go through time.
 CREATE TABLE metric_points (
     series_id BIGINT NOT NULL,
     ts        BIGINT NOT NULL,
-    value     DOUBLE PRECISION NOT NULL,
+    n         BIGINT NOT NULL,
+    sum       DOUBLE PRECISION NOT NULL,
+    sum_sq    DOUBLE PRECISION NOT NULL,
+    min       DOUBLE PRECISION NOT NULL,
+    max       DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (series_id, ts)
 );
 

@@ -31,15 +31,27 @@ fn series(k: &SeriesKey, unit: &'static str) -> NewSeries {
     }
 }
 
+/// Minutes of one value each.
 fn points(k: &SeriesKey, values: &[(Millis, f64)]) -> Vec<Point> {
     values
         .iter()
         .map(|(at, value)| Point {
             series: k.id(),
-            at: *at,
-            value: *value,
+            minute: Aggregate::of(*at, *value),
         })
         .collect()
+}
+
+/// The minute starting at `at` of the given values.
+fn minute(k: &SeriesKey, at: Millis, values: &[f64]) -> Point {
+    let mut agg = Aggregate::of(at, values[0]);
+    for v in &values[1..] {
+        agg.merge(&Aggregate::of(at, *v));
+    }
+    Point {
+        series: k.id(),
+        minute: agg,
+    }
 }
 
 fn policy() -> RetentionPolicy {
@@ -90,7 +102,8 @@ pub async fn metric_ingest_writes_series_points_and_the_latest_report(ctx: Ctx) 
             series(&cpu_ghost, "%"),
         ],
         points: [
-            points(&cpu_a, &[(B, 10.0), (B + 10_000, 20.5)]),
+            vec![minute(&cpu_a, B, &[10.0, 20.5])],
+            points(&cpu_a, &[(B + 60_000, 7.0)]),
             points(&disk_a, &[(B, 3.25)]),
             points(&cpu_b, &[(B, 99.0)]),
         ]
@@ -109,9 +122,11 @@ pub async fn metric_ingest_writes_series_points_and_the_latest_report(ctx: Ctx) 
         ],
     };
     assert_eq!(s.ingest_metrics(&batch).await.unwrap(), 4);
-    // The same points again change nothing; a series written twice is one series.
+    // A minute written again (a late report, the flush at shutdown) merges into its row;
+    // a series written twice is one series.
     batch.latest.clear();
-    assert_eq!(s.ingest_metrics(&batch).await.unwrap(), 0);
+    batch.points = vec![minute(&cpu_a, B, &[1.0])];
+    assert_eq!(s.ingest_metrics(&batch).await.unwrap(), 1);
 
     let raw = s
         .metric_aggregates(&a, cpu_a.id(), Tier::Raw, B, B + HOUR)
@@ -119,14 +134,15 @@ pub async fn metric_ingest_writes_series_points_and_the_latest_report(ctx: Ctx) 
         .unwrap();
     assert_eq!(
         stats(&raw),
-        vec![(B, 1, 10.0, 10.0, 10.0), (B + 10_000, 1, 20.5, 20.5, 20.5)]
+        vec![(B, 3, 31.5, 1.0, 20.5), (B + 60_000, 1, 7.0, 7.0, 7.0)]
     );
+    assert_eq!(raw[0].sum_sq, 100.0 + 420.25 + 1.0);
     // `to` is exclusive, `from` inclusive.
     let one = s
-        .metric_aggregates(&a, cpu_a.id(), Tier::Raw, B + 1, B + 10_001)
+        .metric_aggregates(&a, cpu_a.id(), Tier::Raw, B + 1, B + 60_001)
         .await
         .unwrap();
-    assert_eq!(one.len(), 1);
+    assert_eq!(stats(&one), vec![(B + 60_000, 1, 7.0, 7.0, 7.0)]);
     // Another project sees nothing of it, and only its own.
     assert!(
         s.metric_aggregates(&b, cpu_a.id(), Tier::Raw, B, B + HOUR)
@@ -146,7 +162,8 @@ pub async fn metric_ingest_writes_series_points_and_the_latest_report(ctx: Ctx) 
         .metric_aggregates(&a, cpu_a.id(), Tier::FiveMinutes, B, B + HOUR)
         .await
         .unwrap();
-    assert_eq!(stats(&five), vec![(B, 2, 30.5, 10.0, 20.5)]);
+    assert_eq!(stats(&five), vec![(B, 4, 38.5, 1.0, 20.5)]);
+    assert_eq!(five[0].sum_sq, 100.0 + 420.25 + 1.0 + 49.0);
 
     let (listed, total) = s
         .list_metric_series(
@@ -254,11 +271,12 @@ pub async fn metric_rollups_are_exact_once_and_retention_keeps_what_is_not_rolle
             .unwrap()
             .is_empty()
     );
-    // A late point for a bucket already rolled up stays raw only.
+    // A late value for a bucket already rolled up merges into its raw minute only.
+    let late = B + 2 * MIN5 + 60_000;
     s.ingest_metrics(&MetricBatch {
         now,
         series: vec![],
-        points: points(&cpu, &[(B + 2 * MIN5 + 30_000, 1000.0)]),
+        points: points(&cpu, &[(late, 1000.0)]),
         latest: vec![],
     })
     .await
@@ -270,11 +288,12 @@ pub async fn metric_rollups_are_exact_once_and_retention_keeps_what_is_not_rolle
         .unwrap();
     assert_eq!(stats(&third), vec![expected_five[2]]);
     assert_eq!(
-        s.metric_aggregates(&a, cpu.id(), Tier::Raw, B + 2 * MIN5, B + 2 * MIN5 + 60_000)
-            .await
-            .unwrap()
-            .len(),
-        2
+        stats(
+            &s.metric_aggregates(&a, cpu.id(), Tier::Raw, late, late + 60_000)
+                .await
+                .unwrap()
+        ),
+        vec![(late, 2, 1011.0, 11.0, 1000.0)]
     );
 
     // Past the raw retention (2 h) raw points go; their roll-ups answer for them.

@@ -93,8 +93,8 @@ impl Filter {
 const FILTERS: &str = "average, max, min, sum or variance";
 const PERIOD_LIST: &str = "1, 60, 300, 1200, 3600, 14400 or 86400";
 
-/// Where a period is read from: raw points for 1 and 60 s, 5-minute roll-ups up to 20
-/// minutes, hourly ones beyond.
+/// Where a period is read from: raw data (the agent's one-minute collection) for 1 and
+/// 60 s, 5-minute roll-ups up to 20 minutes, hourly ones beyond.
 fn tier(period: i64) -> Tier {
     match period {
         1 | 60 => Tier::Raw,
@@ -103,8 +103,8 @@ fn tier(period: i64) -> Tier {
     }
 }
 
-/// The datapoints of a series at `period` seconds: raw values as `average` with their own
-/// time for period 1, else one point per period, on the period's start.
+/// The datapoints of a series at `period` seconds: for period 1 each raw minute's average,
+/// as `average`, on the minute's start; else one point per period, on the period's start.
 pub fn datapoints(
     aggregates: &[Aggregate],
     period: i64,
@@ -229,12 +229,9 @@ fn time_param(query: &Query, key: &str) -> Result<i64, MetricError> {
         })
 }
 
-/// `from` rounded down to the period (period 1: as given).
+/// `from` rounded down to the period (period 1: to the raw data's minute).
 fn round_down(from: Millis, period: i64) -> Millis {
-    if period == 1 {
-        return from;
-    }
-    let p = period * 1000;
+    let p = if period == 1 { 60_000 } else { period * 1000 };
     from.div_euclid(p) * p
 }
 
