@@ -311,19 +311,6 @@ impl Client {
             .await
     }
 
-    /// Sends a request to `/V1.0/{project_id}/{path}` (Cloud Eye's metric API), as
-    /// [`Client::send_v2`] does.
-    pub async fn send_ces_v1(
-        &self,
-        method: Method,
-        segments: &[&str],
-        query: &[(String, String)],
-        body: Option<Vec<u8>>,
-    ) -> Result<RawResponse, ClientError> {
-        self.send_under("V1.0", method, segments, query, body, &[])
-            .await
-    }
-
     /// [`Client::send_v2`] under another API version: `/{version}/{project_id}/{path}`
     /// (`v3` and `V1.0` for Cloud Eye).
     ///

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 async fn ces_get(client: &Client, path: &str, query: &[(&str, &str)]) -> (u16, Value) {
     let raw = client
-        .send_ces_v1(Method::GET, &[path], &q(query), None)
+        .send_under("V1.0", Method::GET, &[path], &q(query), None, &[])
         .await
         .unwrap();
     let body = serde_json::from_slice(&raw.body).unwrap_or(Value::Null);
