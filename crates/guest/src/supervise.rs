@@ -4,6 +4,10 @@
 //! One [`Supervisor`] per installed version. It owns the child; the agent only sees
 //! [`MonitorEvent`]s tagged with the supervisor's generation, so events from a supervisor
 //! that is being replaced are recognised as stale and dropped.
+//!
+//! The child runs in a process group of its own, and stopping it signals the whole group:
+//! whatever the agent started (a helper, a shell's not-yet-exec'd fork) ends with it
+//! instead of outliving the version it belonged to.
 
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, SystemTime};
@@ -125,6 +129,8 @@ enum Ended {
     Cancelled,
     Exited(ExitStatus),
     WaitFailed(std::io::Error),
+    /// It closed its output but did not exit within the stop timeout; it was killed.
+    Lingered,
 }
 
 impl Run {
@@ -139,6 +145,10 @@ impl Run {
                     Ended::WaitFailed(error) => {
                         (format!("cannot wait for {MONITOR_PACKAGE}: {error}"), true)
                     }
+                    Ended::Lingered => (
+                        format!("{MONITOR_PACKAGE} closed its output without exiting; killed"),
+                        true,
+                    ),
                 },
                 Err(error) => (
                     format!("cannot start {}: {error}", self.package.path.display()),
@@ -183,6 +193,8 @@ impl Run {
             // The monitor's diagnostics go where the guest's own logs go.
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        #[cfg(unix)]
+        command.process_group(0);
         if let Some(dir) = self.package.path.parent() {
             command.current_dir(dir);
         }
@@ -255,14 +267,21 @@ impl Run {
         }
         // Its stdout closed: it is exiting (or has closed stdout and lingers, which is
         // as good as dead to us).
-        tokio::select! {
+        let group = child.id();
+        let ended = tokio::select! {
             status = child.wait() => match status {
                 Ok(status) => Ended::Exited(status),
                 Err(error) => Ended::WaitFailed(error),
             },
-            _ = self.cancel.cancelled() => self.stop_child(child).await,
-            _ = tokio::time::sleep(self.settings.stop_timeout) => self.stop_child(child).await,
-        }
+            _ = self.cancel.cancelled() => return self.stop_child(child).await,
+            _ = tokio::time::sleep(self.settings.stop_timeout) => {
+                self.stop_child(child).await;
+                Ended::Lingered
+            }
+        };
+        // A crashed agent's helpers go with it, before the next start.
+        sweep_group(group);
+        ended
     }
 
     /// False when the agent is gone.
@@ -310,8 +329,10 @@ impl Run {
         }
     }
 
-    /// SIGTERM, then SIGKILL after the stop timeout.
+    /// SIGTERM to its group, then SIGKILL after the stop timeout; what is left of the
+    /// group once the child is gone is killed too.
     async fn stop_child(&self, mut child: Child) -> Ended {
+        let group = child.id();
         terminate(&child);
         match tokio::time::timeout(self.settings.stop_timeout, child.wait()).await {
             Ok(Ok(status)) => {
@@ -326,19 +347,43 @@ impl Run {
                 let _ = child.kill().await;
             }
         }
+        sweep_group(group);
         Ended::Cancelled
     }
 }
 
+/// The process group `leader` led (its id is the group's id), as a `Pid`.
+#[cfg(unix)]
+fn group_of(leader: Option<u32>) -> Option<rustix::process::Pid> {
+    leader
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(rustix::process::Pid::from_raw)
+}
+
+/// Kills what is left of the group once its leader was reaped. The group id cannot name
+/// anyone else meanwhile: it stays in use as long as any member lives, and the kernel
+/// does not hand out a process id that is still some group's id.
+#[cfg(unix)]
+fn sweep_group(leader: Option<u32>) {
+    use rustix::process::{Signal, kill_process_group};
+    if let Some(group) = group_of(leader) {
+        match kill_process_group(group, Signal::KILL) {
+            Ok(()) => tracing::debug!("signalled what the monitor left in its process group"),
+            Err(rustix::io::Errno::SRCH) => {}
+            Err(error) => tracing::debug!(%error, "cannot signal the monitor's process group"),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn sweep_group(_leader: Option<u32>) {}
+
 #[cfg(unix)]
 fn terminate(child: &Child) {
-    use rustix::process::{Pid, Signal, kill_process};
+    use rustix::process::{Signal, kill_process_group};
     // `id()` is None once the child was reaped; then there is nothing to signal.
-    if let Some(pid) = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .and_then(Pid::from_raw)
-        && let Err(error) = kill_process(pid, Signal::TERM)
+    if let Some(group) = group_of(child.id())
+        && let Err(error) = kill_process_group(group, Signal::TERM)
     {
         tracing::debug!(%error, "cannot send SIGTERM to the monitor");
     }
@@ -444,6 +489,74 @@ mod tests {
         supervisor.stop().await;
         let starts = std::fs::read_to_string(&count).unwrap().lines().count();
         assert!(starts >= 3, "{starts} starts");
+    }
+
+    const HEALTH_LINE: &str = r#"{"type":"health","agent":"deskfleet-monitor","version":"1.2.3","healthy":true,"pid":1,"started_at_ms":1,"supported":true,"status":"running"}"#;
+
+    /// Pids of the processes whose command line holds `marker`.
+    fn running_with(marker: &str) -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|entry| {
+                std::fs::read(entry.path().join("cmdline"))
+                    .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
+            })
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn stopping_the_monitor_ends_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = format!("helper-{}", std::process::id());
+        // A helper that outlives its parent unless its process group is signalled (it
+        // runs a command after `sleep`, so the shell stays and keeps the marker).
+        let body = format!(
+            "#!/bin/sh\nsh -c 'sleep 3600; :' {marker} &\necho '{HEALTH_LINE}'\nwhile :; do sleep 0.1; done\n"
+        );
+        let package = script(dir.path(), &body);
+        let (tx, mut rx) = mpsc::channel(64);
+        let supervisor = Supervisor::start(package, 7, settings(), tx);
+        assert!(matches!(next(&mut rx).await, MonitorEvent::Health { .. }));
+        assert!(!running_with(&marker).is_empty(), "the helper runs");
+        supervisor.stop().await;
+        // SIGKILL is delivered when the helper is next scheduled: wait for it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !running_with(&marker).is_empty() {
+            assert!(Instant::now() < deadline, "the helper outlived the monitor");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_monitor_that_closes_its_output_and_lingers_is_killed_and_restarted() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = dir.path().join("starts");
+        let body = format!(
+            "#!/bin/sh\necho x >> {}\necho '{HEALTH_LINE}'\nexec >&-\nexec sleep 3600\n",
+            count.display()
+        );
+        let package = script(dir.path(), &body);
+        let (tx, mut rx) = mpsc::channel(64);
+        let supervisor = Supervisor::start(package, 7, settings(), tx);
+        let mut downs = 0;
+        while downs < 2 {
+            if let MonitorEvent::Down { health, spawned } = next(&mut rx).await {
+                assert!(spawned);
+                assert!(
+                    health
+                        .last_error
+                        .contains("closed its output without exiting"),
+                    "{}",
+                    health.last_error
+                );
+                downs += 1;
+            }
+        }
+        supervisor.stop().await;
+        let starts = std::fs::read_to_string(&count).unwrap().lines().count();
+        assert!(starts >= 2, "{starts} starts");
     }
 
     #[tokio::test]

@@ -330,6 +330,24 @@ fn processes_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Waits until no process runs from under `dir`: a stopped monitor's process group is
+/// killed, and a killed process leaves `/proc` only once the kernel has run it.
+async fn nothing_runs_under(dir: &Path) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = processes_under(dir);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes left behind under {}: {left:?}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn state_json(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("state/state.json")).unwrap()).unwrap()
 }
@@ -490,8 +508,7 @@ async fn enrolls_installs_supervises_and_restarts_without_enrolling_again() {
     shutdown.cancel();
     server.until(|m| m.agent_disconnect.is_some()).await;
     tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
-    let left = processes_under(&install_dir);
-    assert!(left.is_empty(), "monitor processes left behind: {left:?}");
+    nothing_runs_under(&install_dir).await;
 
     // A restart: the credential, not the token; the monitor is started at once and the
     // first message already reports it installed.
@@ -1053,7 +1070,7 @@ async fn a_first_install_that_fails_its_watch_leaves_nothing_running() {
             .contains_key("deskfleet-monitor"),
         "{health:?}"
     );
-    assert!(processes_under(&agents_dir(dir.path())).is_empty());
+    nothing_runs_under(&agents_dir(dir.path())).await;
     shutdown.cancel();
     tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
 }
@@ -1140,7 +1157,7 @@ async fn uninstall_stops_the_agent_removes_every_version_and_keeps_the_connectio
         .await;
     let statuses = done.last().unwrap().package_statuses.as_ref().unwrap();
     assert_eq!(statuses.error_message, "");
-    assert!(processes_under(&dir.path().join("state/agents")).is_empty());
+    nothing_runs_under(&dir.path().join("state/agents")).await;
     assert!(
         !agents_dir(dir.path()).exists(),
         "{:?}",
@@ -1204,7 +1221,7 @@ async fn a_guest_restarted_while_watching_watches_again_and_confirms() {
         .await;
     shutdown.cancel();
     tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
-    assert!(processes_under(&agents_dir(dir.path())).is_empty());
+    nothing_runs_under(&agents_dir(dir.path())).await;
     let state = state_json(dir.path());
     assert_eq!(state["package"]["version"], "2.0.0");
     assert_eq!(state["previous"]["version"], "1.0.0");
