@@ -377,10 +377,13 @@ async fn write_loop(
         if !creates.is_empty() {
             ops[0] = Some(create_group(creates));
         }
-        run_batch(&writer, &shm, ops.into_iter().flatten().collect()).await;
+        let committed = run_batch(&writer, &shm, ops.into_iter().flatten().collect()).await;
         depth.set(queue.len() as f64);
-        // Full means a checkpoint is already due.
-        let _ = checkpoint.try_send(());
+        // Only a commit adds to the WAL; a checkpoint after a failed batch would only
+        // touch the WAL index of a storage that is failing. Full means one is already due.
+        if committed {
+            let _ = checkpoint.try_send(());
+        }
     }
     writer.close().await;
 }
@@ -391,29 +394,31 @@ async fn write_loop(
 /// nothing is kept; calls not yet run are dropped, which their callers see as
 /// `Unavailable`. The connection of a failed batch is closed rather than reused: a failed
 /// COMMIT or ROLLBACK leaves it in a transaction state nobody can vouch for, and the pool
-/// opens a fresh one for the next batch.
-async fn run_batch(writer: &SqlitePool, shm: &Path, ops: Vec<WriteOp>) {
+/// opens a fresh one for the next batch. True when the batch committed.
+async fn run_batch(writer: &SqlitePool, shm: &Path, ops: Vec<WriteOp>) -> bool {
     let size = ops.len();
     if let Some(fault) = shm_fault(shm) {
         tracing::error!(error = %fault, size, "sqlite write batch refused");
-        return;
+        return false;
     }
     let mut conn = match writer.acquire().await {
         Ok(conn) => conn,
         Err(e) => {
             tracing::error!(error = %e, size, "sqlite writer connection unavailable");
-            return;
+            return false;
         }
     };
     match run_in_transaction(&mut conn, shm, ops).await {
         Ok(answers) => {
             tracing::trace!(size, "sqlite write batch committed");
             answers.into_iter().for_each(|a| a.send(Ok(())));
+            true
         }
         Err((e, answers)) => {
             tracing::error!(error = %e, size, "sqlite write batch failed; nothing was kept");
             answers.into_iter().for_each(|a| a.send(Err(&e)));
             conn.close_on_drop();
+            false
         }
     }
 }

@@ -241,13 +241,15 @@ pub enum Reads {
     MayBeRefused,
 }
 
-/// Runs the whole scenario on a started server: load, `inject`, `refusals` more writes
-/// refused after the first (the fault lasts that long), `repair`, recovery, nothing
-/// acknowledged lost.
+/// Runs the whole scenario on a started server: load, `inject`, then `escalate` once the
+/// first write was refused, `refusals` more writes refused after the first (the fault
+/// lasts that long), `repair`, recovery, nothing acknowledged lost.
+#[allow(clippy::too_many_arguments)]
 pub async fn fault_scenario(
     name: &str,
     server: &mut Server,
     inject: impl FnOnce(),
+    escalate: impl FnOnce(),
     repair: impl FnOnce(),
     reads: Reads,
     recovery_limit: Duration,
@@ -279,6 +281,7 @@ pub async fn fault_scenario(
     )
     .await;
     let refused_at = Instant::now();
+    escalate();
     // Let the fault last: more refusals, and readiness reports it.
     wait_or_died(
         &load,

@@ -151,6 +151,7 @@ async fn postgres_down_refuses_then_recovers_without_restart() {
         name,
         &mut server,
         || cluster.stop().expect("stop the private cluster"),
+        || {},
         || cluster.start().expect("start the private cluster again"),
         Reads::MayBeRefused,
         RECOVERY,
