@@ -463,18 +463,19 @@ pub trait Store: Send + Sync + 'static {
         policy: &RetentionPolicy,
         now: Millis,
     ) -> StoreResult<RollupOutcome>;
-    /// The aggregates of series `series` of `project` with `from <= at < to`, read from
-    /// `tier`, oldest first: raw points one by one; for a roll-up tier its buckets, then
-    /// the finer data not rolled up yet in finer buckets (the caller re-buckets). Empty for
-    /// a series of another project or none at all.
+    /// For each of `series`, in that order, its aggregates with `from <= at < to`, read
+    /// from `tier`, oldest first: raw points one by one; for a roll-up tier its buckets,
+    /// then the finer data not rolled up yet in finer buckets (the caller re-buckets).
+    /// Empty for a series of another project or none at all. One read, however many
+    /// series: a batch query costs no more round trips than a single one.
     async fn metric_aggregates(
         &self,
         project: &ProjectId,
-        series: i64,
+        series: &[i64],
         tier: Tier,
         from: Millis,
         to: Millis,
-    ) -> StoreResult<Vec<Aggregate>>;
+    ) -> StoreResult<Vec<Vec<Aggregate>>>;
     /// The series of `project` matching `filter`, in (metric, desktop, mount point) order,
     /// and how many match without paging.
     async fn list_metric_series(

@@ -856,11 +856,11 @@ impl<B: Backend> Store for DbStore<B> {
     async fn metric_aggregates(
         &self,
         project: &ProjectId,
-        series: i64,
+        series: &[i64],
         tier: Tier,
         from: Millis,
         to: Millis,
-    ) -> StoreResult<Vec<Aggregate>> {
+    ) -> StoreResult<Vec<Vec<Aggregate>>> {
         timed("metric_aggregates", async {
             let mut tx = self.0.read().await?;
             let out =

@@ -314,93 +314,158 @@ fn aggregate<R: DbRow>(row: &R) -> StoreResult<Aggregate> {
     })
 }
 
-async fn rollups<C: Conn>(
-    c: &mut C,
-    series: i64,
-    period: Millis,
-    from: Millis,
-    to: Millis,
-) -> StoreResult<Vec<Aggregate>> {
-    if from >= to {
-        return Ok(Vec::new());
-    }
-    let rows = c
-        .fetch_all(
-            "SELECT ts, n, sum AS s, sum_sq AS sq, min AS lo, max AS hi FROM metric_rollups \
-             WHERE series_id = $1 AND period = $2 AND ts >= $3 AND ts < $4 ORDER BY ts",
-            args![series, period, from, to],
-        )
-        .await?;
-    rows.iter().map(aggregate).collect()
+/// One part of a series read: a table, a time range and how its rows become aggregates.
+enum Part {
+    /// Roll-up buckets of `period` in `[from, to)`.
+    Rollups(Millis, Millis, Millis),
+    /// Raw minutes of `[from, to)`, one by one.
+    Raw(Millis, Millis),
+    /// Raw minutes of `[from, to)` in buckets of five minutes.
+    RawInBuckets(Millis, Millis),
 }
 
-/// Raw minutes of `[from, to)` in buckets of five minutes.
-async fn raw_in_buckets<C: Conn>(
-    c: &mut C,
-    series: i64,
-    from: Millis,
-    to: Millis,
-) -> StoreResult<Vec<Aggregate>> {
-    if from >= to {
-        return Ok(Vec::new());
+impl Part {
+    /// The part's `SELECT` over the series whose placeholders are `ids`, with its time
+    /// range bound at `$first` and `$first + 1`.
+    fn select(&self, ids: &str, first: usize) -> String {
+        let (from, to) = (first, first + 1);
+        match self {
+            Part::Rollups(period, _, _) => format!(
+                "SELECT series_id, ts, n, sum AS s, sum_sq AS sq, min AS lo, max AS hi \
+                 FROM metric_rollups WHERE series_id IN ({ids}) AND period = {period} \
+                 AND ts >= ${from} AND ts < ${to}"
+            ),
+            Part::Raw(..) => format!(
+                "SELECT series_id, ts, n, sum AS s, sum_sq AS sq, min AS lo, max AS hi \
+                 FROM metric_points WHERE series_id IN ({ids}) AND ts >= ${from} AND ts < ${to}"
+            ),
+            Part::RawInBuckets(..) => {
+                let p = FIVE_MINUTES_MS;
+                format!(
+                    "SELECT series_id, (ts / {p}) * {p} AS ts, CAST(sum(n) AS BIGINT) AS n, \
+                     sum(sum) AS s, sum(sum_sq) AS sq, min(min) AS lo, max(max) AS hi \
+                     FROM metric_points WHERE series_id IN ({ids}) AND ts >= ${from} \
+                     AND ts < ${to} GROUP BY series_id, (ts / {p}) * {p}"
+                )
+            }
+        }
     }
-    let p = FIVE_MINUTES_MS;
-    let sql = format!(
-        "SELECT (ts / {p}) * {p} AS ts, CAST(sum(n) AS BIGINT) AS n, sum(sum) AS s, \
-         sum(sum_sq) AS sq, min(min) AS lo, max(max) AS hi FROM metric_points \
-         WHERE series_id = $1 AND ts >= $2 AND ts < $3 GROUP BY (ts / {p}) * {p} ORDER BY 1"
-    );
-    let rows = c.fetch_all(&sql, args![series, from, to]).await?;
-    rows.iter().map(aggregate).collect()
+
+    fn range(&self) -> (Millis, Millis) {
+        match *self {
+            Part::Rollups(_, from, to) | Part::Raw(from, to) | Part::RawInBuckets(from, to) => {
+                (from, to)
+            }
+        }
+    }
 }
 
+/// The parts that answer `[from, to)` at `tier`, given how far each roll-up has got: the
+/// coarsest data already rolled up first, then finer data for what is not yet.
+fn parts(tier: Tier, from: Millis, to: Millis, done5: Millis, done60: Millis) -> Vec<Part> {
+    let parts = match tier {
+        Tier::Raw => vec![Part::Raw(from, to)],
+        Tier::FiveMinutes => {
+            let split = done5.clamp(from, to);
+            vec![
+                Part::Rollups(FIVE_MINUTES_MS, from, split),
+                Part::RawInBuckets(split, to),
+            ]
+        }
+        Tier::OneHour => {
+            let split60 = done60.clamp(from, to);
+            let split5 = done5.clamp(split60, to);
+            vec![
+                Part::Rollups(ONE_HOUR_MS, from, split60),
+                Part::Rollups(FIVE_MINUTES_MS, split60, split5),
+                Part::RawInBuckets(split5, to),
+            ]
+        }
+    };
+    parts
+        .into_iter()
+        .filter(|p| {
+            let (from, to) = p.range();
+            from < to
+        })
+        .collect()
+}
+
+/// Two statements whatever the number of series: which of them `project` owns, with both
+/// roll-up marks; then every part of every owned series in one `UNION ALL`, ordered by
+/// series and time.
 pub(crate) async fn metric_aggregates<C: Conn>(
     c: &mut C,
     project: &ProjectId,
-    series: i64,
+    series: &[i64],
     tier: Tier,
     from: Millis,
     to: Millis,
-) -> StoreResult<Vec<Aggregate>> {
-    let owned = c
-        .fetch_optional(
-            "SELECT id FROM metric_series WHERE id = $1 AND project_id = $2",
-            args![series, project.as_str()],
-        )
-        .await?;
-    if owned.is_none() || from >= to {
-        return Ok(Vec::new());
+) -> StoreResult<Vec<Vec<Aggregate>>> {
+    let mut out = vec![Vec::new(); series.len()];
+    if series.is_empty() || from >= to {
+        return Ok(out);
     }
-    match tier {
-        Tier::Raw => {
-            let rows = c
-                .fetch_all(
-                    "SELECT ts, n, sum AS s, sum_sq AS sq, min AS lo, max AS hi \
-                     FROM metric_points WHERE series_id = $1 AND ts >= $2 AND ts < $3 \
-                     ORDER BY ts",
-                    args![series, from, to],
-                )
-                .await?;
-            rows.iter().map(aggregate).collect()
-        }
-        Tier::FiveMinutes => {
-            let done5 = mark(c, FIVE_MINUTES_MS).await?.unwrap_or(Millis::MIN);
-            let split = done5.clamp(from, to);
-            let mut out = rollups(c, series, FIVE_MINUTES_MS, from, split).await?;
-            out.extend(raw_in_buckets(c, series, split, to).await?);
-            Ok(out)
-        }
-        Tier::OneHour => {
-            let done5 = mark(c, FIVE_MINUTES_MS).await?.unwrap_or(Millis::MIN);
-            let done60 = mark(c, ONE_HOUR_MS).await?.unwrap_or(Millis::MIN);
-            let split60 = done60.clamp(from, to);
-            let split5 = done5.clamp(split60, to);
-            let mut out = rollups(c, series, ONE_HOUR_MS, from, split60).await?;
-            out.extend(rollups(c, series, FIVE_MINUTES_MS, split60, split5).await?);
-            out.extend(raw_in_buckets(c, series, split5, to).await?);
-            Ok(out)
+    let mut unique = series.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    let ids = (0..unique.len())
+        .map(|i| format!("${}", i + 2))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT id, \
+         (SELECT done_until FROM metric_rollup_marks WHERE period = {FIVE_MINUTES_MS}) AS m5, \
+         (SELECT done_until FROM metric_rollup_marks WHERE period = {ONE_HOUR_MS}) AS m60 \
+         FROM metric_series WHERE project_id = $1 AND id IN ({ids})"
+    );
+    let mut bound = args![project.as_str()];
+    bound.extend(unique.iter().map(|&id| id.into()));
+    let owned = c.fetch_all(&sql, bound).await?;
+    let Some(first) = owned.first() else {
+        return Ok(out);
+    };
+    let done5 = first.opt_int("m5")?.unwrap_or(Millis::MIN);
+    let done60 = first.opt_int("m60")?.unwrap_or(Millis::MIN);
+    let owned: Vec<i64> = owned
+        .iter()
+        .map(|r| r.int("id"))
+        .collect::<StoreResult<_>>()?;
+    let parts = parts(tier, from, to, done5, done60);
+    if parts.is_empty() {
+        return Ok(out);
+    }
+    let ids = (0..owned.len())
+        .map(|i| format!("${}", i + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut bound: Vec<crate::conn::Arg> = owned.iter().map(|&id| id.into()).collect();
+    let selects: Vec<String> = parts
+        .iter()
+        .map(|part| {
+            let (from, to) = part.range();
+            let first = bound.len() + 1;
+            bound.push(from.into());
+            bound.push(to.into());
+            part.select(&ids, first)
+        })
+        .collect();
+    let sql = format!("{} ORDER BY series_id, ts", selects.join(" UNION ALL "));
+    let rows = c.fetch_all(&sql, bound).await?;
+    let mut by_series: std::collections::HashMap<i64, Vec<Aggregate>> =
+        std::collections::HashMap::with_capacity(owned.len());
+    for row in &rows {
+        by_series
+            .entry(row.int("series_id")?)
+            .or_default()
+            .push(aggregate(row)?);
+    }
+    for (slot, id) in out.iter_mut().zip(series) {
+        if let Some(found) = by_series.get(id) {
+            slot.clone_from(found);
         }
     }
+    Ok(out)
 }
 
 pub(crate) async fn list_metric_series<C: Conn>(

@@ -129,9 +129,10 @@ pub async fn metric_ingest_writes_series_points_and_the_latest_report(ctx: Ctx) 
     assert_eq!(s.ingest_metrics(&batch).await.unwrap(), 1);
 
     let raw = s
-        .metric_aggregates(&a, cpu_a.id(), Tier::Raw, B, B + HOUR)
+        .metric_aggregates(&a, &[cpu_a.id()], Tier::Raw, B, B + HOUR)
         .await
-        .unwrap();
+        .unwrap()
+        .remove(0);
     assert_eq!(
         stats(&raw),
         vec![(B, 3, 31.5, 1.0, 20.5), (B + 60_000, 1, 7.0, 7.0, 7.0)]
@@ -139,29 +140,40 @@ pub async fn metric_ingest_writes_series_points_and_the_latest_report(ctx: Ctx) 
     assert_eq!(raw[0].sum_sq, 100.0 + 420.25 + 1.0);
     // `to` is exclusive, `from` inclusive.
     let one = s
-        .metric_aggregates(&a, cpu_a.id(), Tier::Raw, B + 1, B + 60_001)
+        .metric_aggregates(&a, &[cpu_a.id()], Tier::Raw, B + 1, B + 60_001)
         .await
-        .unwrap();
+        .unwrap()
+        .remove(0);
     assert_eq!(stats(&one), vec![(B + 60_000, 1, 7.0, 7.0, 7.0)]);
     // Another project sees nothing of it, and only its own.
     assert!(
-        s.metric_aggregates(&b, cpu_a.id(), Tier::Raw, B, B + HOUR)
+        s.metric_aggregates(&b, &[cpu_a.id()], Tier::Raw, B, B + HOUR)
             .await
             .unwrap()
+            .remove(0)
             .is_empty()
     );
     assert_eq!(
-        s.metric_aggregates(&b, cpu_b.id(), Tier::Raw, B, B + HOUR)
+        s.metric_aggregates(&b, &[cpu_b.id()], Tier::Raw, B, B + HOUR)
             .await
             .unwrap()
+            .remove(0)
             .len(),
         1
     );
-    // Not rolled up yet: the 5-minute tier aggregates the raw points itself.
-    let five = s
-        .metric_aggregates(&a, cpu_a.id(), Tier::FiveMinutes, B, B + HOUR)
+    // Both projects' series in one read: each project sees only its own.
+    let both = s
+        .metric_aggregates(&a, &[cpu_b.id(), cpu_a.id()], Tier::Raw, B, B + HOUR)
         .await
         .unwrap();
+    assert!(both[0].is_empty());
+    assert_eq!(both[1], raw);
+    // Not rolled up yet: the 5-minute tier aggregates the raw points itself.
+    let five = s
+        .metric_aggregates(&a, &[cpu_a.id()], Tier::FiveMinutes, B, B + HOUR)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(stats(&five), vec![(B, 4, 38.5, 1.0, 20.5)]);
     assert_eq!(five[0].sum_sq, 100.0 + 420.25 + 1.0 + 49.0);
 
@@ -202,9 +214,10 @@ pub async fn metric_ingest_writes_series_points_and_the_latest_report(ctx: Ctx) 
     // Deleting the desktop takes its series with it.
     s.delete_desktop(&a, &da, B).await.unwrap();
     assert!(
-        s.metric_aggregates(&a, cpu_a.id(), Tier::Raw, B, B + HOUR)
+        s.metric_aggregates(&a, &[cpu_a.id()], Tier::Raw, B, B + HOUR)
             .await
             .unwrap()
+            .remove(0)
             .is_empty()
     );
 }
@@ -233,9 +246,10 @@ pub async fn metric_rollups_are_exact_once_and_retention_keeps_what_is_not_rolle
         })
         .collect();
     let before = s
-        .metric_aggregates(&a, cpu.id(), Tier::FiveMinutes, B, B + 2 * HOUR)
+        .metric_aggregates(&a, &[cpu.id()], Tier::FiveMinutes, B, B + 2 * HOUR)
         .await
-        .unwrap();
+        .unwrap()
+        .remove(0);
     assert_eq!(stats(&before), expected_five);
 
     // Roll up everything that ended a minute before B + 2 h + 1 min.
@@ -244,14 +258,16 @@ pub async fn metric_rollups_are_exact_once_and_retention_keeps_what_is_not_rolle
     // Running the steps again adds nothing twice.
     settle(s, now).await;
     let five = s
-        .metric_aggregates(&a, cpu.id(), Tier::FiveMinutes, B, B + 2 * HOUR)
+        .metric_aggregates(&a, &[cpu.id()], Tier::FiveMinutes, B, B + 2 * HOUR)
         .await
-        .unwrap();
+        .unwrap()
+        .remove(0);
     assert_eq!(stats(&five), expected_five, "rolled up exactly once");
     let hours = s
-        .metric_aggregates(&a, cpu.id(), Tier::OneHour, B, B + 2 * HOUR)
+        .metric_aggregates(&a, &[cpu.id()], Tier::OneHour, B, B + 2 * HOUR)
         .await
-        .unwrap();
+        .unwrap()
+        .remove(0);
     let hour_sum: f64 = (0..60).map(f64::from).sum();
     assert_eq!(
         stats(&hours),
@@ -264,11 +280,44 @@ pub async fn metric_rollups_are_exact_once_and_retention_keeps_what_is_not_rolle
     let var = hours[0].variance();
     assert!((var - (3600.0 - 1.0) / 12.0).abs() < 1e-6, "{var}");
 
+    // Newer minutes not rolled up yet: one read joins the roll-ups before the mark with
+    // the raw minutes after it, bucketed alike, for every series asked, in the order
+    // asked (a series asked twice answers twice, an unknown one with nothing).
+    let newer: Vec<(Millis, f64)> = (120..130).map(|m| (B + m * 60_000, 1.0)).collect();
+    s.ingest_metrics(&MetricBatch {
+        now,
+        series: vec![],
+        points: points(&cpu, &newer),
+        latest: vec![],
+    })
+    .await
+    .unwrap();
+    let other = key(&d, "mem_usedPercent", None);
+    let mut read = s
+        .metric_aggregates(
+            &a,
+            &[cpu.id(), other.id(), cpu.id()],
+            Tier::FiveMinutes,
+            B + HOUR,
+            B + 2 * HOUR + 2 * MIN5,
+        )
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 3);
+    assert!(read[1].is_empty());
+    assert_eq!(read[0], read[2]);
+    let joined = read.remove(0);
+    let mut expected = expected_five[12..].to_vec();
+    expected.push((B + 2 * HOUR, 5, 5.0, 1.0, 1.0));
+    expected.push((B + 2 * HOUR + MIN5, 5, 5.0, 1.0, 1.0));
+    assert_eq!(stats(&joined), expected);
+
     // Raw points older than two hours are gone already (B + 1 min is the cutoff now).
     assert!(
-        s.metric_aggregates(&a, cpu.id(), Tier::Raw, B, B + 60_000)
+        s.metric_aggregates(&a, &[cpu.id()], Tier::Raw, B, B + 60_000)
             .await
             .unwrap()
+            .remove(0)
             .is_empty()
     );
     // A late value for a bucket already rolled up merges into its raw minute only.
@@ -283,15 +332,23 @@ pub async fn metric_rollups_are_exact_once_and_retention_keeps_what_is_not_rolle
     .unwrap();
     settle(s, now).await;
     let third = s
-        .metric_aggregates(&a, cpu.id(), Tier::FiveMinutes, B + 2 * MIN5, B + 3 * MIN5)
+        .metric_aggregates(
+            &a,
+            &[cpu.id()],
+            Tier::FiveMinutes,
+            B + 2 * MIN5,
+            B + 3 * MIN5,
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .remove(0);
     assert_eq!(stats(&third), vec![expected_five[2]]);
     assert_eq!(
         stats(
-            &s.metric_aggregates(&a, cpu.id(), Tier::Raw, late, late + 60_000)
+            &s.metric_aggregates(&a, &[cpu.id()], Tier::Raw, late, late + 60_000)
                 .await
                 .unwrap()
+                .remove(0)
         ),
         vec![(late, 2, 1011.0, 11.0, 1000.0)]
     );
@@ -300,39 +357,44 @@ pub async fn metric_rollups_are_exact_once_and_retention_keeps_what_is_not_rolle
     let later = B + 5 * HOUR;
     settle(s, later).await;
     assert!(
-        s.metric_aggregates(&a, cpu.id(), Tier::Raw, B, B + 2 * HOUR)
+        s.metric_aggregates(&a, &[cpu.id()], Tier::Raw, B, B + 2 * HOUR)
             .await
             .unwrap()
+            .remove(0)
             .is_empty()
     );
     assert_eq!(
         stats(
-            &s.metric_aggregates(&a, cpu.id(), Tier::FiveMinutes, B, B + 2 * HOUR)
+            &s.metric_aggregates(&a, &[cpu.id()], Tier::FiveMinutes, B, B + 2 * HOUR)
                 .await
                 .unwrap()
+                .remove(0)
         ),
         expected_five
     );
     // Past the 5-minute retention (6 h), the hours remain; past 48 h, nothing.
     settle(s, B + 8 * HOUR).await;
     assert!(
-        s.metric_aggregates(&a, cpu.id(), Tier::FiveMinutes, B, B + 2 * HOUR)
+        s.metric_aggregates(&a, &[cpu.id()], Tier::FiveMinutes, B, B + 2 * HOUR)
             .await
             .unwrap()
+            .remove(0)
             .is_empty()
     );
     assert_eq!(
-        s.metric_aggregates(&a, cpu.id(), Tier::OneHour, B, B + 2 * HOUR)
+        s.metric_aggregates(&a, &[cpu.id()], Tier::OneHour, B, B + 2 * HOUR)
             .await
             .unwrap()
+            .remove(0)
             .len(),
         2
     );
     settle(s, B + 51 * HOUR).await;
     assert!(
-        s.metric_aggregates(&a, cpu.id(), Tier::OneHour, B, B + 2 * HOUR)
+        s.metric_aggregates(&a, &[cpu.id()], Tier::OneHour, B, B + 2 * HOUR)
             .await
             .unwrap()
+            .remove(0)
             .is_empty()
     );
 }

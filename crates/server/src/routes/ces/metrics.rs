@@ -141,6 +141,22 @@ fn valid_dim_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// Cloud Eye's rule for a dimension value: 1 to 256 of letters, digits, `_`, `-`, `.`,
+/// `/`, `#`, `(` and `)`, the first of them not `-` nor `.` and possibly `*`.
+fn valid_dim_value(value: &str) -> bool {
+    let inner = |c: char| c.is_ascii_alphanumeric() || "_-./#()".contains(c);
+    let mut chars = value.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || "*_/#()".contains(c))
+        && value.len() <= 256
+        && chars.all(inner)
+}
+
+/// What [`valid_dim_value`] accepts, in words.
+const DIM_VALUE_RULE: &str = "a value of 1 to 256 letters, digits, _, -, ., /, #, ( or ) \
+     (not starting with - or .; * may start it)";
+
 fn valid_metric_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
@@ -195,10 +211,10 @@ fn query_dims(query: &Query) -> Result<Vec<Dim>, MetricError> {
                 "{key} must be name,value (e.g. instance_id,<desktop id>), not {raw:?}"
             )));
         };
-        if !valid_dim_name(name) || value.is_empty() || value.len() > 256 {
+        if !valid_dim_name(name) || !valid_dim_value(value) {
             return Err(MetricError::bad_query(format!(
                 "{key} must be name,value with a name of letters, digits, _ or - (starting \
-                 with a letter, at most 32) and a value of 1 to 256 characters, not {raw:?}"
+                 with a letter, at most 32) and {DIM_VALUE_RULE}, not {raw:?}"
             )));
         }
         dims.push((name.to_owned(), value.to_owned()));
@@ -235,17 +251,19 @@ fn round_down(from: Millis, period: i64) -> Millis {
     from.div_euclid(p) * p
 }
 
+/// The aggregates of each of `keys` (in one read of the store), in their order.
 async fn aggregates_of(
     state: &AppState,
     project: &ProjectId,
-    key: &SeriesKey,
+    keys: &[&SeriesKey],
     period: i64,
     from: Millis,
     to: Millis,
-) -> Result<Vec<Aggregate>, MetricError> {
+) -> Result<Vec<Vec<Aggregate>>, MetricError> {
+    let ids: Vec<i64> = keys.iter().map(|key| key.id()).collect();
     Ok(state
         .store
-        .metric_aggregates(project, key.id(), tier(period), from, to)
+        .metric_aggregates(project, &ids, tier(period), from, to)
         .await?)
 }
 
@@ -299,8 +317,11 @@ async fn show_metric_data(
     let points = match series_of(&namespace, &metric, &dims) {
         Some(key) => {
             let from = round_down(from, period);
-            let aggregates = aggregates_of(&state, &project, &key, period, from, to).await?;
-            datapoints(&aggregates, period, filter)
+            let aggregates = aggregates_of(&state, &project, &[&key], period, from, to).await?;
+            aggregates
+                .first()
+                .map(|found| datapoints(found, period, filter))
+                .unwrap_or_default()
         }
         None => Vec::new(),
     };
@@ -397,14 +418,16 @@ fn parse_batch(body: &[u8]) -> Result<BatchQuery, MetricError> {
             let name = d.get("name").and_then(Value::as_str);
             let value = d.get("value").and_then(Value::as_str);
             match (name, value) {
-                (Some(n), Some(v)) if valid_dim_name(n) && (1..=256).contains(&v.len()) => {
+                (Some(n), Some(v)) if valid_dim_name(n) && valid_dim_value(v) => {
                     dimensions.push((n.to_owned(), v.to_owned()));
                 }
                 _ => {
                     return Err(body_error(
                         &field(&format!("dimensions[{j}]")),
-                        "must be {\"name\", \"value\"}: a name of letters, digits, _ or - \
-                         (starting with a letter) and a value of 1 to 256 characters",
+                        format!(
+                            "must be {{\"name\", \"value\"}}: a name of letters, digits, _ \
+                             or - (starting with a letter) and {DIM_VALUE_RULE}"
+                        ),
                     ));
                 }
             }
@@ -489,12 +512,20 @@ async fn batch_list_metric_data(
     );
     // At most 3000 datapoints in all: each metric keeps its share, the newest.
     let share = (BATCH_MAX_POINTS as usize / q.metrics.len()).max(1);
+    let keys: Vec<Option<SeriesKey>> = q
+        .metrics
+        .iter()
+        .map(|(namespace, metric, dims)| series_of(namespace, metric, dims))
+        .collect();
+    let known: Vec<&SeriesKey> = keys.iter().flatten().collect();
+    let mut found = aggregates_of(&state, &project, &known, q.period, from, q.to)
+        .await?
+        .into_iter();
     let mut out = Vec::with_capacity(q.metrics.len());
-    for (namespace, metric, dims) in &q.metrics {
-        let (unit, points) = match series_of(namespace, metric, dims) {
-            Some(key) => {
-                let aggregates =
-                    aggregates_of(&state, &project, &key, q.period, from, q.to).await?;
+    for ((namespace, metric, dims), key) in q.metrics.iter().zip(&keys) {
+        let aggregates = key.as_ref().and_then(|_| found.next());
+        let (unit, points) = match aggregates {
+            Some(aggregates) => {
                 let mut points = datapoints(&aggregates, q.period, q.filter);
                 if points.len() > share {
                     points.drain(..points.len() - share);
