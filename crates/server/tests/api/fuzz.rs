@@ -1,4 +1,5 @@
-//! Property-based fuzzing of the body-taking endpoints through the real router
+//! Property-based fuzzing of the body-taking endpoints (Workspace, IAM, OpAMP and Cloud
+//! Eye) and of the metric query string through the real router
 //! (`tower::ServiceExt::oneshot`, real store, correctly signed requests so that the bodies
 //! reach their parsers): whatever the body, the answer is a 2xx or a 4xx with the API's JSON
 //! error body, never a 5xx (a panic would be a 500 from the catch-panic layer).
@@ -30,6 +31,9 @@ enum Endpoint {
     BatchDeleteSubJobs,
     CreateToken,
     OpampHttp,
+    BatchListMetricData,
+    BatchCreateAgentInvocations,
+    ListAgentStatus,
 }
 
 impl Endpoint {
@@ -44,14 +48,16 @@ impl Endpoint {
             }
             Endpoint::CreateToken => "/v3/auth/tokens".into(),
             Endpoint::OpampHttp => "/v1/opamp".into(),
+            Endpoint::BatchListMetricData => format!("/V1.0/{project}/batch-query-metric-data"),
+            Endpoint::BatchCreateAgentInvocations => {
+                format!("/v3/{project}/agent-invocations/batch-create")
+            }
+            Endpoint::ListAgentStatus => format!("/v3/{project}/agent-status/batch-query"),
         }
     }
 
     fn signed(self) -> bool {
-        matches!(
-            self,
-            Endpoint::BatchInstallAgent | Endpoint::JobAction | Endpoint::BatchDeleteSubJobs
-        )
+        !matches!(self, Endpoint::CreateToken | Endpoint::OpampHttp)
     }
 }
 
@@ -89,6 +95,79 @@ fn body_for(endpoint: Endpoint, project_desktops: &[String]) -> BoxedStrategy<Ve
             })
             .boxed(),
         Endpoint::OpampHttp => prop::collection::vec(any::<u8>(), 0..64).boxed(),
+        Endpoint::BatchListMetricData => (
+            prop::collection::vec(
+                (
+                    prop_oneof![Just("AGT.ECS".to_owned()), "\\PC{0,12}"],
+                    prop_oneof![Just("cpu_usage".to_owned()), "\\PC{0,12}"],
+                    prop::collection::vec(
+                        (
+                            prop_oneof![Just("instance_id".to_owned()), "\\PC{0,8}"],
+                            prop_oneof![prop::sample::select(project_desktops.to_vec()), "\\PC{0,20}"],
+                        ),
+                        0..6,
+                    ),
+                ),
+                0..12,
+            ),
+            prop_oneof![Just("300".to_owned()), "\\PC{0,6}"],
+            prop_oneof![Just("average".to_owned()), "\\PC{0,10}"],
+            any::<i64>(),
+            any::<i64>(),
+        )
+            .prop_map(|(metrics, period, filter, from, to)| {
+                let metrics: Vec<_> = metrics
+                    .into_iter()
+                    .map(|(namespace, name, dims)| {
+                        let dims: Vec<_> = dims
+                            .into_iter()
+                            .map(|(n, v)| serde_json::json!({"name": n, "value": v}))
+                            .collect();
+                        serde_json::json!({"namespace": namespace, "metric_name": name, "dimensions": dims})
+                    })
+                    .collect();
+                serde_json::to_vec(&serde_json::json!({
+                    "metrics": metrics, "period": period, "filter": filter, "from": from, "to": to
+                }))
+                .unwrap()
+            })
+            .boxed(),
+        Endpoint::BatchCreateAgentInvocations => (
+            prop::collection::vec(
+                prop_oneof![prop::sample::select(project_desktops.to_vec()), "\\PC{0,40}"],
+                0..6,
+            ),
+            prop_oneof![
+                prop::sample::select(vec!["INSTALL", "UPDATE", "ROLLBACK", "RETRY", "UNINSTALL"])
+                    .prop_map(str::to_owned),
+                "\\PC{0,10}"
+            ],
+            prop_oneof![Just("telescope".to_owned()), "\\PC{0,10}"],
+            prop::option::of("\\PC{0,12}"),
+        )
+            .prop_map(|(ids, kind, target, version)| {
+                serde_json::to_vec(&serde_json::json!({
+                    "instance_ids": ids, "invocation_type": kind,
+                    "invocation_target": target, "version": version
+                }))
+                .unwrap()
+            })
+            .boxed(),
+        Endpoint::ListAgentStatus => (
+            prop::option::of(prop::collection::vec(
+                prop_oneof![prop::sample::select(project_desktops.to_vec()), "\\PC{0,40}"],
+                0..4,
+            )),
+            prop::option::of("\\PC{0,12}"),
+            prop::option::of("\\PC{0,12}"),
+        )
+            .prop_map(|(ids, status, extension)| {
+                serde_json::to_vec(&serde_json::json!({
+                    "instance_ids": ids, "uniagent_status": status, "extension_name": extension
+                }))
+                .unwrap()
+            })
+            .boxed(),
     };
     let mutated = (
         valid.clone(),
@@ -140,8 +219,15 @@ fn request(endpoint: Endpoint, boot: &Bootstrap, body: Vec<u8>) -> Request<Body>
     builder.body(Body::from(body)).unwrap()
 }
 
-#[test]
-fn request_bodies_never_get_a_server_error() {
+/// A server's router on a fresh SQLite store (kept alive with its directory), its
+/// bootstrap credentials and two imported desktops.
+fn fixture() -> (
+    tokio::runtime::Runtime,
+    (tempfile::TempDir, Application),
+    axum::Router,
+    Bootstrap,
+    Vec<String>,
+) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings {
@@ -174,6 +260,12 @@ fn request_bodies_never_get_a_server_error() {
         .collect()
     });
 
+    (rt, (dir, app), router, boot, desktops)
+}
+
+#[test]
+fn request_bodies_never_get_a_server_error() {
+    let (rt, _keep, router, boot, desktops) = fixture();
     let seen = std::cell::RefCell::new(std::collections::BTreeMap::<(String, u16), u32>::new());
     for (endpoint, default_cases) in [
         (Endpoint::BatchInstallAgent, 96),
@@ -182,6 +274,9 @@ fn request_bodies_never_get_a_server_error() {
         // Each well-formed login hashes a password (argon2): fewer cases.
         (Endpoint::CreateToken, 16),
         (Endpoint::OpampHttp, 32),
+        (Endpoint::BatchListMetricData, 64),
+        (Endpoint::BatchCreateAgentInvocations, 48),
+        (Endpoint::ListAgentStatus, 32),
     ] {
         let mut runner = TestRunner::new(Config {
             cases: cases(default_cases),
@@ -246,4 +341,103 @@ fn request_bodies_never_get_a_server_error() {
         )
         .unwrap();
     assert_eq!(accepted.status(), 200);
+}
+
+/// A signed GET of `path` with `query` (unencoded pairs).
+fn signed_get(boot: &Bootstrap, path: &str, query: &[(String, String)]) -> Request<Body> {
+    let signed = deskfleet_proto::sign::sign(
+        &boot.access_key,
+        &boot.secret_key,
+        "GET",
+        path,
+        query,
+        &[("Host".to_owned(), "localhost".to_owned())],
+        b"",
+        chrono::Utc::now(),
+    );
+    let mut builder = Request::get(format!("{path}?{}", signed.query));
+    for (name, value) in signed.headers {
+        builder = builder.header(name, value);
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+#[test]
+fn metric_queries_never_get_a_server_error() {
+    let (rt, _keep, router, boot, desktops) = fixture();
+    let keys = prop_oneof![
+        prop::sample::select(vec![
+            "namespace",
+            "metric_name",
+            "dim.0",
+            "dim.1",
+            "dim.2",
+            "dim.3",
+            "filter",
+            "period",
+            "from",
+            "to",
+            "start",
+            "limit",
+            "order",
+        ])
+        .prop_map(str::to_owned),
+        "\\PC{0,8}",
+    ];
+    let values = prop_oneof![
+        prop::sample::select(vec![
+            "AGT.ECS".to_owned(),
+            "cpu_usage".to_owned(),
+            format!("instance_id,{}", desktops[0]),
+            "mount_point,0123456789abcdef0123456789abcdef".to_owned(),
+            "average".to_owned(),
+            "300".to_owned(),
+            "1".to_owned(),
+            "1700000000000".to_owned(),
+            "9999999999999999999".to_owned(),
+            "-1".to_owned(),
+        ]),
+        "\\PC{0,40}",
+    ];
+    let paths = prop::sample::select(vec!["metric-data", "metrics"]);
+    let mut runner = TestRunner::new(Config {
+        cases: cases(128),
+        ..Config::default()
+    });
+    let seen = std::cell::RefCell::new(std::collections::BTreeMap::<u16, u32>::new());
+    runner
+        .run(
+            &(paths, prop::collection::vec((keys, values), 0..10)),
+            |(which, query)| {
+                let path = format!("/V1.0/{}/{which}", boot.project_id);
+                let response = rt
+                    .block_on(router.clone().oneshot(signed_get(&boot, &path, &query)))
+                    .unwrap();
+                let status = response.status();
+                *seen.borrow_mut().entry(status.as_u16()).or_default() += 1;
+                let bytes = rt
+                    .block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
+                    .unwrap();
+                prop_assert!(
+                    !status.is_server_error(),
+                    "{status} for {path} {query:?}: {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                let json: serde_json::Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| TestCaseError::fail(format!("{status}: {e}")))?;
+                if status.is_client_error() {
+                    prop_assert!(json["error_code"].is_string(), "{json}");
+                    prop_assert!(status != 401, "signature refused: {json}");
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    let seen = seen.into_inner();
+    println!("answers status -> count: {seen:?}");
+    // Both outcomes were reached: queries refused by validation and queries answered.
+    assert!(
+        seen.contains_key(&400) && seen.contains_key(&200),
+        "{seen:?}"
+    );
 }

@@ -126,6 +126,48 @@ async fn a_desktops_real_figures_come_back_through_show_metric_data() {
         "{value} in {lo}..{hi}"
     );
 
+    // The CLI shows the same raw minutes, the desktop named by its computer name.
+    let data_dir = server.dir.path().to_str().unwrap();
+    let cli = |output: &'static [&'static str]| {
+        let out = std::process::Command::new(crate::harness::bin("deskfleet"))
+            .args([
+                "--data-dir",
+                data_dir,
+                "metrics",
+                "ces-desk",
+                "--period",
+                "1",
+            ])
+            .args(["--since", "1h"])
+            .args(output)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let shown: Value = serde_json::from_str(&cli(&["-o", "json"])).unwrap();
+    let shown: Vec<f64> = shown["datapoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["value"].as_f64().unwrap())
+        .collect();
+    assert!(
+        shown.len() >= raw.len() && shown[..raw.len()] == raw[..],
+        "the CLI's {shown:?} begin with the API's {raw:?}"
+    );
+    let table = cli(&[]);
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("TIMESTAMP") && header.contains("VALUE") && header.contains("UNIT"),
+        "{table}"
+    );
+    assert!(table.lines().count() > raw.len(), "{table}");
+
     // ListMetrics: the desktop's series, disks with a 32-hex mount_point id.
     let (status, listed) = ces_get(&client, "metrics", &[("dim.0", &dim0)]).await;
     assert_eq!(status, 200, "{listed}");
