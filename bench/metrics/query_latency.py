@@ -1,6 +1,9 @@
-"""Query latency of the Cloud Eye metric API, measured with the unchanged huaweicloudsdkces
-client (AK/SK): ShowMetricData and BatchListMetricData over one day at period 300, on
-random series of the benchmark's desktops. Prints one JSON object.
+"""Query latency of the Cloud Eye metric API: ShowMetricData and BatchListMetricData over
+one day at period 300, on random series of the benchmark's desktops, measured two ways:
+with the unchanged huaweicloudsdkces client (AK/SK; the SDK's signing and its decoding of
+the answer into model objects included), and as HTTP round trips of the same requests
+(signed by the SDK's own Signer, sent on one kept-alive HTTPS connection, the JSON body
+read but not decoded): the time the server and the network take. Prints one JSON object.
 
 Usage: query_latency.py ENDPOINT CA_FILE PROJECT AK SK DAY_END_MS [CALLS]
 """
@@ -19,8 +22,13 @@ from huaweicloudsdkces.v1 import (
     MetricsDimension,
     ShowMetricDataRequest,
 )
+from urllib.parse import urlparse
+
+import requests
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.http.http_config import HttpConfig
+from huaweicloudsdkcore.sdk_request import SdkRequest
+from huaweicloudsdkcore.signer.signer import Signer
 
 endpoint, ca, project, ak, sk, day_end = sys.argv[1:7]
 calls = int(sys.argv[7]) if len(sys.argv) > 7 else 500
@@ -60,6 +68,46 @@ def show_once():
     return (time.perf_counter() - t) * 1000, len(r.datapoints)
 
 
+session = requests.Session()
+session.verify = ca
+base = urlparse(endpoint)
+signer = Signer(BasicCredentials(ak, sk))
+
+
+def http_ms(method, path, query=(), body=None):
+    headers = {"X-Project-Id": project}
+    if body is not None:
+        body = json.dumps(body)
+        headers["Content-Type"] = "application/json"
+    req = SdkRequest(method=method, schema=base.scheme, host=base.netloc, resource_path=path,
+                     query_params=list(query), header_params=headers, body=body)
+    signer.sign(req)
+    t = time.perf_counter()
+    r = session.request(method, f"{endpoint}{req.uri}", headers=req.header_params, data=req.body,
+                        timeout=60)
+    r.content  # the whole body is read
+    elapsed = (time.perf_counter() - t) * 1000
+    if r.status_code != 200:
+        raise SystemExit(f"{method} {path}: {r.status_code} {r.text[:300]}")
+    return elapsed
+
+
+def show_http():
+    name, dims = random.choice(series)
+    query = [("namespace", "AGT.ECS"), ("metric_name", name), ("filter", "average"),
+             ("period", "300"), ("from", str(day_start)), ("to", str(day_end))]
+    query += [(f"dim.{i}", f"{k},{v}") for i, (k, v) in enumerate(dims)]
+    return http_ms("GET", f"/V1.0/{project}/metric-data", query)
+
+
+def batch_http(n=10):
+    metrics = [{"namespace": "AGT.ECS", "metric_name": name,
+                "dimensions": [{"name": k, "value": v} for k, v in dims]}
+               for name, dims in random.sample(series, n)]
+    body = {"metrics": metrics, "period": "300", "filter": "average", "from": day_start, "to": day_end}
+    return http_ms("POST", f"/V1.0/{project}/batch-query-metric-data", body=body)
+
+
 def batch_once(n=10):
     picked = random.sample(series, n)
     metrics = [MetricInfo(namespace="AGT.ECS", metric_name=name,
@@ -73,10 +121,15 @@ def batch_once(n=10):
 show_once(), batch_once()  # warm the connection
 show = [show_once() for _ in range(calls)]
 batch = [batch_once() for _ in range(max(1, calls // 5))]
+show_http(), batch_http()  # warm the connection
+show_raw = [show_http() for _ in range(calls)]
+batch_raw = [batch_http() for _ in range(max(1, calls // 5))]
 print(json.dumps({
     "series": len(series),
     "show_calls": len(show), "show_points_mean": sum(p for _, p in show) / len(show),
     "show_p50_ms": pct([t for t, _ in show], 50), "show_p99_ms": pct([t for t, _ in show], 99),
     "batch_calls": len(batch), "batch_metrics": 10, "batch_points_mean": sum(p for _, p in batch) / len(batch),
     "batch_p50_ms": pct([t for t, _ in batch], 50), "batch_p99_ms": pct([t for t, _ in batch], 99),
+    "show_http_p50_ms": pct(show_raw, 50), "show_http_p99_ms": pct(show_raw, 99),
+    "batch_http_p50_ms": pct(batch_raw, 50), "batch_http_p99_ms": pct(batch_raw, 99),
 }))
