@@ -95,71 +95,69 @@ fn body_for(endpoint: Endpoint, project_desktops: &[String]) -> BoxedStrategy<Ve
             })
             .boxed(),
         Endpoint::OpampHttp => prop::collection::vec(any::<u8>(), 0..64).boxed(),
-        Endpoint::BatchListMetricData => (
-            prop::collection::vec(
-                (
-                    prop_oneof![Just("AGT.ECS".to_owned()), "\\PC{0,12}"],
-                    prop_oneof![Just("cpu_usage".to_owned()), "\\PC{0,12}"],
-                    prop::collection::vec(
-                        (
-                            prop_oneof![Just("instance_id".to_owned()), "\\PC{0,8}"],
-                            prop_oneof![prop::sample::select(project_desktops.to_vec()), "\\PC{0,20}"],
-                        ),
-                        0..6,
-                    ),
-                ),
-                0..12,
-            ),
-            prop_oneof![Just("300".to_owned()), "\\PC{0,6}"],
-            prop_oneof![Just("average".to_owned()), "\\PC{0,10}"],
-            any::<i64>(),
-            any::<i64>(),
-        )
-            .prop_map(|(metrics, period, filter, from, to)| {
-                let metrics: Vec<_> = metrics
-                    .into_iter()
-                    .map(|(namespace, name, dims)| {
-                        let dims: Vec<_> = dims
-                            .into_iter()
-                            .map(|(n, v)| serde_json::json!({"name": n, "value": v}))
-                            .collect();
-                        serde_json::json!({"namespace": namespace, "metric_name": name, "dimensions": dims})
-                    })
-                    .collect();
-                serde_json::to_vec(&serde_json::json!({
-                    "metrics": metrics, "period": period, "filter": filter, "from": from, "to": to
-                }))
-                .unwrap()
-            })
-            .boxed(),
+        // Well-formed bodies with varied content (own and unknown desktops, metrics and
+        // ranges); the mutated and arbitrary ones below are the malformed half.
+        Endpoint::BatchListMetricData => {
+            let desktop = prop_oneof![
+                prop::sample::select(project_desktops.to_vec()),
+                "[a-f0-9-]{1,40}"
+            ];
+            let metric = (
+                prop::sample::select(vec!["cpu_usage", "mem_usedPercent", "disk_usedPercent", "net_bitRecv", "no_such_metric"]),
+                desktop,
+            )
+                .prop_map(|(name, desktop)| {
+                    serde_json::json!({"namespace": "AGT.ECS", "metric_name": name,
+                        "dimensions": [{"name": "instance_id", "value": desktop}]})
+                });
+            (
+                prop::collection::vec(metric, 1..6),
+                prop::sample::select(vec!["1", "300", "3600", "86400"]),
+                prop::sample::select(vec!["average", "max", "min", "sum", "variance"]),
+                1_700_000_000_000i64..1_700_000_600_000,
+                1..86_400_000i64,
+            )
+                .prop_map(|(metrics, period, filter, from, span)| {
+                    serde_json::to_vec(&serde_json::json!({
+                        "metrics": metrics, "period": period, "filter": filter,
+                        "from": from, "to": from + span
+                    }))
+                    .unwrap()
+                })
+                .boxed()
+        }
         Endpoint::BatchCreateAgentInvocations => (
             prop::collection::vec(
-                prop_oneof![prop::sample::select(project_desktops.to_vec()), "\\PC{0,40}"],
-                0..6,
+                prop_oneof![
+                    prop::sample::select(project_desktops.to_vec()),
+                    "[a-zA-Z0-9-]{1,64}"
+                ],
+                1..6,
             ),
-            prop_oneof![
-                prop::sample::select(vec!["INSTALL", "UPDATE", "ROLLBACK", "RETRY", "UNINSTALL"])
-                    .prop_map(str::to_owned),
-                "\\PC{0,10}"
-            ],
-            prop_oneof![Just("telescope".to_owned()), "\\PC{0,10}"],
-            prop::option::of("\\PC{0,12}"),
+            prop::sample::select(vec!["INSTALL", "UPDATE", "ROLLBACK", "RETRY", "UNINSTALL"]),
         )
-            .prop_map(|(ids, kind, target, version)| {
+            .prop_map(|(ids, kind)| {
+                let ids_field = if matches!(kind, "RETRY" | "ROLLBACK") {
+                    "invocation_ids"
+                } else {
+                    "instance_ids"
+                };
                 serde_json::to_vec(&serde_json::json!({
-                    "instance_ids": ids, "invocation_type": kind,
-                    "invocation_target": target, "version": version
+                    ids_field: ids, "invocation_type": kind, "invocation_target": "telescope"
                 }))
                 .unwrap()
             })
             .boxed(),
         Endpoint::ListAgentStatus => (
-            prop::option::of(prop::collection::vec(
-                prop_oneof![prop::sample::select(project_desktops.to_vec()), "\\PC{0,40}"],
-                0..4,
-            )),
-            prop::option::of("\\PC{0,12}"),
-            prop::option::of("\\PC{0,12}"),
+            prop::collection::vec(
+                prop_oneof![
+                    prop::sample::select(project_desktops.to_vec()),
+                    "[a-zA-Z0-9-]{1,64}"
+                ],
+                1..6,
+            ),
+            prop::option::of(prop::sample::select(vec!["running", "unknown", "none"])),
+            prop::option::of(Just("telescope")),
         )
             .prop_map(|(ids, status, extension)| {
                 serde_json::to_vec(&serde_json::json!({
@@ -332,6 +330,18 @@ fn request_bodies_never_get_a_server_error() {
         seen.contains_key(&("BatchInstallAgent".to_owned(), 400)),
         "{seen:?}"
     );
+    // The Cloud Eye bodies reached their handlers both ways: refused, and answered.
+    for endpoint in [
+        "BatchListMetricData",
+        "BatchCreateAgentInvocations",
+        "ListAgentStatus",
+    ] {
+        let answered = seen
+            .iter()
+            .any(|((e, status), _)| e == endpoint && (200..300).contains(status));
+        let refused = seen.contains_key(&(endpoint.to_owned(), 400));
+        assert!(answered && refused, "{endpoint}: {seen:?}");
+    }
     let well_formed = serde_json::to_vec(&serde_json::json!({ "desktop_ids": desktops })).unwrap();
     let accepted = rt
         .block_on(
