@@ -22,6 +22,7 @@ mod decode;
 mod metric_ops;
 mod ops;
 mod postgres;
+mod schema;
 mod sqlite;
 
 use backend::DbStore;
@@ -61,6 +62,17 @@ pub enum ConnectError {
     Open(#[source] sqlx::Error),
     #[error("cannot migrate the database")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error(
+        "the database was migrated by a newer deskfleet-server (schema version {applied}; \
+         this build knows versions up to {known}), so this one will not use it; nothing was \
+         changed. Run the newer version, or restore the backup taken before the upgrade"
+    )]
+    NewerSchema { applied: i64, known: i64 },
+    #[error(
+        "migration {0} recorded in the database differs from this build's: the database was \
+         migrated by a different build of deskfleet-server; nothing was changed"
+    )]
+    AlteredMigration(i64),
 }
 
 /// Opens (creating if needed) and migrates the database named by `url`: `sqlite://PATH`

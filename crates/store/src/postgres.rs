@@ -44,7 +44,20 @@ impl Postgres {
             .connect(url)
             .await
             .map_err(ConnectError::Open)?;
-        MIGRATOR.run(&pool).await.map_err(ConnectError::Migrate)?;
+        let migrated: bool =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                .fetch_one(&pool)
+                .await
+                .map_err(ConnectError::Open)?;
+        let applied = if migrated {
+            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+                .fetch_one(&pool)
+                .await
+                .map_err(ConnectError::Open)?
+        } else {
+            None
+        };
+        crate::schema::migrate(&MIGRATOR, applied, &pool).await?;
         Ok(Self { pool })
     }
 }

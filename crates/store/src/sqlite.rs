@@ -252,7 +252,21 @@ impl Sqlite {
             )
             .await
             .map_err(ConnectError::Open)?;
-        MIGRATOR.run(&writer).await.map_err(ConnectError::Migrate)?;
+        let migrated: bool = sqlx::query_scalar(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(&writer)
+        .await
+        .map_err(ConnectError::Open)?;
+        let applied = if migrated {
+            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+                .fetch_one(&writer)
+                .await
+                .map_err(ConnectError::Open)?
+        } else {
+            None
+        };
+        crate::schema::migrate(&MIGRATOR, applied, &writer).await?;
         let checkpointer = SqliteConnection::connect_with(&common)
             .await
             .map_err(ConnectError::Open)?;

@@ -45,6 +45,7 @@ macro_rules! conformance {
 }
 
 conformance! {
+    connect::a_database_migrated_by_a_newer_build_is_refused,
     counts::count_by_state_spans_projects_and_statuses,
     identity::domains_and_projects,
     identity::users_roles_keys_and_tokens,
