@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{Backoff, jittered};
-use crate::config::Config;
+use crate::config::{Config, opamp_url};
 use crate::connection::{self, SessionEnd};
 use crate::host::HostFacts;
 use crate::install::{
@@ -62,23 +62,30 @@ pub enum GuestError {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), GuestError> {
     let mut agent = Agent::start(config).await?;
     agent.wait_for_first_health(&shutdown).await;
-    let url = agent.config.opamp_url();
+    let servers = agent.config.servers();
     let transport = agent.transport.clone();
     let mut backoff = Backoff::new(agent.config.reconnect);
     let mut immediate_reconnects = 0;
+    // Which address is in use, and how many in a row failed since one last answered: the
+    // next address is tried at once, and the backoff applies once all of them failed.
+    let mut current = 0;
+    let mut failed_in_a_row = 0;
     while !shutdown.is_cancelled() {
+        let url = opamp_url(&servers[current]);
+        agent.current_server = servers[current].clone();
         let bearer = agent.bearer();
         tracing::debug!(url = %url, with_credential = agent.state.credential.is_some(), "connecting");
         let connected = tokio::select! {
             _ = shutdown.cancelled() => break,
             connected = connection::connect(&url, bearer.expose_secret(), &transport) => connected,
         };
-        let delay = match connected {
+        let (delay, unanswered) = match connected {
             Ok(ws) => {
                 tracing::info!(url = %url, instance_uid = %agent.state.instance_uid, "connected");
                 let outcome = connection::session(&mut agent, ws, &shutdown).await;
                 if outcome.server_answered {
                     backoff.reset();
+                    failed_in_a_row = 0;
                 }
                 match outcome.end {
                     SessionEnd::Shutdown => break,
@@ -87,7 +94,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Gues
                         tracing::info!("reconnecting with the new credential");
                         continue;
                     }
-                    SessionEnd::Reconnect => backoff.next_delay(&mut rand::rng()),
+                    SessionEnd::Reconnect => (backoff.next_delay(&mut rand::rng()), false),
                     SessionEnd::RetryAfter(after) => {
                         let delay = backoff.next_delay(&mut rand::rng());
                         let delay = after.map_or(delay, |after| delay.max(after_jittered(after)));
@@ -95,12 +102,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Gues
                             retry_in_ms = delay.as_millis() as u64,
                             "server unavailable"
                         );
-                        delay
+                        (delay, true)
                     }
                     SessionEnd::Lost(reason) => {
                         let delay = backoff.next_delay(&mut rand::rng());
                         tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "connection lost");
-                        delay
+                        (delay, true)
                     }
                 }
             }
@@ -110,10 +117,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Gues
                     .retry_after()
                     .map_or(delay, |after| delay.max(after_jittered(after)));
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot connect");
-                delay
+                (delay, true)
             }
         };
         immediate_reconnects = 0;
+        let delay = if unanswered && servers.len() > 1 {
+            failed_in_a_row += 1;
+            current = (current + 1) % servers.len();
+            if failed_in_a_row < servers.len() {
+                tracing::info!(next = %servers[current], "trying the next server address");
+                Duration::ZERO
+            } else {
+                failed_in_a_row = 0;
+                delay
+            }
+        } else {
+            delay
+        };
         if !agent.idle(delay, &shutdown).await {
             break;
         }
@@ -179,6 +199,8 @@ struct InstallTask {
 
 pub(crate) struct Agent {
     config: Config,
+    /// The server address in use (relative download URLs resolve against it).
+    current_server: reqwest::Url,
     transport: Transport,
     store: StateStore,
     state: GuestState,
@@ -267,6 +289,7 @@ impl Agent {
             install_tx,
             install_rx,
             supervisor: None,
+            current_server: config.server.clone(),
             watch: None,
             next_generation: 1,
             monitor_tx,
@@ -453,7 +476,7 @@ impl Agent {
     // -----------------------------------------------------------------------------------
 
     pub(crate) async fn handle_server_message(&mut self, msg: ServerToAgent) -> Handled {
-        let directives = protocol::interpret(&msg, &self.config.server);
+        let directives = protocol::interpret(&msg, &self.current_server);
         self.apply(directives).await
     }
 

@@ -56,6 +56,10 @@ pub enum ConfigError {
 pub struct Config {
     /// The server's base URL (`https://host:port`, optionally with a path prefix).
     pub server: Url,
+    /// Further addresses of the same deployment (replicas on one database, without a
+    /// load balancer): when the one in use stops answering, the guest moves to the next,
+    /// in order, wrapping around. Same scheme as `server`.
+    pub fallback_servers: Vec<Url>,
     /// The secret part of the project's enrollment token (`DFE1…`, without the CA
     /// fingerprint): the bearer credential until the desktop has its own.
     pub enrollment_token: Option<SecretString>,
@@ -106,6 +110,7 @@ impl Config {
             .map_err(ConfigError::EnrollmentToken)?;
         Ok(Config {
             server,
+            fallback_servers: Vec::new(),
             ca_fingerprint: token.as_ref().and_then(|t| t.ca_fingerprint),
             enrollment_token: token.map(|t| SecretString::from(t.secret)),
             ca_cert: None,
@@ -127,6 +132,41 @@ impl Config {
     /// The WebSocket URL of the OpAMP endpoint: `ws(s)://host[:port][/prefix]/v1/opamp`.
     pub fn opamp_url(&self) -> Url {
         opamp_url(&self.server)
+    }
+
+    /// Every address, the first one first.
+    pub fn servers(&self) -> Vec<Url> {
+        std::iter::once(self.server.clone())
+            .chain(self.fallback_servers.iter().cloned())
+            .collect()
+    }
+
+    /// Sets the addresses from a comma-separated list (`--server a,b,c`): the first is
+    /// `server`, the others `fallback_servers`; all must share the first one's scheme, as
+    /// one transport serves them all.
+    pub fn set_servers(&mut self, list: &str) -> Result<(), ConfigError> {
+        let mut urls = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(parse_server_url);
+        let first = urls.next().ok_or_else(|| ConfigError::ServerUrl {
+            url: list.to_owned(),
+            reason: "no address given".into(),
+        })??;
+        let rest = urls.collect::<Result<Vec<_>, _>>()?;
+        if let Some(other) = rest.iter().find(|u| u.scheme() != first.scheme()) {
+            return Err(ConfigError::ServerUrl {
+                url: other.to_string(),
+                reason: format!(
+                    "every address must use the first one's scheme ({})",
+                    first.scheme()
+                ),
+            });
+        }
+        self.server = first;
+        self.fallback_servers = rest;
+        Ok(())
     }
 }
 

@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "deskfleet-guest", version)]
 struct Args {
     /// The server's base URL, e.g. https://fleet.example:8087 (the content of the
-    /// server's DATA_DIR/endpoint.url).
+    /// server's DATA_DIR/endpoint.url). Replicas without a load balancer: several URLs,
+    /// comma-separated; the guest moves to the next when the one in use stops answering.
     #[arg(long)]
     server: String,
     /// File holding the project's enrollment token (DFE1...). Needed until this desktop
@@ -91,7 +92,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             .filter(|t| !t.trim().is_empty())
             .map(SecretString::from),
     };
-    let mut config = Config::new(&args.server, token, trusted_key, &args.state_dir)?;
+    let first = args.server.split(',').next().unwrap_or_default().trim();
+    let mut config = Config::new(first, token, trusted_key, &args.state_dir)?;
+    config.set_servers(&args.server)?;
     config.ca_cert = args.ca_cert;
     config.allow_insecure_http = args.allow_insecure_http;
     if let Some(root) = args.install_root {

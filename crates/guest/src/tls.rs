@@ -225,7 +225,9 @@ pub struct Transport {
 impl Transport {
     /// Checks the scheme and builds the TLS configuration the guest's settings ask for.
     pub fn new(config: &Config) -> Result<Transport, TlsError> {
-        check_scheme(&config.server, config.allow_insecure_http)?;
+        for server in config.servers() {
+            check_scheme(&server, config.allow_insecure_http)?;
+        }
         let tls = match config.server.scheme() {
             "https" | "wss" => {
                 let trust = ServerTrust::for_guest(

@@ -1288,3 +1288,55 @@ async fn an_uninstall_that_cannot_remove_the_files_says_why() {
     shutdown.cancel();
     tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
 }
+
+/// With several addresses (replicas without a balancer), a guest whose server refuses it
+/// (503, as a draining replica does) or does not answer moves on to the next address at
+/// once, not after its reconnect backoff, and enrolls through the one that answers.
+#[tokio::test]
+async fn a_guest_moves_to_the_next_server_address_when_one_does_not_answer() {
+    let mut draining = FakeServer::start_with(None).await;
+    draining.shared.refuse.store(usize::MAX, Ordering::SeqCst);
+    let gone = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let mut answering = FakeServer::start_with(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&answering, dir.path(), 9);
+    cfg.set_servers(&format!("{},{gone},{}", draining.url(), answering.url()))
+        .unwrap();
+    // A backoff far longer than the test waits: only moving on at once can pass.
+    cfg.reconnect = BackoffPolicy {
+        initial: Duration::from_secs(60),
+        max: Duration::from_secs(60),
+        jitter: 0.0,
+    };
+    let (shutdown, guest) = spawn_guest(cfg);
+    assert_eq!(answering.expect_connect().await, format!("Bearer {TOKEN}"));
+    answering.expect_message().await;
+    assert!(!draining.shared.attempts.lock().unwrap().is_empty());
+    assert!(
+        draining.seen.try_recv().is_err(),
+        "the draining server never got a connection"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
+}
+
+#[test]
+fn server_address_lists_are_checked() {
+    let key = testing::signing_key(9).verifying_key();
+    let mut cfg = Config::new("https://a.example", None, key, "/tmp/unused").unwrap();
+    cfg.set_servers(" https://a.example:8087 , https://b.example:8087,")
+        .unwrap();
+    assert_eq!(cfg.servers().len(), 2);
+    assert_eq!(cfg.server.as_str(), "https://a.example:8087/");
+    for bad in [
+        "",
+        ",",
+        "https://a.example,http://b.example",
+        "https://a,ftp://b",
+    ] {
+        assert!(cfg.set_servers(bad).is_err(), "{bad:?}");
+    }
+}
