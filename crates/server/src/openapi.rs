@@ -17,11 +17,11 @@ use crate::routes::ces::error::{MetricErrorBody, TaskmgrErrorBody};
 use deskfleet_proto::error::ErrorBody;
 use deskfleet_proto::iam::KeystoneError;
 use std::collections::BTreeMap;
-use utoipa::openapi::schema::AnyOfBuilder;
-use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::openapi::extensions::{Extensions, ExtensionsBuilder};
+use utoipa::openapi::schema::AnyOfBuilder;
 use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{IntoResponses, Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -165,16 +165,26 @@ fn mark_extensions(doc: &mut Document) {
             let RefOr::T(property) = property else {
                 continue;
             };
-            let (description, extensions) = match property {
-                Schema::Object(o) => (o.description.as_ref(), &mut o.extensions),
-                Schema::Array(a) => (a.description.as_ref(), &mut a.extensions),
-                Schema::OneOf(o) => (o.description.as_ref(), &mut o.extensions),
-                Schema::AllOf(a) => (a.description.as_ref(), &mut a.extensions),
-                Schema::AnyOf(a) => (a.description.as_ref(), &mut a.extensions),
+            let (marked, extensions) = match property {
+                Schema::Object(o) => (is_extension_doc(o.description.as_ref()), &mut o.extensions),
+                Schema::Array(a) => (is_extension_doc(a.description.as_ref()), &mut a.extensions),
+                // An optional reference (`Option<T>`): the doc comment is on the reference.
+                Schema::OneOf(o) => (
+                    is_extension_doc(o.description.as_ref())
+                        || o.items.iter().any(|item| match item {
+                            RefOr::Ref(r) => is_extension_doc(Some(&r.description)),
+                            RefOr::T(_) => false,
+                        }),
+                    &mut o.extensions,
+                ),
+                Schema::AllOf(a) => (is_extension_doc(a.description.as_ref()), &mut a.extensions),
+                Schema::AnyOf(a) => (is_extension_doc(a.description.as_ref()), &mut a.extensions),
                 _ => continue,
             };
-            if is_extension_doc(description) {
-                extensions.get_or_insert_with(Default::default).merge(mark());
+            if marked {
+                extensions
+                    .get_or_insert_with(Default::default)
+                    .merge(mark());
             }
         }
     }
@@ -280,7 +290,10 @@ impl IntoResponses for KeystoneErrors {
     fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
         error_responses(
             &[
-                (400, "The request body is invalid; the message says what to fix"),
+                (
+                    400,
+                    "The request body is invalid; the message says what to fix",
+                ),
                 (
                     401,
                     "Wrong user name or password, a locked or disabled user, no role on the \
@@ -309,7 +322,10 @@ impl IntoResponses for FleetErrors {
     fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
         error_responses(
             &[
-                (400, "The message is not a valid request; the message says why"),
+                (
+                    400,
+                    "The message is not a valid request; the message says why",
+                ),
                 (
                     401,
                     "APIGW.0301: no bearer, or an unknown, spent or expired credential",

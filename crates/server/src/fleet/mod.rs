@@ -28,8 +28,6 @@ use crate::auth::secrets::{random_alphanumeric, sha256_hex};
 use crate::engine::Worker;
 use async_trait::async_trait;
 use axum::http::{HeaderMap, header};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use deskfleet_core::fleet::{DesktopIdentity, EnrollmentGrant};
 use deskfleet_core::ids::DesktopId;
 use deskfleet_core::store::StoreError;
@@ -42,6 +40,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The custom capability under which guests forward the monitoring agent's metrics.
 pub const MONITOR_CAPABILITY: &str = "io.deskfleet.monitor";

@@ -5,8 +5,8 @@ use crate::auth::Caller;
 use crate::auth::policy::Api;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, Query};
-use crate::wire;
 use crate::openapi::{TAG_WORKSPACE, WorkspaceErrors};
+use crate::wire;
 use axum::extract::State;
 use axum::{Extension, Json};
 use deskfleet_core::ids::DesktopId;
@@ -20,10 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(
-        batch_install_agent,
-        list_agents_install_condition
-    ))
+    OpenApiRouter::new().routes(routes!(batch_install_agent, list_agents_install_condition))
 }
 
 /// BatchInstallAgent: installs the monitoring agent on desktops, as one job.

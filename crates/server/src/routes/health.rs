@@ -13,10 +13,10 @@
 
 use crate::AppState;
 use crate::error::STORAGE_RETRY_AFTER_SECS;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
 use crate::openapi::TAG_EXTENSIONS;
 use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use deskfleet_core::store::StoreError;
 use serde::Serialize;

@@ -72,9 +72,8 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
 
 /// [`document`] serialized, once: what `/openapi.json` answers.
 fn document_json() -> &'static [u8] {
-    static JSON: LazyLock<Vec<u8>> = LazyLock::new(|| {
-        serde_json::to_vec(document()).expect("an OpenAPI document serializes")
-    });
+    static JSON: LazyLock<Vec<u8>> =
+        LazyLock::new(|| serde_json::to_vec(document()).expect("an OpenAPI document serializes"));
     &JSON
 }
 
@@ -105,7 +104,8 @@ pub fn router(state: AppState) -> Router {
         authenticated,
         public,
     } = api();
-    let v2 = Router::from(authenticated).route_layer(from_fn_with_state(state.clone(), authenticate));
+    let v2 =
+        Router::from(authenticated).route_layer(from_fn_with_state(state.clone(), authenticate));
     let body_deadline = Duration::from_millis(state.settings.http.body_read_timeout_ms);
     Router::new()
         .merge(v2)

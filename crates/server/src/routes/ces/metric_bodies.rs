@@ -19,6 +19,7 @@ pub struct Datapoint {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub variance: Option<f64>,
     /// The start of the point's period, epoch milliseconds.
+    #[schema(value_type = i64)]
     pub timestamp: Millis,
     /// The metric's unit (ShowMetricData only; BatchListMetricData gives it per metric).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -11,12 +11,12 @@ use super::metric_bodies::{
     BatchListMetricDataResponse, BatchMetricData, Datapoint, ListMetricsResponse, MetaData,
     MetricDimension, MetricInfo, ShowMetricDataResponse,
 };
-use crate::openapi::{CesV1Errors, TAG_CES};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::policy::Api;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, Query};
+use crate::openapi::{CesV1Errors, TAG_CES};
 use crate::timeseries::report::{is_disk_metric, unit_of};
 use axum::extract::State;
 use axum::{Extension, Json};
