@@ -17,6 +17,8 @@ pub const AGENT_NAME: &str = "deskfleet-monitor";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchInstallAgentRequest {
+    /// 1 to 100 desktop ids, each of a desktop of the project.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 100))]
     pub desktop_ids: Vec<String>,
     /// Extension (rollout control, `docs/api.md`): at most this many desktops installing
     /// at once, a count (`"10"`) or a percentage of the desktops (`"10%"`).
@@ -37,15 +39,21 @@ pub struct JobIdResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobActionRequest {
+    /// `retry` (the failed sub-jobs) or `cancel` (the ones not done).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(retry|cancel)$"))]
     pub op_type: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeleteSubJobsRequest {
+    /// 1 to 10 sub-job ids; or else `delete_by_status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 10))]
     pub job_ids: Option<Vec<String>>,
+    /// `SUCCESS` or `FAILED`: every sub-job of that status; or else `job_ids`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(SUCCESS|FAILED)$"))]
     pub delete_by_status: Option<String>,
 }
 

@@ -18,10 +18,13 @@ use deskfleet_proto::error::ErrorBody;
 use deskfleet_proto::iam::KeystoneError;
 use std::collections::BTreeMap;
 use utoipa::openapi::extensions::{Extensions, ExtensionsBuilder};
-use utoipa::openapi::schema::AnyOfBuilder;
+use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::schema::Schema;
+use utoipa::openapi::schema::{
+    AnyOfBuilder, ArrayItems, KnownFormat, ObjectBuilder, SchemaFormat, Type,
+};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
 use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{IntoResponses, Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -115,7 +118,47 @@ pub fn build(routes: OpenApiRouter<AppState>) -> Document {
         .merge(routes)
         .into_openapi();
     mark_extensions(&mut doc);
+    empty_query_values_are_absent(&mut doc);
     doc
+}
+
+/// An empty query value counts as absent (`extract::Query`; the SDKs send `start=` for an
+/// unset marker): every optional query parameter, and every item of a list, also takes
+/// `""`.
+fn empty_query_values_are_absent(doc: &mut Document) {
+    let empty: RefOr<Schema> = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(0))
+        .description(Some("empty: the same as leaving the parameter out"))
+        .into();
+    for item in doc.paths.paths.values_mut() {
+        for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+            for parameter in operation.parameters.iter_mut().flatten() {
+                let optional_query = parameter.parameter_in == ParameterIn::Query
+                    && parameter.required == Required::False;
+                let Some(schema) = parameter.schema.take() else {
+                    continue;
+                };
+                let or_empty = |schema: RefOr<Schema>| -> RefOr<Schema> {
+                    AnyOfBuilder::new().item(schema).item(empty.clone()).into()
+                };
+                parameter.schema = Some(match schema {
+                    // `status=A&status=`: the empty one is left out.
+                    RefOr::T(Schema::Array(mut list)) if optional_query => {
+                        list.items = match list.items {
+                            ArrayItems::RefOrSchema(items) => {
+                                ArrayItems::RefOrSchema(Box::new(or_empty(*items)))
+                            }
+                            other => other,
+                        };
+                        RefOr::T(Schema::Array(list))
+                    }
+                    schema if optional_query => or_empty(schema),
+                    schema => schema,
+                });
+            }
+        }
+    }
 }
 
 fn mark() -> Extensions {
@@ -348,3 +391,72 @@ impl IntoResponses for FleetErrors {
         )
     }
 }
+
+/// Declares a type whose only purpose is a schema (for a parameter or field the handler
+/// reads as a plain string but checks against a rule): `PartialSchema` from `$schema`.
+macro_rules! schema_type {
+    ($(#[$doc:meta])* $name:ident => $schema:expr) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                $schema
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
+pub(crate) use schema_type;
+
+/// A string of `min..=max` characters matching `pattern` (`usize::MAX`: no maximum).
+pub fn pattern_string(pattern: &str, min: usize, max: usize, description: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .min_length(Some(min))
+        .max_length((max != usize::MAX).then_some(max))
+        .description(Some(description))
+        .into()
+}
+
+/// A string that is one of `values`.
+pub fn one_of_strings<'a>(values: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values))
+        .into()
+}
+
+/// An integer that is one of `values`.
+pub fn one_of_integers(values: impl IntoIterator<Item = i64>) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .enum_values(Some(values))
+        .into()
+}
+
+/// An integer from `min` to `max`.
+pub fn integer_between(min: i64, max: i64, description: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(min))
+        .maximum(Some(max))
+        .description(Some(description))
+        .into()
+}
+
+/// Characters that are not control characters (Unicode Cc), as the ids of the wire allow.
+const PRINTABLE: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]+$";
+
+schema_type!(
+    /// A project id: 1 to 255 of `[A-Za-z0-9_-]`.
+    ProjectIdParam => pattern_string("^[A-Za-z0-9_-]+$", 1, 255, "A project id")
+);
+schema_type!(
+    /// A desktop, job or sub-job id: 1 to 255 printable characters.
+    PrintableId => pattern_string(PRINTABLE, 1, 255, "An id: 1 to 255 printable characters")
+);

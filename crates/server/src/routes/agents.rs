@@ -5,7 +5,7 @@ use crate::auth::Caller;
 use crate::auth::policy::Api;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, Query};
-use crate::openapi::{TAG_WORKSPACE, WorkspaceErrors};
+use crate::openapi::{PrintableId, ProjectIdParam, TAG_WORKSPACE, WorkspaceErrors};
 use crate::wire;
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -29,7 +29,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     path = "/v2/{project_id}/desktops/agents",
     tag = TAG_WORKSPACE,
     operation_id = "BatchInstallAgent",
-    params(("project_id" = String, Path, description = "The project id (32 hex digits)")),
+    params(("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)")),
     request_body = BatchInstallAgentRequest,
     responses((status = 200, description = "The job created", body = JobIdResponse), WorkspaceErrors),
     security(("aksk" = []), ("token" = [])),
@@ -87,8 +87,8 @@ async fn batch_install_agent(
     tag = TAG_WORKSPACE,
     operation_id = "ListAgentsInstallCondition",
     params(
-        ("project_id" = String, Path, description = "The project id (32 hex digits)"),
-        ("desktop_id" = Option<String>, Query, description = "Only this desktop"),
+        ("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"),
+        ("desktop_id" = inline(Option<PrintableId>), Query, description = "Only this desktop"),
         ("desktop_name" = Option<String>, Query, description = "Only desktops of this name"),
         ("ip_address" = Option<String>, Query, description = "Only desktops with this address"),
         ("status" = Option<String>, Query, description = "Only desktops in this run state"),

@@ -5,7 +5,7 @@ use crate::auth::Caller;
 use crate::auth::policy::Api;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, Query};
-use crate::openapi::{TAG_WORKSPACE, WorkspaceErrors};
+use crate::openapi::{PrintableId, ProjectIdParam, TAG_WORKSPACE, WorkspaceErrors};
 use crate::wire;
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -50,8 +50,8 @@ fn desktop_filter(query: &Query, fresh: Freshness) -> Result<DesktopFilter, ApiE
     tag = TAG_WORKSPACE,
     operation_id = "ListDesktops",
     params(
-        ("project_id" = String, Path, description = "The project id (32 hex digits)"),
-        ("desktop_id" = Option<Vec<String>>, Query, explode = true, description = "Only these desktops; up to 100"),
+        ("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"),
+        ("desktop_id" = inline(Option<Vec<PrintableId>>), Query, explode = true, max_items = 100, description = "Only these desktops; up to 100"),
         ("computer_name" = Option<String>, Query, description = "Only desktops of this name"),
         ("desktop_ip" = Option<String>, Query, description = "Only desktops with this address"),
         ("status" = Option<String>, Query, description = "Only desktops in this run state"),
@@ -90,8 +90,8 @@ async fn list_desktops(
     tag = TAG_WORKSPACE,
     operation_id = "ListDesktopsDetail",
     params(
-        ("project_id" = String, Path, description = "The project id (32 hex digits)"),
-        ("desktop_id" = Option<Vec<String>>, Query, explode = true, description = "Only these desktops; up to 100"),
+        ("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"),
+        ("desktop_id" = inline(Option<Vec<PrintableId>>), Query, explode = true, max_items = 100, description = "Only these desktops; up to 100"),
         ("computer_name" = Option<String>, Query, description = "Only desktops of this name"),
         ("desktop_ip" = Option<String>, Query, description = "Only desktops with this address"),
         ("status" = Option<String>, Query, description = "Only desktops in this run state"),
@@ -135,7 +135,7 @@ async fn list_desktops_detail(
     path = "/v2/{project_id}/desktops/{desktop_id}",
     tag = TAG_WORKSPACE,
     operation_id = "ShowDesktopDetail",
-    params(("project_id" = String, Path, description = "The project id (32 hex digits)"), ("desktop_id" = String, Path, description = "The desktop id")),
+    params(("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"), ("desktop_id" = inline(PrintableId), Path, description = "The desktop id")),
     responses(
         (status = 200, description = "The desktop", body = ShowDesktopResponse),
         (status = 404, description = "WKS: no such desktop in this project", body = ErrorBody),

@@ -6,7 +6,9 @@ use crate::auth::Caller;
 use crate::auth::policy::Api;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, Query};
-use crate::openapi::{TAG_WORKSPACE, WorkspaceErrors};
+use crate::openapi::{
+    PrintableId, ProjectIdParam, TAG_WORKSPACE, WorkspaceErrors, one_of_strings, schema_type,
+};
 use crate::wire;
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -29,6 +31,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(batch_delete_sub_jobs))
 }
 
+schema_type!(
+    /// A sub-job status, as ListItaSubJobs filters by it.
+    SubJobStatusName => one_of_strings(SubJobStatus::ALL.iter().map(|s| s.as_str()))
+);
+
 fn job_id(raw: String) -> Result<JobId, ApiError> {
     JobId::parse(raw).map_err(|e| ApiError::invalid(e.to_string()))
 }
@@ -43,7 +50,7 @@ fn job_not_found(id: &JobId) -> ApiError {
     path = "/v2/{project_id}/workspace-jobs/{job_id}",
     tag = TAG_WORKSPACE,
     operation_id = "ShowJob",
-    params(("project_id" = String, Path, description = "The project id (32 hex digits)"), ("job_id" = String, Path, description = "The job id")),
+    params(("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"), ("job_id" = inline(PrintableId), Path, description = "The job id")),
     responses((status = 200, description = "The job", body = JobInfo), (status = 404, description = "WKS: no such job in this project", body = ErrorBody), WorkspaceErrors),
     security(("aksk" = []), ("token" = [])),
 )]
@@ -70,7 +77,7 @@ async fn show_job(
     path = "/v2/{project_id}/workspace-jobs/{job_id}/actions",
     tag = TAG_WORKSPACE,
     operation_id = "RunActionsOnWorkspaceJob",
-    params(("project_id" = String, Path, description = "The project id (32 hex digits)"), ("job_id" = String, Path, description = "The job id")),
+    params(("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"), ("job_id" = inline(PrintableId), Path, description = "The job id")),
     request_body = JobActionRequest,
     responses((status = 200, description = "The job acted on", body = JobIdResponse), (status = 404, description = "WKS: no such job in this project", body = ErrorBody), WorkspaceErrors),
     security(("aksk" = []), ("token" = [])),
@@ -136,9 +143,9 @@ async fn run_job_action(
     tag = TAG_WORKSPACE,
     operation_id = "ListItaSubJobs",
     params(
-        ("project_id" = String, Path, description = "The project id (32 hex digits)"),
-        ("status" = Option<Vec<String>>, Query, explode = true, description = "WAITING, RUNNING, SUCCESS or FAILED; up to 4"),
-        ("job_id" = Option<String>, Query, description = "Only the sub-jobs of this job"),
+        ("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"),
+        ("status" = inline(Option<Vec<SubJobStatusName>>), Query, explode = true, max_items = 4, description = "Up to 4 statuses"),
+        ("job_id" = inline(Option<PrintableId>), Query, description = "Only the sub-jobs of this job"),
         ("job_type" = Option<String>, Query, description = "Only sub-jobs of this type"),
         ("desktop_pool_id" = Option<String>, Query, description = "deskfleet has no pools: matches nothing"),
         ("limit" = Option<u32>, Query, maximum = 1000, description = "Page size, 0 to 1000 (1000)"),
@@ -187,7 +194,7 @@ async fn list_sub_jobs(
     path = "/v2/{project_id}/workspace-sub-jobs/batch-delete",
     tag = TAG_WORKSPACE,
     operation_id = "BatchDeleteSubJobs",
-    params(("project_id" = String, Path, description = "The project id (32 hex digits)")),
+    params(("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)")),
     request_body = DeleteSubJobsRequest,
     responses((status = 200, description = "Deleted", body = EmptyResponse), WorkspaceErrors),
     security(("aksk" = []), ("token" = [])),

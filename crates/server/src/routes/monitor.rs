@@ -6,7 +6,7 @@ use crate::auth::Caller;
 use crate::auth::policy::Api;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
-use crate::openapi::{TAG_EXTENSIONS, WorkspaceErrors};
+use crate::openapi::{PrintableId, ProjectIdParam, TAG_EXTENSIONS, WorkspaceErrors};
 use crate::wire::{self, api_time};
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -62,7 +62,7 @@ pub struct MonitorAgent {
     path = "/v2/{project_id}/desktop-monitor/{desktop_id}",
     tag = TAG_EXTENSIONS,
     operation_id = "ShowDesktopMonitor",
-    params(("project_id" = String, Path, description = "The project id (32 hex digits)"), ("desktop_id" = String, Path, description = "The desktop id")),
+    params(("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"), ("desktop_id" = inline(PrintableId), Path, description = "The desktop id")),
     responses(
         (status = 200, description = "The desktop's agent and its newest figures", body = DesktopMonitor),
         (status = 404, description = "WKS: no such desktop in this project", body = ErrorBody),

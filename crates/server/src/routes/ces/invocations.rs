@@ -13,7 +13,9 @@ use crate::auth::policy::Api;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, Query};
 use crate::fleet::packages::MONITOR;
-use crate::openapi::{CesV3Errors, TAG_CES};
+use crate::openapi::{
+    CesV3Errors, ProjectIdParam, TAG_CES, one_of_strings, pattern_string, schema_type,
+};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -54,6 +56,40 @@ pub fn job_type(op: Operation) -> &'static str {
         Operation::Uninstall => "batchUninstallCesAgent",
     }
 }
+
+schema_type!(
+    /// An instance or invocation id of a batch-create.
+    BatchId => pattern_string("^[a-zA-Z0-9-]+$", 1, 64, "1 to 64 letters, digits or hyphens")
+);
+schema_type!(
+    /// An invocation id as ListAgentInvocations filters by it.
+    InvocationIdParam => pattern_string(
+        "^[a-zA-Z0-9][a-zA-Z0-9_-]*$",
+        1,
+        usize::MAX,
+        "A letter or digit, then letters, digits, '_' or '-' (longer than 255 matches none)"
+    )
+);
+schema_type!(
+    /// Every desktop is an ECS.
+    InstanceType => one_of_strings(["ECS", "BMS"])
+);
+schema_type!(
+    /// The invocation types ListAgentInvocations takes.
+    InvocationTypeName => one_of_strings([
+        "INSTALL",
+        "UPDATE",
+        "ROLLBACK",
+        "RETRY",
+        "UNINSTALL",
+        "SET_REMOTE_INSTALLER",
+        "REMOTE_INSTALL",
+    ])
+);
+schema_type!(
+    /// The one invocation target.
+    TargetName => one_of_strings([TARGET])
+);
 
 /// Per-target error codes of a batch-create (`docs/ces.md`).
 pub mod code {
@@ -277,7 +313,7 @@ fn parse_body(body: &BatchCreateBody) -> Result<Ask, ApiError> {
     path = "/v3/{project_id}/agent-invocations/batch-create",
     tag = TAG_CES,
     operation_id = "BatchCreateAgentInvocations",
-    params(("project_id" = String, Path, description = "The project id (32 hex digits)")),
+    params(("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)")),
     request_body = BatchCreateBody,
     responses((status = 201, description = "Each target's invocation or error", body = BatchCreateResponse), CesV3Errors),
     security(("aksk" = []), ("token" = [])),
@@ -777,12 +813,12 @@ fn bad_query(message: String) -> TaskmgrError {
     tag = TAG_CES,
     operation_id = "ListAgentInvocations",
     params(
-        ("project_id" = String, Path, description = "The project id (32 hex digits)"),
-        ("instance_id" = Option<String>, Query, description = "Only this desktop"),
-        ("instance_type" = Option<String>, Query, description = "ECS (all) or BMS (none)"),
-        ("invocation_id" = Option<String>, Query, description = "Only this invocation"),
-        ("invocation_type" = Option<String>, Query, description = "INSTALL, UPDATE, ROLLBACK, UNINSTALL; RETRY, SET_REMOTE_INSTALLER and REMOTE_INSTALL match none"),
-        ("invocation_target" = Option<String>, Query, description = "telescope"),
+        ("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"),
+        ("instance_id" = inline(Option<BatchId>), Query, description = "Only this desktop"),
+        ("instance_type" = inline(Option<InstanceType>), Query, description = "ECS (all) or BMS (none)"),
+        ("invocation_id" = inline(Option<InvocationIdParam>), Query, description = "Only this invocation"),
+        ("invocation_type" = inline(Option<InvocationTypeName>), Query, description = "RETRY, SET_REMOTE_INSTALLER and REMOTE_INSTALL match none"),
+        ("invocation_target" = inline(Option<TargetName>), Query),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (100)"),
         ("offset" = Option<u64>, Query, maximum = 9999999999999u64, description = "Rows to skip"),
     ),

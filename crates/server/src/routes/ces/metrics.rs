@@ -16,7 +16,10 @@ use crate::auth::Caller;
 use crate::auth::policy::Api;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, Query};
-use crate::openapi::{CesV1Errors, TAG_CES};
+use crate::openapi::{
+    CesV1Errors, ProjectIdParam, TAG_CES, integer_between, one_of_integers, one_of_strings,
+    pattern_string, schema_type,
+};
 use crate::timeseries::report::{is_disk_metric, unit_of};
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -130,6 +133,56 @@ impl Filter {
 }
 
 const FILTERS: &str = "average, max, min, sum or variance";
+
+schema_type!(
+    /// How a period's values are summed up.
+    FilterName => one_of_strings(["average", "max", "min", "sum", "variance"])
+);
+schema_type!(
+    /// A period Cloud Eye offers, in seconds.
+    PeriodSeconds => one_of_integers(PERIODS)
+);
+schema_type!(
+    /// `from` and `to`: epoch milliseconds within Cloud Eye's bounds.
+    EpochMillis => integer_between(TIME_MIN, TIME_MAX, "Epoch milliseconds")
+);
+schema_type!(
+    /// `service.item`, letters, digits and `_`, each part starting with a letter.
+    Namespace => pattern_string(
+        "^[A-Za-z][A-Za-z0-9_]*\\.[A-Za-z][A-Za-z0-9_]*$",
+        3,
+        32,
+        "service.item, e.g. AGT.ECS"
+    )
+);
+schema_type!(
+    /// A metric name: a letter, then letters, digits, `_` or `-`.
+    MetricName => pattern_string("^[A-Za-z][A-Za-z0-9_-]*$", 1, 96, "A metric name")
+);
+schema_type!(
+    /// A dimension of a query string: `name,value`, a name of letters, digits, `_` or `-`
+    /// starting with a letter (at most 32) and a value of 1 to 256 characters (printable
+    /// ASCII here: the limit counts bytes).
+    QueryDim => pattern_string(
+        "^[A-Za-z][A-Za-z0-9_-]{0,31},[ -~]{1,256}$",
+        3,
+        289,
+        "name,value"
+    )
+);
+schema_type!(
+    /// A ListMetrics marker: `AGT.ECS.<metric>.instance_id:<desktop>[.mount_point:<id>]`.
+    Marker => pattern_string(
+        "^AGT\\.ECS\\.[A-Za-z][A-Za-z0-9_-]*\\.instance_id:[ -~]+$",
+        22,
+        1024,
+        "The marker of a previous page"
+    )
+);
+schema_type!(
+    /// The order of ListMetrics.
+    Order => one_of_strings(["asc", "desc"])
+);
 const PERIOD_LIST: &str = "1, 60, 300, 1200, 3600, 14400 or 86400";
 
 /// Where a period is read from: raw data (the agent's one-minute collection) for 1 and
@@ -295,17 +348,17 @@ async fn aggregates_of(
     tag = TAG_CES,
     operation_id = "ShowMetricData",
     params(
-        ("project_id" = String, Path, description = "The project id (32 hex digits)"),
-        ("namespace" = String, Query, description = "`AGT.ECS`"),
-        ("metric_name" = String, Query, description = "e.g. cpu_usage"),
-        ("dim.0" = Option<String>, Query, description = "A dimension, name,value (e.g. instance_id,<desktop id>)"),
-        ("dim.1" = Option<String>, Query, description = "A second dimension, name,value"),
-        ("dim.2" = Option<String>, Query, description = "A third dimension, name,value"),
-        ("dim.3" = Option<String>, Query, description = "A fourth dimension, name,value"),
-        ("filter" = String, Query, description = "average, max, min, sum or variance"),
-        ("period" = i64, Query, description = "1, 60, 300, 1200, 3600, 14400 or 86400 seconds"),
-        ("from" = i64, Query, description = "Epoch milliseconds"),
-        ("to" = i64, Query, description = "Epoch milliseconds, after from"),
+        ("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"),
+        ("namespace" = inline(Namespace), Query, description = "`AGT.ECS`"),
+        ("metric_name" = inline(MetricName), Query, description = "e.g. cpu_usage"),
+        ("dim.0" = inline(QueryDim), Query, description = "A dimension, name,value (e.g. instance_id,<desktop id>)"),
+        ("dim.1" = inline(Option<QueryDim>), Query, description = "A second dimension, name,value"),
+        ("dim.2" = inline(Option<QueryDim>), Query, description = "A third dimension, name,value"),
+        ("dim.3" = inline(Option<QueryDim>), Query, description = "A fourth dimension, name,value"),
+        ("filter" = inline(FilterName), Query),
+        ("period" = inline(PeriodSeconds), Query, description = "Seconds"),
+        ("from" = inline(EpochMillis), Query),
+        ("to" = inline(EpochMillis), Query, description = "Epoch milliseconds, after from"),
     ),
     responses((status = 200, description = "The datapoints", body = ShowMetricDataResponse), CesV1Errors),
     security(("aksk" = []), ("token" = [])),
@@ -542,7 +595,7 @@ pub fn clamp_from(count: usize, period: i64, from: Millis, to: Millis) -> Millis
     path = "/V1.0/{project_id}/batch-query-metric-data",
     tag = TAG_CES,
     operation_id = "BatchListMetricData",
-    params(("project_id" = String, Path, description = "The project id (32 hex digits)")),
+    params(("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)")),
     request_body = BatchListMetricDataRequest,
     responses((status = 200, description = "Each metric's datapoints", body = BatchListMetricDataResponse), CesV1Errors),
     security(("aksk" = []), ("token" = [])),
@@ -623,16 +676,16 @@ fn parse_marker(start: &str) -> Option<(String, String, String)> {
     tag = TAG_CES,
     operation_id = "ListMetrics",
     params(
-        ("project_id" = String, Path, description = "The project id (32 hex digits)"),
-        ("namespace" = Option<String>, Query, description = "`AGT.ECS`"),
-        ("metric_name" = Option<String>, Query),
-        ("dim.0" = Option<String>, Query, description = "A dimension, name,value (e.g. instance_id,<desktop id>)"),
-        ("dim.1" = Option<String>, Query, description = "A second dimension, name,value"),
-        ("dim.2" = Option<String>, Query, description = "A third dimension, name,value"),
-        ("dim.3" = Option<String>, Query, description = "A fourth dimension, name,value"),
-        ("start" = Option<String>, Query, description = "The marker of the previous page"),
+        ("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"),
+        ("namespace" = inline(Option<Namespace>), Query, description = "`AGT.ECS`"),
+        ("metric_name" = inline(Option<MetricName>), Query),
+        ("dim.0" = inline(Option<QueryDim>), Query, description = "A dimension, name,value (e.g. instance_id,<desktop id>)"),
+        ("dim.1" = inline(Option<QueryDim>), Query, description = "A second dimension, name,value"),
+        ("dim.2" = inline(Option<QueryDim>), Query, description = "A third dimension, name,value"),
+        ("dim.3" = inline(Option<QueryDim>), Query, description = "A fourth dimension, name,value"),
+        ("start" = inline(Option<Marker>), Query, description = "The marker of the previous page"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000 (1000)"),
-        ("order" = Option<String>, Query, description = "asc or desc"),
+        ("order" = inline(Option<Order>), Query),
     ),
     responses((status = 200, description = "A page of metrics", body = ListMetricsResponse), CesV1Errors),
     security(("aksk" = []), ("token" = [])),

@@ -15,7 +15,7 @@ use crate::auth::Caller;
 use crate::auth::policy::Api;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
-use crate::openapi::{CesV3Errors, TAG_CES};
+use crate::openapi::{CesV3Errors, ProjectIdParam, TAG_CES, one_of_strings, schema_type};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -40,16 +40,32 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[schema(as = ListAgentStatusRequestBody)]
 struct RequestBody {
-    /// 1 to 2000 desktop ids (`^[a-zA-Z0-9-]{1,64}$`).
-    #[schema(min_items = 1, max_items = 2000)]
+    /// 1 to 2000 desktop ids.
+    #[schema(inline, value_type = Vec<super::invocations::BatchId>, min_items = 1, max_items = 2000)]
     instance_ids: Option<Vec<String>>,
-    /// Only desktops whose guest is `none`, `running`, `silent` or `unknown`.
+    /// Only desktops whose guest is in this state.
+    #[schema(inline, value_type = Option<UniagentStatusName>)]
     uniagent_status: Option<String>,
     /// Only `telescope` (the monitoring agent) can be queried.
+    #[schema(inline, value_type = Option<ExtensionName>)]
     extension_name: Option<String>,
-    /// Only desktops whose agent is `none`, `running`, `stopped`, `fault` or `unknown`.
+    /// Only desktops whose agent is in this state.
+    #[schema(inline, value_type = Option<ExtensionStatusName>)]
     extension_status: Option<String>,
 }
+
+schema_type!(
+    /// A guest state ListAgentStatus filters by.
+    UniagentStatusName => one_of_strings(UNIAGENT_STATUSES)
+);
+schema_type!(
+    /// The one extension that can be queried.
+    ExtensionName => one_of_strings([TELESCOPE])
+);
+schema_type!(
+    /// An agent state ListAgentStatus filters by.
+    ExtensionStatusName => one_of_strings(EXTENSION_STATUSES)
+);
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListAgentStatusResponse {
@@ -187,7 +203,7 @@ pub fn agent_status(id: String, desktop: Option<&Desktop>, fresh: Freshness) -> 
     path = "/v3/{project_id}/agent-status/batch-query",
     tag = TAG_CES,
     operation_id = "ListAgentStatus",
-    params(("project_id" = String, Path, description = "The project id (32 hex digits)")),
+    params(("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)")),
     request_body = RequestBody,
     responses((status = 200, description = "The desktops' status", body = ListAgentStatusResponse), CesV3Errors),
     security(("aksk" = []), ("token" = [])),
