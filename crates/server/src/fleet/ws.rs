@@ -24,7 +24,9 @@ use tokio::time::Instant;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The guests' OpAMP channel over WebSocket (`docs/fleet-protocol.md`): protobuf
-/// `AgentToServer` and `ServerToAgent` frames.
+/// `AgentToServer` and `ServerToAgent` frames. The request is a WebSocket upgrade
+/// (`Connection: Upgrade`, `Upgrade: websocket`, `Sec-WebSocket-Version: 13`,
+/// `Sec-WebSocket-Key`); any other GET is answered 400.
 #[utoipa::path(
     get,
     path = "/v1/opamp",
