@@ -12,21 +12,26 @@
 //! is an extension when its doc comment says so (it starts with "Extension" or
 //! "deskfleet extension"), so the mark follows the code's own words.
 
+mod errors;
+mod schemas;
+
+pub use errors::{CesV1Errors, CesV3Errors, FleetErrors, KeystoneErrors, WorkspaceErrors};
+pub(crate) use schemas::schema_type;
+pub use schemas::{
+    PrintableId, ProjectIdParam, integer_between, one_of_integers, one_of_strings, pattern_string,
+};
+
 use crate::AppState;
 use crate::routes::ces::error::{MetricErrorBody, TaskmgrErrorBody};
 use deskfleet_proto::error::ErrorBody;
 use deskfleet_proto::iam::KeystoneError;
-use std::collections::BTreeMap;
+use utoipa::openapi::Required;
 use utoipa::openapi::extensions::{Extensions, ExtensionsBuilder};
 use utoipa::openapi::path::ParameterIn;
-use utoipa::openapi::schema::Schema;
-use utoipa::openapi::schema::{
-    AnyOfBuilder, ArrayItems, KnownFormat, ObjectBuilder, SchemaFormat, Type,
-};
+use utoipa::openapi::schema::{AnyOfBuilder, ArrayItems, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
 use utoipa::openapi::{OpenApi as Document, RefOr};
-use utoipa::{IntoResponses, Modify, OpenApi};
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 /// The vendor extension on deskfleet's own operations and fields.
@@ -232,231 +237,3 @@ fn mark_extensions(doc: &mut Document) {
         }
     }
 }
-
-/// The error answers an authenticated operation may give besides its own: statuses with
-/// what they mean. Not every operation gives every one (a GET has no body to time out),
-/// but each may.
-const AUTHENTICATED_ERRORS: [(u16, &str); 8] = [
-    (
-        400,
-        "A parameter is missing, malformed or out of range; the message says what to fix",
-    ),
-    (
-        401,
-        "APIGW.0301: the credential is missing, malformed, wrong, expired or locked",
-    ),
-    (
-        403,
-        "The caller's role does not grant the action, or the credential is of another project",
-    ),
-    (408, "The request body did not arrive in time"),
-    (413, "The request body is larger than the limit"),
-    (
-        429,
-        "The per-user, per-API request rate was exceeded; Retry-After says when to retry",
-    ),
-    (
-        500,
-        "Something failed inside the server; the cause is logged, not sent",
-    ),
-    (
-        503,
-        "Storage is unavailable, or too many large bodies are being received; Retry-After \
-         says when to retry",
-    ),
-];
-
-fn error_responses(
-    statuses: &[(u16, &str)],
-    schema: impl Fn() -> RefOr<Schema>,
-) -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
-    statuses
-        .iter()
-        .map(|(status, description)| {
-            let response = ResponseBuilder::new()
-                .description(*description)
-                .content(
-                    "application/json",
-                    ContentBuilder::new().schema(Some(schema())).build(),
-                )
-                .build();
-            (status.to_string(), RefOr::T(response))
-        })
-        .collect()
-}
-
-fn schema_ref(name: &str) -> RefOr<Schema> {
-    RefOr::Ref(Ref::from_schema_name(name))
-}
-
-/// One of a service's own error body and the gateway's: authentication, size and
-/// throttling are answered by the gateway in front of every service.
-fn or_gateway(service: &str) -> RefOr<Schema> {
-    AnyOfBuilder::new()
-        .item(schema_ref(service))
-        .item(schema_ref("ErrorBody"))
-        .into()
-}
-
-/// The errors of a Workspace (and `/v3/projects`) operation: the Workspace body.
-pub struct WorkspaceErrors;
-
-impl IntoResponses for WorkspaceErrors {
-    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
-        error_responses(&AUTHENTICATED_ERRORS, || schema_ref("ErrorBody"))
-    }
-}
-
-/// The errors of a Cloud Eye v3 operation: `taskmgr.NNNN`, or the gateway's body.
-pub struct CesV3Errors;
-
-impl IntoResponses for CesV3Errors {
-    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
-        error_responses(&AUTHENTICATED_ERRORS, || or_gateway("TaskmgrErrorBody"))
-    }
-}
-
-/// The errors of a Cloud Eye V1.0 (metric) operation: the hybrid `ces.NNNN` body, or the
-/// gateway's.
-pub struct CesV1Errors;
-
-impl IntoResponses for CesV1Errors {
-    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
-        error_responses(&AUTHENTICATED_ERRORS, || or_gateway("MetricErrorBody"))
-    }
-}
-
-/// The errors of the Keystone token operations: the Keystone body.
-pub struct KeystoneErrors;
-
-impl IntoResponses for KeystoneErrors {
-    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
-        error_responses(
-            &[
-                (
-                    400,
-                    "The request body is invalid; the message says what to fix",
-                ),
-                (
-                    401,
-                    "Wrong user name or password, a locked or disabled user, no role on the \
-                     project in scope, or a missing or invalid X-Auth-Token",
-                ),
-                (408, "The request body did not arrive in time"),
-                (413, "The request body is larger than the limit"),
-                (
-                    500,
-                    "Something failed inside the server; the cause is logged, not sent",
-                ),
-                (
-                    503,
-                    "Too many logins are being checked, or storage is unavailable; retry",
-                ),
-            ],
-            || schema_ref("KeystoneError"),
-        )
-    }
-}
-
-/// The errors of the fleet channel and of the probes: the Workspace body.
-pub struct FleetErrors;
-
-impl IntoResponses for FleetErrors {
-    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
-        error_responses(
-            &[
-                (
-                    400,
-                    "The message is not a valid request; the message says why",
-                ),
-                (
-                    401,
-                    "APIGW.0301: no bearer, or an unknown, spent or expired credential",
-                ),
-                (403, "The credential may not do this"),
-                (404, "No such package"),
-                (408, "The request body did not arrive in time"),
-                (413, "The request body is larger than the limit"),
-                (
-                    500,
-                    "Something failed inside the server; the cause is logged, not sent",
-                ),
-                (
-                    503,
-                    "The server is busy, shutting down, or its storage is unavailable; \
-                     Retry-After says when to retry",
-                ),
-            ],
-            || schema_ref("ErrorBody"),
-        )
-    }
-}
-
-/// Declares a type whose only purpose is a schema (for a parameter or field the handler
-/// reads as a plain string but checks against a rule): `PartialSchema` from `$schema`.
-macro_rules! schema_type {
-    ($(#[$doc:meta])* $name:ident => $schema:expr) => {
-        $(#[$doc])*
-        pub struct $name;
-
-        impl utoipa::PartialSchema for $name {
-            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                $schema
-            }
-        }
-
-        impl utoipa::ToSchema for $name {}
-    };
-}
-pub(crate) use schema_type;
-
-/// A string of `min..=max` characters matching `pattern` (`usize::MAX`: no maximum).
-pub fn pattern_string(pattern: &str, min: usize, max: usize, description: &str) -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .pattern(Some(pattern))
-        .min_length(Some(min))
-        .max_length((max != usize::MAX).then_some(max))
-        .description(Some(description))
-        .into()
-}
-
-/// A string that is one of `values`.
-pub fn one_of_strings<'a>(values: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(values))
-        .into()
-}
-
-/// An integer that is one of `values`.
-pub fn one_of_integers(values: impl IntoIterator<Item = i64>) -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(Type::Integer)
-        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
-        .enum_values(Some(values))
-        .into()
-}
-
-/// An integer from `min` to `max`.
-pub fn integer_between(min: i64, max: i64, description: &str) -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(Type::Integer)
-        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
-        .minimum(Some(min))
-        .maximum(Some(max))
-        .description(Some(description))
-        .into()
-}
-
-/// Characters that are not control characters (Unicode Cc), as the ids of the wire allow.
-const PRINTABLE: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]+$";
-
-schema_type!(
-    /// A project id: 1 to 255 of `[A-Za-z0-9_-]`.
-    ProjectIdParam => pattern_string("^[A-Za-z0-9_-]+$", 1, 255, "A project id")
-);
-schema_type!(
-    /// A desktop, job or sub-job id: 1 to 255 printable characters.
-    PrintableId => pattern_string(PRINTABLE, 1, 255, "An id: 1 to 255 printable characters")
-);
