@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 use utoipa::IntoResponses;
-use utoipa::openapi::schema::{AnyOfBuilder, Schema};
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 
 /// The error answers an authenticated operation may give besides its own: statuses with
@@ -47,14 +48,21 @@ fn error_responses(
     statuses
         .iter()
         .map(|(status, description)| {
-            let response = ResponseBuilder::new()
-                .description(*description)
-                .content(
-                    "application/json",
-                    ContentBuilder::new().schema(Some(schema())).build(),
-                )
-                .build();
-            (status.to_string(), RefOr::T(response))
+            let mut response = ResponseBuilder::new().description(*description).content(
+                "application/json",
+                ContentBuilder::new().schema(Some(schema())).build(),
+            );
+            // Throttling and unavailability say when to come back (when they know).
+            if matches!(status, 429 | 503) {
+                response = response.header(
+                    "Retry-After",
+                    HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                        .description(Some("Seconds to wait before retrying"))
+                        .build(),
+                );
+            }
+            (status.to_string(), RefOr::T(response.build()))
         })
         .collect()
 }

@@ -27,6 +27,7 @@ use deskfleet_proto::error::ErrorBody;
 use deskfleet_proto::iam::KeystoneError;
 use utoipa::openapi::Required;
 use utoipa::openapi::extensions::{Extensions, ExtensionsBuilder};
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::schema::{AnyOfBuilder, ArrayItems, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -124,7 +125,29 @@ pub fn build(routes: OpenApiRouter<AppState>) -> Document {
         .into_openapi();
     mark_extensions(&mut doc);
     empty_query_values_are_absent(&mut doc);
+    every_answer_has_a_request_id(&mut doc);
     doc
+}
+
+/// Every answer carries `X-Request-Id` (the request-id middleware of `routes/mod.rs`).
+fn every_answer_has_a_request_id(doc: &mut Document) {
+    let header = HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::String))
+        .description(Some(
+            "The request's id, also in the server's log and in gateway error bodies",
+        ))
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+            for response in operation.responses.responses.values_mut() {
+                if let RefOr::T(response) = response {
+                    response
+                        .headers
+                        .insert("X-Request-Id".to_owned(), header.clone());
+                }
+            }
+        }
+    }
 }
 
 /// An empty query value counts as absent (`extract::Query`; the SDKs send `start=` for an

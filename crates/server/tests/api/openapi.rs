@@ -76,6 +76,12 @@ async fn the_document_is_openapi_3_1_and_describes_every_family() {
                 responses.keys().any(|s| s.starts_with('2') || s == "101"),
                 "{method} {path}: no success answer"
             );
+            for (status, response) in responses {
+                assert!(
+                    response["headers"]["X-Request-Id"].is_object(),
+                    "{method} {path} {status}: X-Request-Id"
+                );
+            }
         }
     }
     let schemas = &doc["components"]["schemas"];
