@@ -200,6 +200,7 @@ pub const ROLLOUT_STOPPED_CODE: &str = "WKS.00990020";
 
 /// The Workspace error body (BaseResponse).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error_code: String,
     pub error_msg: String,

@@ -15,7 +15,10 @@ pub const JOB_TYPE_INSTALL_AGENT: &str = "batchInstallCesAgent";
 pub const AGENT_NAME: &str = "deskfleet-monitor";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchInstallAgentRequest {
+    /// 1 to 100 desktop ids, each of a desktop of the project.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 100))]
     pub desktop_ids: Vec<String>,
     /// Extension (rollout control, `docs/api.md`): at most this many desktops installing
     /// at once, a count (`"10"`) or a percentage of the desktops (`"10%"`).
@@ -28,24 +31,39 @@ pub struct BatchInstallAgentRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobIdResponse {
     pub job_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobActionRequest {
+    /// `retry` (the failed sub-jobs) or `cancel` (the ones not done).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(retry|cancel)$"))]
     pub op_type: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeleteSubJobsRequest {
+    /// 1 to 10 sub-job ids; or else `delete_by_status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 10))]
     pub job_ids: Option<Vec<String>>,
+    /// `SUCCESS` or `FAILED`: every sub-job of that status; or else `job_ids`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(SUCCESS|FAILED)$"))]
     pub delete_by_status: Option<String>,
 }
 
+/// An empty object: the body of BatchDeleteSubJobs' answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EmptyResponse {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobEntities {
     pub desktop_id: Option<String>,
     pub desktop_name: Option<String>,
@@ -56,6 +74,7 @@ pub struct JobEntities {
 
 /// `JobDetailInfo`: one sub-job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubJobInfo {
     pub id: String,
     pub job_id: String,
@@ -76,6 +95,7 @@ pub struct SubJobInfo {
 
 /// ShowJob's body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobInfo {
     pub id: String,
     pub job_type: String,
@@ -89,12 +109,14 @@ pub struct JobInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListSubJobsResponse {
     pub total_count: i64,
     pub jobs: Vec<SubJobInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentInfo {
     pub agent_name: String,
     pub agent_version: String,
@@ -102,6 +124,7 @@ pub struct AgentInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentsCondition {
     pub desktop_id: String,
     pub desktop_name: String,
@@ -118,12 +141,14 @@ pub struct AgentsCondition {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListAgentsResponse {
     pub agents_condition: Vec<AgentsCondition>,
     pub total_count: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tag {
     pub key: String,
     #[serde(default)]
@@ -132,6 +157,7 @@ pub struct Tag {
 
 /// `SimpleDesktopInfo` (ListDesktops).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SimpleDesktopInfo {
     pub desktop_id: String,
     pub computer_name: String,
@@ -154,6 +180,7 @@ pub struct SimpleDesktopInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListDesktopsResponse {
     pub total_count: i64,
     pub desktops: Vec<SimpleDesktopInfo>,
@@ -161,6 +188,7 @@ pub struct ListDesktopsResponse {
 
 /// `DesktopDetailInfo` (ListDesktopsDetail, ShowDesktopDetail).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DesktopDetailInfo {
     pub desktop_id: String,
     pub computer_name: String,
@@ -186,6 +214,7 @@ pub struct DesktopDetailInfo {
 /// deskfleet extension on the desktop and agent lists: the desktop's guest connection,
 /// as its heartbeats and disconnects tell it (see `docs/api.md`, "Online status").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConnectionInfo {
     /// `online`, `offline` or `never` (its guest never connected).
     pub state: String,
@@ -196,12 +225,14 @@ pub struct ConnectionInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListDesktopsDetailResponse {
     pub total_count: i64,
     pub desktops: Vec<DesktopDetailInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShowDesktopResponse {
     pub desktop: DesktopDetailInfo,
 }

@@ -84,21 +84,21 @@ impl Query {
         }
     }
 
-    /// Every value of a repeatable `key`, at most `max` of them.
+    /// Every non-empty value of a repeatable `key`, which may be given at most `max` times
+    /// (empty values count: the bound is on the query, as the OpenAPI document says it).
     pub fn all(&self, key: &str, max: usize) -> Result<Vec<String>, ApiError> {
-        let values: Vec<String> = self
+        let given = self.0.iter().filter(|(k, _)| k == key).count();
+        if given > max {
+            return Err(ApiError::invalid(format!(
+                "query parameter {key} is given {given} times; at most {max} are allowed"
+            )));
+        }
+        Ok(self
             .0
             .iter()
             .filter(|(k, v)| k == key && !v.is_empty())
             .map(|(_, v)| v.clone())
-            .collect();
-        if values.len() > max {
-            return Err(ApiError::invalid(format!(
-                "query parameter {key} is given {} times; at most {max} are allowed",
-                values.len()
-            )));
-        }
-        Ok(values)
+            .collect())
     }
 
     pub fn bool(&self, key: &str) -> Result<Option<bool>, ApiError> {

@@ -17,6 +17,7 @@ pub mod error;
 mod extract;
 pub mod fleet;
 pub mod observe;
+pub mod openapi;
 pub mod routes;
 pub mod serve;
 pub mod settings;

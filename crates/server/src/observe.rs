@@ -13,12 +13,10 @@
 use crate::AppState;
 use crate::error::ApiError;
 use crate::settings::{LogFormat, LogSettings};
-use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::io::IsTerminal;
 use std::sync::OnceLock;
@@ -97,8 +95,8 @@ fn describe() {
 }
 
 /// `GET /metrics`.
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics_endpoint))
+pub(crate) fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(metrics_endpoint))
 }
 
 /// The matched route of a request, carried from the route layer (which runs after routing
@@ -202,6 +200,19 @@ impl JobGauges {
 /// set; then only `Authorization: Bearer <token>` is answered (401 JSON error otherwise).
 /// The job gauges are counted from the store now, so every replica on one PostgreSQL
 /// reports the same totals (aggregate them with `max`, not `sum`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = crate::openapi::TAG_EXTENSIONS,
+    operation_id = "ShowPrometheusMetrics",
+    responses(
+        (status = 200, description = "The Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, description = "APIGW.0301: metrics.bearer_token_file is set and the bearer is not it",
+         body = deskfleet_proto::error::ErrorBody),
+        (status = 500, description = "metrics.bearer_token_file cannot be read, or is empty",
+         body = deskfleet_proto::error::ErrorBody),
+    ),
+)]
 async fn metrics_endpoint(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(path) = &state.settings.metrics.bearer_token_file {
         let expected = match tokio::fs::read_to_string(path).await {

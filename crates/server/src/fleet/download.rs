@@ -12,7 +12,20 @@ fn counted(result: &'static str) {
     metrics::counter!("deskfleet_package_downloads_total", "result" => result).increment(1);
 }
 
-/// Serves a package to an enrolled desktop.
+/// Serves a package to an enrolled desktop: the signed archive of `docs/packages.md`.
+#[utoipa::path(
+    get,
+    path = "/v1/packages/{package_id}",
+    tag = crate::openapi::TAG_EXTENSIONS,
+    operation_id = "DownloadPackage",
+    params(("package_id" = String, Path, description = "The package id, from the server's offer")),
+    responses(
+        (status = 200, description = "The package archive", content_type = "application/gzip", body = Vec<u8>,
+         headers(("X-Content-SHA256" = String, description = "The archive's SHA-256, hex"))),
+        crate::openapi::FleetErrors,
+    ),
+    security(("fleet_bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(package_id = %package_id))]
 pub async fn download_package(
     State(state): State<AppState>,

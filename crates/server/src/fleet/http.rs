@@ -144,6 +144,20 @@ fn protobuf(reply: &op::ServerToAgent) -> Response {
         .into_response()
 }
 
+/// The guests' OpAMP channel over plain HTTP (`docs/fleet-protocol.md`): one protobuf
+/// `AgentToServer` in (gzip allowed), one `ServerToAgent` out.
+#[utoipa::path(
+    post,
+    path = "/v1/opamp",
+    tag = crate::openapi::TAG_EXTENSIONS,
+    operation_id = "PostOpampMessage",
+    request_body(content = Vec<u8>, content_type = "application/x-protobuf", description = "An AgentToServer message"),
+    responses(
+        (status = 200, description = "A ServerToAgent message", content_type = "application/x-protobuf", body = Vec<u8>),
+        crate::openapi::FleetErrors,
+    ),
+    security(("fleet_bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn opamp_http(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();

@@ -27,9 +27,7 @@ use crate::AppState;
 use crate::auth::secrets::{random_alphanumeric, sha256_hex};
 use crate::engine::Worker;
 use async_trait::async_trait;
-use axum::Router;
 use axum::http::{HeaderMap, header};
-use axum::routing::get;
 use deskfleet_core::fleet::{DesktopIdentity, EnrollmentGrant};
 use deskfleet_core::ids::DesktopId;
 use deskfleet_core::store::StoreError;
@@ -42,6 +40,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The custom capability under which guests forward the monitoring agent's metrics.
 pub const MONITOR_CAPABILITY: &str = "io.deskfleet.monitor";
@@ -251,10 +251,10 @@ impl Registered {
     }
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/opamp", get(ws::opamp_ws).post(http::opamp_http))
-        .route("/v1/packages/{package_id}", get(download::download_package))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ws::opamp_ws, http::opamp_http))
+        .routes(routes!(download::download_package))
 }
 
 /// The base URL guests reach this server at, for download links.

@@ -23,6 +23,21 @@ use tokio::time::Instant;
 /// How long a Close we send may take to go out before the connection is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The guests' OpAMP channel over WebSocket (`docs/fleet-protocol.md`): protobuf
+/// `AgentToServer` and `ServerToAgent` frames. The request is a WebSocket upgrade
+/// (`Connection: Upgrade`, `Upgrade: websocket`, `Sec-WebSocket-Version: 13`,
+/// `Sec-WebSocket-Key`); any other GET is answered 400.
+#[utoipa::path(
+    get,
+    path = "/v1/opamp",
+    tag = crate::openapi::TAG_EXTENSIONS,
+    operation_id = "ConnectOpampWebSocket",
+    responses(
+        (status = 101, description = "Switched to WebSocket: OpAMP frames follow"),
+        crate::openapi::FleetErrors,
+    ),
+    security(("fleet_bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn opamp_ws(State(state): State<AppState>, request: Request) -> Response {
     let (mut parts, _) = request.into_parts();

@@ -5,10 +5,10 @@ use crate::auth::Caller;
 use crate::auth::policy::Api;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, Query};
+use crate::openapi::{PrintableId, ProjectIdParam, TAG_WORKSPACE, WorkspaceErrors};
 use crate::wire;
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use deskfleet_core::ids::DesktopId;
 use deskfleet_core::job::{RolloutLimits, install_targets};
 use deskfleet_core::model::{AgentFilter, DesktopFilter, OperationSpec};
@@ -16,14 +16,24 @@ use deskfleet_core::store::{Deadlines, StoreError};
 use deskfleet_proto::workspace::{
     BatchInstallAgentRequest, JOB_TYPE_INSTALL_AGENT, JobIdResponse, ListAgentsResponse,
 };
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/v2/{project_id}/desktops/agents",
-        post(batch_install_agent).get(list_agents_install_condition),
-    )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(batch_install_agent, list_agents_install_condition))
 }
 
+/// BatchInstallAgent: installs the monitoring agent on desktops, as one job.
+#[utoipa::path(
+    post,
+    path = "/v2/{project_id}/desktops/agents",
+    tag = TAG_WORKSPACE,
+    operation_id = "BatchInstallAgent",
+    params(("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)")),
+    request_body = BatchInstallAgentRequest,
+    responses((status = 200, description = "The job created", body = JobIdResponse), WorkspaceErrors),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all, fields(project_id = %project_id))]
 async fn batch_install_agent(
     State(state): State<AppState>,
@@ -69,6 +79,28 @@ async fn batch_install_agent(
     }))
 }
 
+/// ListAgentsInstallCondition: each desktop's agent, installed or not, and its install in
+/// flight.
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/desktops/agents",
+    tag = TAG_WORKSPACE,
+    operation_id = "ListAgentsInstallCondition",
+    params(
+        ("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"),
+        ("desktop_id" = inline(Option<PrintableId>), Query, description = "Only this desktop"),
+        ("desktop_name" = Option<String>, Query, description = "Only desktops of this name"),
+        ("ip_address" = Option<String>, Query, description = "Only desktops with this address"),
+        ("status" = Option<String>, Query, description = "Only desktops in this run state"),
+        ("enterprise_project_id" = Option<String>, Query),
+        ("desktop_pool_id" = Option<String>, Query, description = "deskfleet has no pools: matches nothing"),
+        ("is_installed" = Option<bool>, Query, description = "Only desktops with (true) or without (false) the agent"),
+        ("limit" = Option<u32>, Query, maximum = 1000, description = "Page size, 0 to 1000 (10)"),
+        ("offset" = Option<u32>, Query, maximum = 2147483647, description = "Rows to skip"),
+    ),
+    responses((status = 200, description = "A page of desktops", body = ListAgentsResponse), WorkspaceErrors),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all, fields(project_id = %project_id))]
 async fn list_agents_install_condition(
     State(state): State<AppState>,

@@ -5,25 +5,25 @@ use crate::auth::Caller;
 use crate::auth::policy::Api;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, Query};
+use crate::openapi::{PrintableId, ProjectIdParam, TAG_WORKSPACE, WorkspaceErrors};
 use crate::wire;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use deskfleet_core::ids::DesktopId;
 use deskfleet_core::model::{AgentFilter, DesktopFilter, Page};
 use deskfleet_core::presence::Freshness;
+use deskfleet_proto::error::ErrorBody;
 use deskfleet_proto::workspace::{
     ListDesktopsDetailResponse, ListDesktopsResponse, ShowDesktopResponse,
 };
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v2/{project_id}/desktops", get(list_desktops))
-        .route(
-            "/v2/{project_id}/desktops/detail",
-            get(list_desktops_detail),
-        )
-        .route("/v2/{project_id}/desktops/{desktop_id}", get(show_desktop))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_desktops))
+        .routes(routes!(list_desktops_detail))
+        .routes(routes!(show_desktop))
 }
 
 /// The filters both desktop lists share.
@@ -43,6 +43,25 @@ fn desktop_filter(query: &Query, fresh: Freshness) -> Result<DesktopFilter, ApiE
     })
 }
 
+/// ListDesktops: the desktops, in brief.
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/desktops",
+    tag = TAG_WORKSPACE,
+    operation_id = "ListDesktops",
+    params(
+        ("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"),
+        ("desktop_id" = inline(Option<Vec<PrintableId>>), Query, explode = true, max_items = 100, description = "Only these desktops; up to 100"),
+        ("computer_name" = Option<String>, Query, description = "Only desktops of this name"),
+        ("desktop_ip" = Option<String>, Query, description = "Only desktops with this address"),
+        ("status" = Option<String>, Query, description = "Only desktops in this run state"),
+        ("enterprise_project_id" = Option<String>, Query),
+        ("limit" = Option<u32>, Query, maximum = 1000, description = "Page size, 0 to 1000 (1000)"),
+        ("offset" = Option<u32>, Query, maximum = 2147483647, description = "Rows to skip"),
+    ),
+    responses((status = 200, description = "A page of desktops", body = ListDesktopsResponse), WorkspaceErrors),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all, fields(project_id = %project_id))]
 async fn list_desktops(
     State(state): State<AppState>,
@@ -64,6 +83,25 @@ async fn list_desktops(
     }))
 }
 
+/// ListDesktopsDetail: the desktops, in detail.
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/desktops/detail",
+    tag = TAG_WORKSPACE,
+    operation_id = "ListDesktopsDetail",
+    params(
+        ("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"),
+        ("desktop_id" = inline(Option<Vec<PrintableId>>), Query, explode = true, max_items = 100, description = "Only these desktops; up to 100"),
+        ("computer_name" = Option<String>, Query, description = "Only desktops of this name"),
+        ("desktop_ip" = Option<String>, Query, description = "Only desktops with this address"),
+        ("status" = Option<String>, Query, description = "Only desktops in this run state"),
+        ("enterprise_project_id" = Option<String>, Query),
+        ("limit" = Option<u32>, Query, maximum = 500, description = "Page size, 0 to 500 (500)"),
+        ("offset" = Option<u32>, Query, maximum = 2147483647, description = "Rows to skip"),
+    ),
+    responses((status = 200, description = "A page of desktops", body = ListDesktopsDetailResponse), WorkspaceErrors),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all, fields(project_id = %project_id))]
 async fn list_desktops_detail(
     State(state): State<AppState>,
@@ -91,6 +129,20 @@ async fn list_desktops_detail(
     }))
 }
 
+/// ShowDesktopDetail: one desktop.
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/desktops/{desktop_id}",
+    tag = TAG_WORKSPACE,
+    operation_id = "ShowDesktopDetail",
+    params(("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"), ("desktop_id" = inline(PrintableId), Path, description = "The desktop id")),
+    responses(
+        (status = 200, description = "The desktop", body = ShowDesktopResponse),
+        (status = 404, description = "WKS: no such desktop in this project", body = ErrorBody),
+        WorkspaceErrors,
+    ),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all, fields(project_id = %project_id, desktop_id = %raw_id))]
 async fn show_desktop(
     State(state): State<AppState>,

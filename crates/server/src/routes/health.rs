@@ -13,27 +13,65 @@
 
 use crate::AppState;
 use crate::error::STORAGE_RETRY_AFTER_SECS;
+use crate::openapi::TAG_EXTENSIONS;
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use deskfleet_core::store::StoreError;
-use serde_json::json;
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+/// A probe's answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Probe {
+    /// `ok` (`/healthz`), `ready` or `unavailable` (`/readyz`).
+    pub status: &'static str,
+    /// Why the server is not ready, coarsely; the cause is in the server log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
+/// Liveness: 200 as long as the process serves requests.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = TAG_EXTENSIONS,
+    operation_id = "ShowHealth",
+    responses((status = 200, description = "The process serves requests", body = Probe)),
+)]
+async fn healthz() -> Json<Probe> {
+    Json(Probe {
+        status: "ok",
+        reason: None,
+    })
+}
+
+/// Readiness: 200 only if the store reads and durably writes now.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = TAG_EXTENSIONS,
+    operation_id = "ShowReadiness",
+    responses(
+        (status = 200, description = "The store reads and writes", body = Probe),
+        (status = 503, description = "The store does not; Retry-After says when to look again", body = Probe),
+    ),
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.probe().await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => Json(Probe {
+            status: "ready",
+            reason: None,
+        })
+        .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready: the store probe failed");
             let reason = match e {
@@ -46,7 +84,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::RETRY_AFTER, STORAGE_RETRY_AFTER_SECS.to_string())],
-                Json(json!({"status": "unavailable", "reason": reason})),
+                Json(Probe {
+                    status: "unavailable",
+                    reason: Some(reason),
+                }),
             )
                 .into_response()
         }

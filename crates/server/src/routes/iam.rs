@@ -12,21 +12,23 @@ use crate::auth::secrets::{new_token, sha256_hex, verify_password};
 use crate::auth::{Caller, count_failure, read_body, secs_until};
 use crate::error::ApiError;
 use crate::extract::Query;
+use crate::openapi::{KeystoneErrors, TAG_IAM, WorkspaceErrors};
 use crate::wire::iam_time;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use deskfleet_core::model::{AuthSubject, Lockout, Project, Role, TokenRecord, User};
 use deskfleet_proto::iam as k;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn public_routes() -> Router<AppState> {
-    Router::new().route("/v3/auth/tokens", get(validate_token).post(create_token))
+pub fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(validate_token, create_token))
 }
 
-pub fn authenticated_routes() -> Router<AppState> {
-    Router::new().route("/v3/projects", get(list_projects))
+pub fn authenticated_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_projects))
 }
 
 /// A Keystone error: `{"error": {"code", "message", "title"}}`.
@@ -136,6 +138,21 @@ fn with_subject_token(mut response: Response, token: &str) -> Response {
     response
 }
 
+/// KeystoneCreateUserTokenByPassword: a project-scoped token for a user's password. The
+/// token is the `X-Subject-Token` header of the answer.
+#[utoipa::path(
+    post,
+    path = "/v3/auth/tokens",
+    tag = TAG_IAM,
+    operation_id = "KeystoneCreateUserTokenByPassword",
+    params(("nocatalog" = Option<String>, Query, description = "Accepted for the SDKs; the catalog is always empty")),
+    request_body = k::TokenRequest,
+    responses(
+        (status = 201, description = "The token issued", body = k::TokenResponse,
+         headers(("X-Subject-Token" = String, description = "The token, for X-Auth-Token"))),
+        KeystoneErrors,
+    ),
+)]
 #[tracing::instrument(skip_all)]
 async fn create_token(
     State(state): State<AppState>,
@@ -265,6 +282,25 @@ async fn create_token(
     ))
 }
 
+/// KeystoneValidateToken: what a token is (`X-Subject-Token`; the caller's own without it).
+#[utoipa::path(
+    get,
+    path = "/v3/auth/tokens",
+    tag = TAG_IAM,
+    operation_id = "KeystoneValidateToken",
+    params(
+        ("X-Subject-Token" = Option<String>, Header, description = "The token to validate (the caller's own if absent)"),
+        ("nocatalog" = Option<String>, Query, description = "Accepted for the SDKs; the catalog is always empty"),
+    ),
+    responses(
+        (status = 200, description = "The token", body = k::TokenResponse,
+         headers(("X-Subject-Token" = String, description = "The token validated"))),
+        (status = 403, description = "Only one's own tokens, or those of a project one administers", body = k::KeystoneError),
+        (status = 404, description = "X-Subject-Token is not a valid token", body = k::KeystoneError),
+        KeystoneErrors,
+    ),
+    security(("token" = [])),
+)]
 #[tracing::instrument(skip_all)]
 async fn validate_token(
     State(state): State<AppState>,
@@ -316,6 +352,16 @@ async fn validate_token(
     Ok(with_subject_token(Json(body).into_response(), &subject))
 }
 
+/// KeystoneListProjects: the projects the caller has a role in.
+#[utoipa::path(
+    get,
+    path = "/v3/projects",
+    tag = TAG_IAM,
+    operation_id = "KeystoneListProjects",
+    params(("name" = Option<String>, Query, description = "Only the project of this name")),
+    responses((status = 200, description = "The projects", body = k::ProjectsResponse), WorkspaceErrors),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all)]
 async fn list_projects(
     State(state): State<AppState>,

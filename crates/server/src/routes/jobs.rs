@@ -6,30 +6,35 @@ use crate::auth::Caller;
 use crate::auth::policy::Api;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, Query};
+use crate::openapi::{
+    PrintableId, ProjectIdParam, TAG_WORKSPACE, WorkspaceErrors, one_of_strings, schema_type,
+};
 use crate::wire;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use deskfleet_core::ids::{JobId, SubJobId};
 use deskfleet_core::job::SubJobStatus;
 use deskfleet_core::model::{SubJobFilter, SubJobSelector};
+use deskfleet_proto::error::ErrorBody;
 use deskfleet_proto::workspace::{
-    DeleteSubJobsRequest, JobActionRequest, JobIdResponse, JobInfo, ListSubJobsResponse,
+    DeleteSubJobsRequest, EmptyResponse, JobActionRequest, JobIdResponse, JobInfo,
+    ListSubJobsResponse,
 };
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v2/{project_id}/workspace-jobs/{job_id}", get(show_job))
-        .route(
-            "/v2/{project_id}/workspace-jobs/{job_id}/actions",
-            post(run_job_action),
-        )
-        .route("/v2/{project_id}/workspace-sub-jobs", get(list_sub_jobs))
-        .route(
-            "/v2/{project_id}/workspace-sub-jobs/batch-delete",
-            post(batch_delete_sub_jobs),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(show_job))
+        .routes(routes!(run_job_action))
+        .routes(routes!(list_sub_jobs))
+        .routes(routes!(batch_delete_sub_jobs))
 }
+
+schema_type!(
+    /// A sub-job status, as ListItaSubJobs filters by it.
+    SubJobStatusName => one_of_strings(SubJobStatus::ALL.iter().map(|s| s.as_str()))
+);
 
 fn job_id(raw: String) -> Result<JobId, ApiError> {
     JobId::parse(raw).map_err(|e| ApiError::invalid(e.to_string()))
@@ -39,6 +44,16 @@ fn job_not_found(id: &JobId) -> ApiError {
     ApiError::not_found(format!("job {id} does not exist in this project"))
 }
 
+/// ShowJob: a job and its sub-jobs.
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/workspace-jobs/{job_id}",
+    tag = TAG_WORKSPACE,
+    operation_id = "ShowJob",
+    params(("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"), ("job_id" = inline(PrintableId), Path, description = "The job id")),
+    responses((status = 200, description = "The job", body = JobInfo), (status = 404, description = "WKS: no such job in this project", body = ErrorBody), WorkspaceErrors),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all, fields(project_id = %project_id, job_id = %raw_job))]
 async fn show_job(
     State(state): State<AppState>,
@@ -55,6 +70,18 @@ async fn show_job(
     Ok(Json(wire::job(job, sub_jobs)))
 }
 
+/// RunActionsOnWorkspaceJob: `retry` a job's failed sub-jobs, or `cancel` the ones not
+/// done.
+#[utoipa::path(
+    post,
+    path = "/v2/{project_id}/workspace-jobs/{job_id}/actions",
+    tag = TAG_WORKSPACE,
+    operation_id = "RunActionsOnWorkspaceJob",
+    params(("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"), ("job_id" = inline(PrintableId), Path, description = "The job id")),
+    request_body = JobActionRequest,
+    responses((status = 200, description = "The job acted on", body = JobIdResponse), (status = 404, description = "WKS: no such job in this project", body = ErrorBody), WorkspaceErrors),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all, fields(project_id = %project_id, job_id = %raw_job))]
 async fn run_job_action(
     State(state): State<AppState>,
@@ -109,6 +136,24 @@ async fn run_job_action(
     }))
 }
 
+/// ListItaSubJobs: sub-jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/workspace-sub-jobs",
+    tag = TAG_WORKSPACE,
+    operation_id = "ListItaSubJobs",
+    params(
+        ("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"),
+        ("status" = inline(Option<Vec<SubJobStatusName>>), Query, explode = true, max_items = 4, description = "Up to 4 statuses"),
+        ("job_id" = inline(Option<PrintableId>), Query, description = "Only the sub-jobs of this job"),
+        ("job_type" = Option<String>, Query, description = "Only sub-jobs of this type"),
+        ("desktop_pool_id" = Option<String>, Query, description = "deskfleet has no pools: matches nothing"),
+        ("limit" = Option<u32>, Query, maximum = 1000, description = "Page size, 0 to 1000 (1000)"),
+        ("offset" = Option<u32>, Query, maximum = 10000, description = "Rows to skip, at most 10000"),
+    ),
+    responses((status = 200, description = "A page of sub-jobs", body = ListSubJobsResponse), WorkspaceErrors),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all, fields(project_id = %project_id))]
 async fn list_sub_jobs(
     State(state): State<AppState>,
@@ -143,13 +188,24 @@ async fn list_sub_jobs(
     }))
 }
 
+/// BatchDeleteSubJobs: deletes sub-jobs by id, or every finished one of a status.
+#[utoipa::path(
+    post,
+    path = "/v2/{project_id}/workspace-sub-jobs/batch-delete",
+    tag = TAG_WORKSPACE,
+    operation_id = "BatchDeleteSubJobs",
+    params(("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)")),
+    request_body = DeleteSubJobsRequest,
+    responses((status = 200, description = "Deleted", body = EmptyResponse), WorkspaceErrors),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all, fields(project_id = %project_id))]
 async fn batch_delete_sub_jobs(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiPath(project_id): ApiPath<String>,
     ApiJson(request): ApiJson<DeleteSubJobsRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<EmptyResponse>, ApiError> {
     let project = state.authorize(&caller, &project_id, Api::BatchDeleteSubJobs)?;
     let selector = match (request.job_ids, request.delete_by_status) {
         (Some(ids), None) => {
@@ -184,5 +240,5 @@ async fn batch_delete_sub_jobs(
     };
     let deleted = state.store.delete_sub_jobs(&project, &selector).await?;
     tracing::info!(deleted, "sub-jobs deleted");
-    Ok(Json(serde_json::json!({})))
+    Ok(Json(EmptyResponse {}))
 }

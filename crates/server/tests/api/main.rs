@@ -8,4 +8,5 @@ mod fuzz;
 mod helpers;
 mod jobs;
 mod metrics;
+mod openapi;
 mod restart;

@@ -16,7 +16,45 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use deskfleet_core::store::StoreError;
 use deskfleet_proto::error::ErrorCode;
-use serde_json::json;
+use serde::Serialize;
+
+/// The v3 error body: `{"error_code": "taskmgr.NNNN", "error_msg", "request_id"}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TaskmgrErrorBody {
+    /// `taskmgr.NNNN` (`docs/ces.md`).
+    pub error_code: &'static str,
+    /// What went wrong and what to fix.
+    pub error_msg: String,
+    /// The request's id (also in the `X-Request-Id` header).
+    pub request_id: Option<String>,
+    /// Why a call was denied, for 403s: a base64 JSON document.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoded_authorization_message: Option<String>,
+}
+
+/// The v1 error body: the documented legacy shape with the `error_code`/`error_msg` pair
+/// beside it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MetricErrorBody {
+    /// `ces.NNNN` (`docs/ces.md`).
+    pub error_code: &'static str,
+    /// What went wrong and what to fix.
+    pub error_msg: String,
+    /// The HTTP status, repeated.
+    pub http_code: u16,
+    pub message: MetricErrorMessage,
+    /// Why a call was denied, for 403s: a base64 JSON document.
+    pub encoded_authorization_message: Option<String>,
+    /// The request's id (also in the `X-Request-Id` header).
+    pub request_id: Option<String>,
+}
+
+/// The legacy part of [`MetricErrorBody`]: `{"details", "code"}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MetricErrorMessage {
+    pub details: String,
+    pub code: &'static str,
+}
 
 /// A v3 (agent-management) error.
 #[derive(Debug)]
@@ -109,7 +147,7 @@ fn message(e: &ApiError) -> String {
     }
 }
 
-fn finish(e: &ApiError, body: serde_json::Value) -> Response {
+fn finish(e: &ApiError, body: impl Serialize) -> Response {
     let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, axum::Json(body)).into_response();
     if let Some(secs) = e.retry_after_secs {
@@ -126,14 +164,12 @@ impl IntoResponse for TaskmgrError {
         let Some(code) = taskmgr_code(e.code) else {
             return e.into_response();
         };
-        let mut body = json!({
-            "error_code": code,
-            "error_msg": message(&e),
-            "request_id": current_request_id(),
-        });
-        if let Some(enc) = &e.encoded_authorization_message {
-            body["encoded_authorization_message"] = json!(enc);
-        }
+        let body = TaskmgrErrorBody {
+            error_code: code,
+            error_msg: message(&e),
+            request_id: current_request_id(),
+            encoded_authorization_message: e.encoded_authorization_message.clone(),
+        };
         finish(&e, body)
     }
 }
@@ -145,14 +181,17 @@ impl IntoResponse for MetricError {
             return e.into_response();
         };
         let msg = message(&e);
-        let body = json!({
-            "error_code": code,
-            "error_msg": msg,
-            "http_code": e.code.status(),
-            "message": {"details": msg, "code": code},
-            "encoded_authorization_message": e.encoded_authorization_message,
-            "request_id": current_request_id(),
-        });
+        let body = MetricErrorBody {
+            error_code: code,
+            http_code: e.code.status(),
+            message: MetricErrorMessage {
+                details: msg.clone(),
+                code,
+            },
+            error_msg: msg,
+            encoded_authorization_message: e.encoded_authorization_message.clone(),
+            request_id: current_request_id(),
+        };
         finish(&e, body)
     }
 }

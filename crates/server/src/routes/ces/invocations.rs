@@ -13,10 +13,12 @@ use crate::auth::policy::Api;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, Query};
 use crate::fleet::packages::MONITOR;
+use crate::openapi::{
+    CesV3Errors, ProjectIdParam, TAG_CES, one_of_strings, pattern_string, schema_type,
+};
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use deskfleet_core::clock::Millis;
 use deskfleet_core::ids::{DesktopId, ProjectId, SubJobId};
 use deskfleet_core::job::{Operation, RolloutLimits, SubJobStatus};
@@ -28,14 +30,13 @@ use deskfleet_core::store::StoreError;
 use deskfleet_proto::error::TaskErrorCode;
 use deskfleet_proto::workspace::JOB_TYPE_INSTALL_AGENT;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v3/{project_id}/agent-invocations/batch-create",
-            post(batch_create),
-        )
-        .route("/v3/{project_id}/agent-invocations", get(list))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(batch_create))
+        .routes(routes!(list))
 }
 
 /// The only `invocation_target`: Cloud Eye's name for its host-monitoring agent, which
@@ -55,6 +56,40 @@ pub fn job_type(op: Operation) -> &'static str {
         Operation::Uninstall => "batchUninstallCesAgent",
     }
 }
+
+schema_type!(
+    /// An instance or invocation id of a batch-create.
+    BatchId => pattern_string("^[a-zA-Z0-9-]+$", 1, 64, "1 to 64 letters, digits or hyphens")
+);
+schema_type!(
+    /// An invocation id as ListAgentInvocations filters by it.
+    InvocationIdParam => pattern_string(
+        "^[a-zA-Z0-9][a-zA-Z0-9_-]*$",
+        1,
+        usize::MAX,
+        "A letter or digit, then letters, digits, '_' or '-' (longer than 255 matches none)"
+    )
+);
+schema_type!(
+    /// Every desktop is an ECS.
+    InstanceType => one_of_strings(["ECS", "BMS"])
+);
+schema_type!(
+    /// The invocation types ListAgentInvocations takes.
+    InvocationTypeName => one_of_strings([
+        "INSTALL",
+        "UPDATE",
+        "ROLLBACK",
+        "RETRY",
+        "UNINSTALL",
+        "SET_REMOTE_INSTALLER",
+        "REMOTE_INSTALL",
+    ])
+);
+schema_type!(
+    /// The one invocation target.
+    TargetName => one_of_strings([TARGET])
+);
 
 /// Per-target error codes of a batch-create (`docs/ces.md`).
 pub mod code {
@@ -76,31 +111,43 @@ pub mod code {
     pub const NOT_ROLLBACKABLE: &str = "invocationmgr.0008";
 }
 
-#[derive(Debug, Deserialize)]
+/// `BatchCreateAgentInvocationsRequestBody`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = BatchCreateAgentInvocationsRequestBody)]
 struct BatchCreateBody {
+    /// The desktops (INSTALL, UPDATE, UNINSTALL): 1 to 100 ids.
     #[serde(default)]
     instance_ids: Option<Vec<String>>,
+    /// INSTALL, UPDATE, ROLLBACK, RETRY or UNINSTALL.
     #[serde(default)]
     invocation_type: Option<String>,
+    /// `telescope` only.
     #[serde(default)]
     invocation_target: Option<String>,
+    /// The invocations (RETRY, ROLLBACK): 1 to 100 ids.
     #[serde(default)]
     invocation_ids: Option<Vec<String>>,
+    /// The agent version (INSTALL, UPDATE); the newest published if absent.
     #[serde(default)]
     version: Option<String>,
-    /// Extension: rollout control, as on BatchInstallAgent.
+    /// Extension: rollout control, as on BatchInstallAgent: at most this many desktops at
+    /// once, a count (`"10"`) or a percentage (`"10%"`).
     #[serde(default)]
     max_concurrency: Option<String>,
+    /// Extension: once more than this many desktops failed (a count or a percentage), the
+    /// desktops not started yet end FAILED.
     #[serde(default)]
     max_errors: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = BatchCreateAgentInvocationsResponse)]
 struct BatchCreateResponse {
     invocations: Vec<CreatedInvocation>,
 }
 
-#[derive(Debug, Serialize)]
+/// One target's answer: `successful` with its invocation, or `error` with why.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CreatedInvocation {
     #[serde(skip_serializing_if = "Option::is_none")]
     instance_id: Option<String>,
@@ -259,6 +306,18 @@ fn parse_body(body: &BatchCreateBody) -> Result<Ask, ApiError> {
     Ok(ask)
 }
 
+/// BatchCreateAgentInvocations: install, upgrade, roll back, retry or uninstall the
+/// monitoring agent; one invocation per desktop.
+#[utoipa::path(
+    post,
+    path = "/v3/{project_id}/agent-invocations/batch-create",
+    tag = TAG_CES,
+    operation_id = "BatchCreateAgentInvocations",
+    params(("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)")),
+    request_body = BatchCreateBody,
+    responses((status = 201, description = "Each target's invocation or error", body = BatchCreateResponse), CesV3Errors),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all, fields(project_id = %project_id))]
 async fn batch_create(
     State(state): State<AppState>,
@@ -636,13 +695,14 @@ async fn rollback(
 
 // ---- ListAgentInvocations ----
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ListAgentInvocationsResponse)]
 struct ListResponse {
     invocations: Vec<InvocationInfo>,
     count: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct InvocationInfo {
     invocation_id: String,
     instance_id: String,
@@ -746,6 +806,25 @@ fn bad_query(message: String) -> TaskmgrError {
     ApiError::invalid(message).into()
 }
 
+/// ListAgentInvocations: the invocations of the last 3 months, newest first.
+#[utoipa::path(
+    get,
+    path = "/v3/{project_id}/agent-invocations",
+    tag = TAG_CES,
+    operation_id = "ListAgentInvocations",
+    params(
+        ("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"),
+        ("instance_id" = inline(Option<BatchId>), Query, description = "Only this desktop"),
+        ("instance_type" = inline(Option<InstanceType>), Query, description = "ECS (all) or BMS (none)"),
+        ("invocation_id" = inline(Option<InvocationIdParam>), Query, description = "Only this invocation"),
+        ("invocation_type" = inline(Option<InvocationTypeName>), Query, description = "RETRY, SET_REMOTE_INSTALLER and REMOTE_INSTALL match none"),
+        ("invocation_target" = inline(Option<TargetName>), Query),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (100)"),
+        ("offset" = Option<u64>, Query, maximum = 9999999999999u64, description = "Rows to skip"),
+    ),
+    responses((status = 200, description = "A page of invocations", body = ListResponse), CesV3Errors),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all, fields(project_id = %project_id))]
 async fn list(
     State(state): State<AppState>,

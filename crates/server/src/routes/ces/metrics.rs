@@ -7,32 +7,74 @@
 //! `ces.0013`, a bad batch body `ces.0014` naming its fields (`docs/ces.md`, "Metrics").
 
 use super::error::MetricError;
+use super::metric_bodies::{
+    BatchListMetricDataResponse, BatchMetricData, Datapoint, ListMetricsResponse, MetaData,
+    MetricDimension, MetricInfo, ShowMetricDataResponse,
+};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::policy::Api;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, Query};
+use crate::openapi::{
+    CesV1Errors, ProjectIdParam, TAG_CES, integer_between, one_of_integers, one_of_strings,
+    pattern_string, schema_type,
+};
 use crate::timeseries::report::{is_disk_metric, unit_of};
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use deskfleet_core::clock::Millis;
 use deskfleet_core::ids::{DesktopId, ProjectId};
 use deskfleet_core::metrics::{
     Aggregate, DIM_INSTANCE, DIM_MOUNT_POINT, NAMESPACE, SeriesFilter, SeriesKey, Tier,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/V1.0/{project_id}/metric-data", get(show_metric_data))
-        .route(
-            "/V1.0/{project_id}/batch-query-metric-data",
-            post(batch_list_metric_data),
-        )
-        .route("/V1.0/{project_id}/metrics", get(list_metrics))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(show_metric_data))
+        .routes(routes!(batch_list_metric_data))
+        .routes(routes!(list_metrics))
+}
+
+/// BatchListMetricData's body, as checked by [`parse_batch`] (which names the field at
+/// fault; this type only describes it).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+struct BatchListMetricDataRequest {
+    /// 1 to 500 metrics.
+    #[schema(min_items = 1, max_items = 500)]
+    metrics: Vec<MetricQuery>,
+    /// 1, 60, 300, 1200, 3600, 14400 or 86400 (a string or a number).
+    period: String,
+    /// average, max, min, sum or variance.
+    filter: String,
+    /// Epoch milliseconds.
+    from: i64,
+    /// Epoch milliseconds, after `from`.
+    to: i64,
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+struct MetricQuery {
+    /// `service.item`, e.g. `AGT.ECS`.
+    namespace: String,
+    metric_name: String,
+    /// 1 to 4 `{name, value}`.
+    #[schema(min_items = 1, max_items = 4)]
+    dimensions: Vec<QueryDimension>,
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+struct QueryDimension {
+    name: String,
+    value: String,
 }
 
 /// The periods Cloud Eye offers, in seconds.
@@ -91,6 +133,56 @@ impl Filter {
 }
 
 const FILTERS: &str = "average, max, min, sum or variance";
+
+schema_type!(
+    /// How a period's values are summed up.
+    FilterName => one_of_strings(["average", "max", "min", "sum", "variance"])
+);
+schema_type!(
+    /// A period Cloud Eye offers, in seconds.
+    PeriodSeconds => one_of_integers(PERIODS)
+);
+schema_type!(
+    /// `from` and `to`: epoch milliseconds within Cloud Eye's bounds.
+    EpochMillis => integer_between(TIME_MIN, TIME_MAX, "Epoch milliseconds")
+);
+schema_type!(
+    /// `service.item`, letters, digits and `_`, each part starting with a letter.
+    Namespace => pattern_string(
+        "^[A-Za-z][A-Za-z0-9_]*\\.[A-Za-z][A-Za-z0-9_]*$",
+        3,
+        32,
+        "service.item, e.g. AGT.ECS"
+    )
+);
+schema_type!(
+    /// A metric name: a letter, then letters, digits, `_` or `-`.
+    MetricName => pattern_string("^[A-Za-z][A-Za-z0-9_-]*$", 1, 96, "A metric name")
+);
+schema_type!(
+    /// A dimension of a query string: `name,value`, a name of letters, digits, `_` or `-`
+    /// starting with a letter (at most 32) and a value of 1 to 256 characters (printable
+    /// ASCII here: the limit counts bytes).
+    QueryDim => pattern_string(
+        "^[A-Za-z][A-Za-z0-9_-]{0,31},[ -~]{1,256}$",
+        3,
+        289,
+        "name,value"
+    )
+);
+schema_type!(
+    /// A ListMetrics marker: `AGT.ECS.<metric>.instance_id:<desktop>[.mount_point:<id>]`.
+    Marker => pattern_string(
+        "^AGT\\.ECS\\.[A-Za-z][A-Za-z0-9_-]*\\.instance_id:[ -~]+$",
+        22,
+        1024,
+        "The marker of a previous page"
+    )
+);
+schema_type!(
+    /// The order of ListMetrics.
+    Order => one_of_strings(["asc", "desc"])
+);
 const PERIOD_LIST: &str = "1, 60, 300, 1200, 3600, 14400 or 86400";
 
 /// Where a period is read from: raw data (the agent's one-minute collection) for 1 and
@@ -267,13 +359,35 @@ async fn aggregates_of(
         .await?)
 }
 
+/// ShowMetricData: one metric's datapoints.
+#[utoipa::path(
+    get,
+    path = "/V1.0/{project_id}/metric-data",
+    tag = TAG_CES,
+    operation_id = "ShowMetricData",
+    params(
+        ("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"),
+        ("namespace" = inline(Namespace), Query, description = "`AGT.ECS`"),
+        ("metric_name" = inline(MetricName), Query, description = "e.g. cpu_usage"),
+        ("dim.0" = inline(QueryDim), Query, description = "A dimension, name,value (e.g. instance_id,<desktop id>)"),
+        ("dim.1" = inline(Option<QueryDim>), Query, description = "A second dimension, name,value"),
+        ("dim.2" = inline(Option<QueryDim>), Query, description = "A third dimension, name,value"),
+        ("dim.3" = inline(Option<QueryDim>), Query, description = "A fourth dimension, name,value"),
+        ("filter" = inline(FilterName), Query),
+        ("period" = inline(PeriodSeconds), Query, description = "Seconds"),
+        ("from" = inline(EpochMillis), Query),
+        ("to" = inline(EpochMillis), Query, description = "Epoch milliseconds, after from"),
+    ),
+    responses((status = 200, description = "The datapoints", body = ShowMetricDataResponse), CesV1Errors),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all, fields(project_id = %project_id))]
 async fn show_metric_data(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiPath(project_id): ApiPath<String>,
     query: Result<Query, ApiError>,
-) -> Result<Json<Value>, MetricError> {
+) -> Result<Json<ShowMetricDataResponse>, MetricError> {
     let project = state.authorize(&caller, &project_id, Api::ShowMetricData)?;
     let query = query.map_err(|e| bad_query(&e))?;
     let namespace = required(&query, "namespace")?;
@@ -325,13 +439,14 @@ async fn show_metric_data(
         }
         None => Vec::new(),
     };
-    let datapoints: Vec<Value> = points
+    let datapoints = points
         .into_iter()
-        .map(|(at, name, value)| json!({ name: value, "timestamp": at, "unit": unit }))
+        .map(|(at, name, value)| Datapoint::new(at, name, value, Some(unit)))
         .collect();
-    Ok(Json(
-        json!({ "datapoints": datapoints, "metric_name": metric }),
-    ))
+    Ok(Json(ShowMetricDataResponse {
+        datapoints,
+        metric_name: metric,
+    }))
 }
 
 /// A parsed BatchListMetricData body.
@@ -497,13 +612,24 @@ pub fn clamp_from(count: usize, period: i64, from: Millis, to: Millis) -> Millis
     from.max(to - span)
 }
 
+/// BatchListMetricData: several metrics' datapoints (3000 in all at most).
+#[utoipa::path(
+    post,
+    path = "/V1.0/{project_id}/batch-query-metric-data",
+    tag = TAG_CES,
+    operation_id = "BatchListMetricData",
+    params(("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)")),
+    request_body = BatchListMetricDataRequest,
+    responses((status = 200, description = "Each metric's datapoints", body = BatchListMetricDataResponse), CesV1Errors),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all, fields(project_id = %project_id))]
 async fn batch_list_metric_data(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiPath(project_id): ApiPath<String>,
     body: Bytes,
-) -> Result<Json<Value>, MetricError> {
+) -> Result<Json<BatchListMetricDataResponse>, MetricError> {
     let project = state.authorize(&caller, &project_id, Api::BatchListMetricData)?;
     let q = parse_batch(&body)?;
     let from = round_down(
@@ -539,23 +665,26 @@ async fn batch_list_metric_data(
             }
             None => ("unknown", Vec::new()),
         };
-        let datapoints: Vec<Value> = points
+        let datapoints = points
             .into_iter()
-            .map(|(at, name, value)| json!({ name: value, "timestamp": at }))
+            .map(|(at, name, value)| Datapoint::new(at, name, value, None))
             .collect();
-        let dimensions: Vec<Value> = dims
+        let dimensions = dims
             .iter()
-            .map(|(n, v)| json!({"name": n, "value": v}))
+            .map(|(n, v)| MetricDimension {
+                name: n.clone(),
+                value: v.clone(),
+            })
             .collect();
-        out.push(json!({
-            "namespace": namespace,
-            "metric_name": metric,
-            "dimensions": dimensions,
-            "datapoints": datapoints,
-            "unit": unit,
-        }));
+        out.push(BatchMetricData {
+            namespace: namespace.clone(),
+            metric_name: metric.clone(),
+            dimensions,
+            datapoints,
+            unit,
+        });
     }
-    Ok(Json(json!({ "metrics": out })))
+    Ok(Json(BatchListMetricDataResponse { metrics: out }))
 }
 
 /// A `start`/`marker`: `AGT.ECS.<metric>.instance_id:<desktop>[.mount_point:<id>]`, as
@@ -571,13 +700,34 @@ fn parse_marker(start: &str) -> Option<(String, String, String)> {
         .then(|| (metric.to_owned(), desktop.to_owned(), mount.to_owned()))
 }
 
+/// ListMetrics: the metrics that have data, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/V1.0/{project_id}/metrics",
+    tag = TAG_CES,
+    operation_id = "ListMetrics",
+    params(
+        ("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"),
+        ("namespace" = inline(Option<Namespace>), Query, description = "`AGT.ECS`"),
+        ("metric_name" = inline(Option<MetricName>), Query),
+        ("dim.0" = inline(Option<QueryDim>), Query, description = "A dimension, name,value (e.g. instance_id,<desktop id>)"),
+        ("dim.1" = inline(Option<QueryDim>), Query, description = "A second dimension, name,value"),
+        ("dim.2" = inline(Option<QueryDim>), Query, description = "A third dimension, name,value"),
+        ("dim.3" = inline(Option<QueryDim>), Query, description = "A fourth dimension, name,value"),
+        ("start" = inline(Option<Marker>), Query, description = "The marker of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000 (1000)"),
+        ("order" = inline(Option<Order>), Query),
+    ),
+    responses((status = 200, description = "A page of metrics", body = ListMetricsResponse), CesV1Errors),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all, fields(project_id = %project_id))]
 async fn list_metrics(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiPath(project_id): ApiPath<String>,
     query: Result<Query, ApiError>,
-) -> Result<Json<Value>, MetricError> {
+) -> Result<Json<ListMetricsResponse>, MetricError> {
     let project = state.authorize(&caller, &project_id, Api::ListMetrics)?;
     let query = query.map_err(|e| bad_query(&e))?;
     let namespace = query.str("namespace").map_err(|e| bad_query(&e))?;
@@ -629,10 +779,14 @@ async fn list_metrics(
         })?),
     };
     let empty = || {
-        Json(json!({
-            "metrics": [],
-            "meta_data": {"count": 0, "total": 0, "marker": ""},
-        }))
+        Json(ListMetricsResponse {
+            metrics: vec![],
+            meta_data: MetaData {
+                count: 0,
+                total: 0,
+                marker: String::new(),
+            },
+        })
     };
     if namespace.as_deref().is_some_and(|ns| ns != NAMESPACE)
         || dims
@@ -659,25 +813,33 @@ async fn list_metrics(
     };
     let (series, total) = state.store.list_metric_series(&project, &filter).await?;
     let marker = series.last().map(|s| s.marker()).unwrap_or_default();
-    let metrics: Vec<Value> = series
+    let dimension = |name: &str, value: &str| MetricDimension {
+        name: name.to_owned(),
+        value: value.to_owned(),
+    };
+    let metrics = series
         .iter()
         .map(|s| {
-            let mut dimensions = vec![json!({"name": DIM_INSTANCE, "value": s.desktop.as_str()})];
+            let mut dimensions = vec![dimension(DIM_INSTANCE, s.desktop.as_str())];
             if let Some(mp) = &s.mount_point {
-                dimensions.push(json!({"name": DIM_MOUNT_POINT, "value": mp}));
+                dimensions.push(dimension(DIM_MOUNT_POINT, mp));
             }
-            json!({
-                "namespace": NAMESPACE,
-                "metric_name": s.metric,
-                "dimensions": dimensions,
-                "unit": s.unit,
-            })
+            MetricInfo {
+                namespace: NAMESPACE,
+                metric_name: s.metric.clone(),
+                dimensions,
+                unit: s.unit.clone(),
+            }
         })
         .collect();
-    Ok(Json(json!({
-        "metrics": metrics,
-        "meta_data": {"count": series.len(), "total": total, "marker": marker},
-    })))
+    Ok(Json(ListMetricsResponse {
+        metrics,
+        meta_data: MetaData {
+            count: series.len(),
+            total,
+            marker,
+        },
+    }))
 }
 
 #[cfg(test)]

@@ -4,14 +4,15 @@
 
 pub mod error;
 mod invocations;
+mod metric_bodies;
 mod metrics;
 mod status;
 
 use crate::AppState;
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(invocations::routes())
         .merge(status::routes())
         .merge(metrics::routes())

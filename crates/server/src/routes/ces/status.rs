@@ -15,52 +15,76 @@ use crate::auth::Caller;
 use crate::auth::policy::Api;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
+use crate::openapi::{CesV3Errors, ProjectIdParam, TAG_CES, one_of_strings, schema_type};
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use deskfleet_core::ids::DesktopId;
 use deskfleet_core::model::{Desktop, DesktopFilter, Page};
 use deskfleet_core::presence::{Freshness, Presence};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The name Cloud Eye gives the monitoring agent; deskfleet's is `deskfleet-monitor`.
 pub const TELESCOPE: &str = "telescope";
 /// At most this many `instance_ids` in one query.
 pub const MAX_INSTANCE_IDS: usize = 2000;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/v3/{project_id}/agent-status/batch-query",
-        post(list_agent_status),
-    )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_agent_status))
 }
 
 /// `ListAgentStatusRequestBody`. Unknown fields are ignored, as the SDK's models do.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = ListAgentStatusRequestBody)]
 struct RequestBody {
+    /// 1 to 2000 desktop ids.
+    #[schema(inline, value_type = Vec<super::invocations::BatchId>, min_items = 1, max_items = 2000)]
     instance_ids: Option<Vec<String>>,
+    /// Only desktops whose guest is in this state.
+    #[schema(inline, value_type = Option<UniagentStatusName>)]
     uniagent_status: Option<String>,
+    /// Only `telescope` (the monitoring agent) can be queried.
+    #[schema(inline, value_type = Option<ExtensionName>)]
     extension_name: Option<String>,
+    /// Only desktops whose agent is in this state.
+    #[schema(inline, value_type = Option<ExtensionStatusName>)]
     extension_status: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+schema_type!(
+    /// A guest state ListAgentStatus filters by.
+    UniagentStatusName => one_of_strings(UNIAGENT_STATUSES)
+);
+schema_type!(
+    /// The one extension that can be queried.
+    ExtensionName => one_of_strings([TELESCOPE])
+);
+schema_type!(
+    /// An agent state ListAgentStatus filters by.
+    ExtensionStatusName => one_of_strings(EXTENSION_STATUSES)
+);
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListAgentStatusResponse {
     pub agent_status: Vec<AgentStatusInfo>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AgentStatusInfo {
     pub instance_id: String,
+    /// The guest: `running`, `unknown` (connected once, offline now) or `none`.
     pub uniagent_status: &'static str,
     pub extensions: Vec<ExtensionInfo>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExtensionInfo {
+    /// `telescope`: deskfleet's monitoring agent.
     pub name: &'static str,
+    /// `running`, `fault`, `none` or `unknown`.
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
@@ -173,6 +197,17 @@ pub fn agent_status(id: String, desktop: Option<&Desktop>, fresh: Freshness) -> 
     }
 }
 
+/// ListAgentStatus: each desktop's guest and monitoring agent.
+#[utoipa::path(
+    post,
+    path = "/v3/{project_id}/agent-status/batch-query",
+    tag = TAG_CES,
+    operation_id = "ListAgentStatus",
+    params(("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)")),
+    request_body = RequestBody,
+    responses((status = 200, description = "The desktops' status", body = ListAgentStatusResponse), CesV3Errors),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all, fields(project_id = %project_id))]
 async fn list_agent_status(
     State(state): State<AppState>,
