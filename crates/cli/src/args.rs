@@ -136,6 +136,12 @@ pub enum Command {
     Invocations(InvocationsCommand),
     /// A metric of one desktop over time (Cloud Eye metric data, namespace AGT.ECS).
     Metrics(MetricsArgs),
+    /// The published versions of the monitoring agent.
+    #[command(subcommand)]
+    Packages(PackagesCommand),
+    /// Tokens with which guests enroll desktops.
+    #[command(subcommand)]
+    EnrollmentTokens(EnrollmentTokensCommand),
     /// Write a profile of the config file: endpoint, project, keys, CA, timeout, output.
     Configure {
         /// Print the config file's path and the profile's settings (keys hidden) instead.
@@ -175,6 +181,34 @@ pub struct WaitArgs {
     /// Milliseconds between two looks at the jobs while waiting.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub poll_ms: u64,
+}
+
+#[derive(Subcommand)]
+pub enum PackagesCommand {
+    /// Every published version, newest first, and the one installs take by default.
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum EnrollmentTokensCommand {
+    /// Make a token; prints it once (the server keeps only its hash) with the guest's
+    /// command line.
+    Create {
+        /// Bind the token to this imported desktop (id or computer name): the guest that
+        /// presents it becomes that desktop. Without it, the token enrolls new desktops.
+        #[arg(long)]
+        desktop: Option<String>,
+        /// Hours the token stays valid (default: the server's setting).
+        #[arg(long)]
+        ttl_hours: Option<u64>,
+    },
+    /// Take a token back, read from FILE (`-` for stdin) so that it stays off the
+    /// command line (any local user can read command lines).
+    Revoke {
+        /// File holding the token, as it was created.
+        #[arg(long, value_name = "FILE")]
+        from_file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

@@ -1,8 +1,8 @@
 //! What each command does: one function per command, returning the exit code.
 
 use crate::args::{
-    AgentsCommand, Cli, Command, DesktopsCommand, InvocationsCommand, JobCommand, MetricsArgs,
-    Targets, WaitArgs,
+    AgentsCommand, Cli, Command, DesktopsCommand, EnrollmentTokensCommand, InvocationsCommand,
+    JobCommand, MetricsArgs, PackagesCommand, Targets, WaitArgs,
 };
 use crate::config;
 use crate::exit::{self, usage};
@@ -177,6 +177,55 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Command::Metrics(args) => metrics(&client, &out, args).await,
+        Command::Packages(PackagesCommand::List) => {
+            let listed = client.list_agent_packages().await?;
+            out.emit(
+                &listed,
+                View::Table {
+                    rows: "packages",
+                    columns: &[
+                        ("VERSION", "version"),
+                        ("PLATFORM", "platform"),
+                        ("PUBLISHED", "published_at"),
+                        ("WITHDRAWN", "withdrawn_at"),
+                        ("SIZE", "size"),
+                        ("SHA256", "sha256"),
+                    ],
+                },
+            )?;
+            Ok(exit::OK)
+        }
+        Command::EnrollmentTokens(EnrollmentTokensCommand::Create { desktop, ttl_hours }) => {
+            let desktop = match desktop {
+                Some(d) => Some(desktop_id(&client, &d).await?),
+                None => None,
+            };
+            let mut created = client
+                .create_enrollment_token(desktop.as_deref(), ttl_hours)
+                .await?;
+            // What to run on the desktop, with the token in a file rather than on its
+            // command line.
+            created["guest_command"] = json!(format!(
+                "deskfleet-guest --server {} --enrollment-token-file TOKEN_FILE \
+                 --trusted-key /etc/deskfleet-guest/package-signing.pub --state-dir /var/lib/deskfleet-guest",
+                client.endpoint().as_str().trim_end_matches('/')
+            ));
+            out.emit(&created, View::Detail)?;
+            Ok(exit::OK)
+        }
+        Command::EnrollmentTokens(EnrollmentTokensCommand::Revoke { from_file }) => {
+            let lines = targets::read_list(&from_file)?;
+            let [token] = lines.as_slice() else {
+                return Err(usage(format!(
+                    "--from-file {}: expected one token, found {} lines",
+                    from_file.display(),
+                    lines.len()
+                )));
+            };
+            let revoked = client.revoke_enrollment_token(token).await?;
+            out.emit(&revoked, View::Detail)?;
+            Ok(exit::OK)
+        }
         Command::Completion { .. } | Command::Configure { .. } => Ok(exit::OK),
     }
 }

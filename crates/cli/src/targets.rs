@@ -128,7 +128,7 @@ fn parse_tag(t: &str) -> anyhow::Result<(String, Option<String>)> {
     }
 }
 
-fn read_list(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+pub fn read_list(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let mut text = String::new();
     if path.as_os_str() == "-" {
         std::io::stdin().read_to_string(&mut text)?;

@@ -1185,3 +1185,82 @@ fn upgrade_rollback_uninstall_and_invocations_list_on_real_guests() {
         started.elapsed()
     );
 }
+
+#[test]
+fn packages_list_and_enrollment_tokens_create_and_revoke() {
+    let server = Server::start();
+    let ids = server.import("enr", 1, "lab");
+
+    // The versions an install can name, the default among them.
+    let listed = json(&server.run(&["-o", "json", "packages", "list"]));
+    let packages = listed["packages"].as_array().unwrap();
+    let offered: Vec<&str> = packages
+        .iter()
+        .filter(|p| p["withdrawn_at"].is_null())
+        .map(|p| p["version"].as_str().unwrap())
+        .collect();
+    match offered.first() {
+        Some(newest) => assert_eq!(listed["default_version"], *newest, "{listed}"),
+        None => assert!(listed["default_version"].is_null(), "{listed}"),
+    }
+    let table = server.run(&["packages", "list"]);
+    assert_eq!(code(&table), 0, "{}", stderr(&table));
+    assert!(stdout(&table).starts_with("VERSION"), "{}", stdout(&table));
+
+    // A token bound to a desktop named by its computer name, with the guest's command.
+    let created = json(&server.run(&[
+        "-o",
+        "json",
+        "enrollment-tokens",
+        "create",
+        "--desktop",
+        "enr-0",
+        "--ttl-hours",
+        "2",
+    ]));
+    let token = created["enrollment_token"].as_str().unwrap();
+    assert!(token.starts_with("DFE1"), "{created}");
+    assert_eq!(created["desktop_id"], ids[0].as_str());
+    let command = created["guest_command"].as_str().unwrap();
+    assert!(
+        command.contains(&server.endpoint()) && command.contains("--enrollment-token-file"),
+        "{command}"
+    );
+    assert!(
+        !command.contains(token),
+        "the token stays off command lines: {command}"
+    );
+
+    // Taken back from a file; a second time there is nothing to take back.
+    let file = server.dir.path().join("token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let file = file.to_str().unwrap();
+    let revoked = json(&server.run(&[
+        "-o",
+        "json",
+        "enrollment-tokens",
+        "revoke",
+        "--from-file",
+        file,
+    ]));
+    assert_eq!(revoked["revoked"], true);
+    let again = server.run(&["enrollment-tokens", "revoke", "--from-file", file]);
+    assert_eq!(code(&again), 2, "{}", stderr(&again));
+    assert!(stderr(&again).contains("WKS.0202"), "{}", stderr(&again));
+
+    // A desktop the project does not have, and a bad lifetime: refused, nothing made.
+    let unknown = server.run(&[
+        "enrollment-tokens",
+        "create",
+        "--desktop",
+        "no-such-desktop",
+    ]);
+    assert_eq!(code(&unknown), 2, "{}", stderr(&unknown));
+    let long = server.run(&["enrollment-tokens", "create", "--ttl-hours", "100000"]);
+    assert_eq!(code(&long), 2, "{}", stderr(&long));
+    assert!(
+        stderr(&long).contains("ttl_hours must be 1 to 8760"),
+        "{}",
+        stderr(&long)
+    );
+}

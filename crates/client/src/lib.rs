@@ -545,6 +545,44 @@ impl Client {
         self.call(Method::GET, &["desktops", desktop_id], &[], None::<&()>)
             .await
     }
+
+    /// The server's base URL, as this client was given it.
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
+    /// ListAgentPackages (extension): the published versions of the monitoring agent.
+    pub async fn list_agent_packages(&self) -> Result<serde_json::Value, ClientError> {
+        self.call(Method::GET, &["agent-packages"], &[], None::<&()>)
+            .await
+    }
+
+    /// CreateEnrollmentToken (extension): a token bound to `desktop_id` if given, valid
+    /// `ttl_hours` (the server's default if not).
+    pub async fn create_enrollment_token(
+        &self,
+        desktop_id: Option<&str>,
+        ttl_hours: Option<u64>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let body = serde_json::json!({ "desktop_id": desktop_id, "ttl_hours": ttl_hours });
+        self.call(Method::POST, &["enrollment-tokens"], &[], Some(&body))
+            .await
+    }
+
+    /// RevokeEnrollmentToken (extension).
+    pub async fn revoke_enrollment_token(
+        &self,
+        token: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let body = serde_json::json!({ "enrollment_token": token });
+        self.call(
+            Method::POST,
+            &["enrollment-tokens", "revoke"],
+            &[],
+            Some(&body),
+        )
+        .await
+    }
 }
 
 /// A Cloud Eye request, built apart from sending so that its wire form can be checked.

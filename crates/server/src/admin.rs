@@ -119,27 +119,88 @@ pub async fn create_enrollment_token(
     ttl_hours: u64,
     now: Millis,
 ) -> anyhow::Result<(String, Millis)> {
-    let desktop = desktop
-        .map(|d| DesktopId::parse(d.to_owned()).map_err(|e| anyhow!("--desktop: {e}")))
+    if let Some(d) = desktop {
+        DesktopId::parse(d.to_owned()).map_err(|e| anyhow!("--desktop: {e}"))?;
+    }
+    new_token(store, project, desktop, ttl_hours, now)
+        .await
+        .map_err(|e| match e {
+            IssueError::NoSuchDesktop(d) => {
+                anyhow!("desktop {d} does not exist in project {project}")
+            }
+            other => other.into(),
+        })
+}
+
+/// Stores a new token's hash; the token and when it expires.
+async fn new_token(
+    store: &dyn Store,
+    project: &ProjectId,
+    desktop: Option<&str>,
+    ttl_hours: u64,
+    now: Millis,
+) -> Result<(String, Millis), IssueError> {
+    let bound = desktop
+        .map(|d| DesktopId::parse(d.to_owned()).map_err(|_| IssueError::NoSuchDesktop(d.into())))
         .transpose()?;
     let token = format!("DFE1{}", random_alphanumeric(48));
     let expires_at = now + (ttl_hours as i64) * 3600 * 1000;
     store
         .create_enrollment_token(
             project,
-            desktop.as_ref(),
+            bound.as_ref(),
             &crate::auth::secrets::sha256_hex(&token),
             now,
             expires_at,
         )
         .await
-        .map_err(|e| match (e, &desktop) {
+        .map_err(|e| match (e, desktop) {
             (deskfleet_core::store::StoreError::NotFound, Some(d)) => {
-                anyhow!("desktop {d} does not exist in project {project}")
+                IssueError::NoSuchDesktop(d.to_owned())
             }
-            (e, _) => e.into(),
+            (e, _) => IssueError::Store(e),
         })?;
     Ok((token, expires_at))
+}
+
+/// A token just made, ready to hand out.
+pub struct IssuedToken {
+    /// The token with the server's CA fingerprint when the server made its own CA.
+    pub token: String,
+    pub expires_at: Millis,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("desktop {0} does not exist in this project")]
+    NoSuchDesktop(String),
+    #[error(transparent)]
+    Store(deskfleet_core::store::StoreError),
+    #[error("reading the CA certificate (ca.pem) of the data directory: {0}")]
+    CaFile(std::io::Error),
+}
+
+/// Creates an enrollment token (as [`create_enrollment_token`]) and composes it with the
+/// fingerprint of the CA in `data_dir`, the way it is handed to a guest: the database
+/// keeps the secret's hash only, and the fingerprint lets a guest verify the server on
+/// first contact.
+pub async fn issue_enrollment_token(
+    store: &dyn Store,
+    data_dir: &std::path::Path,
+    project: &ProjectId,
+    desktop: Option<&str>,
+    ttl_hours: u64,
+    now: Millis,
+) -> Result<IssuedToken, IssueError> {
+    let fingerprint = crate::tls::ca_fingerprint(data_dir).map_err(IssueError::CaFile)?;
+    let (secret, expires_at) = new_token(store, project, desktop, ttl_hours, now).await?;
+    Ok(IssuedToken {
+        token: deskfleet_proto::enrollment::EnrollmentToken::compose(
+            &secret,
+            fingerprint.as_deref(),
+        ),
+        expires_at,
+    })
 }
 
 /// Publishes a package archive, signed with the key in `signing_key` (hex seed file).

@@ -371,17 +371,16 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
         }) => {
             let project = admin::find_project(store, &project).await?;
             let ttl = ttl_hours.unwrap_or(settings.fleet.enrollment_token_ttl_hours);
-            let (token, expires_at) =
-                admin::create_enrollment_token(store, &project.id, desktop.as_deref(), ttl, now)
-                    .await?;
-            // The database holds the secret's hash only; the fingerprint of the private
-            // CA rides along so that a guest can verify the server on first contact.
-            let fingerprint = deskfleet_server::tls::ca_fingerprint(&settings.data_dir)
-                .context("reading the CA certificate (ca.pem) of the data directory")?;
-            let token = deskfleet_proto::enrollment::EnrollmentToken::compose(
-                &token,
-                fingerprint.as_deref(),
-            );
+            let issued = admin::issue_enrollment_token(
+                store,
+                &settings.data_dir,
+                &project.id,
+                desktop.as_deref(),
+                ttl,
+                now,
+            )
+            .await?;
+            let (token, expires_at) = (issued.token, issued.expires_at);
             print_json(&serde_json::json!({
                 "enrollment_token": token, "project_id": project.id, "expires_at": wire::api_time(expires_at),
                 "desktop_id": desktop,

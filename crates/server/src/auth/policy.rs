@@ -25,6 +25,10 @@ pub enum Api {
     ListDesktopsDetail,
     ShowDesktopDetail,
     ShowDesktopMonitor,
+    // deskfleet extensions for the fleet's set-up (docs/api.md).
+    ListAgentPackages,
+    CreateEnrollmentToken,
+    RevokeEnrollmentToken,
     // Cloud Eye (CES), `docs/ces.md`.
     BatchCreateAgentInvocations,
     ListAgentInvocations,
@@ -71,6 +75,21 @@ impl Api {
             Api::ShowDesktopMonitor => {
                 ("ShowDesktopMonitor", "workspace:desktops:get", Access::Read)
             }
+            Api::ListAgentPackages => (
+                "ListAgentPackages",
+                "workspace:agentPackages:list",
+                Access::Read,
+            ),
+            Api::CreateEnrollmentToken => (
+                "CreateEnrollmentToken",
+                "workspace:enrollmentTokens:create",
+                Access::Write,
+            ),
+            Api::RevokeEnrollmentToken => (
+                "RevokeEnrollmentToken",
+                "workspace:enrollmentTokens:delete",
+                Access::Write,
+            ),
             Api::BatchCreateAgentInvocations => (
                 "BatchCreateAgentInvocations",
                 "ces:agent:createAgentInvocations",

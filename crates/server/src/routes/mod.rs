@@ -8,10 +8,12 @@
 mod agents;
 pub(crate) mod ces;
 mod desktops;
+mod enrollment;
 mod health;
 mod iam;
 mod jobs;
 mod monitor;
+mod packages;
 
 use crate::AppState;
 use crate::auth::authenticate;
@@ -47,6 +49,8 @@ pub fn api() -> Api {
             .merge(jobs::routes())
             .merge(desktops::routes())
             .merge(monitor::routes())
+            .merge(packages::routes())
+            .merge(enrollment::routes())
             .merge(ces::routes())
             .merge(iam::authenticated_routes()),
         public: OpenApiRouter::new()

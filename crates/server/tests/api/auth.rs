@@ -256,3 +256,58 @@ async fn throttling_answers_429_with_retry_after() {
     admin.list_sub_jobs(&[]).await.unwrap();
     app.stop().await;
 }
+
+#[tokio::test]
+async fn enrollment_tokens_are_written_by_admins_and_kept_to_their_project() {
+    let app = TestApp::spawn().await;
+    let (ak, sk, _) = add_user(&app, "viewer", Role::Readonly).await;
+    let viewer = app.client(&ak, &sk);
+    // A reader sees the versions but makes no token.
+    viewer.list_agent_packages().await.unwrap();
+    let (status, code, _) = api_error(
+        &viewer
+            .create_enrollment_token(None, None)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((status, code.as_str()), (403, "WKS.0403"));
+
+    let admin = app.admin();
+    let made = admin.create_enrollment_token(None, Some(1)).await.unwrap();
+    let token = made["enrollment_token"].as_str().unwrap().to_owned();
+    assert_eq!(made["project_id"], app.project());
+    let (status, code, _) = api_error(&viewer.revoke_enrollment_token(&token).await.unwrap_err());
+    assert_eq!((status, code.as_str()), (403, "WKS.0403"));
+
+    // Another project's token is not this project's to take back, and stays valid.
+    let store = app.store().await;
+    let domain = store
+        .find_domain_by_name("deskfleet")
+        .await
+        .unwrap()
+        .unwrap();
+    let other = store.create_project(&domain.id, "other").await.unwrap();
+    let (foreign, _) =
+        deskfleet_server::admin::create_enrollment_token(store.as_ref(), &other.id, None, 1, now())
+            .await
+            .unwrap();
+    let (status, code, _) = api_error(&admin.revoke_enrollment_token(&foreign).await.unwrap_err());
+    assert_eq!((status, code.as_str()), (404, "WKS.0202"));
+    let hash = deskfleet_server::auth::secrets::sha256_hex(&foreign);
+    assert!(
+        store
+            .find_enrollment_token(&hash, now())
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Its own is taken back once.
+    assert_eq!(
+        admin.revoke_enrollment_token(&token).await.unwrap()["revoked"],
+        true
+    );
+    let (status, _, _) = api_error(&admin.revoke_enrollment_token(&token).await.unwrap_err());
+    assert_eq!(status, 404);
+    app.stop().await;
+}
