@@ -1,12 +1,12 @@
 //! The router: one module per feature, merged here, with the request-id middleware and the
 //! gateway-style fallbacks (404 `APIGW.0101` for unknown paths and methods).
 
-mod agents;
+pub(crate) mod agents;
 mod ces;
 mod desktops;
 mod health;
 mod iam;
-mod jobs;
+pub(crate) mod jobs;
 mod monitor;
 
 use crate::AppState;
@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(crate::fleet::routes())
         .merge(crate::observe::routes())
+        .merge(crate::console::routes(&state))
         .route_layer(from_fn(crate::observe::matched_route))
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_not_found)

@@ -1,0 +1,64 @@
+//! The web console at `/console/`: server-rendered HTML pages for operators, served by the
+//! server itself over the same listener and TLS, with nothing fetched from elsewhere.
+//!
+//! Shape: every page is an HTML document rendered here (maud, checked at compile time);
+//! every change is an HTML form POST that works without JavaScript. One small script
+//! (`assets/console/console.js`) adds live job progress and "select all"; one stylesheet.
+//! Both are compiled into the binary.
+//!
+//! Security: a sign-in creates a session row (see [`session`]) whose random id travels in
+//! an `HttpOnly; Secure; SameSite=Strict` cookie; every POST carries a per-session CSRF
+//! token and must come from this origin (see [`csrf`]). Every page and action is
+//! authorised through [`crate::AppState::authorize`] with the same [`Api`] as the
+//! equivalent API call, and writes call the same functions as the API handlers, so the
+//! console can do exactly what the user's role lets the API do, with the same errors.
+//!
+//! [`Api`]: crate::auth::policy::Api
+
+mod assets;
+mod charts;
+mod csrf;
+mod desktop;
+mod desktops;
+mod install;
+mod jobs;
+mod login;
+mod overview;
+mod page;
+mod session;
+
+use crate::AppState;
+use axum::Router;
+use axum::middleware::from_fn;
+use axum::routing::{get, post};
+
+pub use session::COOKIE;
+
+/// The console's routes, under `/console`. Empty when `console.enabled` is off.
+pub fn routes(state: &AppState) -> Router<AppState> {
+    if !state.settings.console.enabled {
+        return Router::new();
+    }
+    Router::new()
+        .route("/console", get(page::to_console_root))
+        .route("/console/", get(overview::show))
+        .route("/console/login", get(login::form).post(login::submit))
+        .route("/console/logout", post(login::logout))
+        .route("/console/assets/{name}", get(assets::serve))
+        .route("/console/desktops", get(desktops::show))
+        .route("/console/desktops/{desktop_id}", get(desktop::show))
+        .route(
+            "/console/install",
+            get(install::confirm).post(install::submit),
+        )
+        .route("/console/jobs", get(jobs::list))
+        .route("/console/jobs/{job_id}", get(jobs::show))
+        .route("/console/jobs/{job_id}/progress", get(jobs::progress))
+        .route("/console/jobs/{job_id}/retry", post(jobs::retry))
+        .route("/console/jobs/{job_id}/cancel", post(jobs::cancel))
+        .route(
+            "/console/{*rest}",
+            get(page::not_found).post(page::not_found),
+        )
+        .route_layer(from_fn(csrf::same_origin_posts))
+}
