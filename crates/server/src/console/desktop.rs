@@ -178,7 +178,7 @@ pub async fn show(
                                         (r) @if let Some(code) = &s.error_code { " (" (code) ")" }
                                     } @else { "-" }
                                 }
-                                td { a href={"/console/jobs/" (s.job_id.as_str())} { "job" } }
+                                td { a href={"/console/jobs/" (s.job_id.as_str())} aria-label={"Job " (s.job_id.as_str())} { "job" } }
                             }
                         }
                     }

@@ -2,7 +2,7 @@
 //! gateway-style fallbacks (404 `APIGW.0101` for unknown paths and methods).
 
 pub(crate) mod agents;
-mod ces;
+pub(crate) mod ces;
 mod desktops;
 mod health;
 mod iam;
