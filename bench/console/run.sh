@@ -17,7 +17,9 @@ RESULTS=${RESULTS:-bench/console/RESULTS.md}
 OUT=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$OUT"' EXIT
 
-cargo build --profile "$PROFILE" --locked -p deskfleet-server --bin deskfleet-server
+# The whole workspace's binaries, as the tests build them: building one package alone
+# would unify features differently and rebuild every dependency.
+cargo build --profile "$PROFILE" --locked --workspace --bins
 BIN=target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 
 # The venv and Chromium as the test suite installs them (nothing is run: --collect-only).

@@ -523,6 +523,8 @@ pub trait Store: Send + Sync + 'static {
         query: &DesktopQuery,
         page: Page,
     ) -> StoreResult<(i64, Vec<AgentCondition>)>;
+    /// The users with a role on `project`, by name, with that role.
+    async fn list_project_users(&self, project: &ProjectId) -> StoreResult<Vec<(User, Role)>>;
     /// One page of the jobs of `project`, newest first, with their sub-jobs counted by
     /// status, and how many jobs there are.
     async fn list_job_progress(

@@ -980,6 +980,10 @@ impl<B: Backend> Store for DbStore<B> {
         console_read!(self, query_desktops(project, query, page))
     }
 
+    async fn list_project_users(&self, project: &ProjectId) -> StoreResult<Vec<(User, Role)>> {
+        console_read!(self, list_project_users(project))
+    }
+
     async fn list_job_progress(
         &self,
         project: &ProjectId,

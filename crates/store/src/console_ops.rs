@@ -4,7 +4,7 @@
 //! desktops table filters, sorts and pages in SQL.
 
 use crate::conn::{Conn, DbRow, args, sql};
-use crate::decode::{self, DESKTOP_COLUMNS, JOB_COLUMNS};
+use crate::decode::{self, DESKTOP_COLUMNS, JOB_COLUMNS, USER_COLUMNS};
 use crate::ops::{conflict, count, like_pattern, strings};
 use deskfleet_core::clock::Millis;
 use deskfleet_core::console::{
@@ -13,7 +13,7 @@ use deskfleet_core::console::{
 };
 use deskfleet_core::ids::{ProjectId, UserId};
 use deskfleet_core::job::{Stage, SubJobStatus};
-use deskfleet_core::model::{AgentCondition, Page};
+use deskfleet_core::model::{AgentCondition, Page, Role, User};
 use deskfleet_core::store::{StoreError, StoreResult};
 use std::collections::HashMap;
 
@@ -312,6 +312,30 @@ pub(crate) async fn query_desktops<C: Conn>(
         })
         .collect::<StoreResult<_>>()?;
     Ok((total, conditions))
+}
+
+// ---- users ----
+
+pub(crate) async fn list_project_users<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+) -> StoreResult<Vec<(User, Role)>> {
+    let sql = sql!(C::DIALECT, |_d| format!(
+        "SELECT {USER_COLUMNS}, r.role AS role FROM roles r \
+         JOIN users u ON u.id = r.user_id JOIN domains dm ON dm.id = u.domain_id \
+         WHERE r.project_id = $1 ORDER BY u.name, u.id"
+    ));
+    c.fetch_all(sql, args![project.as_str()])
+        .await?
+        .iter()
+        .map(|r| {
+            let role = r
+                .text("role")?
+                .parse::<Role>()
+                .map_err(StoreError::Corrupt)?;
+            Ok((decode::user(r)?, role))
+        })
+        .collect()
 }
 
 // ---- jobs ----

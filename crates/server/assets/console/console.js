@@ -1,6 +1,6 @@
 // deskfleet console: progressive enhancement only. Every page works without this file;
-// it adds "select all" checkboxes and live job progress (polling the job's progress JSON
-// once a second until the job has finished).
+// it adds "select all" checkboxes, copy buttons, and live job progress (polling the job's
+// progress JSON once a second until the job has finished).
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -9,6 +9,19 @@ document.addEventListener("DOMContentLoaded", () => {
     const boxes = () => all.form.querySelectorAll(`input[type=checkbox][name="${name}"]`);
     all.addEventListener("change", () => {
       for (const box of boxes()) box.checked = all.checked;
+    });
+  }
+  for (const button of document.querySelectorAll("button[data-copy]")) {
+    button.addEventListener("click", async () => {
+      const source = document.getElementById(button.dataset.copy);
+      source.select();
+      try {
+        await navigator.clipboard.writeText(source.value);
+        button.textContent = "Copied";
+      } catch (_) {
+        // Without clipboard access the text stays selected, ready for Ctrl+C.
+        button.textContent = "Selected: press Ctrl+C";
+      }
     });
   }
   for (const el of document.querySelectorAll("[data-job]")) {

@@ -166,6 +166,7 @@ pub async fn show(
         .await?;
     let pages = (total as u64).div_ceil(u64::from(PAGE_ROWS)).max(1);
     let may_install = user.may(Api::BatchInstallAgent);
+    let may_change = user.may(Api::BatchCreateAgentInvocations);
     let sort_link = |key: &str, label: &str| {
         let current = filters.sort.as_str() == key || (filters.sort.is_empty() && key == "name");
         let desc = current && filters.dir == "desc";
@@ -223,6 +224,10 @@ pub async fn show(
                 div class="actions" {
                     button type="submit" name="scope" value="selected" { "Install on selected" }
                     button type="submit" name="scope" value="filter" { "Install on all " (total) " matching" }
+                    @if may_change {
+                        button type="submit" name="scope" value="selected" formaction="/console/agents/upgrade" { "Upgrade selected" }
+                        button type="submit" name="scope" value="selected" formaction="/console/agents/rollback" { "Roll back selected" }
+                    }
                 }
             }
             table class="desktops" {

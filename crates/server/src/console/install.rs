@@ -49,7 +49,7 @@ fn selection(fields: &Query) -> Result<Selection, ApiError> {
 }
 
 /// The published versions offered, newest first.
-async fn versions(state: &AppState) -> Result<Vec<String>, ApiError> {
+pub(super) async fn versions(state: &AppState) -> Result<Vec<String>, ApiError> {
     let mut packages = state
         .store
         .list_packages(crate::fleet::packages::MONITOR)

@@ -15,17 +15,20 @@
 //!
 //! [`Api`]: crate::auth::policy::Api
 
+mod agents;
 mod assets;
 mod charts;
 mod csrf;
 mod desktop;
 mod desktops;
+mod enrollment;
 mod install;
 mod jobs;
 mod login;
 mod overview;
 mod page;
 mod session;
+mod users;
 
 use crate::AppState;
 use axum::Router;
@@ -51,6 +54,25 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             "/console/install",
             get(install::confirm).post(install::submit),
         )
+        .route("/console/packages", get(agents::packages))
+        .route(
+            "/console/agents/upgrade",
+            get(agents::upgrade_confirm).post(agents::upgrade),
+        )
+        .route(
+            "/console/agents/rollback",
+            get(agents::rollback_confirm).post(agents::rollback),
+        )
+        .route(
+            "/console/enrollment",
+            get(enrollment::show).post(enrollment::create),
+        )
+        .route("/console/enrollment/revoke", post(enrollment::revoke))
+        .route("/console/users", get(users::show).post(users::create))
+        .route("/console/users/{user_id}/disable", post(users::disable))
+        .route("/console/users/{user_id}/enable", post(users::enable))
+        .route("/console/users/{user_id}/keys", post(users::create_key))
+        .route("/console/keys/{access_key}/delete", post(users::delete_key))
         .route("/console/jobs", get(jobs::list))
         .route("/console/jobs/{job_id}", get(jobs::show))
         .route("/console/jobs/{job_id}/progress", get(jobs::progress))

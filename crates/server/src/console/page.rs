@@ -13,6 +13,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use deskfleet_core::clock::Millis;
+use deskfleet_core::model::Role;
 use deskfleet_proto::error::ErrorCode;
 use maud::{DOCTYPE, Markup, html};
 
@@ -25,6 +26,9 @@ pub enum Area {
     Overview,
     Desktops,
     Jobs,
+    Packages,
+    Enrollment,
+    Users,
     None,
 }
 
@@ -34,6 +38,9 @@ pub fn layout(title: &str, user: Option<&ConsoleUser>, area: Area, body: Markup)
         (Area::Overview, "/console/", "Overview"),
         (Area::Desktops, "/console/desktops", "Desktops"),
         (Area::Jobs, "/console/jobs", "Jobs"),
+        (Area::Packages, "/console/packages", "Packages"),
+        (Area::Enrollment, "/console/enrollment", "Enrollment"),
+        (Area::Users, "/console/users", "Users"),
     ];
     html! {
         (DOCTYPE)
@@ -53,12 +60,15 @@ pub fn layout(title: &str, user: Option<&ConsoleUser>, area: Area, body: Markup)
                         nav aria-label="Main" {
                             ul {
                                 @for (a, href, label) in nav {
+                                    // Enrollment and users are the administrators'.
+                                    @if u.role == Role::Admin || !matches!(a, Area::Enrollment | Area::Users) {
                                     li {
                                         @if a == area {
                                             a href=(href) aria-current="page" { (label) }
                                         } @else {
                                             a href=(href) { (label) }
                                         }
+                                    }
                                     }
                                 }
                             }

@@ -262,6 +262,18 @@ async fn a_readonly_user_sees_no_controls_and_a_forged_write_is_refused() {
         "no install control for readonly"
     );
     assert!(!html.contains("name=\"desktop_id\""), "no checkboxes");
+    assert!(
+        !html.contains("Upgrade selected"),
+        "no upgrade control for readonly"
+    );
+    assert!(
+        !html.contains("href=\"/console/users\""),
+        "no users page in the navigation"
+    );
+    for path in ["/console/users", "/console/enrollment"] {
+        let r = get(&app, &http, path, &cookie).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+    }
     let csrf = csrf_of(&html);
 
     let forged = http
@@ -387,5 +399,177 @@ async fn wrong_console_passwords_lock_the_api_login_too() {
         .unwrap();
     assert_eq!(token.status(), StatusCode::UNAUTHORIZED);
     assert!(token.text().await.unwrap().contains("locked"));
+    app.stop().await;
+}
+
+/// POSTs a form with the session's token (taken from `page`) and returns the response.
+async fn post_form(
+    app: &TestApp,
+    http: &reqwest::Client,
+    cookie: &str,
+    page: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let html = get(app, http, page, cookie).await.text().await.unwrap();
+    let csrf = csrf_of(&html);
+    let mut form: Vec<(&str, &str)> = vec![("csrf_token", csrf.as_str())];
+    form.extend_from_slice(fields);
+    http.post(url(app, path))
+        .header(COOKIE, cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The `value` of the input with this id.
+fn input_value(html: &str, id: &str) -> String {
+    let at = html
+        .find(&format!("id=\"{id}\""))
+        .expect("the input is there");
+    let rest = &html[at..];
+    let v = rest.find("value=\"").unwrap() + "value=\"".len();
+    rest[v..v + rest[v..].find('"').unwrap()].to_owned()
+}
+
+#[tokio::test]
+async fn an_admin_manages_enrollment_tokens_users_and_access_keys() {
+    let app = TestApp::spawn().await;
+    let http = browser(&app);
+    let signed = sign_in(
+        &app,
+        &http,
+        &app.bootstrap.user_name,
+        &app.bootstrap.password,
+    )
+    .await;
+    let cookie = session_cookie(&signed);
+    let store = app.store().await;
+
+    // An enrollment token, shown once with the guest's command line; then revoked.
+    let made = post_form(
+        &app,
+        &http,
+        &cookie,
+        "/console/enrollment",
+        "/console/enrollment",
+        &[("ttl_hours", "2"), ("desktop", "")],
+    )
+    .await;
+    assert_eq!(made.status(), StatusCode::OK);
+    let html = made.text().await.unwrap();
+    let token = input_value(&html, "token-value");
+    assert!(token.starts_with("DFE1"), "{token}");
+    assert!(html.contains("deskfleet-guest --server https://"), "{html}");
+    let parsed = deskfleet_proto::enrollment::EnrollmentToken::parse(&token).unwrap();
+    let sha = deskfleet_server::auth::secrets::sha256_hex(&parsed.secret);
+    assert!(
+        store
+            .find_enrollment_token(&sha, now())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let bad = post_form(
+        &app,
+        &http,
+        &cookie,
+        "/console/enrollment",
+        "/console/enrollment",
+        &[("ttl_hours", "0")],
+    )
+    .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert!(bad.text().await.unwrap().contains("ttl_hours must be"));
+    let revoked = post_form(
+        &app,
+        &http,
+        &cookie,
+        "/console/enrollment",
+        "/console/enrollment/revoke",
+        &[("token", token.as_str())],
+    )
+    .await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    assert!(
+        revoked
+            .text()
+            .await
+            .unwrap()
+            .contains("The token is revoked")
+    );
+    assert!(
+        store
+            .find_enrollment_token(&sha, now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A readonly user with a generated password, who can then sign in.
+    let created = post_form(
+        &app,
+        &http,
+        &cookie,
+        "/console/users",
+        "/console/users",
+        &[("name", "auditor"), ("role", "readonly"), ("password", "")],
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::OK);
+    let html = created.text().await.unwrap();
+    let password = input_value(&html, "generated");
+    assert!(password.len() >= 16);
+    assert_eq!(
+        sign_in(&app, &http, "auditor", &password).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let project = deskfleet_core::ids::ProjectId::parse(app.project()).unwrap();
+    let users = store.list_project_users(&project).await.unwrap();
+    let (auditor, role) = users.iter().find(|(u, _)| u.name == "auditor").unwrap();
+    assert_eq!(*role, Role::Readonly);
+
+    // An access key for it, whose secret works with the API, then deleted.
+    let keyed = post_form(
+        &app,
+        &http,
+        &cookie,
+        "/console/users",
+        &format!("/console/users/{}/keys", auditor.id),
+        &[],
+    )
+    .await;
+    assert_eq!(keyed.status(), StatusCode::OK);
+    let html = keyed.text().await.unwrap();
+    let (ak, sk) = (input_value(&html, "new-ak"), input_value(&html, "new-sk"));
+    let listed = app.client(&ak, &sk).list_desktops(&[]).await;
+    assert!(listed.is_ok(), "{listed:?}");
+    let deleted = post_form(
+        &app,
+        &http,
+        &cookie,
+        "/console/users",
+        &format!("/console/keys/{ak}/delete"),
+        &[],
+    )
+    .await;
+    assert_eq!(deleted.status(), StatusCode::SEE_OTHER);
+    assert!(store.find_access_key(&ak).await.unwrap().is_none());
+
+    // Disabled: its console sessions end, and it cannot sign in.
+    let off = post_form(
+        &app,
+        &http,
+        &cookie,
+        "/console/users",
+        &format!("/console/users/{}/disable", auditor.id),
+        &[],
+    )
+    .await;
+    assert_eq!(off.status(), StatusCode::SEE_OTHER);
+    let r = sign_in(&app, &http, "auditor", &password).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.text().await.unwrap().contains("disabled"));
     app.stop().await;
 }

@@ -6,7 +6,7 @@ use crate::harness::{Ctx, T0, claim, desktops, finish, install, new_desktop, pag
 use deskfleet_core::console::{
     AgentFilterState, ConsoleSession, DesktopQuery, DesktopSort, PresenceFilter,
 };
-use deskfleet_core::model::{AgentState, Outcome, Tag};
+use deskfleet_core::model::{AgentState, Outcome, Role, Tag};
 use deskfleet_core::store::StoreError;
 
 const WINDOW: i64 = 30_000;
@@ -350,4 +350,36 @@ pub async fn job_progress_counts_sub_jobs_newest_first(ctx: Ctx) {
     assert_eq!(paged[0].job.id, first.id);
     let (_, none) = s.list_job_progress(&p, page(10, 5)).await.unwrap();
     assert!(none.is_empty());
+}
+
+pub async fn project_users_are_listed_with_their_roles(ctx: Ctx) {
+    let s = &*ctx.store;
+    let domain = s.create_domain("acme").await.unwrap();
+    let p = s.create_project(&domain.id, "main").await.unwrap();
+    let other = s.create_project(&domain.id, "other").await.unwrap();
+    let bob = s.create_user(&domain.id, "bob", "h").await.unwrap();
+    let alice = s.create_user(&domain.id, "alice", "h").await.unwrap();
+    let carol = s.create_user(&domain.id, "carol", "h").await.unwrap();
+    s.grant_role(&bob.id, &p.id, Role::Readonly).await.unwrap();
+    s.grant_role(&alice.id, &p.id, Role::Admin).await.unwrap();
+    s.grant_role(&carol.id, &other.id, Role::Admin)
+        .await
+        .unwrap();
+    s.set_user_disabled(&bob.id, true).await.unwrap();
+    let users = s.list_project_users(&p.id).await.unwrap();
+    let seen: Vec<(&str, Role, bool)> = users
+        .iter()
+        .map(|(u, r)| (u.name.as_str(), *r, u.disabled))
+        .collect();
+    assert_eq!(
+        seen,
+        [("alice", Role::Admin, false), ("bob", Role::Readonly, true)],
+        "by name, only this project's, with their state"
+    );
+    assert!(
+        s.list_project_users(&project(s, "empty").await)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
