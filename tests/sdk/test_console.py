@@ -106,8 +106,12 @@ def test_sign_in_and_see_the_desktops_come_online(console):
     page.get_by_label("Password").fill("wrong password")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("password is wrong")
-    page.get_by_label("Password").fill(s.bootstrap["password"])
-    page.get_by_role("button", name="Sign in").click()
+    # With the keyboard only: type, Tab to the next field, Enter submits.
+    page.get_by_label("User name").focus()
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Password")).to_be_focused()
+    page.keyboard.type(s.bootstrap["password"])
+    page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Overview", level=1)).to_be_visible()
     expect(page.get_by_role("link", name="API reference (OpenAPI)")).to_have_attribute("href", "/openapi.json")
     online = page.get_by_role("link", name=re.compile(r"^\d+ online$"))
@@ -200,6 +204,65 @@ def test_a_readonly_user_has_no_controls_and_a_forged_write_is_refused(console):
         shot(page, "10-readonly-refused")
     finally:
         context.close()
+
+
+def test_upgrade_and_rollback_answer_desktop_by_desktop(console):
+    s, page = console.server, console.page
+    page.get_by_role("link", name="Packages", exact=True).click()
+    versions = page.get_by_role("table", name=re.compile("^Versions of deskfleet-monitor"))
+    expect(versions).to_contain_text("yes")
+    shot(page, "12-packages")
+    page.goto(f"{s.endpoint}/console/desktops")
+    page.get_by_role("checkbox", name=f"Select {HOSTNAMES[1]}").check()
+    page.get_by_role("button", name="Upgrade selected").click()
+    expect(page.get_by_role("heading", name="Upgrade the agent")).to_be_visible()
+    shot(page, "13-upgrade-confirm")
+    page.get_by_role("button", name="Confirm upgrade").click()
+    expect(page.get_by_role("status")).to_contain_text("1 of 1 desktops accepted")
+    page.get_by_role("link", name="Follow the job").click()
+    job_status = page.locator("[data-job-status]")
+    expect(job_status).to_have_text("SUCCESS", timeout=INSTALL_DEADLINE_S * 1000)
+    # That upgrade kept the version: a rollback is refused, in words, with its code.
+    page.goto(f"{s.endpoint}/console/desktops")
+    page.get_by_role("checkbox", name=f"Select {HOSTNAMES[1]}").check()
+    page.get_by_role("checkbox", name=f"Select {HOSTNAMES[2]}").check()
+    page.get_by_role("button", name="Roll back selected").click()
+    page.get_by_role("button", name="Confirm rollback").click()
+    expect(page.get_by_role("status")).to_contain_text("0 of 2 desktops accepted")
+    answers = page.get_by_role("table", name="Rollback, desktop by desktop")
+    expect(answers.get_by_role("row", name=re.compile(HOSTNAMES[1]))).to_contain_text("invocationmgr.0008")
+    expect(answers.get_by_role("row", name=re.compile(HOSTNAMES[2]))).to_contain_text("never upgraded")
+    shot(page, "14-rollback-refused")
+
+
+def test_enrollment_tokens_and_users_for_admins(console):
+    s, page = console.server, console.page
+    console.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=s.endpoint)
+    page.get_by_role("link", name="Enrollment", exact=True).click()
+    page.get_by_label("Valid for (hours)").fill("1")
+    page.get_by_role("button", name="Create token").click()
+    command = page.get_by_label(re.compile("^Start a guest with it"))
+    expect(command).to_contain_text("deskfleet-guest --server https://")
+    token = page.get_by_label("Token", exact=True).input_value()
+    assert token.startswith("DFE1") and token in command.input_value()
+    page.get_by_role("button", name="Copy the command line").click()
+    expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == command.input_value()
+    shot(page, "15-enrollment-token")
+    page.get_by_role("button", name="Revoke this token").click()
+    expect(page.get_by_role("status")).to_contain_text("The token is revoked")
+
+    page.get_by_role("link", name="Users", exact=True).click()
+    page.get_by_label("User name").fill("console-auditor")
+    page.get_by_label("Role on this project").select_option("readonly")
+    page.get_by_role("button", name="Create user").click()
+    expect(page.get_by_role("status")).to_contain_text("User console-auditor created with the role readonly")
+    assert len(page.get_by_label("Its password, shown only now").input_value()) >= 16
+    row = page.get_by_role("row", name=re.compile("console-auditor"))
+    expect(row).to_contain_text("enabled")
+    row.get_by_role("button", name="Create an access key for console-auditor").click()
+    expect(page.get_by_label("Secret key (SK)")).not_to_be_empty()
+    shot(page, "16-users")
 
 
 def test_sign_out_ends_the_session(console):

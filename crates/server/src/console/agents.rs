@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 use deskfleet_core::ids::{DesktopId, ProjectId, SubJobId};
 use deskfleet_core::job::Operation;
-use deskfleet_core::model::{InvocationFilter, Page};
+use deskfleet_core::model::{DesktopFilter, InvocationFilter, Page};
 use maud::{Markup, html};
 use std::collections::BTreeMap;
 
@@ -269,12 +269,33 @@ async fn results(
         state.store.get_sub_jobs(project, &created).await?
     };
     let job = subs.first().map(|s| s.job_id.as_str().to_owned());
+    // Desktops are shown by name, accepted or not.
+    let asked: Vec<DesktopId> = answers
+        .iter()
+        .filter_map(|a| a.instance_id.clone())
+        .filter_map(|id| DesktopId::parse(id).ok())
+        .collect();
+    let names: BTreeMap<String, String> = if asked.is_empty() {
+        BTreeMap::new()
+    } else {
+        let filter = DesktopFilter {
+            desktop_ids: asked,
+            ..DesktopFilter::default()
+        };
+        let page = Page {
+            limit: 100,
+            offset: 0,
+        };
+        let (_, desktops) = state.store.list_desktops(project, &filter, page).await?;
+        desktops
+            .into_iter()
+            .map(|d| (d.id.into_string(), d.computer_name))
+            .collect()
+    };
     let name = |instance: &Option<String>| {
         instance
             .as_ref()
-            .and_then(|i| subs.iter().find(|s| s.desktop_id.as_str() == i))
-            .map(|s| s.desktop_name.clone())
-            .or_else(|| instance.clone())
+            .map(|i| names.get(i).cloned().unwrap_or_else(|| i.clone()))
             .unwrap_or_else(|| "-".into())
     };
     let body = html! {
