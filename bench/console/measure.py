@@ -1,4 +1,4 @@
-"""Loads the console's desktops page in Chromium and prints a Markdown table of its
+"""Loads the console's overview and desktops pages in Chromium and prints a Markdown table of its
 weight and timings. Used by bench/console/run.sh: ``measure.py DATA_DIR RUNS``."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from playwright.sync_api import sync_playwright
 
 CHROMIUM = os.environ.get("DESKFLEET_CHROMIUM", "/usr/bin/chromium")
 PAGES = [
+    ("overview (counts over all desktops)", "/console/"),
     ("first page", "/console/desktops"),
     ("filtered (site=lyon, name contains 12)", "/console/desktops?q=12&tag=site%3Dlyon"),
     ("sorted (address, descending, page 100)", "/console/desktops?sort=address&dir=desc&page=100"),
@@ -25,7 +26,7 @@ TIMING = """() => {
   return {html: n.decodedBodySize, tti: n.domInteractive, load: n.loadEventEnd,
           server: n.responseStart - n.requestStart, assets,
           rows: document.querySelectorAll('table.desktops tbody tr').length,
-          status: document.querySelector('[role=status]').textContent};
+          status: (document.querySelector('[role=status]') || {textContent: '-'}).textContent};
 }"""
 
 
@@ -59,7 +60,7 @@ def main() -> None:
                 samples.append(tab.evaluate(TIMING))
                 tab.close()
             med = lambda k: statistics.median(s[k] for s in samples)  # noqa: E731
-            matching = first["status"].split(" desktops match")[0].strip()
+            matching = first["status"].split(" desktops match")[0].strip() if first["rows"] else "-"
             print(f"| {name} | {first['rows']} | {matching} | {first['html']} | {first['assets']} "
                   f"| {med('server'):.1f} | {med('tti'):.1f} | {med('load'):.1f} |")
         browser.close()

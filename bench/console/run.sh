@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Console benchmark: page weight and time to interactive of the desktops page with 10,000
-# desktops (SQLite, the embedded default), measured in Debian's Chromium headless through
+# Console benchmark: page weight and time to interactive of the overview and the desktops
+# page with 10,000 desktops (SQLite, the embedded default), measured in Debian's Chromium headless through
 # Playwright (the test venv, .venv), on loopback, for the first page, a filtered page and
 # a sorted page.
 #
@@ -49,16 +49,18 @@ PY
 "$BIN/deskfleet-server" --data-dir "$DATA" admin desktops import --project "$PROJECT" "$OUT/desktops.json" > /dev/null
 echo "bench: $DESKTOPS desktops imported" >&2
 
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 .venv/bin/python bench/console/measure.py "$DATA" "$RUNS" > "$OUT/rows.md"
 
 {
-  echo "# Console: the desktops page with $DESKTOPS desktops"
+  echo "# Console: the overview and the desktops page with $DESKTOPS desktops"
   echo
   echo "Measured by \`bench/console/run.sh\` on $(date -u +%Y-%m-%d), $(nproc) cores ($(uname -m)),"
   echo "server built with profile \`$PROFILE\`, SQLite in a temporary data directory, HTTPS on"
   echo "loopback. Browser: $(/usr/bin/chromium --version 2>/dev/null | head -1 | tr -cd '[:print:]'), headless, driven by"
   echo "Playwright; the median of $RUNS loads of each page in a fresh tab of a signed-in"
-  echo "browser (the first load, which fills the cache, is not counted)."
+  echo "browser (the first load, which fills the cache, is not counted). Load average when the"
+  echo "measures began: $LOAD."
   echo
   echo "- *HTML*: bytes of the page's document (uncompressed: the server does not compress)."
   echo "- *CSS+JS*: bytes of the stylesheet and the script; cached for a year once loaded"

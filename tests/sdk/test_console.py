@@ -154,6 +154,7 @@ def test_install_on_all_and_watch_the_job_succeed_live(console):
     expect(page.get_by_role("progressbar", name=f"Progress of job {job_id}")).to_have_attribute("value", "100")
     expect(page.get_by_role("cell", name="SUCCESS")).to_have_count(N)
     assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
+    expect(page.locator(f'[data-job-ended="{job_id}"]')).to_contain_text("UTC")
     expect(page.get_by_text(f"{N} succeeded, 0 failed, 0 running, 0 waiting")).to_be_visible()
     shot(page, "06-job-success")
     page.get_by_role("link", name="Jobs", exact=True).click()

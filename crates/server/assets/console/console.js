@@ -51,6 +51,7 @@ function follow(job) {
     setText(`[data-job-status="${job}"]`, state.status);
     setText(`[data-job-counts="${job}"]`, state.text);
     if (state.fail_reason) setText(`[data-job-reason="${job}"]`, state.fail_reason);
+    if (state.ended) setText(`[data-job-ended="${job}"]`, state.ended);
     for (const s of state.sub_jobs) {
       setText(`[data-sub-status="${s.id}"]`, s.status);
       setText(`[data-sub-reason="${s.id}"]`, s.reason);

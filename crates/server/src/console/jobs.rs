@@ -50,6 +50,8 @@ pub struct Counts {
     pub failed: u64,
     pub text: String,
     pub fail_reason: Option<String>,
+    /// When the job ended, for people; `None` while it runs.
+    pub ended: Option<String>,
     pub sub_jobs: Vec<SubJobState>,
 }
 
@@ -88,6 +90,7 @@ fn counts(job: &Job, subs: &[SubJob]) -> Counts {
         failed: p.failed,
         text: String::new(),
         fail_reason: job.fail_reason.clone(),
+        ended: job.end_time.map(super::page::time),
         sub_jobs: subs
             .iter()
             .map(|s| SubJobState {
@@ -191,7 +194,7 @@ pub async fn show(
                 dt { "Progress" } dd { (progress_bar(&format!("Progress of job {id}"), c.percent, Some(id))) }
                 dt { "Sub-jobs" } dd data-job-counts=(id) { (c.text) }
                 dt { "Created" } dd { (super::page::time(job.created_at)) }
-                dt { "Ended" } dd { (super::page::opt_time(job.end_time)) }
+                dt { "Ended" } dd data-job-ended=(id) { (super::page::opt_time(job.end_time)) }
                 dt { "Failure" } dd data-job-reason=(id) {
                     (job.fail_reason.as_deref().unwrap_or("-"))
                     @if let Some(code) = &job.error_code { " (" (code) ")" }

@@ -573,3 +573,140 @@ async fn an_admin_manages_enrollment_tokens_users_and_access_keys() {
     assert!(r.text().await.unwrap().contains("disabled"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn cancel_and_retry_from_a_job_page_change_the_sub_jobs() {
+    let app = TestApp::spawn().await;
+    let http = browser(&app);
+    let ids = app.import_desktops(2).await;
+    let signed = sign_in(
+        &app,
+        &http,
+        &app.bootstrap.user_name,
+        &app.bootstrap.password,
+    )
+    .await;
+    let cookie = session_cookie(&signed);
+    // No guest is connected: the sub-jobs wait.
+    let made = post_form(
+        &app,
+        &http,
+        &cookie,
+        &format!(
+            "/console/install?scope=selected&desktop_id={}&desktop_id={}",
+            ids[0], ids[1]
+        ),
+        "/console/install",
+        &[
+            ("scope", "selected"),
+            ("desktop_id", &ids[0]),
+            ("desktop_id", &ids[1]),
+        ],
+    )
+    .await;
+    assert_eq!(made.status(), StatusCode::SEE_OTHER);
+    let job_page = location(&made).to_owned();
+    let progress = |cookie: String| {
+        let (app, http, job_page) = (&app, &http, job_page.clone());
+        async move {
+            let r = get(app, http, &format!("{job_page}/progress"), &cookie).await;
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let before = progress(cookie.clone()).await;
+    assert_eq!(before["waiting"], 2, "{before}");
+
+    let cancelled = post_form(
+        &app,
+        &http,
+        &cookie,
+        &job_page,
+        &format!("{job_page}/cancel"),
+        &[],
+    )
+    .await;
+    assert_eq!(cancelled.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&cancelled), job_page);
+    let after = progress(cookie.clone()).await;
+    assert_eq!(
+        (after["waiting"].as_u64(), after["failed"].as_u64()),
+        (Some(0), Some(2)),
+        "{after}"
+    );
+    assert!(after["finished"].as_bool().unwrap());
+    let reason = after["sub_jobs"][0]["reason"].as_str().unwrap();
+    assert!(!reason.is_empty(), "a cancelled sub-job says why: {after}");
+    let html = get(&app, &http, &job_page, &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(reason.split(" (").next().unwrap()),
+        "the reason is on the page"
+    );
+
+    let retried = post_form(
+        &app,
+        &http,
+        &cookie,
+        &job_page,
+        &format!("{job_page}/retry"),
+        &[],
+    )
+    .await;
+    assert_eq!(retried.status(), StatusCode::SEE_OTHER);
+    let again = progress(cookie.clone()).await;
+    // As the API's retry: every FAILED sub-job, cancelled ones included, waits again.
+    assert_eq!(
+        (again["waiting"].as_u64(), again["failed"].as_u64()),
+        (Some(2), Some(0)),
+        "{again}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn assets_are_versioned_cached_and_revalidated() {
+    let app = TestApp::spawn().await;
+    let http = browser(&app);
+    let login = http
+        .get(url(&app, "/console/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in ["console.css", "console.js"] {
+        let at = login
+            .find(&format!("/console/assets/{name}?v="))
+            .unwrap_or_else(|| panic!("{name} is linked with its version: {login}"));
+        let href = &login[at..at + login[at..].find('"').unwrap()];
+        let first = http.get(url(&app, href)).send().await.unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        assert!(
+            first.headers()["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("immutable")
+        );
+        let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+        assert!(href.ends_with(etag.trim_matches('"')), "{href} {etag}");
+        assert!(!first.bytes().await.unwrap().is_empty());
+        let again = http
+            .get(url(&app, href))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    }
+    let missing = http
+        .get(url(&app, "/console/assets/other.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    app.stop().await;
+}
