@@ -85,7 +85,7 @@ mod tests {
         let points = [(0, 10.0), (500, 50.0), (1000, 30.0)];
         let svg = line_chart("CPU usage", "%", &points, 0, 1000).into_string();
         assert!(
-            svg.contains("<polyline points=\"4.0,122.0 280.0,70.0 556.0,96.0\""),
+            svg.contains("<polyline points=\"4.0,122.8 280.0,70.0 556.0,96.4\""),
             "{svg}"
         );
         assert!(svg.contains("last 30.0%, lowest 10.0%, highest 50.0% over 3 points"));
