@@ -710,3 +710,76 @@ async fn assets_are_versioned_cached_and_revalidated() {
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_desktops_table_pages_sorts_and_says_what_is_wrong_with_a_filter() {
+    let app = TestApp::spawn().await;
+    let http = browser(&app);
+    app.import_desktops(60).await;
+    let signed = sign_in(
+        &app,
+        &http,
+        &app.bootstrap.user_name,
+        &app.bootstrap.password,
+    )
+    .await;
+    let cookie = session_cookie(&signed);
+    let rows = |html: &str| html.matches("<th scope=\"row\">").count();
+
+    let first = get(&app, &http, "/console/desktops", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(first.contains("60 desktops match. Page 1 of 2."), "{first}");
+    assert_eq!(rows(&first), 50);
+    assert!(first.contains("rel=\"next\""));
+    let second = get(&app, &http, "/console/desktops?page=2", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(rows(&second), 10);
+    assert!(second.contains("wks-0059") && !second.contains("wks-0000<"));
+
+    let desc = get(&app, &http, "/console/desktops?sort=name&dir=desc", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let (a, b) = (
+        desc.find("wks-0059").unwrap(),
+        desc.find("wks-0058").unwrap(),
+    );
+    assert!(a < b, "descending by name");
+    assert!(desc.contains("aria-sort=\"descending\""));
+
+    let searched = get(&app, &http, "/console/desktops?q=10.0.0.1", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    // 10.0.0.1, 10.0.0.10 ... 10.0.0.19: eleven addresses contain it.
+    assert!(searched.contains("11 desktops match."), "{searched}");
+
+    for (query, words) in [
+        (
+            "sort=size",
+            "sort must be name, address, last_seen, version or created",
+        ),
+        (
+            "presence=sometimes",
+            "presence must be online, offline or never",
+        ),
+        ("page=x", "query parameter page must be an integer"),
+    ] {
+        let r = get(&app, &http, &format!("/console/desktops?{query}"), &cookie).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{query}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains("WKS.0001") && body.contains(words),
+            "{query}: {body}"
+        );
+    }
+    app.stop().await;
+}
