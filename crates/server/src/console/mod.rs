@@ -32,7 +32,7 @@ mod users;
 
 use crate::AppState;
 use axum::Router;
-use axum::middleware::from_fn;
+use axum::middleware::{from_fn, map_response};
 use axum::routing::{get, post};
 
 pub use session::COOKIE;
@@ -83,4 +83,5 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             get(page::not_found).post(page::not_found),
         )
         .route_layer(from_fn(csrf::same_origin_posts))
+        .route_layer(map_response(page::security_headers))
 }
