@@ -1,18 +1,15 @@
 //! Cross-site request forgery: every POST of the console must come from its own pages.
 //!
-//! Two independent checks. (1) [`same_origin_posts`]: a POST whose `Sec-Fetch-Site` is not
-//! `same-origin`, or whose `Origin` is not this host, is refused before any handler runs.
-//! (2) [`super::page::Form`]: a signed-in POST must carry the session's CSRF token in a
-//! hidden field, compared in constant time. The token is the SHA-256 of a fixed label and
+//! Two independent checks. (1) [`check_origin`], run on every POST before any handler
+//! (`super::page::same_origin_posts`): a POST whose `Sec-Fetch-Site` is not `same-origin`,
+//! or whose `Origin` is not this host, is refused. (2) [`check`], run by
+//! `super::page::Form`: a signed-in POST must carry the session's CSRF token in a hidden
+//! field, compared in constant time. The token is the SHA-256 of a fixed label and
 //! the session id, so it needs no storage and is worthless without the cookie.
 
-use super::page::ConsoleError;
-use super::session::ConsoleUser;
 use crate::error::ApiError;
 use axum::extract::Request;
-use axum::http::{Method, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::header;
 use deskfleet_proto::error::ErrorCode;
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
@@ -28,9 +25,9 @@ pub fn token_for(session_id: &SecretString) -> String {
     ))
 }
 
-/// Whether `given` is the session's token.
-pub fn check(user: &ConsoleUser, given: Option<&str>) -> Result<(), ConsoleError> {
-    let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(user.csrf.as_bytes())));
+/// Whether `given` is the session's token, `expected`.
+pub fn check(expected: &str, given: Option<&str>) -> Result<(), ApiError> {
+    let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())));
     if ok {
         Ok(())
     } else {
@@ -40,26 +37,15 @@ pub fn check(user: &ConsoleUser, given: Option<&str>) -> Result<(), ConsoleError
     }
 }
 
-fn forged(detail: &str) -> ConsoleError {
-    ConsoleError::Api(
-        ApiError::new(ErrorCode::Forbidden)
-            .with_message("The request was refused as a possible cross-site request forgery.")
-            .with_detail(detail),
-    )
+fn forged(detail: &str) -> ApiError {
+    ApiError::new(ErrorCode::Forbidden)
+        .with_message("The request was refused as a possible cross-site request forgery.")
+        .with_detail(detail)
 }
 
-/// Refuses a POST that a browser says came from another site, or whose `Origin` is not
-/// the host it was sent to.
-pub async fn same_origin_posts(request: Request, next: Next) -> Response {
-    if request.method() == Method::POST
-        && let Err(e) = check_origin(&request)
-    {
-        return e.into_response();
-    }
-    next.run(request).await
-}
-
-fn check_origin(request: &Request) -> Result<(), ConsoleError> {
+/// Refuses a request that a browser says came from another site, or whose `Origin` is
+/// not the host it was sent to.
+pub fn check_origin(request: &Request) -> Result<(), ApiError> {
     let headers = request.headers();
     if let Some(site) = headers.get("sec-fetch-site")
         && site.as_bytes() != b"same-origin"

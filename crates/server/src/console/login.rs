@@ -1,6 +1,7 @@
 //! Sign-in and sign-out. The password is checked by [`crate::auth::password`], the same
 //! check as `POST /v3/auth/tokens`, so wrong passwords count against the same lockout.
 
+use super::cookie;
 use super::page::{ConsoleError, Form, layout, page, see_other};
 use super::session::{self, ConsoleUser};
 use crate::AppState;
@@ -121,7 +122,7 @@ pub async fn submit(
     let mut response = see_other("/console/");
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session::set_cookie(&id, state.settings.console.absolute_timeout_secs),
+        cookie::set_cookie(&id, state.settings.console.absolute_timeout_secs),
     );
     Ok(response)
 }
@@ -137,6 +138,6 @@ pub async fn logout(State(state): State<AppState>, form: Form) -> Result<Respons
     let mut response = see_other("/console/login?reason=signout");
     response
         .headers_mut()
-        .insert(header::SET_COOKIE, session::clear_cookie());
+        .insert(header::SET_COOKIE, cookie::clear_cookie());
     Ok(response)
 }

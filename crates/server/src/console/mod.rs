@@ -7,8 +7,12 @@
 //! Both are compiled into the binary.
 //!
 //! Security: a sign-in creates a session row (see [`session`]) whose random id travels in
-//! an `HttpOnly; Secure; SameSite=Strict` cookie; every POST carries a per-session CSRF
-//! token and must come from this origin (see [`csrf`]). Every page and action is
+//! an `HttpOnly; Secure; SameSite=Strict` cookie (see [`cookie`]); every POST carries a
+//! per-session CSRF token and must come from this origin (see [`csrf`]).
+//!
+//! Modules, lowest first (each uses only those above it): `cookie`, `csrf`, `error`,
+//! `assets`, `charts`; `session`; `page` (the frame, the error page, the form extractor);
+//! then one module per area, of which `install` and `agents` reuse `desktops`' filters. Every page and action is
 //! authorised through [`crate::AppState::authorize`] with the same [`Api`] as the
 //! equivalent API call, and writes call the same functions as the API handlers, so the
 //! console can do exactly what the user's role lets the API do, with the same errors.
@@ -18,10 +22,12 @@
 mod agents;
 mod assets;
 mod charts;
+mod cookie;
 mod csrf;
 mod desktop;
 mod desktops;
 mod enrollment;
+mod error;
 mod install;
 mod jobs;
 mod login;
@@ -35,7 +41,7 @@ use axum::Router;
 use axum::middleware::{from_fn, map_response};
 use axum::routing::{get, post};
 
-pub use session::COOKIE;
+pub use cookie::COOKIE;
 
 /// The console's routes, under `/console`. Empty when `console.enabled` is off.
 pub fn routes(state: &AppState) -> Router<AppState> {
@@ -82,6 +88,6 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             "/console/{*rest}",
             get(page::not_found).post(page::not_found),
         )
-        .route_layer(from_fn(csrf::same_origin_posts))
+        .route_layer(from_fn(page::same_origin_posts))
         .route_layer(map_response(page::security_headers))
 }

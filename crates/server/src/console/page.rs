@@ -2,15 +2,19 @@
 //! small helpers every page uses.
 
 use super::assets;
+use super::cookie;
 use super::csrf;
-use super::session::{self, ConsoleUser, NoSession};
+pub use super::error::ConsoleError;
+use super::error::NoSession;
+use super::session::{self, ConsoleUser};
 use crate::AppState;
 use crate::auth::policy::Api;
 use crate::auth::read_body;
 use crate::error::ApiError;
 use crate::extract::Query;
 use axum::extract::{FromRequest, Request};
-use axum::http::header;
+use axum::http::{Method, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use deskfleet_core::clock::Millis;
 use deskfleet_core::model::Role;
@@ -112,26 +116,6 @@ pub fn opt_time(ms: Option<Millis>) -> String {
     ms.map(time).unwrap_or_else(|| "-".into())
 }
 
-/// Why a console request failed: no session (to the sign-in page) or an API error (a
-/// page that says it in words, with its code).
-#[derive(Debug)]
-pub enum ConsoleError {
-    SignIn(NoSession),
-    Api(ApiError),
-}
-
-impl From<ApiError> for ConsoleError {
-    fn from(e: ApiError) -> Self {
-        ConsoleError::Api(e)
-    }
-}
-
-impl From<deskfleet_core::store::StoreError> for ConsoleError {
-    fn from(e: deskfleet_core::store::StoreError) -> Self {
-        ConsoleError::Api(e.into())
-    }
-}
-
 /// The error box: code, message and what to do.
 pub fn error_box(e: &ApiError) -> Markup {
     let body = e.body();
@@ -151,7 +135,7 @@ impl IntoResponse for ConsoleError {
                     .into_response();
                 if why == NoSession::Expired {
                     r.headers_mut()
-                        .insert(header::SET_COOKIE, session::clear_cookie());
+                        .insert(header::SET_COOKIE, cookie::clear_cookie());
                 }
                 r
             }
@@ -213,7 +197,7 @@ impl FromRequest<AppState> for Form {
         let raw = std::str::from_utf8(&body)
             .map_err(|_| ApiError::invalid("the form is not valid UTF-8"))?;
         let fields = Query::parse(raw, true)?;
-        csrf::check(&user, fields.str(csrf::FIELD)?.as_deref())?;
+        csrf::check(&user.csrf, fields.str(csrf::FIELD)?.as_deref())?;
         Ok(Form { user, fields })
     }
 }
@@ -249,6 +233,16 @@ pub fn progress_bar(label: &str, percent: u64, id: Option<&str>) -> Markup {
 /// `s` percent-encoded for a URL query value.
 pub fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Refuses a POST that a browser says came from another site (see [`csrf::check_origin`]).
+pub async fn same_origin_posts(request: Request, next: Next) -> Response {
+    if request.method() == Method::POST
+        && let Err(e) = csrf::check_origin(&request)
+    {
+        return ConsoleError::Api(e).into_response();
+    }
+    next.run(request).await
 }
 
 /// What every console response tells the browser: run only this server's script and

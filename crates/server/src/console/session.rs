@@ -7,30 +7,24 @@
 //! first, and at once when its user is disabled or loses its role. Its last use is
 //! written at most once a minute, not on every request.
 //!
-//! The cookie is `__Host-`prefixed, which obliges `Secure`, `Path=/` and no `Domain`: no
-//! other host or path can plant or shadow it. Only the console reads it (the API
-//! authenticates with signatures and tokens, never with cookies).
+//! The cookie itself is [`super::cookie`]'s.
 
+use super::cookie::{new_session_id, session_id};
 use super::csrf;
-use super::page::ConsoleError;
+use super::error::{ConsoleError, NoSession};
 use crate::AppState;
 use crate::auth::policy::{Api, grants};
 use crate::auth::secrets::sha256_hex;
 use crate::auth::{Caller, Principal};
 use crate::error::ApiError;
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, header};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use deskfleet_core::clock::Millis;
 use deskfleet_core::console::ConsoleSession;
 use deskfleet_core::ids::{ProjectId, UserId};
 use deskfleet_core::model::{Role, User};
 use secrecy::{ExposeSecret, SecretString};
-
-/// The session cookie's name.
-pub const COOKIE: &str = "__Host-deskfleet-console";
 
 /// A session's last use is written when it is older than this.
 const TOUCH_EVERY_MS: Millis = 60_000;
@@ -70,39 +64,6 @@ impl ConsoleUser {
     }
 }
 
-/// The session id from the request's cookies, if any.
-pub fn session_id(headers: &HeaderMap) -> Option<SecretString> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| SecretString::from(value.to_owned()))
-}
-
-/// A new random session id.
-pub fn new_session_id() -> SecretString {
-    SecretString::from(URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()))
-}
-
-/// `Set-Cookie` for a new session.
-pub fn set_cookie(id: &SecretString, max_age_secs: u64) -> HeaderValue {
-    let value = format!(
-        "{COOKIE}={}; Path=/; Max-Age={max_age_secs}; Secure; HttpOnly; SameSite=Strict",
-        id.expose_secret()
-    );
-    HeaderValue::from_str(&value).unwrap_or_else(|_| clear_cookie())
-}
-
-/// `Set-Cookie` that removes the session cookie.
-pub fn clear_cookie() -> HeaderValue {
-    HeaderValue::from_static(
-        "__Host-deskfleet-console=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict",
-    )
-}
-
 /// Creates the session of `user` on `project` and returns its id for the cookie.
 pub async fn create(
     state: &AppState,
@@ -130,25 +91,6 @@ pub async fn create(
         .create_console_session(&sha256_hex(id.expose_secret()), &session)
         .await?;
     Ok(id)
-}
-
-/// Why a request has no usable session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoSession {
-    /// No cookie, or one the database does not know.
-    Missing,
-    /// It was valid once and has run out (idle or absolute).
-    Expired,
-}
-
-impl NoSession {
-    /// The sign-in page's `reason` parameter.
-    pub fn reason(self) -> &'static str {
-        match self {
-            NoSession::Missing => "signin",
-            NoSession::Expired => "expired",
-        }
-    }
 }
 
 /// The session of a request, checked: known, not expired, its user enabled and holding a
