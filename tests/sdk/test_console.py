@@ -261,7 +261,7 @@ def test_enrollment_tokens_and_users_for_admins(console):
     assert len(page.get_by_label("Its password, shown only now").input_value()) >= 16
     row = page.get_by_role("row", name=re.compile("console-auditor"))
     expect(row).to_contain_text("enabled")
-    row.get_by_role("button", name="Create an access key for console-auditor").click()
+    row.get_by_role("button", name="New access key for console-auditor").click()
     expect(page.get_by_label("Secret key (SK)")).not_to_be_empty()
     shot(page, "16-users")
 

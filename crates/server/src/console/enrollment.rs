@@ -121,7 +121,8 @@ pub async fn create(
     let token =
         deskfleet_proto::enrollment::EnrollmentToken::compose(&token, fingerprint.as_deref());
     let command = format!(
-        "install -m 600 /dev/null /etc/deskfleet/enrollment.token\n\
+        "install -d -m 700 /etc/deskfleet\n\
+         install -m 600 /dev/null /etc/deskfleet/enrollment.token\n\
          echo '{token}' > /etc/deskfleet/enrollment.token\n\
          deskfleet-guest --server {} --enrollment-token-file /etc/deskfleet/enrollment.token \\\n  \
          --trusted-key /etc/deskfleet/package-signing.pub",
@@ -132,10 +133,15 @@ pub async fn create(
         div class="notice" role="status" {
             p { "Token created. It is shown only now; it expires " (time(expires_at)) "." }
         }
-        label for="token-value" { "Token" }
-        input id="token-value" readonly value=(token) size="60";
-        label for="guest-command" { "Start a guest with it (on the desktop, as root)" }
-        textarea id="guest-command" readonly rows="5" cols="100" { (command) }
+        div class="stack" {
+            label for="token-value" { "Token" }
+            input id="token-value" readonly value=(token);
+            label for="guest-command" { "Start a guest with it (on the desktop, as root)" }
+            textarea id="guest-command" readonly rows="6" { (command) }
+            p { "The guest verifies packages with the server's public signing key: copy "
+                code { "package-signing.pub" } " from the server's data directory to "
+                code { "/etc/deskfleet/" } " first." }
+        }
         div class="actions" {
             button type="button" data-copy="guest-command" { "Copy the command line" }
         }

@@ -52,16 +52,18 @@ async fn listing(
                                 }
                             }
                         }
-                        td class="actions" {
-                            form method="post" action={"/console/users/" (id) "/keys"} {
-                                (csrf_field(user))
-                                button type="submit" aria-label={"Create an access key for " (u.name)} { "New access key" }
-                            }
-                            @if u.id != user.user_id {
-                                form method="post" action={"/console/users/" (id) (if u.disabled { "/enable" } else { "/disable" })} {
+                        td {
+                            div class="actions" {
+                                form method="post" action={"/console/users/" (id) "/keys"} {
                                     (csrf_field(user))
-                                    button type="submit" aria-label={(if u.disabled { "Enable " } else { "Disable " }) (u.name)} {
-                                        @if u.disabled { "Enable" } @else { "Disable" }
+                                    button type="submit" aria-label={"New access key for " (u.name)} { "New access key" }
+                                }
+                                @if u.id != user.user_id {
+                                    form method="post" action={"/console/users/" (id) (if u.disabled { "/enable" } else { "/disable" })} {
+                                        (csrf_field(user))
+                                        button type="submit" aria-label={(if u.disabled { "Enable " } else { "Disable " }) (u.name)} {
+                                            @if u.disabled { "Enable" } @else { "Disable" }
+                                        }
                                     }
                                 }
                             }
@@ -181,7 +183,7 @@ pub async fn create(State(state): State<AppState>, form: Form) -> Result<Respons
     state.store.grant_role(&new_user.id, &project, role).await?;
     tracing::info!(user = %user.user_name, created = %new_user.name, %role, "user created in the console");
     let notice = html! {
-        div class="notice" role="status" {
+        div class="notice stack" role="status" {
             p { "User " strong { (new_user.name) } " created with the role " (role) "." }
             @if password.is_none() {
                 label for="generated" { "Its password, shown only now" }
@@ -254,7 +256,7 @@ pub async fn create_key(
     .map_err(|e| ApiError::internal(&format!("{e:#}")))?;
     tracing::info!(user = %form.user.user_name, target = %target.name, access_key = %ak, "access key created in the console");
     let notice = html! {
-        div class="notice" role="status" {
+        div class="notice stack" role="status" {
             p { "Access key created for " strong { (target.name) } ". The secret key is shown only now." }
             label for="new-ak" { "Access key (AK)" }
             input id="new-ak" readonly value=(ak) size="30";
