@@ -26,7 +26,8 @@ use deskfleet_core::ids::{ProjectId, UserId};
 use deskfleet_core::model::{Role, User};
 use secrecy::{ExposeSecret, SecretString};
 
-/// A session's last use is written when it is older than this.
+/// A session's last use is written when it is older than this (or than half the idle
+/// timeout, when that is shorter, so that a session in use never idles out).
 const TOUCH_EVERY_MS: Millis = 60_000;
 
 /// The signed-in user of a console request.
@@ -122,7 +123,7 @@ pub async fn load(state: &AppState, headers: &HeaderMap) -> Result<ConsoleUser, 
         state.store.delete_console_session(&sha).await?;
         return Err(ConsoleError::SignIn(NoSession::Expired));
     };
-    if now - session.last_seen_at >= TOUCH_EVERY_MS {
+    if now - session.last_seen_at >= TOUCH_EVERY_MS.min(idle_ms / 2) {
         state.store.touch_console_session(&sha, now).await?;
     }
     Ok(ConsoleUser {

@@ -783,3 +783,37 @@ async fn the_desktops_table_pages_sorts_and_says_what_is_wrong_with_a_filter() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_session_in_use_is_kept_alive_even_with_a_short_idle_timeout() {
+    // Half the idle timeout (10 s) is shorter than the usual minute between writes.
+    let app = TestApp::spawn_with(|s| s.console.idle_timeout_secs = 20).await;
+    let http = browser(&app);
+    let store = app.store().await;
+    let admin = deskfleet_server::admin::find_user(
+        store.as_ref(),
+        &app.bootstrap.domain_name,
+        &app.bootstrap.user_name,
+    )
+    .await
+    .unwrap();
+    let t = now();
+    let session = ConsoleSession {
+        user_id: admin.id.clone(),
+        project_id: deskfleet_core::ids::ProjectId::parse(app.project()).unwrap(),
+        created_at: t - 12_000,
+        last_seen_at: t - 12_000,
+        expires_at: t + 3_600_000,
+    };
+    let sha = deskfleet_server::auth::secrets::sha256_hex("busy");
+    store.create_console_session(&sha, &session).await.unwrap();
+    let r = get(&app, &http, "/console/", &format!("{COOKIE_NAME}=busy")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let seen = store.find_console_session(&sha).await.unwrap().unwrap();
+    assert!(
+        seen.last_seen_at >= t,
+        "the use was written: {} < {t}",
+        seen.last_seen_at
+    );
+    app.stop().await;
+}
