@@ -13,7 +13,7 @@ pub struct ConsoleSession {
     pub user_id: UserId,
     pub project_id: ProjectId,
     pub created_at: Millis,
-    /// When a request last used it (moved forward at most once a minute).
+    /// When a request last used it (moved forward at most about once a minute).
     pub last_seen_at: Millis,
     /// The absolute end: it is refused from then on, whatever its use.
     pub expires_at: Millis,

@@ -5,7 +5,8 @@
 //! so a copy of the database signs no one in. A session ends when it has been idle for
 //! `console.idle_timeout_secs` or lived `console.absolute_timeout_secs`, whichever comes
 //! first, and at once when its user is disabled or loses its role. Its last use is
-//! written at most once a minute, not on every request.
+//! written at most once a minute (or each half idle timeout, if shorter), not on every
+//! request.
 //!
 //! The cookie itself is [`super::cookie`]'s.
 
