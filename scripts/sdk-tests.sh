@@ -3,6 +3,9 @@
 # Huawei Cloud Python SDKs (huaweicloudsdkworkspace / huaweicloudsdkiam), see tests/sdk/.
 #
 # Usage: scripts/sdk-tests.sh [pytest args...]
+#   The web console's browser tests (test_console.py) run here too, in Debian's Chromium,
+#   which this script installs when it is missing; screenshots go to
+#   target/console-screenshots/.
 #   DESKFLEET_SERVER_BIN  server binary (default: target/debug/deskfleet-server; build it
 #                         first with `cargo build --workspace --bins`: the fleet tests also
 #                         run deskfleet-guest and deskfleet-monitor from the same directory)
@@ -55,6 +58,30 @@ ensure_venv_support() {
   ${sudo[@]+"${sudo[@]}"} apt-get update -qq
   DEBIAN_FRONTEND=noninteractive ${sudo[@]+"${sudo[@]}"} apt-get install -y -qq python3-venv >/dev/null
 }
+
+# The console tests (test_console.py) drive Debian's Chromium headless through Playwright;
+# Playwright never downloads a browser of its own. DESKFLEET_CHROMIUM names another one.
+ensure_chromium() {
+  local chromium="${DESKFLEET_CHROMIUM:-/usr/bin/chromium}"
+  if [[ -x "$chromium" ]]; then
+    return 0
+  fi
+  echo "sdk-tests: $chromium not found; installing Debian's chromium" >&2
+  local sudo=()
+  if [[ "$(id -u)" != 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then sudo=(sudo); else
+      echo "sdk-tests: not root and no sudo: install chromium first" >&2
+      exit 2
+    fi
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "sdk-tests: no apt-get: install chromium first (or set DESKFLEET_CHROMIUM)" >&2
+    exit 2
+  fi
+  ${sudo[@]+"${sudo[@]}"} apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive ${sudo[@]+"${sudo[@]}"} apt-get install -y -qq chromium >/dev/null
+}
+ensure_chromium
 
 if [[ ! -x "$VENV/bin/python" || ! -x "$VENV/bin/pip" ]]; then
   ensure_venv_support

@@ -12,6 +12,7 @@
 //! the server uses it.
 
 pub mod clock;
+pub mod console;
 pub mod fleet;
 pub mod ids;
 pub mod job;

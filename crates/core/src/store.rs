@@ -2,6 +2,7 @@
 //! not at all, so a crash never leaves a half-written job behind.
 
 use crate::clock::Millis;
+use crate::console::{ConsoleSession, DesktopQuery, FleetSummary, JobProgress};
 use crate::fleet::{
     DesktopFacts, DesktopIdentity, Enrolled, Enrollment, EnrollmentGrant, MetricsRecord,
     PackageMeta, SubJobReport,
@@ -483,4 +484,53 @@ pub trait Store: Send + Sync + 'static {
         project: &ProjectId,
         filter: &SeriesFilter,
     ) -> StoreResult<(Vec<SeriesInfo>, u64)>;
+
+    // ---- the web console (see [`crate::console`]) ----
+
+    /// Stores a console session under the SHA-256 of its id. `AlreadyExists` for a hash
+    /// already stored.
+    async fn create_console_session(
+        &self,
+        id_sha256: &str,
+        session: &ConsoleSession,
+    ) -> StoreResult<()>;
+    /// The session stored under `id_sha256`, expired or not (the caller decides).
+    async fn find_console_session(&self, id_sha256: &str) -> StoreResult<Option<ConsoleSession>>;
+    /// Moves the session's last use forward to `at` (never back); false if it is gone.
+    async fn touch_console_session(&self, id_sha256: &str, at: Millis) -> StoreResult<bool>;
+    /// Deletes a session (sign-out); false if it was gone already.
+    async fn delete_console_session(&self, id_sha256: &str) -> StoreResult<bool>;
+    /// Deletes the sessions of `user` (its password changed, it was disabled); how many.
+    async fn delete_user_console_sessions(&self, user: &UserId) -> StoreResult<u64>;
+    /// Deletes sessions past their absolute end, or idle since before `idle_before`.
+    async fn delete_stale_console_sessions(
+        &self,
+        now: Millis,
+        idle_before: Millis,
+    ) -> StoreResult<u64>;
+    /// The fleet of `project` counted: connection states (with `now` and `window_ms` as in
+    /// [`crate::presence`]), agents by version, desktops failing now, jobs in flight.
+    async fn fleet_summary(
+        &self,
+        project: &ProjectId,
+        now: Millis,
+        window_ms: Millis,
+    ) -> StoreResult<FleetSummary>;
+    /// One page of the desktops of `project` that match `query`, in its order, with the
+    /// in-flight work of each, and how many match in all.
+    async fn query_desktops(
+        &self,
+        project: &ProjectId,
+        query: &DesktopQuery,
+        page: Page,
+    ) -> StoreResult<(i64, Vec<AgentCondition>)>;
+    /// The users with a role on `project`, by name, with that role.
+    async fn list_project_users(&self, project: &ProjectId) -> StoreResult<Vec<(User, Role)>>;
+    /// One page of the jobs of `project`, newest first, with their sub-jobs counted by
+    /// status, and how many jobs there are.
+    async fn list_job_progress(
+        &self,
+        project: &ProjectId,
+        page: Page,
+    ) -> StoreResult<(i64, Vec<JobProgress>)>;
 }

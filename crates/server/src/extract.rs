@@ -53,25 +53,40 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let raw = parts.uri.query().unwrap_or("");
+        Query::parse(parts.uri.query().unwrap_or(""), false)
+    }
+}
+
+impl Query {
+    /// Decodes `key=value&...`; with `form`, `+` stands for a space, as in an HTML form's
+    /// `application/x-www-form-urlencoded` body.
+    pub fn parse(raw: &str, form: bool) -> Result<Self, ApiError> {
         let mut pairs = Vec::new();
         for part in raw.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').unwrap_or((part, ""));
             let decode = |s: &str| {
-                percent_decode_str(s)
+                let s = if form {
+                    std::borrow::Cow::Owned(s.replace('+', " "))
+                } else {
+                    std::borrow::Cow::Borrowed(s)
+                };
+                percent_decode_str(&s)
                     .decode_utf8()
                     .map(|c| c.into_owned())
                     .map_err(|_| {
-                        ApiError::invalid(format!("query parameter {k:?} is not valid UTF-8"))
+                        let what = if form {
+                            "form field"
+                        } else {
+                            "query parameter"
+                        };
+                        ApiError::invalid(format!("{what} {k:?} is not valid UTF-8"))
                     })
             };
             pairs.push((decode(k)?, decode(v)?));
         }
         Ok(Query(pairs))
     }
-}
 
-impl Query {
     /// The single value of `key`; an empty value counts as absent.
     pub fn str(&self, key: &str) -> Result<Option<String>, ApiError> {
         let mut values = self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v);

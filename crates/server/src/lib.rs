@@ -12,9 +12,10 @@
 pub mod admin;
 pub mod auth;
 pub mod bootstrap;
+pub mod console;
 pub mod engine;
 pub mod error;
-mod extract;
+pub(crate) mod extract;
 pub mod fleet;
 pub mod observe;
 pub mod openapi;

@@ -32,6 +32,30 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// The agents' time series (Cloud Eye metric API): ingest, roll-up, retention.
     pub metric_data: MetricDataSettings,
+    /// The web console at `/console/` (docs/console.md).
+    pub console: ConsoleSettings,
+}
+
+/// The web console's sign-in sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    /// Serve the console.
+    pub enabled: bool,
+    /// A session unused for this long is signed out.
+    pub idle_timeout_secs: u64,
+    /// A session ends this long after sign-in, however much it is used.
+    pub absolute_timeout_secs: u64,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            idle_timeout_secs: 30 * 60,
+            absolute_timeout_secs: 12 * 60 * 60,
+        }
+    }
 }
 
 /// TLS on the one listener (API, `/v1/opamp`, package downloads).
@@ -270,6 +294,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             metrics: MetricsSettings::default(),
             metric_data: MetricDataSettings::default(),
+            console: ConsoleSettings::default(),
         }
     }
 }

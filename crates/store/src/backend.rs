@@ -9,10 +9,12 @@
 //! are not errors of the store and are not counted.
 
 use crate::conn::{BoxFuture, Conn, backend, is_retryable};
+use crate::console_ops;
 use crate::metric_ops;
 use crate::ops::{self, NewJob};
 use async_trait::async_trait;
 use deskfleet_core::clock::Millis;
+use deskfleet_core::console::{ConsoleSession, DesktopQuery, FleetSummary, JobProgress};
 use deskfleet_core::fleet::{
     DesktopFacts, DesktopIdentity, Enrolled, Enrollment, EnrollmentGrant, MetricsRecord,
     PackageMeta, SubJobReport,
@@ -131,6 +133,33 @@ macro_rules! write {
             $self
                 .0
                 .write(move |c| Box::pin(async move { ops::$op(c, $($arg),*).await })),
+        )
+        .await
+    }};
+}
+
+/// [`read!`] for a function of [`crate::console_ops`].
+macro_rules! console_read {
+    ($self:ident, $op:ident($($arg:expr),* $(,)?)) => {{
+        timed(stringify!($op), async {
+            let mut tx = $self.0.read().await?;
+            let out = console_ops::$op(&mut *tx, $($arg),*).await?;
+            tx.commit().await.map_err(backend)?;
+            Ok(out)
+        })
+        .await
+    }};
+}
+
+/// [`write!`] for a function of [`crate::console_ops`].
+macro_rules! console_write {
+    ($self:ident, { $($own:ident = $val:expr),* $(,)? }, $op:ident($($arg:expr),* $(,)?)) => {{
+        $(let $own = $val;)*
+        timed(
+            stringify!($op),
+            $self
+                .0
+                .write(move |c| Box::pin(async move { console_ops::$op(c, $($arg),*).await })),
         )
         .await
     }};
@@ -883,5 +912,83 @@ impl<B: Backend> Store for DbStore<B> {
             Ok(out)
         })
         .await
+    }
+
+    async fn create_console_session(
+        &self,
+        id_sha256: &str,
+        session: &ConsoleSession,
+    ) -> StoreResult<()> {
+        console_write!(
+            self,
+            { sha = id_sha256.to_owned(), session = session.clone() },
+            create_console_session(&sha, &session)
+        )
+    }
+
+    async fn find_console_session(&self, id_sha256: &str) -> StoreResult<Option<ConsoleSession>> {
+        console_read!(self, find_console_session(id_sha256))
+    }
+
+    async fn touch_console_session(&self, id_sha256: &str, at: Millis) -> StoreResult<bool> {
+        console_write!(
+            self,
+            { sha = id_sha256.to_owned() },
+            touch_console_session(&sha, at)
+        )
+    }
+
+    async fn delete_console_session(&self, id_sha256: &str) -> StoreResult<bool> {
+        console_write!(
+            self,
+            { sha = id_sha256.to_owned() },
+            delete_console_session(&sha)
+        )
+    }
+
+    async fn delete_user_console_sessions(&self, user: &UserId) -> StoreResult<u64> {
+        console_write!(
+            self,
+            { user = user.clone() },
+            delete_user_console_sessions(&user)
+        )
+    }
+
+    async fn delete_stale_console_sessions(
+        &self,
+        now: Millis,
+        idle_before: Millis,
+    ) -> StoreResult<u64> {
+        console_write!(self, {}, delete_stale_console_sessions(now, idle_before))
+    }
+
+    async fn fleet_summary(
+        &self,
+        project: &ProjectId,
+        now: Millis,
+        window_ms: Millis,
+    ) -> StoreResult<FleetSummary> {
+        console_read!(self, fleet_summary(project, now, window_ms))
+    }
+
+    async fn query_desktops(
+        &self,
+        project: &ProjectId,
+        query: &DesktopQuery,
+        page: Page,
+    ) -> StoreResult<(i64, Vec<AgentCondition>)> {
+        console_read!(self, query_desktops(project, query, page))
+    }
+
+    async fn list_project_users(&self, project: &ProjectId) -> StoreResult<Vec<(User, Role)>> {
+        console_read!(self, list_project_users(project))
+    }
+
+    async fn list_job_progress(
+        &self,
+        project: &ProjectId,
+        page: Page,
+    ) -> StoreResult<(i64, Vec<JobProgress>)> {
+        console_read!(self, list_job_progress(project, page))
     }
 }

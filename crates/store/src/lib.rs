@@ -18,6 +18,7 @@
 mod backend;
 mod backup;
 mod conn;
+mod console_ops;
 mod decode;
 mod metric_ops;
 mod ops;

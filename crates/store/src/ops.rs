@@ -61,7 +61,7 @@ pub(crate) const EXECUTION_TIMEOUT_REASON: &str = "the desktop stopped reporting
 pub(crate) const CANCELED_REASON: &str = "canceled by the user before it started";
 
 /// A JSON array of strings, bound as text and read back with `Dialect::texts`.
-fn strings<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
+pub(crate) fn strings<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
     let items = items
         .into_iter()
         .map(|s| serde_json::Value::String(s.as_ref().to_owned()))
@@ -75,7 +75,7 @@ fn objects<T: Serialize>(items: &[T]) -> StoreResult<String> {
 }
 
 /// A constraint violation as the caller should see it.
-fn conflict(e: StoreError, what: impl FnOnce() -> String) -> StoreError {
+pub(crate) fn conflict(e: StoreError, what: impl FnOnce() -> String) -> StoreError {
     match violation(&e) {
         Some(Violation::Unique) => StoreError::AlreadyExists(what()),
         Some(Violation::ForeignKey) => StoreError::NotFound,
@@ -87,7 +87,7 @@ fn texts<R: DbRow>(rows: &[R], col: &str) -> StoreResult<Vec<String>> {
     rows.iter().map(|r| r.text(col)).collect()
 }
 
-fn count<R: DbRow>(row: Option<R>) -> StoreResult<i64> {
+pub(crate) fn count<R: DbRow>(row: Option<R>) -> StoreResult<i64> {
     row.map_or(Ok(0), |r| r.int("n"))
 }
 
@@ -835,7 +835,7 @@ impl DesktopArgs {
 }
 
 /// `%needle%`, lowercased, with LIKE's wildcards escaped by `\`.
-fn like_pattern(needle: &str) -> String {
+pub(crate) fn like_pattern(needle: &str) -> String {
     let mut p = String::with_capacity(needle.len() + 2);
     p.push('%');
     for ch in needle.to_lowercase().chars() {

@@ -9,6 +9,7 @@
 
 pub mod files;
 pub mod keyring;
+pub mod password;
 pub mod policy;
 pub mod revocation;
 pub mod secrets;

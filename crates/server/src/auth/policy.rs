@@ -36,6 +36,11 @@ pub enum Api {
     ShowMetricData,
     BatchListMetricData,
     ListMetrics,
+    // deskfleet's own administration, offered by the web console (`docs/console.md`).
+    CreateEnrollmentToken,
+    RevokeEnrollmentToken,
+    /// Users, their roles and their access keys: seen and changed by administrators only.
+    ManageIdentity,
 }
 
 impl Api {
@@ -106,6 +111,17 @@ impl Api {
                 ("BatchListMetricData", "ces:metricData:list", Access::Read)
             }
             Api::ListMetrics => ("ListMetrics", "ces:metrics:list", Access::Read),
+            Api::CreateEnrollmentToken => (
+                "CreateEnrollmentToken",
+                "deskfleet:enrollmentTokens:create",
+                Access::Write,
+            ),
+            Api::RevokeEnrollmentToken => (
+                "RevokeEnrollmentToken",
+                "deskfleet:enrollmentTokens:delete",
+                Access::Write,
+            ),
+            Api::ManageIdentity => ("ManageIdentity", "iam:users:manage", Access::Write),
         }
     }
 

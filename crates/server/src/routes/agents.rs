@@ -9,9 +9,9 @@ use crate::openapi::{PrintableId, ProjectIdParam, TAG_WORKSPACE, WorkspaceErrors
 use crate::wire;
 use axum::extract::State;
 use axum::{Extension, Json};
-use deskfleet_core::ids::DesktopId;
+use deskfleet_core::ids::{DesktopId, ProjectId};
 use deskfleet_core::job::{RolloutLimits, install_targets};
-use deskfleet_core::model::{AgentFilter, DesktopFilter, OperationSpec};
+use deskfleet_core::model::{AgentFilter, DesktopFilter, Job, OperationSpec};
 use deskfleet_core::store::{Deadlines, StoreError};
 use deskfleet_proto::workspace::{
     BatchInstallAgentRequest, JOB_TYPE_INSTALL_AGENT, JobIdResponse, ListAgentsResponse,
@@ -42,6 +42,40 @@ async fn batch_install_agent(
     ApiJson(request): ApiJson<BatchInstallAgentRequest>,
 ) -> Result<Json<JobIdResponse>, ApiError> {
     let project = state.authorize(&caller, &project_id, Api::BatchInstallAgent)?;
+    let job = batch_install(
+        &state,
+        &project,
+        InstallRequest {
+            desktop_ids: request.desktop_ids,
+            max_concurrency: request.max_concurrency,
+            max_errors: request.max_errors,
+            version: None,
+        },
+    )
+    .await?;
+    Ok(Json(JobIdResponse {
+        job_id: job.id.into_string(),
+    }))
+}
+
+/// What BatchInstallAgent is asked, as the API and the console ask it.
+#[derive(Debug, Clone, Default)]
+pub struct InstallRequest {
+    pub desktop_ids: Vec<String>,
+    pub max_concurrency: Option<String>,
+    pub max_errors: Option<String>,
+    /// A published (not withdrawn) version of the agent; `None` for the newest.
+    pub version: Option<String>,
+}
+
+/// BatchInstallAgent once authorised: validates the desktops, the rollout limits and the
+/// version exactly as the API does, and creates the job. The console's install calls it
+/// too, so both answer the same errors.
+pub async fn batch_install(
+    state: &AppState,
+    project: &ProjectId,
+    request: InstallRequest,
+) -> Result<Job, ApiError> {
     let desktops = install_targets(request.desktop_ids).map_err(ApiError::invalid)?;
     let limits = RolloutLimits::resolve(
         request.max_concurrency.as_deref(),
@@ -49,15 +83,19 @@ async fn batch_install_agent(
         u32::try_from(desktops.len()).unwrap_or(u32::MAX),
     )
     .map_err(ApiError::invalid)?;
-    // The version is chosen now: the newest published (not withdrawn) one.
+    let version = match request.version {
+        // The version is chosen now: the newest published (not withdrawn) one.
+        None => state.newest_monitor_version().await?,
+        Some(v) => Some(state.offered_monitor_version(&v).await?),
+    };
     let spec = OperationSpec {
         limits,
-        ..OperationSpec::install(state.newest_monitor_version().await?)
+        ..OperationSpec::install(version)
     };
     let job = state
         .store
         .create_install_job_with(
-            &project,
+            project,
             &desktops,
             JOB_TYPE_INSTALL_AGENT,
             &spec,
@@ -74,9 +112,7 @@ async fn batch_install_agent(
         })?;
     tracing::info!(job_id = %job.id, desktops = desktops.len(), "install job created");
     state.fleet.wake.notify_one();
-    Ok(Json(JobIdResponse {
-        job_id: job.id.into_string(),
-    }))
+    Ok(job)
 }
 
 /// ListAgentsInstallCondition: each desktop's agent, installed or not, and its install in
@@ -156,5 +192,33 @@ impl AppState {
             now,
             deliver_by: now + self.settings.jobs.delivery_timeout_ms as i64,
         }
+    }
+}
+
+impl AppState {
+    /// `version` if it is a published, not withdrawn, version of the monitoring agent;
+    /// else a `WKS.0001` that lists the versions that are.
+    pub async fn offered_monitor_version(&self, version: &str) -> Result<String, ApiError> {
+        let packages = self
+            .store
+            .list_packages(crate::fleet::packages::MONITOR)
+            .await?;
+        let mut offered: Vec<&str> = packages
+            .iter()
+            .filter(|p| p.withdrawn_at.is_none())
+            .map(|p| p.version.as_str())
+            .collect();
+        if offered.contains(&version) {
+            return Ok(version.to_owned());
+        }
+        offered.dedup();
+        Err(ApiError::invalid(format!(
+            "version {version:?} is not published or was withdrawn; choose one of: {}",
+            if offered.is_empty() {
+                "(none published)".to_owned()
+            } else {
+                offered.join(", ")
+            }
+        )))
     }
 }

@@ -2,14 +2,13 @@
 //! (`POST /v3/auth/tokens`), token validation (`GET /v3/auth/tokens`) and project
 //! discovery (`GET /v3/projects?name=`). Errors here have the Keystone shape.
 //!
-//! Password guessing is bounded as signature guessing is: after
-//! `auth.login_lockout_failures` wrong passwords in a row a user's logins are refused for
-//! `auth.login_lockout_secs`, the right password included. The counters live in the
-//! database, so every replica counts together and `admin users unlock` lifts a lock.
+//! Passwords are checked, and wrong ones counted against the user's lockout, by
+//! [`crate::auth::password`], which the console's sign-in uses too.
 
 use crate::AppState;
-use crate::auth::secrets::{new_token, sha256_hex, verify_password};
-use crate::auth::{Caller, count_failure, read_body, secs_until};
+use crate::auth::password::{LoginRefused, check_password};
+use crate::auth::secrets::{new_token, sha256_hex};
+use crate::auth::{Caller, count_failure, read_body};
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::openapi::{KeystoneErrors, TAG_IAM, WorkspaceErrors};
@@ -18,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use deskfleet_core::model::{AuthSubject, Lockout, Project, Role, TokenRecord, User};
+use deskfleet_core::model::{Project, Role, TokenRecord, User};
 use deskfleet_proto::iam as k;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -34,12 +33,6 @@ pub fn authenticated_routes() -> OpenApiRouter<AppState> {
 /// A Keystone error: `{"error": {"code", "message", "title"}}`.
 #[derive(Debug)]
 pub struct KeystoneError(StatusCode, String);
-
-/// Password checks (argon2) that may run at once, in this process: each takes 19 MiB and
-/// tens of milliseconds of a core, and anyone may ask for one.
-static PASSWORD_CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-/// How long a login waits for its turn before it is answered 503.
-const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl KeystoneError {
     fn bad_request(message: impl Into<String>) -> Self {
@@ -172,67 +165,25 @@ async fn create_token(
     let domain_name = pw.domain.name.clone().ok_or_else(|| {
         KeystoneError::bad_request("The request body is invalid: give user.domain.name")
     })?;
-    let user = state.store.find_user(&domain_name, &pw.name).await?;
-    let Some(user) = user else {
-        count_failure("bad_password");
-        return Err(KeystoneError::unauthorized());
-    };
-    let subject = AuthSubject::User(user.id.clone());
-    let failures = state.store.auth_failures(&subject).await?;
-    let now = state.clock.now();
-    if let Some(until) = failures.and_then(|f| f.locked_at(now)) {
-        count_failure("user_locked");
-        tracing::info!(user = %user.name, "login refused: user locked");
-        return Err(KeystoneError(
-            StatusCode::UNAUTHORIZED,
-            format!(
-                "The user is locked after too many wrong passwords; try again in {} seconds.",
-                secs_until(until, now)
-            ),
-        ));
-    }
-    let hash = user.password_hash.clone();
-    // Checking a password costs argon2's memory (19 MiB) and tens of milliseconds of a
-    // core, and anyone may ask: only a few run at once, the others wait their turn, and a
-    // turn that does not come in time is 503, not a pile of hashes.
-    let Ok(Ok(_turn)) = tokio::time::timeout(PASSWORD_CHECK_WAIT, PASSWORD_CHECKS.acquire()).await
-    else {
-        metrics::counter!("deskfleet_password_checks_refused_total").increment(1);
-        return Err(KeystoneError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many logins are being checked; try again in a few seconds.".into(),
-        ));
-    };
-    let ok = tokio::task::spawn_blocking(move || verify_password(&pw.password, &hash))
+    let user = check_password(&state, &domain_name, &pw.name, pw.password)
         .await
-        .map_err(|e| KeystoneError::from(ApiError::internal(&e)))?;
-    if !ok {
-        count_failure("bad_password");
-        let lockout = Lockout {
-            failures: state.settings.auth.login_lockout_failures,
-            lock_ms: state.settings.auth.login_lockout_secs as i64 * 1000,
-        };
-        let after = state
-            .store
-            .record_auth_failure(&subject, state.clock.now(), lockout)
-            .await?;
-        if after.locked_until.is_some() && after.failures == lockout.failures {
-            tracing::warn!(user = %user.name, "user locked after repeated wrong passwords");
-        } else {
-            tracing::info!(user = %user.name, "wrong password");
-        }
-        return Err(KeystoneError::unauthorized());
-    }
-    if failures.is_some() {
-        state.store.clear_auth_failures(&subject).await?;
-    }
-    if user.disabled {
-        count_failure("user_disabled");
-        return Err(KeystoneError(
-            StatusCode::UNAUTHORIZED,
-            "The user is disabled.".into(),
-        ));
-    }
+        .map_err(|refused| match refused {
+            LoginRefused::BadCredentials => KeystoneError::unauthorized(),
+            LoginRefused::Locked { secs } => KeystoneError(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "The user is locked after too many wrong passwords; try again in {secs} seconds."
+                ),
+            ),
+            LoginRefused::Busy => KeystoneError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many logins are being checked; try again in a few seconds.".into(),
+            ),
+            LoginRefused::Disabled => {
+                KeystoneError(StatusCode::UNAUTHORIZED, "The user is disabled.".into())
+            }
+            LoginRefused::Store(e) => e.into(),
+        })?;
     let scope = auth.scope.and_then(|s| s.project).ok_or_else(|| {
         KeystoneError::bad_request(
             "The request body is invalid: deskfleet issues project-scoped tokens; give scope.project.id or scope.project.name",

@@ -12,7 +12,7 @@ use crate::openapi::{
 use crate::wire;
 use axum::extract::State;
 use axum::{Extension, Json};
-use deskfleet_core::ids::{JobId, SubJobId};
+use deskfleet_core::ids::{JobId, ProjectId, SubJobId};
 use deskfleet_core::job::SubJobStatus;
 use deskfleet_core::model::{SubJobFilter, SubJobSelector};
 use deskfleet_proto::error::ErrorBody;
@@ -40,7 +40,7 @@ fn job_id(raw: String) -> Result<JobId, ApiError> {
     JobId::parse(raw).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
-fn job_not_found(id: &JobId) -> ApiError {
+pub(crate) fn job_not_found(id: &JobId) -> ApiError {
     ApiError::not_found(format!("job {id} does not exist in this project"))
 }
 
@@ -91,7 +91,23 @@ async fn run_job_action(
 ) -> Result<Json<JobIdResponse>, ApiError> {
     let project = state.authorize(&caller, &project_id, Api::RunActionsOnWorkspaceJob)?;
     let id = job_id(raw_job)?;
-    let result = match action.op_type.as_str() {
+    let changed = job_action(&state, &project, &id, &action.op_type).await?;
+    tracing::info!(op = %action.op_type, changed, "job action");
+    Ok(Json(JobIdResponse {
+        job_id: id.into_string(),
+    }))
+}
+
+/// RunActionsOnWorkspaceJob once authorised: `retry` puts the job's FAILED sub-jobs back
+/// to WAITING (on the newest version), `cancel` ends its WAITING ones. Returns how many
+/// sub-jobs changed. The console's retry and cancel buttons call it too.
+pub async fn job_action(
+    state: &AppState,
+    project: &ProjectId,
+    id: &JobId,
+    op_type: &str,
+) -> Result<u64, ApiError> {
+    let result = match op_type {
         "retry" => {
             // Workspace has no version field: a retried install takes the newest published
             // version, as a new one would (a CES RETRY keeps the invocation's version).
@@ -99,27 +115,17 @@ async fn run_job_action(
                 Some(version) => {
                     state
                         .store
-                        .retarget_failed_installs(&project, &id, &version)
+                        .retarget_failed_installs(project, id, &version)
                         .await
                 }
                 None => Ok(0),
             };
             match retargeted {
-                Ok(_) => {
-                    state
-                        .store
-                        .retry_job(&project, &id, state.deadlines())
-                        .await
-                }
+                Ok(_) => state.store.retry_job(project, id, state.deadlines()).await,
                 Err(e) => Err(e),
             }
         }
-        "cancel" => {
-            state
-                .store
-                .cancel_job(&project, &id, state.clock.now())
-                .await
-        }
+        "cancel" => state.store.cancel_job(project, id, state.clock.now()).await,
         other => {
             return Err(ApiError::invalid(format!(
                 "op_type must be \"retry\" or \"cancel\", not {other:?}"
@@ -127,13 +133,13 @@ async fn run_job_action(
         }
     };
     let changed = result.map_err(|e| match e {
-        deskfleet_core::store::StoreError::NotFound => job_not_found(&id),
+        deskfleet_core::store::StoreError::NotFound => job_not_found(id),
         other => other.into(),
     })?;
-    tracing::info!(op = %action.op_type, changed, "job action");
-    Ok(Json(JobIdResponse {
-        job_id: id.into_string(),
-    }))
+    if op_type == "retry" && changed > 0 {
+        state.fleet.wake.notify_one();
+    }
+    Ok(changed)
 }
 
 /// ListItaSubJobs: sub-jobs, newest first.

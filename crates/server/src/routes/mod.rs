@@ -5,13 +5,13 @@
 //! its OpenAPI operation: [`api`] is both the router and the document ([`document`],
 //! served at `GET /openapi.json`, see [`crate::openapi`]).
 
-mod agents;
+pub(crate) mod agents;
 pub(crate) mod ces;
 mod desktops;
 mod enrollment;
 mod health;
 mod iam;
-mod jobs;
+pub(crate) mod jobs;
 mod monitor;
 mod packages;
 
@@ -114,6 +114,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(v2)
         .merge(Router::from(public))
+        .merge(crate::console::routes(&state))
         .route_layer(from_fn(crate::observe::matched_route))
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_not_found)

@@ -2,6 +2,7 @@
 //! driven through the real signed client.
 
 mod auth;
+mod console;
 mod credentials;
 mod errors;
 mod fuzz;

@@ -5,6 +5,7 @@
 
 mod concurrency;
 mod connect;
+mod console;
 mod counts;
 mod credentials;
 mod desktops;
@@ -46,6 +47,11 @@ macro_rules! conformance {
 
 conformance! {
     connect::a_database_migrated_by_a_newer_build_is_refused,
+    console::sessions_are_found_touched_and_deleted,
+    console::fleet_summary_counts_states_versions_and_failures,
+    console::desktops_query_filters_sorts_and_pages,
+    console::job_progress_counts_sub_jobs_newest_first,
+    console::project_users_are_listed_with_their_roles,
     counts::count_by_state_spans_projects_and_statuses,
     identity::domains_and_projects,
     identity::users_roles_keys_and_tokens,

@@ -111,33 +111,33 @@ pub mod code {
     pub const NOT_ROLLBACKABLE: &str = "invocationmgr.0008";
 }
 
-/// `BatchCreateAgentInvocationsRequestBody`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// `BatchCreateAgentInvocationsRequestBody`, as the API and the console send it.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[schema(as = BatchCreateAgentInvocationsRequestBody)]
-struct BatchCreateBody {
+pub struct BatchCreateBody {
     /// The desktops (INSTALL, UPDATE, UNINSTALL): 1 to 100 ids.
     #[serde(default)]
-    instance_ids: Option<Vec<String>>,
+    pub instance_ids: Option<Vec<String>>,
     /// INSTALL, UPDATE, ROLLBACK, RETRY or UNINSTALL.
     #[serde(default)]
-    invocation_type: Option<String>,
+    pub invocation_type: Option<String>,
     /// `telescope` only.
     #[serde(default)]
-    invocation_target: Option<String>,
+    pub invocation_target: Option<String>,
     /// The invocations (RETRY, ROLLBACK): 1 to 100 ids.
     #[serde(default)]
-    invocation_ids: Option<Vec<String>>,
+    pub invocation_ids: Option<Vec<String>>,
     /// The agent version (INSTALL, UPDATE); the newest published if absent.
     #[serde(default)]
-    version: Option<String>,
+    pub version: Option<String>,
     /// Extension: rollout control, as on BatchInstallAgent: at most this many desktops at
     /// once, a count (`"10"`) or a percentage (`"10%"`).
     #[serde(default)]
-    max_concurrency: Option<String>,
+    pub max_concurrency: Option<String>,
     /// Extension: once more than this many desktops failed (a count or a percentage), the
     /// desktops not started yet end FAILED.
     #[serde(default)]
-    max_errors: Option<String>,
+    pub max_errors: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -148,16 +148,16 @@ struct BatchCreateResponse {
 
 /// One target's answer: `successful` with its invocation, or `error` with why.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct CreatedInvocation {
+pub struct CreatedInvocation {
     #[serde(skip_serializing_if = "Option::is_none")]
-    instance_id: Option<String>,
+    pub instance_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    invocation_id: Option<String>,
-    ret_status: &'static str,
+    pub invocation_id: Option<String>,
+    pub ret_status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error_code: Option<&'static str>,
+    pub error_code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error_msg: Option<String>,
+    pub error_msg: Option<String>,
 }
 
 impl CreatedInvocation {
@@ -326,7 +326,21 @@ async fn batch_create(
     ApiJson(body): ApiJson<BatchCreateBody>,
 ) -> Result<(StatusCode, Json<BatchCreateResponse>), TaskmgrError> {
     let project = state.authorize(&caller, &project_id, Api::BatchCreateAgentInvocations)?;
-    let ask = parse_body(&body)?;
+    let invocations = create_invocations(&state, &project, &body).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(BatchCreateResponse { invocations }),
+    ))
+}
+
+/// BatchCreateAgentInvocations once authorised: checks the body and creates the job of
+/// invocations. The console's upgrade and rollback call it too.
+pub async fn create_invocations(
+    state: &AppState,
+    project: &ProjectId,
+    body: &BatchCreateBody,
+) -> Result<Vec<CreatedInvocation>, TaskmgrError> {
+    let ask = parse_body(body)?;
     let limits = |targets: usize| {
         RolloutLimits::resolve(
             body.max_concurrency.as_deref(),
@@ -339,19 +353,16 @@ async fn batch_create(
         Ask::Targets(op, ids) => {
             let limits = limits(ids.len())?;
             let version = body.version.as_deref().filter(|v| !v.is_empty());
-            create_for_instances(&state, &project, op, ids, version, limits).await?
+            create_for_instances(state, project, op, ids, version, limits).await?
         }
-        Ask::Retry(ids) => retry(&state, &project, ids).await?,
+        Ask::Retry(ids) => retry(state, project, ids).await?,
         Ask::Rollback(ids) => {
             let limits = limits(ids.len())?;
-            rollback(&state, &project, ids, limits).await?
+            rollback(state, project, ids, limits).await?
         }
     };
     state.fleet.wake.notify_one();
-    Ok((
-        StatusCode::CREATED,
-        Json(BatchCreateResponse { invocations }),
-    ))
+    Ok(invocations)
 }
 
 impl AppState {

@@ -3,7 +3,7 @@
 //! Workspace API. Their error bodies differ from Workspace's: see [`error`].
 
 pub mod error;
-mod invocations;
+pub(crate) mod invocations;
 mod metric_bodies;
 mod metrics;
 mod status;
