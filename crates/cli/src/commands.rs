@@ -207,7 +207,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             // command line.
             created["guest_command"] = json!(format!(
                 "deskfleet-guest --server {} --enrollment-token-file TOKEN_FILE \
-                 --trusted-key /etc/deskfleet-guest/package-signing.pub --state-dir /var/lib/deskfleet-guest",
+                 --trusted-key /etc/deskfleet/package-signing.pub --state-dir /var/lib/deskfleet-guest",
                 client.endpoint().as_str().trim_end_matches('/')
             ));
             out.emit(&created, View::Detail)?;

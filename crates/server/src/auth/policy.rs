@@ -27,8 +27,6 @@ pub enum Api {
     ShowDesktopMonitor,
     // deskfleet extensions for the fleet's set-up (docs/api.md).
     ListAgentPackages,
-    CreateEnrollmentToken,
-    RevokeEnrollmentToken,
     // Cloud Eye (CES), `docs/ces.md`.
     BatchCreateAgentInvocations,
     ListAgentInvocations,
@@ -36,7 +34,8 @@ pub enum Api {
     ShowMetricData,
     BatchListMetricData,
     ListMetrics,
-    // deskfleet's own administration, offered by the web console (`docs/console.md`).
+    // deskfleet's own administration, offered by the web console (`docs/console.md`) and,
+    // for enrollment tokens, by the API (docs/api.md).
     CreateEnrollmentToken,
     RevokeEnrollmentToken,
     /// Users, their roles and their access keys: seen and changed by administrators only.
@@ -82,18 +81,8 @@ impl Api {
             }
             Api::ListAgentPackages => (
                 "ListAgentPackages",
-                "workspace:agentPackages:list",
+                "deskfleet:agentPackages:list",
                 Access::Read,
-            ),
-            Api::CreateEnrollmentToken => (
-                "CreateEnrollmentToken",
-                "workspace:enrollmentTokens:create",
-                Access::Write,
-            ),
-            Api::RevokeEnrollmentToken => (
-                "RevokeEnrollmentToken",
-                "workspace:enrollmentTokens:delete",
-                Access::Write,
             ),
             Api::BatchCreateAgentInvocations => (
                 "BatchCreateAgentInvocations",

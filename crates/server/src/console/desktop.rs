@@ -87,22 +87,28 @@ pub async fn show(
             },
         )
         .await?;
+    // A desktop has one disk series per mount point: the first is charted. Every chart's
+    // series is read in one call.
+    let keys: Vec<Option<SeriesKey>> = CHARTS
+        .iter()
+        .map(|(metric, _, _)| {
+            series.iter().find(|s| s.metric == *metric).map(|s| SeriesKey {
+                desktop: id.clone(),
+                metric: (*metric).to_owned(),
+                mount_point: s.mount_point.clone(),
+            })
+        })
+        .collect();
+    let ids: Vec<i64> = keys.iter().flatten().map(SeriesKey::id).collect();
+    let mut read = state
+        .store
+        .metric_aggregates(&project, &ids, Tier::Raw, from, to)
+        .await?
+        .into_iter();
     let mut charts = Vec::new();
-    for (metric, title, unit) in CHARTS {
-        // A desktop has one disk series per mount point: the first is charted.
-        let Some(s) = series.iter().find(|s| s.metric == metric) else {
-            charts.push(line_chart(title, unit, &[], from, to));
-            continue;
-        };
-        let key = SeriesKey {
-            desktop: id.clone(),
-            metric: metric.to_owned(),
-            mount_point: s.mount_point.clone(),
-        };
-        let points: Vec<Point> = state
-            .store
-            .metric_aggregates(&project, key.id(), Tier::Raw, from, to)
-            .await?
+    for ((_, title, unit), key) in CHARTS.iter().zip(&keys) {
+        let aggregates = key.as_ref().and_then(|_| read.next()).unwrap_or_default();
+        let points: Vec<Point> = aggregates
             .iter()
             .filter(|a| a.count > 0)
             .map(|a| (a.at, a.sum / a.count as f64))

@@ -99,33 +99,34 @@ pub async fn create(
     };
     let desktop = form.fields.str("desktop")?;
     let desktop = desktop.as_deref().map(str::trim).filter(|d| !d.is_empty());
-    let created = admin::create_enrollment_token(
+    let issued = admin::issue_enrollment_token(
         state.store.as_ref(),
+        &state.settings.data_dir,
         &project,
         desktop,
         ttl,
         state.clock.now(),
     )
     .await;
-    let (token, expires_at) = match created {
-        Ok(t) => t,
+    // The CA's fingerprint rides in the token, so the guest verifies the server from its
+    // first packet (as the admin command prints it).
+    let admin::IssuedToken { token, expires_at } = match issued {
+        Ok(issued) => issued,
         Err(e) => {
-            let e = ApiError::invalid(format!("{e:#}"));
+            let e = match e {
+                admin::IssueError::NoSuchDesktop(_) => ApiError::not_found(e.to_string()),
+                admin::IssueError::Store(e) => e.into(),
+                e @ admin::IssueError::CaFile(_) => ApiError::internal(&e),
+            };
             return Ok(error_page(&state, user, &e));
         }
     };
-    // The CA's fingerprint rides in the token, so the guest verifies the server from its
-    // first packet (as the admin command prints it).
-    let fingerprint = crate::tls::ca_fingerprint(&state.settings.data_dir)
-        .map_err(|e| ApiError::internal(&format!("{e:#}")))?;
-    let token =
-        deskfleet_proto::enrollment::EnrollmentToken::compose(&token, fingerprint.as_deref());
     let command = format!(
         "install -d -m 700 /etc/deskfleet\n\
          install -m 600 /dev/null /etc/deskfleet/enrollment.token\n\
          echo '{token}' > /etc/deskfleet/enrollment.token\n\
          deskfleet-guest --server {} --enrollment-token-file /etc/deskfleet/enrollment.token \\\n  \
-         --trusted-key /etc/deskfleet/package-signing.pub",
+         --trusted-key /etc/deskfleet/package-signing.pub --state-dir /var/lib/deskfleet-guest",
         server_url(&state, &headers)
     );
     tracing::info!(user = %user.user_name, project = %project, "enrollment token created in the console");
