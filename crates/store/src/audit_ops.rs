@@ -1,0 +1,269 @@
+//! The audit trail's queries (see [`deskfleet_core::audit`] and [`crate::audit`]). Same
+//! conventions as [`crate::ops`].
+//!
+//! Appends take turns on the one row of `trace_head`: SQLite has one writer anyway; on
+//! PostgreSQL the row is locked `FOR UPDATE` as the last statement before the commit of
+//! the change it belongs to, so the lock is held only for the append and the commit, and
+//! never while waiting for another lock (no deadlock cycle can include it).
+
+use crate::conn::{Conn, DbRow, Dialect, args, sql};
+use deskfleet_core::audit::{self, ChainedTrace, Seal, Trace, TraceFilter};
+use deskfleet_core::ids::ProjectId;
+use deskfleet_core::store::{StoreError, StoreResult, StoredTrace, TraceHead};
+
+fn head_sql(d: Dialect) -> String {
+    format!(
+        "SELECT seq, hash, pruned_seq, pruned_hash FROM trace_head WHERE id = 1{}",
+        match d {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    )
+}
+
+async fn head<C: Conn>(c: &mut C, lock: bool) -> StoreResult<TraceHead> {
+    let sql = if lock {
+        sql!(C::DIALECT, |d| head_sql(d))
+    } else {
+        "SELECT seq, hash, pruned_seq, pruned_hash FROM trace_head WHERE id = 1"
+    };
+    let row = c
+        .fetch_optional(sql, args![])
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("the trace_head row is missing".into()))?;
+    Ok(TraceHead {
+        seq: row.int("seq")?,
+        hash: row.text("hash")?,
+        pruned_seq: row.int("pruned_seq")?,
+        pruned_hash: row.text("pruned_hash")?,
+    })
+}
+
+/// Appends `trace` at the head of the chain.
+pub(crate) async fn append_trace<C: Conn>(c: &mut C, trace: &Trace) -> StoreResult<ChainedTrace> {
+    let h = head(c, true).await?;
+    let seq = h.seq + 1;
+    let content = audit::content(trace);
+    let hash = audit::chain_hash(&h.hash, seq, &content);
+    c.execute(
+        "INSERT INTO traces (seq, trace_id, project_id, at, trace_name, trace_rating, \
+         service_type, resource_type, resource_id, resource_name, user_name, access_key_id, \
+         enterprise_project_id, content, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        args![
+            seq,
+            trace.trace_id.as_str(),
+            trace.project_id.as_str(),
+            trace.time,
+            trace.trace_name.as_str(),
+            trace.trace_rating.as_str(),
+            trace.service_type.as_str(),
+            trace.resource_type.as_str(),
+            trace.resource_id.as_str(),
+            trace.resource_name.as_str(),
+            trace.user.name.as_str(),
+            trace.user.access_key_id.as_str(),
+            trace.enterprise_project_id.as_str(),
+            content.as_str(),
+            h.hash.as_str(),
+            hash.as_str(),
+        ],
+    )
+    .await?;
+    c.execute(
+        "UPDATE trace_head SET seq = $1, hash = $2 WHERE id = 1",
+        args![seq, hash.as_str()],
+    )
+    .await?;
+    Ok(ChainedTrace {
+        seq,
+        prev_hash: h.hash,
+        hash,
+        trace: trace.clone(),
+    })
+}
+
+fn decode_trace(content: &str) -> StoreResult<Trace> {
+    serde_json::from_str(content)
+        .map_err(|e| StoreError::Corrupt(format!("a stored trace does not decode: {e}")))
+}
+
+/// Traces of `project` matching `filter`, newest first (time, then trace id).
+pub(crate) async fn list_traces<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    filter: &TraceFilter,
+    limit: u32,
+) -> StoreResult<Vec<Trace>> {
+    let mut sql = String::from("SELECT content FROM traces WHERE project_id = $1");
+    let mut strings: Vec<&str> = Vec::new();
+    for (col, value) in [
+        ("trace_id", &filter.trace_id),
+        ("service_type", &filter.service_type),
+        ("user_name", &filter.user),
+        ("resource_id", &filter.resource_id),
+        ("resource_name", &filter.resource_name),
+        ("resource_type", &filter.resource_type),
+        ("trace_name", &filter.trace_name),
+        ("trace_rating", &filter.trace_rating),
+        ("access_key_id", &filter.access_key_id),
+        ("enterprise_project_id", &filter.enterprise_project_id),
+    ] {
+        if let Some(v) = value {
+            strings.push(v.as_str());
+            sql.push_str(&format!(" AND {col} = ${}", strings.len() + 1));
+        }
+    }
+    let k = strings.len() + 1;
+    sql.push_str(&format!(" AND at > ${} AND at < ${}", k + 1, k + 2));
+    if filter.older_than.is_some() {
+        sql.push_str(&format!(
+            " AND (at < ${a} OR (at = ${a} AND trace_id < ${b}))",
+            a = k + 3,
+            b = k + 4
+        ));
+    }
+    sql.push_str(" ORDER BY at DESC, trace_id DESC");
+    sql.push_str(&format!(" LIMIT {limit}"));
+    let mut a = args![project.as_str()];
+    a.extend(strings.iter().map(|s| crate::conn::Arg::from(*s)));
+    a.push(filter.after.into());
+    a.push(filter.before.into());
+    if let Some((at, id)) = &filter.older_than {
+        a.push((*at).into());
+        a.push(id.as_str().into());
+    }
+    let rows = c.fetch_all(&sql, a).await?;
+    rows.iter()
+        .map(|r| decode_trace(&r.text("content")?))
+        .collect()
+}
+
+/// The time of a trace of `project`, for paging from it.
+pub(crate) async fn trace_time<C: Conn>(
+    c: &mut C,
+    project: &ProjectId,
+    trace_id: &str,
+) -> StoreResult<Option<i64>> {
+    let row = c
+        .fetch_optional(
+            "SELECT at FROM traces WHERE project_id = $1 AND trace_id = $2",
+            args![project.as_str(), trace_id],
+        )
+        .await?;
+    row.map(|r| r.int("at")).transpose()
+}
+
+/// The stored chain from `from_seq` on, in `seq` order.
+pub(crate) async fn trace_chain<C: Conn>(
+    c: &mut C,
+    from_seq: i64,
+    limit: u32,
+) -> StoreResult<Vec<StoredTrace>> {
+    let rows = c
+        .fetch_all(
+            &format!(
+                "SELECT seq, trace_id, project_id, at, trace_name, trace_rating, service_type, \
+                 resource_type, resource_id, resource_name, user_name, access_key_id, \
+                 enterprise_project_id, content, prev_hash, hash \
+                 FROM traces WHERE seq >= $1 ORDER BY seq LIMIT {limit}"
+            ),
+            args![from_seq],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let content = r.text("content")?;
+            let columns = vec![
+                ("trace_id", r.text("trace_id")?),
+                ("project_id", r.text("project_id")?),
+                ("time", r.int("at")?.to_string()),
+                ("trace_name", r.text("trace_name")?),
+                ("trace_rating", r.text("trace_rating")?),
+                ("service_type", r.text("service_type")?),
+                ("resource_type", r.text("resource_type")?),
+                ("resource_id", r.text("resource_id")?),
+                ("resource_name", r.text("resource_name")?),
+                ("user", r.text("user_name")?),
+                ("access_key_id", r.text("access_key_id")?),
+                ("enterprise_project_id", r.text("enterprise_project_id")?),
+            ];
+            Ok(StoredTrace {
+                seq: r.int("seq")?,
+                prev_hash: r.text("prev_hash")?,
+                hash: r.text("hash")?,
+                content,
+                columns,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn trace_head<C: Conn>(c: &mut C) -> StoreResult<TraceHead> {
+    head(c, false).await
+}
+
+pub(crate) async fn add_seal<C: Conn>(c: &mut C, seal: &Seal) -> StoreResult<()> {
+    c.execute(
+        "INSERT INTO trace_seals (seq, hash, signed_at, signature, public_key) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
+        args![
+            seal.seq,
+            seal.hash.as_str(),
+            seal.signed_at,
+            seal.signature.as_str(),
+            seal.public_key.as_str()
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn list_seals<C: Conn>(c: &mut C) -> StoreResult<Vec<Seal>> {
+    let rows = c
+        .fetch_all(
+            "SELECT seq, hash, signed_at, signature, public_key FROM trace_seals ORDER BY seq",
+            args![],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Seal {
+                seq: r.int("seq")?,
+                hash: r.text("hash")?,
+                signed_at: r.int("signed_at")?,
+                signature: r.text("signature")?,
+                public_key: r.text("public_key")?,
+            })
+        })
+        .collect()
+}
+
+/// Removes the traces with `time < before` up to the newest sealed trace (never past a
+/// seal: the kept chain must start where a seal vouches for it), and moves the pruned
+/// anchor of `trace_head` there. Returns how many were removed.
+pub(crate) async fn prune_traces<C: Conn>(c: &mut C, before: i64) -> StoreResult<u64> {
+    let h = head(c, true).await?;
+    // The last trace that may go: older than `before` and covered by a seal.
+    let row = c
+        .fetch_optional(
+            "SELECT t.seq, t.hash FROM traces t \
+             JOIN trace_seals s ON s.seq = t.seq AND s.hash = t.hash \
+             WHERE t.seq > $1 AND NOT EXISTS \
+               (SELECT 1 FROM traces n WHERE n.seq <= t.seq AND n.seq > $1 AND n.at >= $2) \
+             ORDER BY t.seq DESC LIMIT 1",
+            args![h.pruned_seq, before],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(0) };
+    let (seq, hash) = (row.int("seq")?, row.text("hash")?);
+    let removed = c
+        .execute("DELETE FROM traces WHERE seq <= $1", args![seq])
+        .await?;
+    c.execute(
+        "UPDATE trace_head SET pruned_seq = $1, pruned_hash = $2 WHERE id = 1",
+        args![seq, hash.as_str()],
+    )
+    .await?;
+    Ok(removed)
+}
