@@ -380,8 +380,7 @@ pub fn verify_chain<'a>(
     start_seq: i64,
 ) -> (Option<ChainFault>, String) {
     let mut prev = start_prev.to_owned();
-    let mut expect_seq = start_seq;
-    for (t, stored) in traces {
+    for (expect_seq, (t, stored)) in (start_seq..).zip(traces) {
         let recomputed = content(&t.trace);
         let text = stored.unwrap_or(&recomputed);
         let fault = |kind: &'static str, detail: String| ChainFault {
@@ -429,9 +428,160 @@ pub fn verify_chain<'a>(
             );
         }
         prev = t.hash.clone();
-        expect_seq += 1;
     }
     (None, prev)
+}
+
+/// What [`verify_store`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    /// Traces walked.
+    pub checked: u64,
+    /// The first trace altered, deleted or inserted, if any.
+    pub fault: Option<ChainFault>,
+    /// Seals whose hash is not the hash of the trace at their `seq` (or whose trace is
+    /// gone without being pruned): `seq` of each.
+    pub broken_seals: Vec<i64>,
+    /// Whether a seal vouches for the start of the kept chain (always true when nothing
+    /// was pruned).
+    pub start_sealed: bool,
+    /// Whether the recorded head is the last trace (a removed tail shows here).
+    pub head_matches: bool,
+}
+
+impl Verification {
+    pub fn ok(&self) -> bool {
+        self.fault.is_none()
+            && self.broken_seals.is_empty()
+            && self.start_sealed
+            && self.head_matches
+    }
+}
+
+/// How many traces [`verify_store`] reads at a time.
+const VERIFY_PAGE: u32 = 1000;
+
+/// Walks the whole stored chain: content against hash, link against the previous trace,
+/// filter columns against content, seals against the traces they name, and the head.
+/// Signatures of seals are checked by the caller, which holds the public key.
+pub async fn verify_store(
+    store: &dyn crate::store::Store,
+) -> crate::store::StoreResult<Verification> {
+    let head = store.trace_head().await?;
+    let seals = store.list_seals().await?;
+    let mut v = Verification {
+        start_sealed: head.pruned_seq == 0
+            || seals
+                .iter()
+                .any(|s| s.seq == head.pruned_seq && s.hash == head.pruned_hash),
+        ..Verification::default()
+    };
+    let mut prev = head.pruned_hash.clone();
+    let mut next_seq = head.pruned_seq + 1;
+    let mut hashes: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+    hashes.insert(head.pruned_seq, head.pruned_hash.clone());
+    let mut from = next_seq;
+    loop {
+        let page = store.trace_chain(from, VERIFY_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        from = last.seq + 1;
+        for stored in &page {
+            v.checked += 1;
+            hashes.insert(stored.seq, stored.hash.clone());
+            if v.fault.is_some() {
+                continue;
+            }
+            let trace: Trace = match serde_json::from_str(&stored.content) {
+                Ok(t) => t,
+                Err(e) => {
+                    v.fault = Some(ChainFault {
+                        seq: stored.seq,
+                        trace_id: String::new(),
+                        kind: "altered",
+                        detail: format!("its content does not decode: {e}"),
+                    });
+                    continue;
+                }
+            };
+            if let Some((col, value)) = stored
+                .columns
+                .iter()
+                .find(|(col, value)| column_of(&trace, col) != *value)
+            {
+                v.fault = Some(ChainFault {
+                    seq: stored.seq,
+                    trace_id: trace.trace_id.clone(),
+                    kind: "altered",
+                    detail: format!("its {col} column ({value:?}) is not what it recorded"),
+                });
+                continue;
+            }
+            let chained = ChainedTrace {
+                seq: stored.seq,
+                prev_hash: stored.prev_hash.clone(),
+                hash: stored.hash.clone(),
+                trace,
+            };
+            let (fault, last) =
+                verify_chain([(&chained, Some(stored.content.as_str()))], &prev, next_seq);
+            v.fault = fault;
+            prev = last;
+            next_seq += 1;
+        }
+    }
+    let walked_to = next_seq - 1;
+    v.head_matches = head.seq == walked_to && (v.fault.is_some() || head.hash == prev);
+    if v.fault.is_none() && !v.head_matches {
+        v.fault = Some(if walked_to > head.seq {
+            ChainFault {
+                seq: head.seq + 1,
+                trace_id: String::new(),
+                kind: "inserted",
+                detail: format!(
+                    "the head is at {} but the chain goes on to {walked_to}: traces were added \
+                     outside the server",
+                    head.seq
+                ),
+            }
+        } else {
+            ChainFault {
+                seq: walked_to + 1,
+                trace_id: String::new(),
+                kind: "deleted",
+                detail: format!(
+                    "the chain ends at {walked_to} but its head says {}: the last traces were \
+                     removed",
+                    head.seq
+                ),
+            }
+        });
+    }
+    v.broken_seals = seals
+        .iter()
+        .filter(|s| s.seq >= head.pruned_seq)
+        .filter(|s| hashes.get(&s.seq) != Some(&s.hash))
+        .map(|s| s.seq)
+        .collect();
+    Ok(v)
+}
+
+/// A trace's value of a filter column, as text.
+fn column_of(t: &Trace, col: &str) -> String {
+    match col {
+        "trace_id" => t.trace_id.clone(),
+        "project_id" => t.project_id.clone(),
+        "time" => t.time.to_string(),
+        "trace_name" => t.trace_name.clone(),
+        "trace_rating" => t.trace_rating.clone(),
+        "service_type" => t.service_type.clone(),
+        "resource_type" => t.resource_type.clone(),
+        "resource_id" => t.resource_id.clone(),
+        "resource_name" => t.resource_name.clone(),
+        "user" => t.user.name.clone(),
+        "access_key_id" => t.user.access_key_id.clone(),
+        "enterprise_project_id" => t.enterprise_project_id.clone(),
+        _ => String::new(),
+    }
 }
 
 #[cfg(test)]

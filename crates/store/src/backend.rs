@@ -175,7 +175,7 @@ async fn audited_create<B: Backend>(
     mut call: NewJob,
 ) -> StoreResult<Job> {
     let taken = crate::audit::take();
-    call.trace = taken.clone();
+    call.trace = taken.clone().map(Box::new);
     let result = timed(op, backend.create_install_job(call)).await;
     if let Some(t) = taken {
         t.settle(result.is_ok());

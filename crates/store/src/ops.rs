@@ -1056,7 +1056,7 @@ pub(crate) struct NewJob {
     /// sub-job undone, for a ROLLBACK.
     pub rollbacks: Vec<Option<(String, SubJobId)>>,
     /// The caller's draft trace, appended with the job ([`crate::audit`]).
-    pub trace: Option<crate::audit::Taken>,
+    pub trace: Option<Box<crate::audit::Taken>>,
 }
 
 impl NewJob {

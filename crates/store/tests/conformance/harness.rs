@@ -25,6 +25,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The database URL (tests that tamper with rows connect to it directly).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Drops this store (every handle to it must be gone) and opens the same database again.
     pub async fn reopen(self) -> Ctx {
         let Ctx { store, url } = self;
