@@ -10,6 +10,7 @@
 //! call the store, and convert back. SQL lives only in `deskfleet-store`.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod engine;
@@ -126,6 +127,8 @@ pub struct Application {
     certificates: Option<Arc<tls::Certificates>>,
     /// Credentials created on first start, to be shown once.
     pub bootstrap: Option<bootstrap::Bootstrap>,
+    /// Signs the head of the audit trail.
+    seal_key: ed25519_dalek::SigningKey,
 }
 
 impl Application {
@@ -137,6 +140,8 @@ impl Application {
             .context("opening the database")?;
         let keyring = auth::keyring::open_keyring(&settings, store.as_ref()).await?;
         let state = AppState::new(store, settings, Arc::new(SystemClock), keyring);
+        let seal_key = audit::seal::load_or_create_seal_key(&state.settings, &state.keyring)
+            .context("loading the audit seal key")?;
         let bootstrap = bootstrap::bootstrap_if_empty(&state).await?;
         if state.settings.packages.publish_bundled_monitor {
             fleet::packages::publish_bundled_monitor(&state)
@@ -176,6 +181,7 @@ impl Application {
             state,
             certificates,
             bootstrap,
+            seal_key,
         })
     }
 
@@ -211,6 +217,10 @@ impl Application {
                 Box::new(fleet::presence::LastSeenFlusher::new(state.clone())),
                 Box::new(timeseries::IngestWorker::new(state.clone())),
                 Box::new(timeseries::RollupWorker::new(state.clone())),
+                Box::new(audit::seal::SealWorker::new(
+                    state.clone(),
+                    self.seal_key.clone(),
+                )),
             ],
             shutdown.child_token(),
         );

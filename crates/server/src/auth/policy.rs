@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub enum Access {
     Read,
     Write,
+    /// Reading the audit trail: its own right (an auditor need not read anything else,
+    /// and a read-only operator does not read the trail).
+    Audit,
 }
 
 /// One API of the `/v2` surface.
@@ -32,6 +35,9 @@ pub enum Api {
     ShowMetricData,
     BatchListMetricData,
     ListMetrics,
+    // Cloud Trace Service (CTS), `docs/audit.md`.
+    ListTraces,
+    ListTrackers,
 }
 
 impl Api {
@@ -87,6 +93,8 @@ impl Api {
                 ("BatchListMetricData", "ces:metricData:list", Access::Read)
             }
             Api::ListMetrics => ("ListMetrics", "ces:metrics:list", Access::Read),
+            Api::ListTraces => ("ListTraces", "cts:trace:list", Access::Audit),
+            Api::ListTrackers => ("ListTrackers", "cts:tracker:list", Access::Audit),
         }
     }
 
@@ -103,11 +111,13 @@ impl Api {
     }
 }
 
-/// Does this role grant this API? `admin`: everything; `readonly`: reads.
+/// Does this role grant this API? `admin`: everything; `readonly`: reads but not the
+/// audit trail; `auditor`: the audit trail only.
 pub fn grants(role: Role, api: Api) -> bool {
     match role {
         Role::Admin => true,
         Role::Readonly => api.access() == Access::Read,
+        Role::Auditor => api.access() == Access::Audit,
     }
 }
 
@@ -150,6 +160,16 @@ mod tests {
         assert!(!grants(Role::Readonly, Api::BatchInstallAgent));
         assert!(!grants(Role::Readonly, Api::BatchDeleteSubJobs));
         assert!(grants(Role::Admin, Api::BatchInstallAgent));
+    }
+
+    #[test]
+    fn only_auditors_and_admins_read_the_trail() {
+        assert!(!grants(Role::Readonly, Api::ListTraces));
+        assert!(grants(Role::Auditor, Api::ListTraces));
+        assert!(grants(Role::Auditor, Api::ListTrackers));
+        assert!(grants(Role::Admin, Api::ListTraces));
+        assert!(!grants(Role::Auditor, Api::ShowJob));
+        assert!(!grants(Role::Auditor, Api::BatchInstallAgent));
     }
 
     #[test]

@@ -33,6 +33,10 @@ async fn batch_install_agent(
 ) -> Result<Json<JobIdResponse>, ApiError> {
     let project = state.authorize(&caller, &project_id, Api::BatchInstallAgent)?;
     let desktops = install_targets(request.desktop_ids).map_err(ApiError::invalid)?;
+    crate::audit::note_resource(
+        &crate::audit::joined_ids(desktops.iter().map(|d| d.as_str())),
+        "",
+    );
     let limits = RolloutLimits::resolve(
         request.max_concurrency.as_deref(),
         request.max_errors.as_deref(),

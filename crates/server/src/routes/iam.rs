@@ -143,6 +143,7 @@ async fn create_token(
 ) -> Result<Response, KeystoneError> {
     // The one body an unauthenticated caller may send: a password request, small.
     let body = read_body(request.into_body(), super::PUBLIC_BODY_BYTES).await?;
+    crate::audit::note_request_body(&body);
     let req: k::TokenRequest = serde_json::from_slice(&body)
         .map_err(|e| KeystoneError::bad_request(format!("The request body is invalid: {e}")))?;
     let auth = req.auth;
@@ -160,6 +161,15 @@ async fn create_token(
         count_failure("bad_password");
         return Err(KeystoneError::unauthorized());
     };
+    crate::audit::note_login_user(&user);
+    if let Some(id) = auth
+        .scope
+        .as_ref()
+        .and_then(|s| s.project.as_ref()?.id.as_deref())
+        && let Ok(id) = deskfleet_core::ids::ProjectId::parse(id)
+    {
+        crate::audit::note_project(&id);
+    }
     let subject = AuthSubject::User(user.id.clone());
     let failures = state.store.auth_failures(&subject).await?;
     let now = state.clock.now();
@@ -200,6 +210,7 @@ async fn create_token(
             .record_auth_failure(&subject, state.clock.now(), lockout)
             .await?;
         if after.locked_until.is_some() && after.failures == lockout.failures {
+            crate::audit::note_lockout("the user");
             tracing::warn!(user = %user.name, "user locked after repeated wrong passwords");
         } else {
             tracing::info!(user = %user.name, "wrong password");
@@ -239,6 +250,7 @@ async fn create_token(
         count_failure("no_role");
         KeystoneError::no_access_to_scope()
     })?;
+    crate::audit::note_project(&project.id);
     let Some(role) = state.store.find_role(&user.id, &project.id).await? else {
         count_failure("no_role");
         tracing::info!(user = %user.name, "token refused: no role on the project in scope");

@@ -64,6 +64,7 @@ async fn run_job_action(
 ) -> Result<Json<JobIdResponse>, ApiError> {
     let project = state.authorize(&caller, &project_id, Api::RunActionsOnWorkspaceJob)?;
     let id = job_id(raw_job)?;
+    crate::audit::note_resource(id.as_str(), "");
     let result = match action.op_type.as_str() {
         "retry" => {
             // Workspace has no version field: a retried install takes the newest published
@@ -88,6 +89,7 @@ async fn run_job_action(
             }
         }
         "cancel" => {
+            crate::audit::note_trace_name("cancelWorkspaceJob");
             state
                 .store
                 .cancel_job(&project, &id, state.clock.now())

@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .merge(monitor::routes())
         .merge(ces::routes())
         .merge(iam::authenticated_routes())
+        .merge(crate::audit::listing::routes())
         .route_layer(from_fn_with_state(state.clone(), authenticate));
     let body_deadline = Duration::from_millis(state.settings.http.body_read_timeout_ms);
     Router::new()
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(crate::fleet::routes())
         .merge(crate::observe::routes())
+        .route_layer(from_fn_with_state(state.clone(), crate::audit::record))
         .route_layer(from_fn(crate::observe::matched_route))
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_not_found)
