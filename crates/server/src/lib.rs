@@ -142,6 +142,14 @@ impl Application {
         let state = AppState::new(store, settings, Arc::new(SystemClock), keyring);
         let seal_key = audit::seal::load_or_create_seal_key(&state.settings, &state.keyring)
             .context("loading the audit seal key")?;
+        metrics::gauge!("deskfleet_audit_enabled")
+            .set(f64::from(u8::from(state.settings.audit.enabled)));
+        if !state.settings.audit.enabled {
+            tracing::warn!(
+                "AUDITING IS OFF (audit.enabled = false): changes and refusals leave no trace; \
+                 this setting exists only to measure the cost of auditing"
+            );
+        }
         let bootstrap = bootstrap::bootstrap_if_empty(&state).await?;
         if state.settings.packages.publish_bundled_monitor {
             fleet::packages::publish_bundled_monitor(&state)

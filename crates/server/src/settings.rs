@@ -617,6 +617,9 @@ impl Default for MetricDataSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditSettings {
+    /// Record traces (default true). `false` exists only to measure what auditing costs
+    /// (bench/api); the server then warns at start and `deskfleet_audit_enabled` is 0.
+    pub enabled: bool,
     /// How often the head of the chain is sealed (signed), if it moved.
     pub seal_interval_secs: u64,
     /// Traces older than this are pruned (up to the newest seal among them). CTS keeps
@@ -637,6 +640,7 @@ pub struct AuditSettings {
 impl Default for AuditSettings {
     fn default() -> Self {
         Self {
+            enabled: true,
             seal_interval_secs: 60,
             retention_days: 30,
             seal_key_file: None,

@@ -35,6 +35,9 @@ const RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Route layer: drafts the trace of an audited route and records it if no change did.
 pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !state.settings.audit.enabled {
+        return next.run(request).await;
+    }
     let route = request
         .extensions()
         .get::<MatchedPath>()
