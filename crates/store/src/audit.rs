@@ -156,8 +156,13 @@ impl Taken {
         trace: Trace,
     ) -> deskfleet_core::store::StoreResult<()> {
         crate::audit_ops::append_trace(c, &trace).await?;
-        *self.appended.lock().unwrap_or_else(|p| p.into_inner()) = Some(trace);
+        self.appended(trace);
         Ok(())
+    }
+
+    /// Notes the trace appended for this write (appended by the caller, with others).
+    pub(crate) fn appended(&self, trace: Trace) {
+        *self.appended.lock().unwrap_or_else(|p| p.into_inner()) = Some(trace);
     }
 
     /// The trace to append, completed from the write's answer.

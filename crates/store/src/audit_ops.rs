@@ -41,46 +41,82 @@ async fn head<C: Conn>(c: &mut C, lock: bool) -> StoreResult<TraceHead> {
 
 /// Appends `trace` at the head of the chain.
 pub(crate) async fn append_trace<C: Conn>(c: &mut C, trace: &Trace) -> StoreResult<ChainedTrace> {
-    let h = head(c, true).await?;
-    let seq = h.seq + 1;
-    let content = audit::content(trace);
-    let hash = audit::chain_hash(&h.hash, seq, &content);
-    c.execute(
+    append_traces(c, std::slice::from_ref(trace))
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Backend("no trace appended".into()))
+}
+
+/// One row of [`append_traces`]' batch insert.
+#[derive(serde::Serialize)]
+struct TraceRow<'a> {
+    seq: i64,
+    trace: &'a Trace,
+    content: String,
+    prev_hash: String,
+    hash: String,
+}
+
+fn insert_sql(d: Dialect) -> String {
+    format!(
         "INSERT INTO traces (seq, trace_id, project_id, at, trace_name, trace_rating, \
          service_type, resource_type, resource_id, resource_name, user_name, access_key_id, \
          enterprise_project_id, content, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-        args![
-            seq,
-            trace.trace_id.as_str(),
-            trace.project_id.as_str(),
-            trace.time,
-            trace.trace_name.as_str(),
-            trace.trace_rating.as_str(),
-            trace.service_type.as_str(),
-            trace.resource_type.as_str(),
-            trace.resource_id.as_str(),
-            trace.resource_name.as_str(),
-            trace.user.name.as_str(),
-            trace.user.access_key_id.as_str(),
-            trace.enterprise_project_id.as_str(),
-            content.as_str(),
-            h.hash.as_str(),
-            hash.as_str(),
-        ],
+         SELECT CAST(j.value ->> 'seq' AS BIGINT), j.value -> 'trace' ->> 'trace_id', \
+         j.value -> 'trace' ->> 'project_id', CAST(j.value -> 'trace' ->> 'time' AS BIGINT), \
+         j.value -> 'trace' ->> 'trace_name', j.value -> 'trace' ->> 'trace_rating', \
+         j.value -> 'trace' ->> 'service_type', j.value -> 'trace' ->> 'resource_type', \
+         j.value -> 'trace' ->> 'resource_id', j.value -> 'trace' ->> 'resource_name', \
+         j.value -> 'trace' -> 'user' ->> 'name', \
+         j.value -> 'trace' -> 'user' ->> 'access_key_id', \
+         j.value -> 'trace' ->> 'enterprise_project_id', j.value ->> 'content', \
+         j.value ->> 'prev_hash', j.value ->> 'hash' FROM {}",
+        d.objects(1)
     )
-    .await?;
+}
+
+/// Appends `traces` in order at the head of the chain, with three statements however
+/// many there are (the SQLite writer appends the traces of a whole batch of job
+/// creations at once).
+pub(crate) async fn append_traces<C: Conn>(
+    c: &mut C,
+    traces: &[Trace],
+) -> StoreResult<Vec<ChainedTrace>> {
+    if traces.is_empty() {
+        return Ok(Vec::new());
+    }
+    let h = head(c, true).await?;
+    let mut prev = h.hash;
+    let mut rows = Vec::with_capacity(traces.len());
+    for (seq, trace) in (h.seq + 1..).zip(traces) {
+        let content = audit::content(trace);
+        let hash = audit::chain_hash(&prev, seq, &content);
+        rows.push(TraceRow {
+            seq,
+            trace,
+            content,
+            prev_hash: std::mem::replace(&mut prev, hash.clone()),
+            hash,
+        });
+    }
+    let payload = serde_json::to_string(&rows).map_err(|e| StoreError::Backend(Box::new(e)))?;
+    c.execute(sql!(C::DIALECT, |d| insert_sql(d)), args![payload.as_str()])
+        .await?;
+    let last = rows.last().map_or(h.seq, |r| r.seq);
     c.execute(
         "UPDATE trace_head SET seq = $1, hash = $2 WHERE id = 1",
-        args![seq, hash.as_str()],
+        args![last, prev.as_str()],
     )
     .await?;
-    Ok(ChainedTrace {
-        seq,
-        prev_hash: h.hash,
-        hash,
-        trace: trace.clone(),
-    })
+    Ok(rows
+        .into_iter()
+        .map(|r| ChainedTrace {
+            seq: r.seq,
+            prev_hash: r.prev_hash,
+            hash: r.hash,
+            trace: r.trace.clone(),
+        })
+        .collect())
 }
 
 fn decode_trace(content: &str) -> StoreResult<Trace> {

@@ -1215,11 +1215,17 @@ pub(crate) async fn create_install_jobs<C: Conn>(
         .collect();
     // Each job created carries its trace; a trace that cannot be written fails them all
     // (the caller rolls the group back).
+    let mut takers = Vec::new();
+    let mut traces = Vec::new();
     for (call, result) in calls.iter().zip(&results) {
         if let (Some(t), Ok(job)) = (&call.trace, result) {
-            let trace = t.finish(job);
-            t.append(c, trace).await?;
+            traces.push(t.finish(job));
+            takers.push(t);
         }
+    }
+    crate::audit_ops::append_traces(c, &traces).await?;
+    for (t, trace) in takers.into_iter().zip(traces) {
+        t.appended(trace);
     }
     Ok(results)
 }
