@@ -111,7 +111,12 @@ def test_another_projects_traces_are_invisible(srv):
     srv.create_user("auditor2", other["project_id"], "auditor", password="Auditor-pw-5678")
     key = srv.create_access_key("auditor2", other["project_id"])
     theirs = cts(srv, key["access_key"], key["secret_key"], other["project_id"])
-    assert theirs.list_traces(ListTracesRequest(limit=200)).traces == []
+    seen = theirs.list_traces(ListTracesRequest(limit=200)).traces
+    # Only the other project's own history (the admin commands that made it) is there.
+    assert seen and all(t.trace_type == "SystemAction" for t in seen), seen
+    assert theirs.list_traces(ListTracesRequest(trace_name="batchInstallCesAgent")).traces == []
+    ours = srv.auditor.list_traces(ListTracesRequest(trace_name="batchInstallCesAgent")).traces
+    assert ours and not {t.trace_id for t in ours} & {t.trace_id for t in seen}
     # Their key on our project is refused.
     ours_with_theirs = cts(srv, key["access_key"], key["secret_key"], srv.project_id)
     with pytest.raises(ClientRequestException) as e:

@@ -167,6 +167,81 @@ async fn finish(
     Response::from_parts(parts, Body::from(bytes))
 }
 
+/// The audit scope of a desktop's enrollment (over OpAMP, with an enrollment token): the
+/// trace `enrollDesktop` commits with the new (or claimed) desktop. Its user is the
+/// desktop's guest; no token or credential enters it.
+pub fn enrollment_scope(
+    state: &AppState,
+    project: &deskfleet_core::ids::ProjectId,
+    facts: &deskfleet_core::fleet::DesktopFacts,
+    claimed: Option<&str>,
+) -> AuditScope {
+    let user = TraceUser {
+        name: facts.hostname.clone(),
+        user_name: facts.hostname.clone(),
+        kind: "DesktopGuest".to_owned(),
+        invoked_by: vec!["deskfleet-guest".to_owned()],
+        principal_is_root_user: "false".to_owned(),
+        ..TraceUser::default()
+    };
+    let scope = AuditScope::new(Trace {
+        trace_id: uuid::Uuid::new_v4().to_string(),
+        trace_name: "enrollDesktop".to_owned(),
+        trace_rating: Rating::Normal.as_str().to_owned(),
+        trace_type: "ApiCall".to_owned(),
+        request: serde_json::json!({
+            "hostname": facts.hostname,
+            "os_type": facts.os_type,
+            "ip_addresses": facts.ip_addresses,
+            "claim": claimed,
+        })
+        .to_string(),
+        code: "200".to_owned(),
+        time: state.clock.now(),
+        user,
+        service_type: "deskfleet".to_owned(),
+        resource_type: "workspace".to_owned(),
+        resource_id: claimed.unwrap_or("").to_owned(),
+        resource_name: facts.hostname.clone(),
+        source_ip: facts.ip_addresses.first().cloned().unwrap_or_default(),
+        request_id: current_request_id().unwrap_or_default(),
+        enterprise_project_id: "0".to_owned(),
+        operation_id: Some("OpAMP enrollment".to_owned()),
+        project_id: project.as_str().to_owned(),
+        tracker_name: "system".to_owned(),
+        user_agent: "deskfleet-guest".to_owned(),
+        ..Trace::default()
+    });
+    scope.set_describe(Arc::new(|answer: &dyn std::any::Any| {
+        let e = answer.downcast_ref::<deskfleet_core::fleet::Enrolled>()?;
+        Some(Described {
+            response: serde_json::json!({
+                "desktop_id": e.desktop.id.as_str(),
+                "matched_import": e.matched_import,
+            })
+            .to_string(),
+            resource_id: Some(e.desktop.id.as_str().to_owned()),
+        })
+    }));
+    scope
+}
+
+/// Records an enrollment that failed (its draft is still open), on its own.
+pub async fn enrollment_failed(state: &AppState, scope: &AuditScope, why: &str) {
+    if scope.stage() != Stage::Open {
+        return;
+    }
+    let mut t = scope.draft();
+    t.code = "409".to_owned();
+    t.trace_rating = Rating::Warning.as_str().to_owned();
+    t.location_info = Some(why.chars().take(300).collect());
+    t.record_time = state.clock.now().max(t.time);
+    if let Err(e) = state.store.append_trace(&t).await {
+        metrics::counter!("deskfleet_audit_write_failures_total").increment(1);
+        tracing::error!(error = %e, "the trace of a failed enrollment could not be recorded");
+    }
+}
+
 /// The access key id of an `SDK-HMAC-SHA256 Access=..., ...` header ("" if none).
 fn access_key_of(authorization: &str) -> String {
     authorization
