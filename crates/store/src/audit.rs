@@ -41,6 +41,8 @@ pub enum Stage {
 
 struct State {
     draft: Trace,
+    /// Whether a write may take the draft (false: the request's refusal only is recorded).
+    consumable: bool,
     stage: Stage,
     describe: Option<Arc<Describe>>,
     committed: Option<Trace>,
@@ -56,8 +58,19 @@ tokio::task_local! {
 
 impl AuditScope {
     pub fn new(draft: Trace) -> Self {
+        Self::with(draft, true)
+    }
+
+    /// A scope whose draft no write takes: it only collects who was refused, on a route
+    /// whose requests change nothing.
+    pub fn refusal_only(draft: Trace) -> Self {
+        Self::with(draft, false)
+    }
+
+    fn with(draft: Trace, consumable: bool) -> Self {
         Self(Arc::new(Mutex::new(State {
             draft,
+            consumable,
             stage: Stage::Open,
             describe: None,
             committed: None,
@@ -133,7 +146,7 @@ impl std::fmt::Debug for Taken {
 pub(crate) fn take() -> Option<Taken> {
     let scope = current()?;
     let mut s = scope.lock();
-    if s.stage != Stage::Open {
+    if s.stage != Stage::Open || !s.consumable {
         return None;
     }
     s.stage = Stage::InFlight;

@@ -124,6 +124,36 @@ pub fn lookup(method: &Method, route: &str) -> Option<&'static Entry> {
         .find(|e| e.method == method.as_str() && e.route == route)
 }
 
+/// How a refusal (401, 403) on a route that changes nothing is recorded: as
+/// `authenticationFailed` or `authorizationDenied` (names chosen; the status tells which)
+/// of the service the path belongs to, with the route as `operation_id`.
+pub fn refusal_entry(route: &str) -> Entry {
+    let (service_type, resource_type, api_version) = if route.starts_with("/v2/") {
+        ("Workspace", "workspace", "v2")
+    } else if route.ends_with("/traces") || route.ends_with("/trackers") {
+        ("CTS", "trace", "v3")
+    } else if route.starts_with("/v3/auth") || route == "/v3/projects" {
+        ("IAM", "token", "v3")
+    } else if route.starts_with("/v3/") || route.starts_with("/V1.0/") {
+        ("CES", "agent", "v3")
+    } else {
+        ("deskfleet", "fleet", "")
+    };
+    Entry {
+        method: "",
+        route: "",
+        trace_name: "authorizationDenied",
+        service_type,
+        resource_type,
+        operation_id: "",
+        api_version,
+        project_in_path: route.starts_with("/v2/{project_id}")
+            || route.starts_with("/v3/{project_id}")
+            || route.starts_with("/V1.0/{project_id}"),
+        failure_name: None,
+    }
+}
+
 /// Admin commands (`deskfleet-server admin ...`) that change the database, and their
 /// trace names (IAM's where it has one). Every other admin command is in
 /// [`ADMIN_READ_ONLY`]; a test in the binary walks the command tree against both.

@@ -42,11 +42,29 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
-    let Some(entry) = route
+    let entry = route
         .as_deref()
-        .and_then(|r| catalog::lookup(request.method(), r))
-    else {
-        return next.run(request).await;
+        .and_then(|r| catalog::lookup(request.method(), r));
+    let Some(entry) = entry else {
+        // A route that changes nothing: only its refusals (401, 403) are recorded.
+        let refusal = catalog::refusal_entry(route.as_deref().unwrap_or(""));
+        let scope = AuditScope::refusal_only(draft(&state, &request, &refusal));
+        let response = scope.run(next.run(request)).await;
+        let status = response.status().as_u16();
+        if status == 401 || status == 403 {
+            let name = if status == 401 {
+                "authenticationFailed"
+            } else {
+                "authorizationDenied"
+            };
+            let route = route.unwrap_or_default();
+            scope.update(|t| {
+                t.trace_name = name.to_owned();
+                t.operation_id = Some(route).filter(|r| !r.is_empty());
+            });
+            return finish(&state, &scope, &refusal, response).await;
+        }
+        return response;
     };
     let scope = AuditScope::new(draft(&state, &request, entry));
     scope.set_describe(Arc::new(describe));
@@ -121,6 +139,21 @@ async fn finish(
         Stage::Open | Stage::InFlight => {}
     }
     let (parts, body) = response.into_parts();
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > RESPONSE_BYTES) {
+        // Too large to copy into a trace (audited answers are small JSON): recorded
+        // without its body, and passed on untouched.
+        let mut trace = scope.draft();
+        trace.code = status.to_string();
+        trace.response = format!("<{} bytes>", declared.unwrap_or(0));
+        trace.trace_rating = Rating::of_status(status).as_str().to_owned();
+        trace.record_time = state.clock.now().max(trace.time);
+        append_alone(state, &trace).await;
+        return Response::from_parts(parts, body);
+    }
     let bytes = axum::body::to_bytes(body, RESPONSE_BYTES)
         .await
         .unwrap_or_default();
@@ -149,7 +182,14 @@ async fn finish(
         .filter(|s| !s.is_empty());
     }
     trace.record_time = state.clock.now().max(trace.time);
-    match state.store.append_trace(&trace).await {
+    append_alone(state, &trace).await;
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Appends a trace on its own (a refusal or a failure: nothing else to commit with it).
+/// If that fails, the request changed nothing: it is logged and counted.
+async fn append_alone(state: &AppState, trace: &Trace) {
+    match state.store.append_trace(trace).await {
         Ok(_) => {
             metrics::counter!("deskfleet_audit_traces_total", "path" => "on_its_own").increment(1)
         }
@@ -164,7 +204,6 @@ async fn finish(
             );
         }
     }
-    Response::from_parts(parts, Body::from(bytes))
 }
 
 /// The audit scope of a desktop's enrollment (over OpAMP, with an enrollment token): the

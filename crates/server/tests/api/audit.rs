@@ -256,6 +256,14 @@ async fn reading_traces_is_its_own_right_and_stays_in_its_project() {
         }
     }
     assert_eq!(seen.len(), 6, "5 installs and the refused one");
+    // The readonly user's refused read of the trail is itself on the record.
+    let traces = all_traces(&auditor).await;
+    let denied = named(&traces, "authorizationDenied");
+    assert_eq!(denied.len(), 1, "{traces:?}");
+    assert_eq!(denied[0]["user"]["name"], "viewer");
+    assert_eq!(denied[0]["service_type"], "CTS");
+    assert_eq!(denied[0]["code"], "403");
+    assert_eq!(denied[0]["operation_id"], "/v3/{project_id}/traces");
     assert!(seen.windows(2).all(|w| w[0] >= w[1]), "newest first");
     // Bad queries: precise CTS.0300.
     for q in [
