@@ -51,10 +51,23 @@ pub(crate) async fn append_trace<C: Conn>(c: &mut C, trace: &Trace) -> StoreResu
 #[derive(serde::Serialize)]
 struct TraceRow<'a> {
     seq: i64,
-    trace: &'a Trace,
+    trace_id: &'a str,
+    project_id: &'a str,
+    at: i64,
+    trace_name: &'a str,
+    trace_rating: &'a str,
+    service_type: &'a str,
+    resource_type: &'a str,
+    resource_id: &'a str,
+    resource_name: &'a str,
+    user_name: &'a str,
+    access_key_id: &'a str,
+    enterprise_project_id: &'a str,
     content: String,
     prev_hash: String,
     hash: String,
+    #[serde(skip)]
+    trace: &'a Trace,
 }
 
 fn insert_sql(d: Dialect) -> String {
@@ -62,15 +75,12 @@ fn insert_sql(d: Dialect) -> String {
         "INSERT INTO traces (seq, trace_id, project_id, at, trace_name, trace_rating, \
          service_type, resource_type, resource_id, resource_name, user_name, access_key_id, \
          enterprise_project_id, content, prev_hash, hash) \
-         SELECT CAST(j.value ->> 'seq' AS BIGINT), j.value -> 'trace' ->> 'trace_id', \
-         j.value -> 'trace' ->> 'project_id', CAST(j.value -> 'trace' ->> 'time' AS BIGINT), \
-         j.value -> 'trace' ->> 'trace_name', j.value -> 'trace' ->> 'trace_rating', \
-         j.value -> 'trace' ->> 'service_type', j.value -> 'trace' ->> 'resource_type', \
-         j.value -> 'trace' ->> 'resource_id', j.value -> 'trace' ->> 'resource_name', \
-         j.value -> 'trace' -> 'user' ->> 'name', \
-         j.value -> 'trace' -> 'user' ->> 'access_key_id', \
-         j.value -> 'trace' ->> 'enterprise_project_id', j.value ->> 'content', \
-         j.value ->> 'prev_hash', j.value ->> 'hash' FROM {}",
+         SELECT CAST(j.value ->> 'seq' AS BIGINT), j.value ->> 'trace_id', \
+         j.value ->> 'project_id', CAST(j.value ->> 'at' AS BIGINT), j.value ->> 'trace_name', \
+         j.value ->> 'trace_rating', j.value ->> 'service_type', j.value ->> 'resource_type', \
+         j.value ->> 'resource_id', j.value ->> 'resource_name', j.value ->> 'user_name', \
+         j.value ->> 'access_key_id', j.value ->> 'enterprise_project_id', \
+         j.value ->> 'content', j.value ->> 'prev_hash', j.value ->> 'hash' FROM {}",
         d.objects(1)
     )
 }
@@ -93,6 +103,18 @@ pub(crate) async fn append_traces<C: Conn>(
         let hash = audit::chain_hash(&prev, seq, &content);
         rows.push(TraceRow {
             seq,
+            trace_id: &trace.trace_id,
+            project_id: &trace.project_id,
+            at: trace.time,
+            trace_name: &trace.trace_name,
+            trace_rating: &trace.trace_rating,
+            service_type: &trace.service_type,
+            resource_type: &trace.resource_type,
+            resource_id: &trace.resource_id,
+            resource_name: &trace.resource_name,
+            user_name: &trace.user.name,
+            access_key_id: &trace.user.access_key_id,
+            enterprise_project_id: &trace.enterprise_project_id,
             trace,
             content,
             prev_hash: std::mem::replace(&mut prev, hash.clone()),

@@ -2,7 +2,7 @@
 -- chain: hash = SHA-256(prev_hash "\n" seq "\n" content). The other columns repeat what
 -- ListTraces filters on; `admin audit verify` checks that they agree with `content`.
 CREATE TABLE traces (
-    seq                   BIGINT PRIMARY KEY,
+    seq                   INTEGER PRIMARY KEY,
     trace_id              TEXT NOT NULL UNIQUE,
     project_id            TEXT NOT NULL,
     at                    BIGINT NOT NULL,
