@@ -69,12 +69,13 @@ check_request() {
   fi
 }
 
-# bench_backend LABEL DB_URL [TLS=on|off]
+# bench_backend LABEL DB_URL [TLS=on|off] [AUDIT=on|off]
 bench_backend() {
-  local label=$1 db_url=$2 tls=${3:-on} dir="$OUT/$1"
+  local label=$1 db_url=$2 tls=${3:-on} audit=${4:-on} dir="$OUT/$1"
   mkdir -p "$dir"
   printf '[throttle]\nenabled = false\n' > "$dir/settings.toml"
   [ "$tls" = off ] && printf '[tls]\nenabled = false\n' >> "$dir/settings.toml"
+  [ "$audit" = off ] && printf '[audit]\nenabled = false\n' >> "$dir/settings.toml"
   local db_args=()
   [ -n "$db_url" ] && db_args=(--database-url "$db_url")
   "$BIN/deskfleet-server" --data-dir "$dir" --listen 127.0.0.1:0 --config "$dir/settings.toml" "${db_args[@]}" \
@@ -118,11 +119,16 @@ kill %1 2>/dev/null || true
 bench_backend sqlite ""
 # The same server with TLS off, in the same run: the cost of TLS.
 bench_backend sqlite-http "" off
+# The same server with auditing off (audit.enabled = false), in the same run: the cost of
+# the audit trail (a trace appended in each change's transaction).
+bench_backend sqlite-noaudit "" on off
 if [ -n "$PG_URL" ]; then
-  db="deskfleet_bench_$$"
-  psql -q "$PG_URL" -c "CREATE DATABASE $db" >/dev/null
-  bench_backend postgres "${PG_URL%/*}/$db"
-  psql -q "$PG_URL" -c "DROP DATABASE $db WITH (FORCE)" >/dev/null
+  for variant in postgres:on postgres-noaudit:off; do
+    db="deskfleet_bench_$$"
+    psql -q "$PG_URL" -c "CREATE DATABASE $db" >/dev/null
+    bench_backend "${variant%%:*}" "${PG_URL%/*}/$db" on "${variant##*:}"
+    psql -q "$PG_URL" -c "DROP DATABASE $db WITH (FORCE)" >/dev/null
+  done
 fi
 
 python3 - "$OUT/rows" "$RESULTS" "$DURATION" "$CONNECTIONS" "$THREADS" <<'PY'
@@ -156,6 +162,21 @@ for name, (rps, p50, p99, non2xx) in rows.items():
         goal_pct = goal_p99 = "no: requests failed"
     lines.append(f"| {name} | {float(rps):.0f} | {pct:.1f} % | {p50} | {p99} | {non2xx} | {goal_p99} | {goal_pct} |")
 mem = " ".join(f"{k}: {v/1024:.1f} MiB" for k, v in rss.items())
+audit = []
+for backend in ("sqlite", "postgres"):
+    for n in (2, 100):
+        on, off = rows.get(f"{backend}-install-{n}"), rows.get(f"{backend}-noaudit-install-{n}")
+        if on and off:
+            cost = 100.0 * (1 - float(on[0]) / float(off[0]))
+            verdict = "yes" if cost < 10 else "no"
+            audit.append(f"| {backend}-install-{n} | {float(on[0]):.0f} | {float(off[0]):.0f} | {cost:.1f} % | {verdict} |")
+audit_table = ""
+if audit:
+    audit_table = (
+        "\nThe cost of auditing: the same server with `audit.enabled = false` (`*-noaudit-*` rows), "
+        "in the same run. Goal: auditing costs under 10 % of BatchInstallAgent's requests/s.\n\n"
+        "| run | requests/s audited | requests/s not audited | cost | < 10 % |\n|---|---|---|---|---|\n"
+        + "\n".join(audit) + "\n")
 kernel = platform.release()
 cpus = os.cpu_count()
 with open(results, "w") as f:
@@ -174,7 +195,7 @@ build, throttling off; each answered request is a job with N sub-jobs committed 
 before the answer. Goals: install-2 at >= 25 % of bare's requests/s, p99 < 25 ms.
 
 {chr(10).join(lines)}
-
+{audit_table}
 Server peak resident memory during the runs: {mem}.
 """)
 print(open(results).read())

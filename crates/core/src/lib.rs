@@ -11,6 +11,7 @@
 //! This crate must not depend on axum, sqlx or tokio: the store crate implements the trait,
 //! the server uses it.
 
+pub mod audit;
 pub mod clock;
 pub mod console;
 pub mod fleet;

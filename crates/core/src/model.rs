@@ -38,6 +38,8 @@ pub struct User {
 pub enum Role {
     Admin,
     Readonly,
+    /// Reads the audit trail (ListTraces, ListTrackers) and nothing else.
+    Auditor,
 }
 
 impl Role {
@@ -45,6 +47,7 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Readonly => "readonly",
+            Role::Auditor => "auditor",
         }
     }
 }
@@ -61,7 +64,10 @@ impl FromStr for Role {
         match s {
             "admin" => Ok(Role::Admin),
             "readonly" => Ok(Role::Readonly),
-            other => Err(format!("{other:?} is not a role; use admin or readonly")),
+            "auditor" => Ok(Role::Auditor),
+            other => Err(format!(
+                "{other:?} is not a role; use admin, readonly or auditor"
+            )),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The one storage interface. Each method is one transaction: it either happens whole or
 //! not at all, so a crash never leaves a half-written job behind.
 
+use crate::audit::{ChainedTrace, Seal, Trace, TraceFilter};
 use crate::clock::Millis;
 use crate::console::{ConsoleSession, DesktopQuery, FleetSummary, JobProgress};
 use crate::fleet::{
@@ -80,6 +81,27 @@ pub struct StateCounts {
     pub jobs: Vec<(JobStatus, u64)>,
     /// One entry per status, in [`SubJobStatus::ALL`] order, zeros included.
     pub sub_jobs: Vec<(SubJobStatus, u64)>,
+}
+
+/// The chain's head: the last trace appended, and where the kept chain starts (the last
+/// trace removed by retention; `seq` 0 and the genesis hash if none was).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceHead {
+    pub seq: i64,
+    pub hash: String,
+    pub pruned_seq: i64,
+    pub pruned_hash: String,
+}
+
+/// A trace as stored, for verification: its chain fields, its canonical content, and the
+/// columns ListTraces filters on (name, value as text), which must agree with the content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTrace {
+    pub seq: i64,
+    pub prev_hash: String,
+    pub hash: String,
+    pub content: String,
+    pub columns: Vec<(&'static str, String)>,
 }
 
 #[async_trait]
@@ -533,4 +555,33 @@ pub trait Store: Send + Sync + 'static {
         project: &ProjectId,
         page: Page,
     ) -> StoreResult<(i64, Vec<JobProgress>)>;
+
+    // ---- the audit trail (see [`crate::audit`]) ----
+    //
+    // Besides these, every write that changes something appends the trace drafted by the
+    // caller's audit scope (`deskfleet_store::audit`) in its own transaction.
+
+    /// Appends a trace in a transaction of its own: a refusal or a failure, which changed
+    /// nothing else.
+    async fn append_trace(&self, trace: &Trace) -> StoreResult<ChainedTrace>;
+    /// Traces of `project` matching `filter`, newest first (time, then trace id), at most
+    /// `limit`.
+    async fn list_traces(
+        &self,
+        project: &ProjectId,
+        filter: &TraceFilter,
+        limit: u32,
+    ) -> StoreResult<Vec<Trace>>;
+    /// The time of a trace of `project` (`None`: no such trace in the project).
+    async fn trace_time(&self, project: &ProjectId, trace_id: &str) -> StoreResult<Option<Millis>>;
+    /// The stored chain from `from_seq` on, in `seq` order, at most `limit` traces.
+    async fn trace_chain(&self, from_seq: i64, limit: u32) -> StoreResult<Vec<StoredTrace>>;
+    async fn trace_head(&self) -> StoreResult<TraceHead>;
+    /// Keeps a seal (a second seal of the same `seq` is ignored).
+    async fn add_seal(&self, seal: &Seal) -> StoreResult<()>;
+    /// Every seal, by `seq`.
+    async fn list_seals(&self) -> StoreResult<Vec<Seal>>;
+    /// Removes the traces older than `before`, up to the newest sealed one among them, and
+    /// starts the kept chain there. Returns how many were removed.
+    async fn prune_traces(&self, before: Millis) -> StoreResult<u64>;
 }

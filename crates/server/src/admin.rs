@@ -51,6 +51,8 @@ pub async fn find_user(store: &dyn Store, domain_name: &str, name: &str) -> anyh
 
 pub async fn find_project(store: &dyn Store, id: &str) -> anyhow::Result<Project> {
     let id = ProjectId::parse(id).map_err(|e| anyhow!("{e}"))?;
+    // The command's trace belongs to the project it works on.
+    crate::audit::note_project(&id);
     store
         .find_project(&id)
         .await?

@@ -10,6 +10,7 @@
 //! call the store, and convert back. SQL lives only in `deskfleet-store`.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod console;
@@ -128,6 +129,8 @@ pub struct Application {
     certificates: Option<Arc<tls::Certificates>>,
     /// Credentials created on first start, to be shown once.
     pub bootstrap: Option<bootstrap::Bootstrap>,
+    /// Signs the head of the audit trail.
+    seal_key: ed25519_dalek::SigningKey,
 }
 
 impl Application {
@@ -139,6 +142,16 @@ impl Application {
             .context("opening the database")?;
         let keyring = auth::keyring::open_keyring(&settings, store.as_ref()).await?;
         let state = AppState::new(store, settings, Arc::new(SystemClock), keyring);
+        let seal_key = audit::seal::load_or_create_seal_key(&state.settings, &state.keyring)
+            .context("loading the audit seal key")?;
+        metrics::gauge!("deskfleet_audit_enabled")
+            .set(f64::from(u8::from(state.settings.audit.enabled)));
+        if !state.settings.audit.enabled {
+            tracing::warn!(
+                "AUDITING IS OFF (audit.enabled = false): changes and refusals leave no trace; \
+                 this setting exists only to measure the cost of auditing"
+            );
+        }
         let bootstrap = bootstrap::bootstrap_if_empty(&state).await?;
         if state.settings.packages.publish_bundled_monitor {
             fleet::packages::publish_bundled_monitor(&state)
@@ -178,6 +191,7 @@ impl Application {
             state,
             certificates,
             bootstrap,
+            seal_key,
         })
     }
 
@@ -213,6 +227,10 @@ impl Application {
                 Box::new(fleet::presence::LastSeenFlusher::new(state.clone())),
                 Box::new(timeseries::IngestWorker::new(state.clone())),
                 Box::new(timeseries::RollupWorker::new(state.clone())),
+                Box::new(audit::seal::SealWorker::new(
+                    state.clone(),
+                    self.seal_key.clone(),
+                )),
             ],
             shutdown.child_token(),
         );

@@ -7,7 +7,7 @@ use deskfleet_core::model::Role;
 use deskfleet_server::auth::policy::Denial;
 use deskfleet_server::settings::{self, Settings};
 use deskfleet_server::{Application, wire};
-use deskfleet_server::{admin, auth};
+use deskfleet_server::{admin, audit, auth};
 use figment::providers::Serialized;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,6 +76,9 @@ enum AdminCommand {
     EnrollmentTokens(EnrollmentTokensCommand),
     #[command(subcommand)]
     Packages(PackagesCommand),
+    /// The audit trail: verify its chain and seals, export it, seal its head.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Decode the `encoded_authorization_message` of a 403 answer.
     DecodeAuthorizationMessage { message: String },
     /// Copy the SQLite database, consistently, while the server runs (mode 0600).
@@ -84,6 +87,28 @@ enum AdminCommand {
         #[arg(long)]
         to: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the whole chain and check the seals; names the first trace altered, deleted
+    /// or inserted and every seal that does not hold. Exit status 1 if anything is wrong.
+    Verify {
+        /// A trusted public seal key (64 hex); repeatable. Default: DATA_DIR/trace-seal.pub.
+        #[arg(long = "public-key")]
+        public_keys: Vec<String>,
+    },
+    /// Write the traces as JSON lines (each with seq, prev_hash, hash) to stdout.
+    Export {
+        /// Only traces after this time (epoch ms or RFC 3339), exclusive.
+        #[arg(long)]
+        from: Option<String>,
+        /// Only traces before this time (epoch ms or RFC 3339), exclusive.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Seal the head of the chain now (the server does so every audit.seal_interval_secs).
+    Seal,
 }
 
 #[derive(Subcommand)]
@@ -275,7 +300,7 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> {
+async fn run_admin(settings: Settings, command: AdminCommand, path: String) -> anyhow::Result<()> {
     if let AdminCommand::DecodeAuthorizationMessage { message } = &command {
         let denial = Denial::decode(message).map_err(anyhow::Error::msg)?;
         return print_json(&denial);
@@ -295,6 +320,98 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
     let keyring = auth::keyring::open_keyring(&settings, store.as_ref()).await?;
     let store = store.as_ref();
     let now = SystemClock.now();
+    if let AdminCommand::Audit(audit) = command {
+        return run_audit(&settings, &keyring, store, audit, now).await;
+    }
+    let Some(scope) = audit::admin::scope(&path, now) else {
+        return run_change(store, &keyring, command, &settings, now).await;
+    };
+    let outcome = scope
+        .run(run_change(store, &keyring, command, &settings, now))
+        .await;
+    audit::admin::finish(store, &scope, &outcome, now).await?;
+    outcome
+}
+
+/// The path of an admin command below `admin` (`users create`), from the parsed
+/// arguments, so that it is always the command tree's own name.
+fn admin_path(matches: &clap::ArgMatches) -> Option<String> {
+    let (name, admin) = matches.subcommand()?;
+    if name != "admin" {
+        return None;
+    }
+    let (first, sub) = admin.subcommand()?;
+    Some(match sub.subcommand_name() {
+        Some(second) => format!("{first} {second}"),
+        None => first.to_owned(),
+    })
+}
+
+/// A time argument: epoch milliseconds or RFC 3339.
+fn time_arg(v: &str) -> anyhow::Result<i64> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| anyhow::anyhow!("{v:?} is neither epoch milliseconds nor an RFC 3339 time"))
+}
+
+async fn run_audit(
+    settings: &Settings,
+    keyring: &auth::keyring::Keyring,
+    store: &dyn deskfleet_core::store::Store,
+    command: AuditCommand,
+    now: i64,
+) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Verify { public_keys } => {
+            let mut trusted = Vec::new();
+            for k in &public_keys {
+                let bytes: [u8; 32] = hex::decode(k.trim())
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| anyhow::anyhow!("--public-key must be 64 hex characters"))?;
+                trusted.push(ed25519_dalek::VerifyingKey::from_bytes(&bytes)?);
+            }
+            if trusted.is_empty() {
+                let path = settings.data_dir.join(audit::seal::SEAL_PUBLIC_FILE);
+                trusted.push(
+                    deskfleet_server::fleet::packages::read_public_key(&path).with_context(
+                        || "no --public-key given and no trace-seal.pub in the data directory",
+                    )?,
+                );
+            }
+            let report = audit::admin::verify(store, &trusted).await?;
+            print_json(&report)?;
+            if !report.ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        AuditCommand::Export { from, to } => {
+            let from = from.as_deref().map(time_arg).transpose()?;
+            let to = to.as_deref().map(time_arg).transpose()?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            audit::export::export(store, from, to, &mut out).await?;
+            std::io::Write::flush(&mut out)?;
+            Ok(())
+        }
+        AuditCommand::Seal => {
+            let key = audit::seal::load_or_create_seal_key(settings, keyring)?;
+            let seal = audit::seal::seal_head(store, &key, now).await?;
+            print_json(&serde_json::json!({ "sealed": seal }))
+        }
+    }
+}
+
+async fn run_change(
+    store: &dyn deskfleet_core::store::Store,
+    keyring: &auth::keyring::Keyring,
+    command: AdminCommand,
+    settings: &Settings,
+    now: i64,
+) -> anyhow::Result<()> {
     match command {
         AdminCommand::Projects(ProjectsCommand::Create { name, domain }) => {
             let p = admin::create_project(store, &domain, &name).await?;
@@ -338,7 +455,7 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
             let project = admin::find_project(store, &project).await?;
             let user = admin::find_user(store, &domain, &user).await?;
             let (ak, sk) =
-                admin::create_access_key(store, &keyring, &user.id, &project.id, now).await?;
+                admin::create_access_key(store, keyring, &user.id, &project.id, now).await?;
             print_json(&serde_json::json!({
                 "access_key": ak, "secret_key": sk, "user_name": user.name, "project_id": project.id,
             }))
@@ -499,7 +616,9 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
                 &serde_json::json!({"desktop_id": desktop_id, "project_id": project.id, "deleted": true}),
             )
         }
-        AdminCommand::DecodeAuthorizationMessage { .. } | AdminCommand::Backup { .. } => Ok(()),
+        AdminCommand::DecodeAuthorizationMessage { .. }
+        | AdminCommand::Backup { .. }
+        | AdminCommand::Audit(_) => Ok(()),
     }
 }
 
@@ -507,11 +626,14 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
 async fn main() -> anyhow::Result<()> {
     // Before anything is created: every file and directory of this process is private.
     auth::files::restrict_umask();
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli =
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let path = admin_path(&matches).unwrap_or_default();
     let settings = settings(&cli)?;
     deskfleet_server::observe::init_logging(&settings.log);
     match cli.command {
-        Some(Command::Admin(command)) => return run_admin(settings, command).await,
+        Some(Command::Admin(command)) => return run_admin(settings, command, path).await,
         Some(Command::Config(ConfigCommand::Show)) => return print_json(&settings.redacted()),
         None => {}
     }
@@ -561,4 +683,61 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use deskfleet_server::audit::catalog::{ADMIN, ADMIN_READ_ONLY};
+
+    #[test]
+    fn every_admin_command_that_writes_leaves_a_trace() {
+        let cli = Cli::command();
+        let admin = cli.find_subcommand("admin").expect("an admin command");
+        let mut leaves = Vec::new();
+        for c in admin.get_subcommands() {
+            if c.has_subcommands() {
+                for leaf in c.get_subcommands() {
+                    leaves.push(format!("{} {}", c.get_name(), leaf.get_name()));
+                }
+            } else {
+                leaves.push(c.get_name().to_owned());
+            }
+        }
+        assert!(leaves.contains(&"users create".to_owned()), "{leaves:?}");
+        let unknown: Vec<&String> = leaves
+            .iter()
+            .filter(|l| {
+                !ADMIN.iter().any(|(p, _, _)| p == l)
+                    && !ADMIN_READ_ONLY.iter().any(|(p, _)| p == l)
+            })
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "admin commands neither traced nor listed as read-only: {unknown:?}"
+        );
+        for (p, _, _) in ADMIN {
+            assert!(leaves.iter().any(|l| l == p), "{p} is not an admin command");
+        }
+    }
+
+    #[test]
+    fn the_admin_path_is_the_command_trees_own() {
+        let m = Cli::command()
+            .try_get_matches_from([
+                "deskfleet-server",
+                "admin",
+                "users",
+                "unlock",
+                "--name",
+                "x",
+            ])
+            .unwrap();
+        assert_eq!(admin_path(&m).as_deref(), Some("users unlock"));
+        let m = Cli::command()
+            .try_get_matches_from(["deskfleet-server", "admin", "audit", "seal"])
+            .unwrap();
+        assert_eq!(admin_path(&m).as_deref(), Some("audit seal"));
+    }
 }

@@ -34,6 +34,8 @@ pub struct Settings {
     pub metric_data: MetricDataSettings,
     /// The web console at `/console/` (docs/console.md).
     pub console: ConsoleSettings,
+    /// The audit trail (`docs/audit.md`).
+    pub audit: AuditSettings,
 }
 
 /// The web console's sign-in sessions.
@@ -295,6 +297,7 @@ impl Default for Settings {
             metrics: MetricsSettings::default(),
             metric_data: MetricDataSettings::default(),
             console: ConsoleSettings::default(),
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -631,6 +634,44 @@ impl Default for MetricDataSettings {
             rollup_interval_ms: 5_000,
             rollup_buckets_per_step: 1,
             minute_grace_secs: 5,
+        }
+    }
+}
+
+/// The audit trail: seals, retention and the file sink (`docs/audit.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Record traces (default true). `false` exists only to measure what auditing costs
+    /// (bench/api); the server then warns at start and `deskfleet_audit_enabled` is 0.
+    pub enabled: bool,
+    /// How often the head of the chain is sealed (signed), if it moved.
+    pub seal_interval_secs: u64,
+    /// Traces older than this are pruned (up to the newest seal among them). CTS keeps
+    /// 7 days queryable; 30 are kept, as CTS's user lists look back 30 days.
+    pub retention_days: u64,
+    /// Where the seal key lives; default `DATA_DIR/trace-seal.key`, sealed with the
+    /// secrets key.
+    pub seal_key_file: Option<PathBuf>,
+    /// A JSON-lines file every trace is appended to (with its chain fields) for a SIEM;
+    /// unset: no file sink.
+    pub file_sink: Option<PathBuf>,
+    /// The file sink is rotated (`NAME.1`, `NAME.2`, ...) beyond this size.
+    pub file_sink_max_bytes: u64,
+    /// Rotated files kept.
+    pub file_sink_keep: u32,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            seal_interval_secs: 60,
+            retention_days: 30,
+            seal_key_file: None,
+            file_sink: None,
+            file_sink_max_bytes: 100 * 1024 * 1024,
+            file_sink_keep: 5,
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::console_ops;
 use crate::metric_ops;
 use crate::ops::{self, NewJob};
 use async_trait::async_trait;
+use deskfleet_core::audit::{ChainedTrace, Seal, Trace, TraceFilter};
 use deskfleet_core::clock::Millis;
 use deskfleet_core::console::{ConsoleSession, DesktopQuery, FleetSummary, JobProgress};
 use deskfleet_core::fleet::{
@@ -32,7 +33,9 @@ use deskfleet_core::model::{
 use deskfleet_core::model::{
     InvocationFilter, OperationSpec, OperationTarget, Rework, TargetResult,
 };
-use deskfleet_core::store::{Deadlines, Expired, StateCounts, Store, StoreError, StoreResult};
+use deskfleet_core::store::{
+    Deadlines, Expired, StateCounts, Store, StoreError, StoreResult, StoredTrace, TraceHead,
+};
 use std::future::Future;
 use std::time::Instant;
 
@@ -124,8 +127,37 @@ macro_rules! read {
 
 /// `write!(self, { owned = value, ... }, op(args...))`: runs `ops::op` in a write
 /// transaction. The write may run on another task, so what it borrows is first copied
-/// into the named owned values.
+/// into the named owned values. The draft trace of the caller's audit scope, if it is
+/// still open, is appended in the same transaction ([`crate::audit`]).
 macro_rules! write {
+    ($self:ident, { $($own:ident = $val:expr),* $(,)? }, $op:ident($($arg:expr),* $(,)?)) => {{
+        $(let $own = $val;)*
+        let taken = crate::audit::take();
+        let carried = taken.clone();
+        let result = timed(
+            stringify!($op),
+            $self.0.write(move |c| {
+                Box::pin(async move {
+                    let out = ops::$op(c, $($arg),*).await?;
+                    if let Some(t) = &carried {
+                        let trace = t.finish(&out);
+                        t.append(c, trace).await?;
+                    }
+                    Ok(out)
+                })
+            }),
+        )
+        .await;
+        if let Some(t) = taken {
+            t.settle(result.is_ok());
+        }
+        result
+    }};
+}
+
+/// `write_quiet!`: [`write!`] for bookkeeping that is not a change of its own (counting
+/// failed logins): it never takes the caller's draft trace.
+macro_rules! write_quiet {
     ($self:ident, { $($own:ident = $val:expr),* $(,)? }, $op:ident($($arg:expr),* $(,)?)) => {{
         $(let $own = $val;)*
         timed(
@@ -163,6 +195,21 @@ macro_rules! console_write {
         )
         .await
     }};
+}
+
+/// Runs a job creation with the caller's draft trace, if any (see [`write!`]).
+async fn audited_create<B: Backend>(
+    backend: &B,
+    op: &'static str,
+    mut call: NewJob,
+) -> StoreResult<Job> {
+    let taken = crate::audit::take();
+    call.trace = taken.clone().map(Box::new);
+    let result = timed(op, backend.create_install_job(call)).await;
+    if let Some(t) = taken {
+        t.settle(result.is_ok());
+    }
+    result
 }
 
 #[async_trait]
@@ -328,7 +375,7 @@ impl<B: Backend> Store for DbStore<B> {
         now: Millis,
         lockout: Lockout,
     ) -> StoreResult<AuthFailures> {
-        write!(
+        write_quiet!(
             self,
             { subject = subject.clone() },
             record_auth_failure(&subject, now, lockout)
@@ -337,7 +384,7 @@ impl<B: Backend> Store for DbStore<B> {
 
     #[tracing::instrument(skip_all, fields(backend = B::NAME))]
     async fn clear_auth_failures(&self, subject: &AuthSubject) -> StoreResult<bool> {
-        write!(
+        write_quiet!(
             self,
             { subject = subject.clone() },
             clear_auth_failures(&subject)
@@ -443,7 +490,7 @@ impl<B: Backend> Store for DbStore<B> {
         at: Deadlines,
     ) -> StoreResult<Job> {
         let call = NewJob::install(project, desktops, job_type, at);
-        timed("create_install_job", self.0.create_install_job(call)).await
+        audited_create(&self.0, "create_install_job", call).await
     }
 
     async fn get_job(
@@ -502,7 +549,7 @@ impl<B: Backend> Store for DbStore<B> {
             exclusive: false,
             ..spec.clone()
         };
-        timed("create_install_job", self.0.create_install_job(call)).await
+        audited_create(&self.0, "create_install_job", call).await
     }
 
     #[tracing::instrument(skip_all, fields(backend = B::NAME, project = %project, targets = targets.len()))]
@@ -526,21 +573,34 @@ impl<B: Backend> Store for DbStore<B> {
             .collect();
         // Like job creation on PostgreSQL: a creator that lost the race to start work on
         // a desktop runs again, and then sees the winner's.
+        let taken = crate::audit::take();
         let mut attempt = 1;
-        loop {
+        let result = loop {
             let this = call.clone();
+            let carried = taken.clone();
             let result = timed(
                 "create_operation_job",
                 self.0.write(move |c| {
-                    Box::pin(async move { ops::create_operation_job(c, &this).await })
+                    Box::pin(async move {
+                        let out = ops::create_operation_job(c, &this).await?;
+                        if let Some(t) = &carried {
+                            let trace = t.finish(&out);
+                            t.append(c, trace).await?;
+                        }
+                        Ok(out)
+                    })
                 }),
             )
             .await;
             match result {
                 Err(e) if attempt < 5 && is_retryable(&e) => attempt += 1,
-                result => return result,
+                result => break result,
             }
+        };
+        if let Some(t) = taken {
+            t.settle(result.is_ok());
         }
+        result
     }
 
     async fn get_sub_jobs(
@@ -990,5 +1050,45 @@ impl<B: Backend> Store for DbStore<B> {
         page: Page,
     ) -> StoreResult<(i64, Vec<JobProgress>)> {
         console_read!(self, list_job_progress(project, page))
+    }
+
+    // ---- the audit trail ----
+
+    #[tracing::instrument(skip_all, fields(backend = B::NAME))]
+    async fn append_trace(&self, trace: &Trace) -> StoreResult<ChainedTrace> {
+        write_quiet!(self, { trace = trace.clone() }, append_trace(&trace))
+    }
+
+    async fn list_traces(
+        &self,
+        project: &ProjectId,
+        filter: &TraceFilter,
+        limit: u32,
+    ) -> StoreResult<Vec<Trace>> {
+        read!(self, list_traces(project, filter, limit))
+    }
+
+    async fn trace_time(&self, project: &ProjectId, trace_id: &str) -> StoreResult<Option<Millis>> {
+        read!(self, trace_time(project, trace_id))
+    }
+
+    async fn trace_chain(&self, from_seq: i64, limit: u32) -> StoreResult<Vec<StoredTrace>> {
+        read!(self, trace_chain(from_seq, limit))
+    }
+
+    async fn trace_head(&self) -> StoreResult<TraceHead> {
+        read!(self, trace_head())
+    }
+
+    async fn add_seal(&self, seal: &Seal) -> StoreResult<()> {
+        write_quiet!(self, { seal = seal.clone() }, add_seal(&seal))
+    }
+
+    async fn list_seals(&self) -> StoreResult<Vec<Seal>> {
+        read!(self, list_seals())
+    }
+
+    async fn prune_traces(&self, before: Millis) -> StoreResult<u64> {
+        write_quiet!(self, {}, prune_traces(before))
     }
 }

@@ -15,6 +15,8 @@
 //! This crate depends on core and proto only. It must not depend on axum or anything of
 //! the server: the server holds an `Arc<dyn Store>` and nothing else of ours.
 
+pub mod audit;
+mod audit_ops;
 mod backend;
 mod backup;
 mod conn;

@@ -23,6 +23,10 @@
 //! in desktop order, so they cannot deadlock); the loser's transaction is run again and
 //! then follows the winner. SQLite has one writer and skips all of this.
 
+pub(crate) use crate::audit_ops::{
+    add_seal, append_trace, list_seals, list_traces, prune_traces, trace_chain, trace_head,
+    trace_time,
+};
 use crate::conn::{Arg, Conn, DbRow, Dialect, Violation, args, sql, violation};
 use crate::decode::{
     self, DESKTOP_COLUMNS, IDENTITY_COLUMNS, JOB_COLUMNS, PACKAGE_COLUMNS, PROJECT_COLUMNS,
@@ -1051,6 +1055,8 @@ pub(crate) struct NewJob {
     /// Per desktop (parallel to `desktops`, or empty): the version to go back to and the
     /// sub-job undone, for a ROLLBACK.
     pub rollbacks: Vec<Option<(String, SubJobId)>>,
+    /// The caller's draft trace, appended with the job ([`crate::audit`]).
+    pub trace: Option<Box<crate::audit::Taken>>,
 }
 
 impl NewJob {
@@ -1068,6 +1074,7 @@ impl NewJob {
             at,
             spec: OperationSpec::install(None),
             rollbacks: Vec::new(),
+            trace: None,
         }
     }
 }
@@ -1197,7 +1204,7 @@ pub(crate) async fn create_install_jobs<C: Conn>(
     c: &mut C,
     calls: &[NewJob],
 ) -> StoreResult<Vec<StoreResult<Job>>> {
-    Ok(create_jobs(c, calls)
+    let results: Vec<StoreResult<Job>> = create_jobs(c, calls)
         .await?
         .into_iter()
         .map(|r| {
@@ -1205,7 +1212,22 @@ pub(crate) async fn create_install_jobs<C: Conn>(
                 job.ok_or_else(|| StoreError::Backend("a job without sub-jobs".into()))
             })
         })
-        .collect())
+        .collect();
+    // Each job created carries its trace; a trace that cannot be written fails them all
+    // (the caller rolls the group back).
+    let mut takers = Vec::new();
+    let mut traces = Vec::new();
+    for (call, result) in calls.iter().zip(&results) {
+        if let (Some(t), Ok(job)) = (&call.trace, result) {
+            traces.push(t.finish(job));
+            takers.push(t);
+        }
+    }
+    crate::audit_ops::append_traces(c, &traces).await?;
+    for (t, trace) in takers.into_iter().zip(traces) {
+        t.appended(trace);
+    }
+    Ok(results)
 }
 
 /// Creates one job of operations (`Store::create_operation_job`).

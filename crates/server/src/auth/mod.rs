@@ -45,6 +45,8 @@ pub struct Principal {
     pub role: Option<Role>,
     /// For tokens: when it stops working.
     pub expires_at: Option<Millis>,
+    /// The user's account (for the audit trail).
+    pub domain: deskfleet_core::model::Domain,
 }
 
 /// The authenticated caller of a request.
@@ -169,6 +171,8 @@ pub async fn authenticate(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
     };
+    crate::audit::note_principal(&caller.principal);
+    crate::audit::note_request_body(&body);
     let mut request = Request::from_parts(parts, Body::from(body));
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
@@ -359,6 +363,7 @@ impl AppState {
                 }
                 let role = self.store.find_role(&user.id, &record.project_id).await?;
                 let principal = Principal {
+                    domain: user.domain.clone(),
                     user_id: user.id,
                     user_name: user.name,
                     project_id: record.project_id,
@@ -427,6 +432,7 @@ impl AppState {
             .unwrap_or_default();
         let credential = CachedCredential {
             principal: Principal {
+                domain: user.domain.clone(),
                 user_id: user.id,
                 user_name: user.name,
                 project_id: found.project_id,
@@ -560,6 +566,7 @@ impl AppState {
             )
             .await?;
         if failures.locked_at(now).is_some() && failures.failures == lockout.failures {
+            crate::audit::note_lockout("the access key");
             tracing::warn!(
                 access_key,
                 "access key locked after repeated bad signatures"
@@ -623,7 +630,7 @@ impl AppState {
         let throttle = &self.settings.throttle;
         if throttle.enabled {
             let limit = match api.access() {
-                policy::Access::Read => throttle.reads_per_minute,
+                policy::Access::Read | policy::Access::Audit => throttle.reads_per_minute,
                 policy::Access::Write => throttle.writes_per_minute,
             };
             if let Err(retry_after) =

@@ -51,6 +51,8 @@ pub async fn check_password(
         count_failure("bad_password");
         return Err(LoginRefused::BadCredentials);
     };
+    // The request's trace (if it has one) names the user who tried, whatever the outcome.
+    crate::audit::note_login_user(&user);
     let subject = AuthSubject::User(user.id.clone());
     let failures = state.store.auth_failures(&subject).await?;
     let now = state.clock.now();
@@ -84,6 +86,7 @@ pub async fn check_password(
             .record_auth_failure(&subject, state.clock.now(), lockout)
             .await?;
         if after.locked_until.is_some() && after.failures == lockout.failures {
+            crate::audit::note_lockout("the user");
             tracing::warn!(user = %user.name, "user locked after repeated wrong passwords");
         } else {
             tracing::info!(user = %user.name, "wrong password");

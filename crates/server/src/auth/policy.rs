@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub enum Access {
     Read,
     Write,
+    /// Reading the audit trail: its own right (an auditor need not read anything else,
+    /// and a read-only operator does not read the trail).
+    Audit,
 }
 
 /// One API of the `/v2` surface.
@@ -40,6 +43,9 @@ pub enum Api {
     RevokeEnrollmentToken,
     /// Users, their roles and their access keys: seen and changed by administrators only.
     ManageIdentity,
+    // Cloud Trace Service (CTS), `docs/audit.md`.
+    ListTraces,
+    ListTrackers,
 }
 
 impl Api {
@@ -111,6 +117,8 @@ impl Api {
                 Access::Write,
             ),
             Api::ManageIdentity => ("ManageIdentity", "iam:users:manage", Access::Write),
+            Api::ListTraces => ("ListTraces", "cts:trace:list", Access::Audit),
+            Api::ListTrackers => ("ListTrackers", "cts:tracker:list", Access::Audit),
         }
     }
 
@@ -127,11 +135,13 @@ impl Api {
     }
 }
 
-/// Does this role grant this API? `admin`: everything; `readonly`: reads.
+/// Does this role grant this API? `admin`: everything; `readonly`: reads but not the
+/// audit trail; `auditor`: the audit trail only.
 pub fn grants(role: Role, api: Api) -> bool {
     match role {
         Role::Admin => true,
         Role::Readonly => api.access() == Access::Read,
+        Role::Auditor => api.access() == Access::Audit,
     }
 }
 
@@ -174,6 +184,16 @@ mod tests {
         assert!(!grants(Role::Readonly, Api::BatchInstallAgent));
         assert!(!grants(Role::Readonly, Api::BatchDeleteSubJobs));
         assert!(grants(Role::Admin, Api::BatchInstallAgent));
+    }
+
+    #[test]
+    fn only_auditors_and_admins_read_the_trail() {
+        assert!(!grants(Role::Readonly, Api::ListTraces));
+        assert!(grants(Role::Auditor, Api::ListTraces));
+        assert!(grants(Role::Auditor, Api::ListTrackers));
+        assert!(grants(Role::Admin, Api::ListTraces));
+        assert!(!grants(Role::Auditor, Api::ShowJob));
+        assert!(!grants(Role::Auditor, Api::BatchInstallAgent));
     }
 
     #[test]

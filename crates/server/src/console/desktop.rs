@@ -92,11 +92,14 @@ pub async fn show(
     let keys: Vec<Option<SeriesKey>> = CHARTS
         .iter()
         .map(|(metric, _, _)| {
-            series.iter().find(|s| s.metric == *metric).map(|s| SeriesKey {
-                desktop: id.clone(),
-                metric: (*metric).to_owned(),
-                mount_point: s.mount_point.clone(),
-            })
+            series
+                .iter()
+                .find(|s| s.metric == *metric)
+                .map(|s| SeriesKey {
+                    desktop: id.clone(),
+                    metric: (*metric).to_owned(),
+                    mount_point: s.mount_point.clone(),
+                })
         })
         .collect();
     let ids: Vec<i64> = keys.iter().flatten().map(SeriesKey::id).collect();

@@ -38,6 +38,8 @@ pub struct ConsoleUser {
     pub user_name: String,
     pub project: ProjectId,
     pub role: Role,
+    /// The user's account.
+    pub domain: deskfleet_core::model::Domain,
     /// The per-session token every form carries.
     pub csrf: String,
     /// The SHA-256 of the session id: the row to delete at sign-out.
@@ -59,6 +61,7 @@ impl ConsoleUser {
                 project_id: self.project.clone(),
                 role: Some(self.role),
                 expires_at: None,
+                domain: self.domain.clone(),
             },
             header_project: None,
         };
@@ -130,6 +133,7 @@ pub async fn load(state: &AppState, headers: &HeaderMap) -> Result<ConsoleUser, 
     Ok(ConsoleUser {
         user_id: user.id,
         user_name: user.name,
+        domain: user.domain,
         project: session.project_id,
         role,
         csrf: csrf::token_for(&id),

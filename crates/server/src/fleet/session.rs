@@ -296,6 +296,12 @@ impl Session {
         let offer_hash = hex::decode(&credential_sha256).unwrap_or_default();
         let mut new_uid = new_uid;
         let mut attempt = 0;
+        let scope = crate::audit::enrollment_scope(
+            &self.state,
+            &project,
+            &facts,
+            claim.as_ref().map(|c| c.desktop.as_str()),
+        );
         let (uid, enrolled) = loop {
             attempt += 1;
             let uid = if new_uid {
@@ -309,17 +315,18 @@ impl Session {
                 credential_sha256: credential_sha256.clone(),
                 claim: claim.clone(),
             };
-            match self
-                .state
-                .store
-                .enroll_desktop(&project, &enrollment, now)
+            match scope
+                .run(self.state.store.enroll_desktop(&project, &enrollment, now))
                 .await
             {
                 Ok(enrolled) => break (uid, enrolled),
                 // The uid was taken since we looked (a concurrent enrollment of the same
                 // uid): a fresh one, once. A spent claim fails the same way every time.
                 Err(StoreError::AlreadyExists(_)) if !new_uid && attempt == 1 => new_uid = true,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    crate::audit::enrollment_failed(&self.state, &scope, &e.to_string()).await;
+                    return Err(e);
+                }
             }
         };
         if new_uid {

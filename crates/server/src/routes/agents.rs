@@ -77,6 +77,10 @@ pub async fn batch_install(
     request: InstallRequest,
 ) -> Result<Job, ApiError> {
     let desktops = install_targets(request.desktop_ids).map_err(ApiError::invalid)?;
+    crate::audit::note_resource(
+        &crate::audit::joined_ids(desktops.iter().map(|d| d.as_str())),
+        "",
+    );
     let limits = RolloutLimits::resolve(
         request.max_concurrency.as_deref(),
         request.max_errors.as_deref(),

@@ -153,6 +153,7 @@ async fn create_token(
 ) -> Result<Response, KeystoneError> {
     // The one body an unauthenticated caller may send: a password request, small.
     let body = read_body(request.into_body(), super::PUBLIC_BODY_BYTES).await?;
+    crate::audit::note_request_body(&body);
     let req: k::TokenRequest = serde_json::from_slice(&body)
         .map_err(|e| KeystoneError::bad_request(format!("The request body is invalid: {e}")))?;
     let auth = req.auth;
@@ -165,6 +166,14 @@ async fn create_token(
     let domain_name = pw.domain.name.clone().ok_or_else(|| {
         KeystoneError::bad_request("The request body is invalid: give user.domain.name")
     })?;
+    if let Some(id) = auth
+        .scope
+        .as_ref()
+        .and_then(|s| s.project.as_ref()?.id.as_deref())
+        && let Ok(id) = deskfleet_core::ids::ProjectId::parse(id)
+    {
+        crate::audit::note_project(&id);
+    }
     let user = check_password(&state, &domain_name, &pw.name, pw.password)
         .await
         .map_err(|refused| match refused {
@@ -207,6 +216,7 @@ async fn create_token(
         count_failure("no_role");
         KeystoneError::no_access_to_scope()
     })?;
+    crate::audit::note_project(&project.id);
     let Some(role) = state.store.find_role(&user.id, &project.id).await? else {
         count_failure("no_role");
         tracing::info!(user = %user.name, "token refused: no role on the project in scope");

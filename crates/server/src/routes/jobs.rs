@@ -107,6 +107,7 @@ pub async fn job_action(
     id: &JobId,
     op_type: &str,
 ) -> Result<u64, ApiError> {
+    crate::audit::note_resource(id.as_str(), "");
     let result = match op_type {
         "retry" => {
             // Workspace has no version field: a retried install takes the newest published
@@ -125,7 +126,10 @@ pub async fn job_action(
                 Err(e) => Err(e),
             }
         }
-        "cancel" => state.store.cancel_job(project, id, state.clock.now()).await,
+        "cancel" => {
+            crate::audit::note_trace_name("cancelWorkspaceJob");
+            state.store.cancel_job(project, id, state.clock.now()).await
+        }
         other => {
             return Err(ApiError::invalid(format!(
                 "op_type must be \"retry\" or \"cancel\", not {other:?}"

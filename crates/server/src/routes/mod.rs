@@ -108,12 +108,14 @@ pub fn router(state: AppState) -> Router {
         authenticated,
         public,
     } = api();
-    let v2 =
-        Router::from(authenticated).route_layer(from_fn_with_state(state.clone(), authenticate));
+    let v2 = Router::from(authenticated)
+        .merge(crate::audit::listing::routes())
+        .route_layer(from_fn_with_state(state.clone(), authenticate));
     let body_deadline = Duration::from_millis(state.settings.http.body_read_timeout_ms);
     Router::new()
         .merge(v2)
         .merge(Router::from(public))
+        .route_layer(from_fn_with_state(state.clone(), crate::audit::record))
         .merge(crate::console::routes(&state))
         .route_layer(from_fn(crate::observe::matched_route))
         .fallback(api_not_found)

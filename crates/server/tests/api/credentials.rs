@@ -221,6 +221,8 @@ async fn a_database_with_secret_keys_in_clear_is_encrypted_on_start() {
     );
     drop(store);
     std::fs::remove_file(settings.data_dir.join("secrets.key")).unwrap();
+    // Older versions had no audit seal key either.
+    std::fs::remove_file(settings.data_dir.join("trace-seal.key")).unwrap();
 
     let app = Application::build(settings.clone()).await.unwrap();
     let addr = app.local_addr();

@@ -1,6 +1,7 @@
 //! End to end: a real server and real guest daemons on loopback install the real
 //! monitoring agent, and every failure ends with its stable code.
 
+mod audit;
 mod ces_life;
 mod ces_metrics;
 mod credentials;

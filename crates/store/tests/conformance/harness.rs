@@ -25,7 +25,8 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// The database's URL, for a test that must reach it behind the store's back.
+    /// The database's URL, for tests that reach it behind the store's back (tampering
+    /// with rows, faking a newer schema).
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -19,6 +19,7 @@ mod jobs;
 mod operations;
 mod presence;
 mod timeseries;
+mod traces;
 
 /// Instantiates each `module::test` once per backend, as `sqlite::test` and
 /// `postgres::test`.
@@ -121,4 +122,11 @@ conformance! {
     timeseries::metric_rollups_are_exact_once_and_retention_keeps_what_is_not_rolled_up,
     timeseries::metric_rollup_steps_are_bounded,
     timeseries::metric_series_list_filters_orders_and_pages,
+    traces::a_change_and_its_trace_commit_together,
+    traces::a_failed_change_leaves_no_trace_and_the_draft_open,
+    traces::concurrent_changes_chain_without_gaps,
+    traces::traces_filter_page_and_stay_in_their_project,
+    traces::tampering_is_named_by_verify,
+    traces::pruning_a_sealed_prefix_still_verifies,
+    traces::a_trace_that_cannot_be_written_fails_its_change,
 }
