@@ -187,7 +187,7 @@ b0=$(date +%s.%N)
 if [ "$BACKEND" = postgres ]; then
   psql "$database_url" -qc "DROP INDEX metric_rollups_ts;
     INSERT INTO metric_rollups (series_id, period, ts, n, sum, sum_sq, min, max)
-    SELECT $backfill_select FROM metric_series s, generate_series(0, 287) AS b(i) ON CONFLICT DO NOTHING;
+    SELECT $backfill_select FROM metric_series s, generate_series(0, 287) AS b(i) ORDER BY s.id, b.i ON CONFLICT DO NOTHING;
     INSERT INTO metric_rollup_marks VALUES (300000, $day_end), (3600000, $day_end)
     ON CONFLICT (period) DO UPDATE SET done_until = GREATEST(metric_rollup_marks.done_until, excluded.done_until);
     CREATE INDEX metric_rollups_ts ON metric_rollups (period, ts);
@@ -196,7 +196,7 @@ else
   sqlite3 "$OUT/deskfleet.db" "DROP INDEX metric_rollups_ts;
     WITH RECURSIVE b(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM b WHERE i < 287)
     INSERT INTO metric_rollups (series_id, period, ts, n, sum, sum_sq, min, max)
-    SELECT $backfill_select FROM metric_series s, b WHERE true ON CONFLICT DO NOTHING;
+    SELECT $backfill_select FROM metric_series s, b WHERE true ORDER BY s.id, b.i ON CONFLICT DO NOTHING;
     INSERT INTO metric_rollup_marks VALUES (300000, $day_end), (3600000, $day_end)
     ON CONFLICT (period) DO UPDATE SET done_until = max(done_until, excluded.done_until);
     CREATE INDEX metric_rollups_ts ON metric_rollups (period, ts);
