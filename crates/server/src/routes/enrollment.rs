@@ -20,6 +20,7 @@ use deskfleet_core::store::StoreError;
 use deskfleet_proto::enrollment::EnrollmentToken;
 use deskfleet_proto::error::ErrorBody;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -32,14 +33,19 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_enrollment_token))
 }
 
-/// CreateEnrollmentToken's body. Both fields are optional: `{}` makes a project-wide
-/// token with the server's default lifetime.
+/// CreateEnrollmentToken's body, as documented. Both fields are optional: `{}` makes a
+/// project-wide token with the server's default lifetime. Read by [`parse_create`]: serde
+/// would also take a JSON array for a struct, and refuse `2.0` as a whole number.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnrollmentTokenRequest {
     /// Extension. Bind the token to this imported desktop: the guest that presents it
     /// becomes that desktop (once). Without it, the token enrolls new desktops.
-    #[schema(max_length = 64)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
     pub desktop_id: Option<String>,
     /// Extension. Hours the token stays valid (default: `fleet.enrollment_token_ttl_hours`).
     #[schema(minimum = 1, maximum = 8760)]
@@ -61,13 +67,65 @@ pub struct CreatedEnrollmentToken {
 #[serde(deny_unknown_fields)]
 pub struct RevokeEnrollmentTokenRequest {
     /// Extension. The token as it was created (with or without its CA fingerprint).
-    #[schema(min_length = 1, max_length = 256)]
+    #[schema(
+        min_length = 5,
+        max_length = 256,
+        pattern = "^DFE1[A-Za-z0-9]+([.][0-9A-Fa-f]{64})?$"
+    )]
     pub enrollment_token: String,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RevokedEnrollmentToken {
     pub revoked: bool,
+}
+
+/// A CreateEnrollmentToken body: an object with at most `desktop_id` (a string) and
+/// `ttl_hours` (a whole number, `2.0` included).
+fn parse_create(body: &Value) -> Result<CreateEnrollmentTokenRequest, ApiError> {
+    let shape =
+        "the body must be a JSON object {\"desktop_id\"?: string, \"ttl_hours\"?: whole number}";
+    let object = body.as_object().ok_or_else(|| ApiError::invalid(shape))?;
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !["desktop_id", "ttl_hours"].contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid(format!(
+            "unknown field {unknown:?}: {shape}"
+        )));
+    }
+    let desktop_id = match object.get("desktop_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(d)) => Some(d.clone()),
+        Some(_) => {
+            return Err(ApiError::invalid(format!(
+                "desktop_id must be a string: {shape}"
+            )));
+        }
+    };
+    let ttl_hours = match object.get("ttl_hours") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(
+            n.as_u64()
+                .or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(f))
+                        .map(|f| f as u64)
+                })
+                .ok_or_else(|| {
+                    ApiError::invalid(format!("ttl_hours must be 1 to {MAX_TTL_HOURS}, not {n}"))
+                })?,
+        ),
+        Some(_) => {
+            return Err(ApiError::invalid(format!(
+                "ttl_hours must be a number: {shape}"
+            )));
+        }
+    };
+    Ok(CreateEnrollmentTokenRequest {
+        desktop_id,
+        ttl_hours,
+    })
 }
 
 /// CreateEnrollmentToken (extension): a token for guests to enroll desktops with.
@@ -90,9 +148,10 @@ async fn create_enrollment_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiPath(project_id): ApiPath<String>,
-    ApiJson(request): ApiJson<CreateEnrollmentTokenRequest>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<CreatedEnrollmentToken>, ApiError> {
     let project = state.authorize(&caller, &project_id, Api::CreateEnrollmentToken)?;
+    let request = parse_create(&body)?;
     let ttl = request
         .ttl_hours
         .unwrap_or(state.settings.fleet.enrollment_token_ttl_hours);
@@ -155,9 +214,16 @@ async fn revoke_enrollment_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiPath(project_id): ApiPath<String>,
-    ApiJson(request): ApiJson<RevokeEnrollmentTokenRequest>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<RevokedEnrollmentToken>, ApiError> {
     let project = state.authorize(&caller, &project_id, Api::RevokeEnrollmentToken)?;
+    // An object only: serde would take `["DFE1..."]` for the struct too.
+    let shape = "the body must be a JSON object {\"enrollment_token\": string}";
+    if !body.is_object() {
+        return Err(ApiError::invalid(shape));
+    }
+    let request: RevokeEnrollmentTokenRequest =
+        serde_json::from_value(body).map_err(|e| ApiError::invalid(format!("{e}: {shape}")))?;
     let not_found = || {
         ApiError::not_found(
             "no such enrollment token in this project (give the token as it was created; \

@@ -73,7 +73,9 @@ struct MetricQuery {
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[allow(dead_code)]
 struct QueryDimension {
+    #[schema(pattern = "^[A-Za-z][A-Za-z0-9_-]{0,31}$")]
     name: String,
+    #[schema(pattern = "^[A-Za-z0-9*_/#()][A-Za-z0-9_./#()-]{0,255}$")]
     value: String,
 }
 
@@ -161,10 +163,10 @@ schema_type!(
 );
 schema_type!(
     /// A dimension of a query string: `name,value`, a name of letters, digits, `_` or `-`
-    /// starting with a letter (at most 32) and a value of 1 to 256 characters (printable
-    /// ASCII here: the limit counts bytes).
+    /// starting with a letter (at most 32) and a value of 1 to 256 letters, digits, `_`,
+    /// `-`, `.`, `/`, `#`, `(` or `)`, not starting with `-` or `.` (`*` may start it).
     QueryDim => pattern_string(
-        "^[A-Za-z][A-Za-z0-9_-]{0,31},[ -~]{1,256}$",
+        "^[A-Za-z][A-Za-z0-9_-]{0,31},[A-Za-z0-9*_/#()][A-Za-z0-9_./#()-]{0,255}$",
         3,
         289,
         "name,value"
