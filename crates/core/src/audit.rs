@@ -472,6 +472,9 @@ const VERIFY_PAGE: u32 = 1000;
 pub async fn verify_store(
     store: &dyn crate::store::Store,
 ) -> crate::store::StoreResult<Verification> {
+    // Traces recorded but not chained yet are chained first: verify covers every trace
+    // committed before it started.
+    while store.chain_traces(VERIFY_PAGE).await? == u64::from(VERIFY_PAGE) {}
     let head = store.trace_head().await?;
     let seals = store.list_seals().await?;
     let mut v = Verification {

@@ -1,7 +1,7 @@
 //! The one storage interface. Each method is one transaction: it either happens whole or
 //! not at all, so a crash never leaves a half-written job behind.
 
-use crate::audit::{ChainedTrace, Seal, Trace, TraceFilter};
+use crate::audit::{Seal, Trace, TraceFilter};
 use crate::clock::Millis;
 use crate::console::{ConsoleSession, DesktopQuery, FleetSummary, JobProgress};
 use crate::fleet::{
@@ -561,9 +561,14 @@ pub trait Store: Send + Sync + 'static {
     // Besides these, every write that changes something appends the trace drafted by the
     // caller's audit scope (`deskfleet_store::audit`) in its own transaction.
 
-    /// Appends a trace in a transaction of its own: a refusal or a failure, which changed
-    /// nothing else.
-    async fn append_trace(&self, trace: &Trace) -> StoreResult<ChainedTrace>;
+    /// Records a trace in a transaction of its own: a refusal or a failure, which changed
+    /// nothing else. Like a trace written with its change, it is chained at once (SQLite)
+    /// or by the next [`Store::chain_traces`] (PostgreSQL).
+    async fn append_trace(&self, trace: &Trace) -> StoreResult<()>;
+    /// Chains up to `limit` recorded traces not chained yet (oldest first), one chainer
+    /// at a time across replicas; returns how many it took (0: none are left). A no-op on
+    /// SQLite, which chains every trace as it is written.
+    async fn chain_traces(&self, limit: u32) -> StoreResult<u64>;
     /// Traces of `project` matching `filter`, newest first (time, then trace id), at most
     /// `limit`.
     async fn list_traces(

@@ -227,6 +227,7 @@ impl Application {
                 Box::new(fleet::presence::LastSeenFlusher::new(state.clone())),
                 Box::new(timeseries::IngestWorker::new(state.clone())),
                 Box::new(timeseries::RollupWorker::new(state.clone())),
+                Box::new(audit::seal::ChainWorker::new(state.clone())),
                 Box::new(audit::seal::SealWorker::new(
                     state.clone(),
                     self.seal_key.clone(),

@@ -647,6 +647,10 @@ pub struct AuditSettings {
     pub enabled: bool,
     /// How often the head of the chain is sealed (signed), if it moved.
     pub seal_interval_secs: u64,
+    /// PostgreSQL: how often traces committed since are chained (given their `seq` and
+    /// hashes). A trace is tamper-evident from then on; ListTraces shows it from its
+    /// commit. SQLite chains each trace as it is written.
+    pub chain_interval_ms: u64,
     /// Traces older than this are pruned (up to the newest seal among them). CTS keeps
     /// 7 days queryable; 30 are kept, as CTS's user lists look back 30 days.
     pub retention_days: u64,
@@ -667,6 +671,7 @@ impl Default for AuditSettings {
         Self {
             enabled: true,
             seal_interval_secs: 60,
+            chain_interval_ms: 250,
             retention_days: 30,
             seal_key_file: None,
             file_sink: None,

@@ -1,15 +1,17 @@
 //! The audit trail's queries (see [`deskfleet_core::audit`] and [`crate::audit`]). Same
 //! conventions as [`crate::ops`].
 //!
-//! Appends take turns on the one row of `trace_head`: SQLite has one writer anyway; on
-//! PostgreSQL the row is locked `FOR UPDATE` as the last statement before the commit of
-//! the change it belongs to, so the lock is held only for the append and the commit, and
-//! never while waiting for another lock (no deadlock cycle can include it).
+//! The chain's head is one row, `trace_head`; appending to the chain reads and moves it.
+//! SQLite has one writer anyway, so a change appends its trace to the chain itself. On
+//! PostgreSQL a change only puts its trace in `trace_inbox`, and [`chain_traces`] appends
+//! the committed ones in batches under the head row's lock (`FOR UPDATE`, the first
+//! statement of its transaction), so no change waits for another's commit.
 
 use crate::conn::{Conn, DbRow, Dialect, args, sql};
-use deskfleet_core::audit::{self, ChainedTrace, Seal, Trace, TraceFilter};
+use deskfleet_core::audit::{self, Seal, Trace, TraceFilter};
 use deskfleet_core::ids::ProjectId;
 use deskfleet_core::store::{StoreError, StoreResult, StoredTrace, TraceHead};
+use std::borrow::Cow;
 
 fn head_sql(d: Dialect) -> String {
     format!(
@@ -39,106 +41,237 @@ async fn head<C: Conn>(c: &mut C, lock: bool) -> StoreResult<TraceHead> {
     })
 }
 
-/// Appends `trace` at the head of the chain.
-pub(crate) async fn append_trace<C: Conn>(c: &mut C, trace: &Trace) -> StoreResult<ChainedTrace> {
-    append_traces(c, std::slice::from_ref(trace))
-        .await?
-        .pop()
-        .ok_or_else(|| StoreError::Backend("no trace appended".into()))
+/// Records `trace` with the change being written (see [`append_traces`]).
+pub(crate) async fn append_trace<C: Conn>(c: &mut C, trace: &Trace) -> StoreResult<()> {
+    append_traces(c, std::slice::from_ref(trace)).await
 }
 
-/// One row of [`append_traces`]' batch insert.
+/// The filter columns of a trace, and its canonical content: one row of a batch insert
+/// into `traces` (with its chain fields) or `trace_inbox` (without).
 #[derive(serde::Serialize)]
 struct TraceRow<'a> {
-    seq: i64,
-    trace_id: &'a str,
-    project_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<i64>,
+    trace_id: Cow<'a, str>,
+    project_id: Cow<'a, str>,
     at: i64,
-    trace_name: &'a str,
-    trace_rating: &'a str,
-    service_type: &'a str,
-    resource_type: &'a str,
-    resource_id: &'a str,
-    resource_name: &'a str,
-    user_name: &'a str,
-    access_key_id: &'a str,
-    enterprise_project_id: &'a str,
-    content: String,
-    prev_hash: String,
-    hash: String,
-    #[serde(skip)]
-    trace: &'a Trace,
+    trace_name: Cow<'a, str>,
+    trace_rating: Cow<'a, str>,
+    service_type: Cow<'a, str>,
+    resource_type: Cow<'a, str>,
+    resource_id: Cow<'a, str>,
+    resource_name: Cow<'a, str>,
+    user_name: Cow<'a, str>,
+    access_key_id: Cow<'a, str>,
+    enterprise_project_id: Cow<'a, str>,
+    content: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash: Option<String>,
 }
 
-fn insert_sql(d: Dialect) -> String {
+impl<'a> TraceRow<'a> {
+    fn of(trace: &'a Trace, content: String) -> Self {
+        Self {
+            seq: None,
+            trace_id: Cow::Borrowed(&trace.trace_id),
+            project_id: Cow::Borrowed(&trace.project_id),
+            at: trace.time,
+            trace_name: Cow::Borrowed(&trace.trace_name),
+            trace_rating: Cow::Borrowed(&trace.trace_rating),
+            service_type: Cow::Borrowed(&trace.service_type),
+            resource_type: Cow::Borrowed(&trace.resource_type),
+            resource_id: Cow::Borrowed(&trace.resource_id),
+            resource_name: Cow::Borrowed(&trace.resource_name),
+            user_name: Cow::Borrowed(&trace.user.name),
+            access_key_id: Cow::Borrowed(&trace.user.access_key_id),
+            enterprise_project_id: Cow::Borrowed(&trace.enterprise_project_id),
+            content: Cow::Owned(content),
+            prev_hash: None,
+            hash: None,
+        }
+    }
+
+    /// A row of the inbox, read back.
+    fn read<R: DbRow>(r: &R) -> StoreResult<TraceRow<'static>> {
+        let text = |col| r.text(col).map(Cow::Owned);
+        Ok(TraceRow {
+            seq: None,
+            trace_id: text("trace_id")?,
+            project_id: text("project_id")?,
+            at: r.int("at")?,
+            trace_name: text("trace_name")?,
+            trace_rating: text("trace_rating")?,
+            service_type: text("service_type")?,
+            resource_type: text("resource_type")?,
+            resource_id: text("resource_id")?,
+            resource_name: text("resource_name")?,
+            user_name: text("user_name")?,
+            access_key_id: text("access_key_id")?,
+            enterprise_project_id: text("enterprise_project_id")?,
+            content: text("content")?,
+            prev_hash: None,
+            hash: None,
+        })
+    }
+}
+
+/// The columns both trace tables share, in the order of their batch inserts.
+const COLUMNS: &str = "trace_id, project_id, at, trace_name, trace_rating, service_type, \
+     resource_type, resource_id, resource_name, user_name, access_key_id, \
+     enterprise_project_id, content";
+
+/// The `SELECT` list that reads [`COLUMNS`] from a batch's JSON objects.
+const FROM_JSON: &str = "j.value ->> 'trace_id', j.value ->> 'project_id', \
+     CAST(j.value ->> 'at' AS BIGINT), j.value ->> 'trace_name', j.value ->> 'trace_rating', \
+     j.value ->> 'service_type', j.value ->> 'resource_type', j.value ->> 'resource_id', \
+     j.value ->> 'resource_name', j.value ->> 'user_name', j.value ->> 'access_key_id', \
+     j.value ->> 'enterprise_project_id', j.value ->> 'content'";
+
+fn insert_chained_sql(d: Dialect) -> String {
     format!(
-        "INSERT INTO traces (seq, trace_id, project_id, at, trace_name, trace_rating, \
-         service_type, resource_type, resource_id, resource_name, user_name, access_key_id, \
-         enterprise_project_id, content, prev_hash, hash) \
-         SELECT CAST(j.value ->> 'seq' AS BIGINT), j.value ->> 'trace_id', \
-         j.value ->> 'project_id', CAST(j.value ->> 'at' AS BIGINT), j.value ->> 'trace_name', \
-         j.value ->> 'trace_rating', j.value ->> 'service_type', j.value ->> 'resource_type', \
-         j.value ->> 'resource_id', j.value ->> 'resource_name', j.value ->> 'user_name', \
-         j.value ->> 'access_key_id', j.value ->> 'enterprise_project_id', \
-         j.value ->> 'content', j.value ->> 'prev_hash', j.value ->> 'hash' FROM {}",
+        "INSERT INTO traces (seq, {COLUMNS}, prev_hash, hash) \
+         SELECT CAST(j.value ->> 'seq' AS BIGINT), {FROM_JSON}, \
+         j.value ->> 'prev_hash', j.value ->> 'hash' FROM {}",
         d.objects(1)
     )
 }
 
-/// Appends `traces` in order at the head of the chain, with three statements however
-/// many there are (the SQLite writer appends the traces of a whole batch of job
-/// creations at once).
-pub(crate) async fn append_traces<C: Conn>(
-    c: &mut C,
-    traces: &[Trace],
-) -> StoreResult<Vec<ChainedTrace>> {
+/// Inserts into the inbox the traces whose id the chain does not hold already (a trace
+/// recorded twice would otherwise stop the chainer).
+fn insert_unchained_sql(d: Dialect) -> String {
+    format!(
+        "INSERT INTO trace_inbox ({COLUMNS}) SELECT {FROM_JSON} FROM {} \
+         WHERE NOT EXISTS (SELECT 1 FROM traces t WHERE t.trace_id = j.value ->> 'trace_id')",
+        d.objects(1)
+    )
+}
+
+fn encode<T: serde::Serialize>(rows: &T) -> StoreResult<String> {
+    serde_json::to_string(rows).map_err(|e| StoreError::Backend(Box::new(e)))
+}
+
+/// Records `traces` with the change being written, in the same transaction, with a
+/// statement or three however many there are.
+///
+/// SQLite has one writer, so it chains them at once: the head is read and moved in the
+/// writer's own transaction, which no one else waits on. On PostgreSQL that would hold
+/// the head row's lock through the commit of every audited change, one after another
+/// (audited commits could no longer share a WAL flush); there they go to `trace_inbox`
+/// instead, which locks nothing shared, and [`chain_traces`] chains them shortly after.
+pub(crate) async fn append_traces<C: Conn>(c: &mut C, traces: &[Trace]) -> StoreResult<()> {
     if traces.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
+    let rows: Vec<TraceRow> = traces
+        .iter()
+        .map(|t| TraceRow::of(t, audit::content(t)))
+        .collect();
+    match C::DIALECT {
+        Dialect::Sqlite => append_chained(c, rows).await,
+        Dialect::Postgres => {
+            let n = c
+                .execute(
+                    sql!(C::DIALECT, |d| insert_unchained_sql(d)),
+                    args![encode(&rows)?.as_str()],
+                )
+                .await?;
+            if n != rows.len() as u64 {
+                return Err(StoreError::AlreadyExists(
+                    "a trace with the same id is already recorded".into(),
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Appends `rows` in order at the head of the chain (the head is locked on PostgreSQL).
+async fn append_chained<C: Conn>(c: &mut C, mut rows: Vec<TraceRow<'_>>) -> StoreResult<()> {
     let h = head(c, true).await?;
     let mut prev = h.hash;
-    let mut rows = Vec::with_capacity(traces.len());
-    for (seq, trace) in (h.seq + 1..).zip(traces) {
-        let content = audit::content(trace);
-        let hash = audit::chain_hash(&prev, seq, &content);
-        rows.push(TraceRow {
-            seq,
-            trace_id: &trace.trace_id,
-            project_id: &trace.project_id,
-            at: trace.time,
-            trace_name: &trace.trace_name,
-            trace_rating: &trace.trace_rating,
-            service_type: &trace.service_type,
-            resource_type: &trace.resource_type,
-            resource_id: &trace.resource_id,
-            resource_name: &trace.resource_name,
-            user_name: &trace.user.name,
-            access_key_id: &trace.user.access_key_id,
-            enterprise_project_id: &trace.enterprise_project_id,
-            trace,
-            content,
-            prev_hash: std::mem::replace(&mut prev, hash.clone()),
-            hash,
-        });
+    let mut last = h.seq;
+    for (seq, row) in (h.seq + 1..).zip(rows.iter_mut()) {
+        let hash = audit::chain_hash(&prev, seq, &row.content);
+        row.seq = Some(seq);
+        row.prev_hash = Some(std::mem::replace(&mut prev, hash.clone()));
+        row.hash = Some(hash);
+        last = seq;
     }
-    let payload = serde_json::to_string(&rows).map_err(|e| StoreError::Backend(Box::new(e)))?;
-    c.execute(sql!(C::DIALECT, |d| insert_sql(d)), args![payload.as_str()])
-        .await?;
-    let last = rows.last().map_or(h.seq, |r| r.seq);
+    c.execute(
+        sql!(C::DIALECT, |d| insert_chained_sql(d)),
+        args![encode(&rows)?.as_str()],
+    )
+    .await?;
     c.execute(
         "UPDATE trace_head SET seq = $1, hash = $2 WHERE id = 1",
         args![last, prev.as_str()],
     )
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| ChainedTrace {
-            seq: r.seq,
-            prev_hash: r.prev_hash,
-            hash: r.hash,
-            trace: r.trace.clone(),
-        })
-        .collect())
+    Ok(())
+}
+
+/// Chains up to `limit` committed traces of the inbox (oldest first), under the head's
+/// lock, so that replicas take turns. A trace whose id the chain already holds (it can
+/// only be recorded twice by a race of [`append_traces`] with this) is dropped from the
+/// inbox rather than block the chain. Returns how many left the inbox (0: it is empty).
+pub(crate) async fn chain_traces<C: Conn>(c: &mut C, limit: u32) -> StoreResult<u64> {
+    // The lock first: what the inbox holds is then read after any other chainer's commit.
+    head(c, true).await?;
+    let rows = c
+        .fetch_all(
+            &format!(
+                "SELECT id, {COLUMNS}, CAST(CASE WHEN EXISTS (SELECT 1 FROM traces t \
+                 WHERE t.trace_id = trace_inbox.trace_id) THEN 1 ELSE 0 END AS BIGINT) \
+                 AS chained \
+                 FROM trace_inbox ORDER BY id LIMIT {limit}"
+            ),
+            args![],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut kept = Vec::with_capacity(rows.len());
+    for r in &rows {
+        ids.push(r.int("id")?);
+        if r.int("chained")? != 0 {
+            tracing::error!(
+                trace_id = %r.text("trace_id")?,
+                "a trace id recorded twice: the later one was dropped from the inbox"
+            );
+            continue;
+        }
+        kept.push(TraceRow::read(r)?);
+    }
+    let taken = rows.len() as u64;
+    if !kept.is_empty() {
+        append_chained(c, kept).await?;
+    }
+    let ids = encode(&ids)?;
+    c.execute(
+        sql!(C::DIALECT, |d| format!(
+            "DELETE FROM trace_inbox WHERE id IN (SELECT CAST(j.value AS BIGINT) FROM {})",
+            d.objects(1)
+        )),
+        args![ids.as_str()],
+    )
+    .await?;
+    Ok(taken)
+}
+
+/// Every recorded trace, chained or not (ListTraces shows a trace from its commit on).
+/// SQLite's inbox stays empty ([`append_traces`]), and reading the chain alone keeps its
+/// ordered index scans.
+fn recorded(d: Dialect) -> String {
+    match d {
+        Dialect::Sqlite => "traces".to_owned(),
+        Dialect::Postgres => format!(
+            "(SELECT {COLUMNS} FROM traces UNION ALL SELECT {COLUMNS} FROM trace_inbox) AS t"
+        ),
+    }
 }
 
 fn decode_trace(content: &str) -> StoreResult<Trace> {
@@ -153,7 +286,10 @@ pub(crate) async fn list_traces<C: Conn>(
     filter: &TraceFilter,
     limit: u32,
 ) -> StoreResult<Vec<Trace>> {
-    let mut sql = String::from("SELECT content FROM traces WHERE project_id = $1");
+    let mut sql = format!(
+        "SELECT content FROM {} WHERE project_id = $1",
+        recorded(C::DIALECT)
+    );
     let mut strings: Vec<&str> = Vec::new();
     for (col, value) in [
         ("trace_id", &filter.trace_id),
@@ -205,7 +341,10 @@ pub(crate) async fn trace_time<C: Conn>(
 ) -> StoreResult<Option<i64>> {
     let row = c
         .fetch_optional(
-            "SELECT at FROM traces WHERE project_id = $1 AND trace_id = $2",
+            &format!(
+                "SELECT at FROM {} WHERE project_id = $1 AND trace_id = $2",
+                recorded(C::DIALECT)
+            ),
             args![project.as_str(), trace_id],
         )
         .await?;

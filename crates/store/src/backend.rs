@@ -13,7 +13,7 @@ use crate::console_ops;
 use crate::metric_ops;
 use crate::ops::{self, NewJob};
 use async_trait::async_trait;
-use deskfleet_core::audit::{ChainedTrace, Seal, Trace, TraceFilter};
+use deskfleet_core::audit::{Seal, Trace, TraceFilter};
 use deskfleet_core::clock::Millis;
 use deskfleet_core::console::{ConsoleSession, DesktopQuery, FleetSummary, JobProgress};
 use deskfleet_core::fleet::{
@@ -1055,8 +1055,17 @@ impl<B: Backend> Store for DbStore<B> {
     // ---- the audit trail ----
 
     #[tracing::instrument(skip_all, fields(backend = B::NAME))]
-    async fn append_trace(&self, trace: &Trace) -> StoreResult<ChainedTrace> {
+    async fn append_trace(&self, trace: &Trace) -> StoreResult<()> {
         write_quiet!(self, { trace = trace.clone() }, append_trace(&trace))
+    }
+
+    async fn chain_traces(&self, limit: u32) -> StoreResult<u64> {
+        // Only PostgreSQL leaves traces to chain (`audit_ops::append_traces`): SQLite's
+        // writer is not bothered.
+        if <ConnOf<B> as Conn>::DIALECT != crate::conn::Dialect::Postgres {
+            return Ok(0);
+        }
+        write_quiet!(self, {}, chain_traces(limit))
     }
 
     async fn list_traces(

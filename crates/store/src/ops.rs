@@ -24,8 +24,8 @@
 //! then follows the winner. SQLite has one writer and skips all of this.
 
 pub(crate) use crate::audit_ops::{
-    add_seal, append_trace, list_seals, list_traces, prune_traces, trace_chain, trace_head,
-    trace_time,
+    add_seal, append_trace, chain_traces, list_seals, list_traces, prune_traces, trace_chain,
+    trace_head, trace_time,
 };
 use crate::conn::{Arg, Conn, DbRow, Dialect, Violation, args, sql, violation};
 use crate::decode::{

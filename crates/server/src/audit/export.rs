@@ -49,6 +49,7 @@ pub async fn export(
     to: Option<Millis>,
     out: &mut dyn Write,
 ) -> anyhow::Result<u64> {
+    super::seal::chain_all(store).await?;
     let mut next = store.trace_head().await?.pruned_seq + 1;
     let mut n = 0;
     loop {

@@ -100,9 +100,17 @@ pub async fn a_failed_change_leaves_no_trace_and_the_draft_open(ctx: Ctx) {
     let mut failure = scope.draft();
     failure.code = "400".into();
     failure.trace_rating = "warning".into();
-    let chained = s.append_trace(&failure).await.unwrap();
-    assert_eq!(chained.seq, 1);
-    assert_eq!(chained.prev_hash, audit::GENESIS_HASH);
+    s.append_trace(&failure).await.unwrap();
+    // Listed from its commit on, chained (at once on SQLite) by the chainer.
+    assert_eq!(
+        s.list_traces(&p, &window(), 10).await.unwrap(),
+        vec![failure]
+    );
+    s.chain_traces(100).await.unwrap();
+    let chained = s.trace_chain(1, 10).await.unwrap();
+    assert_eq!(chained.len(), 1);
+    assert_eq!(chained[0].seq, 1);
+    assert_eq!(chained[0].prev_hash, audit::GENESIS_HASH);
     assert!(verify(s).await.ok());
 }
 
@@ -127,9 +135,24 @@ pub async fn concurrent_changes_chain_without_gaps(ctx: Ctx) {
             }
         }));
     }
+    // Chainers run meanwhile, several at once (as on several replicas), in small batches.
+    let mut chainers = Vec::new();
+    for _ in 0..3 {
+        let s = store.clone();
+        chainers.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                s.chain_traces(3).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
     for t in tasks {
         t.await.unwrap().unwrap();
     }
+    for c in chainers {
+        c.await.unwrap();
+    }
+    while store.chain_traces(7).await.unwrap() > 0 {}
     let head = store.trace_head().await.unwrap();
     assert_eq!(head.seq, 40);
     let chain = store.trace_chain(1, 100).await.unwrap();
@@ -255,6 +278,7 @@ async fn five_traces(s: &dyn Store) -> Vec<String> {
         ids.push(t.trace_id.clone());
         s.append_trace(&t).await.unwrap();
     }
+    s.chain_traces(100).await.unwrap();
     ids
 }
 
@@ -404,6 +428,7 @@ pub async fn a_trace_that_cannot_be_written_fails_its_change(ctx: Ctx) {
         .await
         .unwrap();
     assert!(subs.is_empty(), "nothing of the change was kept");
+    s.chain_traces(100).await.unwrap();
     assert_eq!(s.trace_head().await.unwrap().seq, 1);
     // The same on a plain write path.
     let scope = AuditScope::new(draft(&p, "x", T0));
