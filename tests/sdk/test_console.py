@@ -163,6 +163,27 @@ def test_install_on_all_and_watch_the_job_succeed_live(console):
     console.job_id = job_id
 
 
+def test_the_audit_trail_shows_the_install_and_the_end_of_its_job(console):
+    s, page = console.server, console.page
+    page.goto(f"{s.endpoint}/console/jobs/{console.job_id}")
+    page.get_by_role("link", name="Traces of this job").click()
+    expect(page.get_by_role("heading", name="Audit trail")).to_be_visible()
+    # The job's end, recorded by the server when its last desktop finished.
+    end = page.get_by_role("row", name=re.compile("batchInstallCesAgent.*SystemAction"))
+    expect(end).to_have_count(1)
+    expect(end).to_contain_text("deskfleet")
+    expect(end).to_contain_text("normal")
+    # The form that asked for it, as a console action of the signed-in user.
+    page.get_by_role("link", name="Audit", exact=True).click()
+    page.get_by_label("Operation (trace name)").fill("batchInstallCesAgent")
+    page.get_by_role("button", name="Show traces").click()
+    asked = page.get_by_role("row", name=re.compile("batchInstallCesAgent.*ConsoleAction"))
+    expect(asked).to_have_count(1)
+    expect(asked).to_contain_text(s.bootstrap["user_name"])
+    expect(asked).to_contain_text("200")
+    shot(page, "17-audit")
+
+
 def test_a_desktop_shows_its_agent_history_and_metric_charts(console):
     s, page = console.server, console.page
     page.goto(f"{s.endpoint}/console/desktops")

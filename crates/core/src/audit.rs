@@ -61,6 +61,7 @@ impl Rating {
 }
 
 /// The account a user belongs to (`user.domain`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceDomain {
     pub id: String,
@@ -68,6 +69,7 @@ pub struct TraceDomain {
 }
 
 /// Who triggered the event (CTS `UserInfo`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceUser {
     pub access_key_id: String,
@@ -121,6 +123,7 @@ impl TraceUser {
 /// names, here and in [`TraceUser`] and [`TraceDomain`]: serialised as declared, the
 /// trace is already in canonical form, see [`content`]) plus the fields CTS trace files carry
 /// (`project_id`, `domain_id`, `tracker_name`, `user_agent`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trace {
     pub api_version: String,
@@ -162,6 +165,92 @@ pub struct Trace {
     pub user: TraceUser,
     pub user_agent: String,
 }
+
+/// How an asynchronous job ended, for its completion trace ([`job_end`]).
+#[derive(Debug, Clone, Copy)]
+pub struct JobEnd<'a> {
+    pub project_id: &'a str,
+    pub job_id: &'a str,
+    pub job_type: &'a str,
+    pub status: crate::job::JobStatus,
+    pub error_code: Option<&'a str>,
+    pub fail_reason: Option<&'a str>,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub at: Millis,
+}
+
+/// The second trace of an asynchronous job, recorded when it ends, as Workspace records
+/// one (CTS spec 7.1): the job's type as the trace name (for BatchInstallAgent the
+/// request's own, `batchInstallCesAgent`), `trace_type` `SystemAction`, no source
+/// address, the job's id as the resource, and the final job in `response`. Rated normal
+/// when every desktop succeeded, warning otherwise (docs/audit.md).
+pub fn job_end(end: &JobEnd<'_>) -> Trace {
+    let user = TraceUser {
+        name: SYSTEM_USER.to_owned(),
+        user_name: SYSTEM_USER.to_owned(),
+        kind: "SystemUser".to_owned(),
+        invoked_by: vec!["service.workspace".to_owned()],
+        principal_is_root_user: "false".to_owned(),
+        ..TraceUser::default()
+    };
+    let success = end.status == crate::job::JobStatus::Success;
+    let response = serde_json::json!({
+        "id": end.job_id,
+        "job_type": end.job_type,
+        "status": end.status.as_str(),
+        "end_time": end.at,
+        "error_code": end.error_code,
+        "fail_reason": end.fail_reason,
+        "success_num": end.succeeded,
+        "fail_num": end.failed,
+    });
+    Trace {
+        trace_id: new_trace_id(),
+        trace_name: end.job_type.to_owned(),
+        trace_rating: if success {
+            Rating::Normal
+        } else {
+            Rating::Warning
+        }
+        .as_str()
+        .to_owned(),
+        trace_type: "SystemAction".to_owned(),
+        code: "200".to_owned(),
+        time: end.at,
+        record_time: end.at,
+        user,
+        service_type: "Workspace".to_owned(),
+        resource_type: "workspace".to_owned(),
+        resource_id: end.job_id.to_owned(),
+        project_id: end.project_id.to_owned(),
+        enterprise_project_id: "0".to_owned(),
+        api_version: "v2".to_owned(),
+        response: response.to_string(),
+        location_info: (!success)
+            .then(|| {
+                let code = end.error_code.unwrap_or_default();
+                let why = end.fail_reason.unwrap_or_default();
+                format!("{code} {why}")
+                    .trim()
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            })
+            .filter(|s| !s.is_empty()),
+        tracker_name: "system".to_owned(),
+        ..Trace::default()
+    }
+}
+
+/// A new trace id: a UUID, time-ordered (version 7), so that the unique index of trace ids
+/// grows at its end instead of taking every new id at a random page.
+pub fn new_trace_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The user of traces the server records on its own (a job's end).
+pub const SYSTEM_USER: &str = "deskfleet";
 
 /// A stored trace with its place in the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -104,10 +104,43 @@ pub struct StoredTrace {
     pub columns: Vec<(&'static str, String)>,
 }
 
+/// A change another replica (or an admin command) made that a server must act on at once,
+/// not at its next poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// A credential was taken back or changed: drop the credential cache.
+    Credentials,
+    /// New work waits for desktops (a job was created or retried): deliver it.
+    Work,
+}
+
+/// Tells its holder when a [`Signal`] was raised anywhere.
+#[async_trait]
+pub trait Subscription: Send + Sync {
+    /// Waits until the signal is raised after the last call returned (at once if it was
+    /// meanwhile). A subscription that can no longer tell waits forever: callers wait
+    /// on it beside their own poll interval.
+    async fn raised(&mut self);
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Which backend this is, for logs.
     fn backend(&self) -> &'static str;
+
+    /// Subscribes to `signal`, raised by every replica's store writes (PostgreSQL
+    /// `LISTEN/NOTIFY`). `None` when the backend cannot tell (SQLite: one server process;
+    /// an admin command's change is seen at the next poll).
+    fn subscribe(&self, signal: Signal) -> Option<Box<dyn Subscription>> {
+        let _ = signal;
+        None
+    }
+
+    /// Announces `signal` to every replica, after the change that calls for it committed
+    /// (new work). Coalesced, and a no-op where [`Store::subscribe`] is.
+    fn raise(&self, signal: Signal) {
+        let _ = signal;
+    }
 
     /// Checks that the store can read AND durably write now (a tiny write to a table of
     /// its own). Readiness checks call it; it is cheap but not free, so callers should not

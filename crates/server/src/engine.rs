@@ -7,7 +7,7 @@
 
 use crate::AppState;
 use async_trait::async_trait;
-use deskfleet_core::store::{Expired, StoreError};
+use deskfleet_core::store::{Expired, StoreError, Subscription};
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,15 @@ pub trait Worker: Send + Sync + 'static {
     }
     /// One unit of work; returns how many items it changed, for logs.
     async fn run_step(&self) -> Result<u64, StoreError>;
+}
+
+/// Waits until `subscription`'s signal is raised; forever without one (the store cannot
+/// tell: the worker's own interval decides).
+pub async fn raised(subscription: Option<&mut Box<dyn Subscription>>) {
+    match subscription {
+        Some(s) => s.raised().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Ends sub-jobs that passed their delivery or execution deadline, so that nothing stays

@@ -88,6 +88,11 @@ impl Query {
     }
 
     /// The single value of `key`; an empty value counts as absent.
+    /// Every (key, value) pair, in order.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+
     pub fn str(&self, key: &str) -> Result<Option<String>, ApiError> {
         let mut values = self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v);
         match (values.next(), values.next()) {

@@ -97,6 +97,14 @@ impl Deref for AppState {
 }
 
 impl AppState {
+    /// New work waits for desktops (a job was created or retried): this replica's
+    /// scheduler delivers it now, and every other replica is told (PostgreSQL) to do the
+    /// same for the desktops connected to it.
+    pub fn work_queued(&self) {
+        self.fleet.wake.notify_one();
+        self.store.raise(deskfleet_core::store::Signal::Work);
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         settings: Settings,

@@ -34,7 +34,8 @@ use deskfleet_core::model::{
     InvocationFilter, OperationSpec, OperationTarget, Rework, TargetResult,
 };
 use deskfleet_core::store::{
-    Deadlines, Expired, StateCounts, Store, StoreError, StoreResult, StoredTrace, TraceHead,
+    Deadlines, Expired, Signal, StateCounts, Store, StoreError, StoreResult, StoredTrace,
+    Subscription, TraceHead,
 };
 use std::future::Future;
 use std::time::Instant;
@@ -60,6 +61,17 @@ pub(crate) trait Backend: Send + Sync + 'static {
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut ConnOf<Self>) -> BoxFuture<'c, StoreResult<T>> + Send + 'static;
+
+    /// See [`Store::subscribe`]; none by default.
+    fn subscribe(&self, signal: Signal) -> Option<Box<dyn Subscription>> {
+        let _ = signal;
+        None
+    }
+
+    /// See [`Store::raise`]; a no-op by default.
+    fn raise(&self, signal: Signal) {
+        let _ = signal;
+    }
 
     /// `create_install_job`, the call the server is hammered with; a backend may group
     /// concurrent calls (SQLite does).
@@ -216,6 +228,14 @@ async fn audited_create<B: Backend>(
 impl<B: Backend> Store for DbStore<B> {
     fn backend(&self) -> &'static str {
         B::NAME
+    }
+
+    fn subscribe(&self, signal: Signal) -> Option<Box<dyn Subscription>> {
+        self.0.subscribe(signal)
+    }
+
+    fn raise(&self, signal: Signal) {
+        self.0.raise(signal);
     }
 
     async fn probe(&self) -> StoreResult<()> {

@@ -26,6 +26,7 @@ mod metric_ops;
 mod ops;
 mod postgres;
 mod schema;
+mod signals;
 mod sqlite;
 
 use backend::DbStore;

@@ -472,13 +472,26 @@ pub(crate) async fn find_token<C: Conn>(
 
 // ---- taking credentials back ----
 
-/// Moves the credential revision, so that every server drops its credential cache.
+/// Moves the credential revision, so that every server drops its credential cache (at
+/// once where it is signalled, else at its next poll).
 async fn bump_revision<C: Conn>(c: &mut C) -> StoreResult<()> {
     c.execute(
         "UPDATE credential_revision SET revision = revision + 1 WHERE id = 1",
         args![],
     )
     .await?;
+    signal_credentials(c).await
+}
+
+/// Raises the credentials signal for every replica when the transaction commits
+/// (PostgreSQL `NOTIFY`; SQLite has one server, which acts on its own writes). `NOTIFY`
+/// serialises the commits of the transactions that send it, which credential changes
+/// (rare) can afford; new work is signalled after its commit instead
+/// ([`deskfleet_core::store::Store::raise`]).
+async fn signal_credentials<C: Conn>(c: &mut C) -> StoreResult<()> {
+    if C::DIALECT == Dialect::Postgres {
+        c.execute("NOTIFY deskfleet_credentials", args![]).await?;
+    }
     Ok(())
 }
 
@@ -1782,19 +1795,25 @@ async fn recompute_jobs<C: Conn>(
         return Ok(());
     }
     let set = strings(tallies.keys());
-    if C::DIALECT.locks_rows() {
-        // Writers of different desktops may change sub-jobs of one job at once. Whoever
-        // locks the job row last counts after every other writer of it committed (each
-        // statement of a READ COMMITTED transaction reads afresh), so the last status
-        // written is right. Counting before the lock would let a writer overwrite the
-        // job with a count that misses a concurrent change.
-        let sql = sql!(C::DIALECT, |d| format!(
-            "SELECT j.id AS id FROM jobs j WHERE j.id IN (SELECT t.value FROM {}) \
-             ORDER BY j.id{}",
-            d.texts(1),
-            d.lock_suffix_of("j")
-        ));
-        c.fetch_all(sql, args![set.as_str()]).await?;
+    // On PostgreSQL, writers of different desktops may change sub-jobs of one job at
+    // once. Whoever locks the job row last counts after every other writer of it
+    // committed (each statement of a READ COMMITTED transaction reads afresh), so the
+    // last status written is right. Counting before the lock would let a writer
+    // overwrite the job with a count that misses a concurrent change. The jobs not ended
+    // yet are noted: the ones this recount ends record their end.
+    let sql = sql!(C::DIALECT, |d| format!(
+        "SELECT j.id AS id, j.project_id AS project_id, j.job_type AS job_type \
+         FROM jobs j WHERE j.id IN (SELECT t.value FROM {}) AND j.end_time IS NULL \
+         ORDER BY j.id{}",
+        d.texts(1),
+        d.lock_suffix_of("j")
+    ));
+    let mut open: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for row in c.fetch_all(sql, args![set.as_str()]).await? {
+        open.insert(
+            row.text("id")?,
+            (row.text("project_id")?, row.text("job_type")?),
+        );
     }
     let sql = sql!(C::DIALECT, |d| format!(
         "SELECT s.job_id AS job_id, s.status AS status, COUNT(*) AS n \
@@ -1830,6 +1849,7 @@ async fn recompute_jobs<C: Conn>(
             t.first_failure = Some((code, reason));
         }
     }
+    let mut ended = Vec::new();
     for (job, t) in &tallies {
         let status = derive_job_status(t.counts);
         let failure = t
@@ -1862,8 +1882,26 @@ async fn recompute_jobs<C: Conn>(
             ],
         )
         .await?;
+        if status.is_terminal()
+            && let Some((project_id, job_type)) = open.get(job)
+        {
+            ended.push(deskfleet_core::audit::job_end(
+                &deskfleet_core::audit::JobEnd {
+                    project_id,
+                    job_id: job,
+                    job_type,
+                    status,
+                    error_code: code.as_deref(),
+                    fail_reason: reason.as_deref(),
+                    succeeded: t.counts.success,
+                    failed: t.counts.failed,
+                    at: now,
+                },
+            ));
+        }
     }
-    Ok(())
+    // In the same transaction as the change that ended them (docs/audit.md).
+    crate::audit_ops::append_traces(c, &ended).await
 }
 
 /// After `leaders` changed: their followers take their state, and every job concerned

@@ -7,10 +7,12 @@ use crate::ConnectError;
 use crate::backend::Backend;
 use crate::conn::{BoxFuture, backend, is_retryable};
 use crate::ops::{self, NewJob};
+use crate::signals::Signals;
 use deskfleet_core::model::Job;
-use deskfleet_core::store::StoreResult;
+use deskfleet_core::store::{Signal, StoreResult, Subscription};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// How many times a job creation that lost a race to another is run again.
@@ -31,6 +33,16 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 
 pub(crate) struct Postgres {
     pool: PgPool,
+    /// Started at the first subscription or announcement (admin commands need none).
+    signals: OnceLock<Option<Signals>>,
+}
+
+impl Postgres {
+    fn signals(&self) -> Option<&Signals> {
+        self.signals
+            .get_or_init(|| Signals::start(&self.pool))
+            .as_ref()
+    }
 }
 
 impl Postgres {
@@ -58,13 +70,26 @@ impl Postgres {
             None
         };
         crate::schema::migrate(&MIGRATOR, applied, &pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            signals: OnceLock::new(),
+        })
     }
 }
 
 impl Backend for Postgres {
     type Db = sqlx::Postgres;
     const NAME: &'static str = "postgres";
+
+    fn subscribe(&self, signal: Signal) -> Option<Box<dyn Subscription>> {
+        Some(self.signals()?.subscribe(signal))
+    }
+
+    fn raise(&self, signal: Signal) {
+        if let Some(s) = self.signals() {
+            s.raise(signal);
+        }
+    }
 
     async fn read(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
         // One snapshot for all the statements of a read (a count and its page agree).

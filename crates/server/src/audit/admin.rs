@@ -26,7 +26,7 @@ pub fn scope(path: &str, now: Millis) -> Option<AuditScope> {
     user.kind = "SystemUser".to_owned();
     user.invoked_by = vec!["deskfleet-server admin".to_owned()];
     Some(AuditScope::new(Trace {
-        trace_id: uuid::Uuid::new_v4().to_string(),
+        trace_id: deskfleet_core::audit::new_trace_id(),
         trace_name: name.to_owned(),
         trace_rating: Rating::Normal.as_str().to_owned(),
         trace_type: "SystemAction".to_owned(),

@@ -8,15 +8,20 @@ use crate::auth::Caller;
 use crate::auth::policy::Api;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, Query};
+use crate::openapi::{
+    CtsErrors, ProjectIdParam, TAG_CTS, integer_between, one_of_strings, schema_type, string_up_to,
+};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use deskfleet_core::audit::{Rating, Trace, TraceFilter};
 use deskfleet_core::store::StoreError;
 use deskfleet_proto::error::ErrorCode;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// How far back ListTraces answers (CTS keeps 7 days queryable).
 pub const QUERYABLE_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -26,10 +31,133 @@ const DEFAULT_WINDOW_MS: i64 = 3600 * 1000;
 const MIN_TIME: i64 = 946_656_000_000;
 const MAX_TIME: i64 = 4_102_416_000_000;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v3/{project_id}/traces", get(list_traces))
-        .route("/v3/{project_id}/trackers", get(list_trackers))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_traces))
+        .routes(routes!(list_trackers))
+}
+
+schema_type!(
+    /// `system` (management events) or `data` (none are kept).
+    TraceTypeName => one_of_strings(["system", "data"])
+);
+schema_type!(
+    /// A trace rating.
+    RatingName => one_of_strings(["normal", "warning", "incident"])
+);
+schema_type!(
+    /// Epoch milliseconds (13 digits) within the bounds CTS documents.
+    CtsMillis => integer_between(MIN_TIME, MAX_TIME, "Epoch milliseconds")
+);
+schema_type!(
+    /// Traces a page: 1 to 200 (0: the default, 10).
+    TraceLimit => integer_between(0, 200, "Traces per page")
+);
+schema_type!(
+    /// A filter of at most 32 characters.
+    Text32 => string_up_to(32, "At most 32 characters")
+);
+schema_type!(
+    /// A filter of at most 64 characters.
+    Text64 => string_up_to(64, "At most 64 characters")
+);
+schema_type!(
+    /// A filter of at most 100 characters.
+    Text100 => string_up_to(100, "At most 100 characters")
+);
+schema_type!(
+    /// A filter of at most 128 characters.
+    Text128 => string_up_to(128, "At most 128 characters")
+);
+schema_type!(
+    /// A filter of at most 200 characters.
+    Text200 => string_up_to(200, "At most 200 characters")
+);
+schema_type!(
+    /// A filter of at most 300 characters.
+    Text300 => string_up_to(300, "At most 300 characters")
+);
+schema_type!(
+    /// A filter of at most 350 characters.
+    Text350 => string_up_to(350, "At most 350 characters")
+);
+schema_type!(
+    /// A filter of at most 1024 characters.
+    Text1024 => string_up_to(1024, "At most 1024 characters")
+);
+
+/// A CTS error body: `CTS.*` code and message (and the encoded authorization message of
+/// a denial).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CtsErrorBody {
+    pub error_code: String,
+    pub error_msg: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoded_authorization_message: Option<String>,
+}
+
+/// ListTraces' answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListTracesResponse {
+    pub traces: Vec<WireTrace>,
+    pub meta_data: TracesMeta,
+}
+
+/// A trace as ListTraces sends it: `code` a string, `request`/`response` JSON strings,
+/// `read_only` a boolean, `user` an object (the stored form already is all that), and
+/// `event_type`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WireTrace {
+    #[serde(flatten)]
+    pub trace: Trace,
+    /// Always `system`: management events.
+    pub event_type: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TracesMeta {
+    /// Traces on this page.
+    pub count: usize,
+    /// The `next` of the following page (the id of this page's last trace); null on the
+    /// last page.
+    pub marker: Option<String>,
+}
+
+/// ListTrackers' answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListTrackersResponse {
+    pub trackers: Vec<Tracker>,
+}
+
+/// The one management tracker.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Tracker {
+    pub id: String,
+    pub create_time: i64,
+    pub domain_id: String,
+    pub project_id: String,
+    pub tracker_name: String,
+    pub tracker_type: String,
+    pub status: String,
+    pub is_support_validate: bool,
+    pub lts: TrackerLts,
+    pub obs_info: TrackerObs,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrackerLts {
+    pub is_lts_enabled: bool,
+    pub log_group_name: String,
+    pub log_topic_name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrackerObs {
+    pub bucket_name: String,
+    pub file_prefix_name: String,
+    pub is_obs_created: bool,
+    pub is_authorized_bucket: bool,
+    pub bucket_lifecycle: i64,
 }
 
 /// A CTS error: the catalogue's status with a `CTS.*` code.
@@ -78,10 +206,11 @@ impl IntoResponse for CtsError {
             (None, Some(d)) => format!("{}: {d}", e.code.message()),
             (None, None) => e.code.message().to_owned(),
         };
-        let mut body = json!({"error_code": code, "error_msg": msg});
-        if let Some(enc) = &e.encoded_authorization_message {
-            body["encoded_authorization_message"] = json!(enc);
-        }
+        let body = CtsErrorBody {
+            error_code: code.to_owned(),
+            error_msg: msg,
+            encoded_authorization_message: e.encoded_authorization_message.clone(),
+        };
         (status, Json(body)).into_response()
     }
 }
@@ -113,13 +242,42 @@ fn text(query: &Query, key: &str, max: usize) -> Result<Option<String>, CtsError
     Ok(v)
 }
 
+/// ListTraces: the project's management traces, newest first, filtered and paged as CTS
+/// does (docs/audit.md).
+#[utoipa::path(
+    get,
+    path = "/v3/{project_id}/traces",
+    tag = TAG_CTS,
+    operation_id = "ListTraces",
+    params(
+        ("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"),
+        ("trace_type" = inline(Option<TraceTypeName>), Query, description = "Default system"),
+        ("limit" = inline(Option<TraceLimit>), Query, description = "Traces a page (default 10)"),
+        ("from" = inline(Option<CtsMillis>), Query, description = "After this time (default: an hour before to)"),
+        ("to" = inline(Option<CtsMillis>), Query, description = "Before this time (default: now); after from"),
+        ("next" = inline(Option<Text64>), Query, description = "The marker of the page before"),
+        ("tracker_name" = inline(Option<Text32>), Query, description = "Only system exists"),
+        ("trace_id" = inline(Option<Text200>), Query, description = "One trace (overrides every other filter)"),
+        ("service_type" = inline(Option<Text32>), Query),
+        ("user" = inline(Option<Text1024>), Query, description = "The user name"),
+        ("resource_id" = inline(Option<Text350>), Query),
+        ("resource_name" = inline(Option<Text300>), Query),
+        ("resource_type" = inline(Option<Text100>), Query),
+        ("trace_name" = inline(Option<Text100>), Query),
+        ("trace_rating" = inline(Option<RatingName>), Query),
+        ("access_key_id" = inline(Option<Text128>), Query),
+        ("enterprise_project_id" = inline(Option<Text64>), Query),
+    ),
+    responses((status = 200, description = "A page of traces", body = ListTracesResponse), CtsErrors),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all, fields(project_id = %project_id))]
 async fn list_traces(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiPath(project_id): ApiPath<String>,
     query: Query,
-) -> Result<Json<Value>, CtsError> {
+) -> Result<Json<ListTracesResponse>, CtsError> {
     let project = state.authorize(&caller, &project_id, Api::ListTraces)?;
     let trace_type = query.str("trace_type")?.unwrap_or_else(|| "system".into());
     let tracker = query.str("tracker_name")?;
@@ -133,9 +291,13 @@ async fn list_traces(
             }
         }
         "data" => {
-            return Ok(Json(
-                json!({"traces": [], "meta_data": {"count": 0, "marker": null}}),
-            ));
+            return Ok(Json(ListTracesResponse {
+                traces: Vec::new(),
+                meta_data: TracesMeta {
+                    count: 0,
+                    marker: None,
+                },
+            }));
         }
         other => {
             return Err(CtsError::query(format!(
@@ -216,31 +378,46 @@ async fn list_traces(
     let more = traces.len() > limit as usize;
     traces.truncate(limit as usize);
     let marker = if more {
-        traces.last().map(|t| json!(t.trace_id))
+        traces.last().map(|t| t.trace_id.clone())
     } else {
         None
     };
-    Ok(Json(json!({
-        "traces": traces.iter().map(wire).collect::<Vec<_>>(),
-        "meta_data": {"count": traces.len(), "marker": marker.unwrap_or(Value::Null)},
-    })))
+    Ok(Json(ListTracesResponse {
+        meta_data: TracesMeta {
+            count: traces.len(),
+            marker,
+        },
+        traces: traces
+            .into_iter()
+            .map(|trace| WireTrace {
+                trace,
+                event_type: "system",
+            })
+            .collect(),
+    }))
 }
 
-/// A trace as ListTraces sends it: `code` a string, `request`/`response` JSON strings,
-/// `read_only` a boolean, `user` an object (the stored form already is all that).
-fn wire(t: &Trace) -> Value {
-    let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
-    v["event_type"] = json!("system");
-    v
-}
-
+/// ListTrackers: the one management tracker, `system`, always enabled.
+#[utoipa::path(
+    get,
+    path = "/v3/{project_id}/trackers",
+    tag = TAG_CTS,
+    operation_id = "ListTrackers",
+    params(
+        ("project_id" = inline(ProjectIdParam), Path, description = "The project id (32 hex digits)"),
+        ("tracker_name" = inline(Option<Text32>), Query, description = "Only system exists"),
+        ("tracker_type" = inline(Option<TraceTypeName>), Query),
+    ),
+    responses((status = 200, description = "The trackers", body = ListTrackersResponse), CtsErrors),
+    security(("aksk" = []), ("token" = [])),
+)]
 #[tracing::instrument(skip_all, fields(project_id = %project_id))]
 async fn list_trackers(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiPath(project_id): ApiPath<String>,
     query: Query,
-) -> Result<Json<Value>, CtsError> {
+) -> Result<Json<ListTrackersResponse>, CtsError> {
     let project = state.authorize(&caller, &project_id, Api::ListTrackers)?;
     let name = query.str("tracker_name")?;
     let kind = query.str("tracker_type")?;
@@ -259,7 +436,9 @@ async fn list_trackers(
         ));
     }
     if kind.as_deref() == Some("data") {
-        return Ok(Json(json!({"trackers": []})));
+        return Ok(Json(ListTrackersResponse {
+            trackers: Vec::new(),
+        }));
     }
     // The one management tracker always exists; its id is stable per project.
     let digest = crate::auth::secrets::sha256_hex(&format!("tracker:{project}"));
@@ -268,17 +447,28 @@ async fn list_trackers(
         .and_then(|b| b.try_into().ok())
         .unwrap_or_default();
     let id = uuid::Uuid::from_bytes(bytes);
-    Ok(Json(json!({"trackers": [{
-        "id": id.to_string(),
-        "create_time": 0,
-        "domain_id": "",
-        "project_id": project.as_str(),
-        "tracker_name": "system",
-        "tracker_type": "system",
-        "status": "enabled",
-        "is_support_validate": true,
-        "lts": {"is_lts_enabled": false, "log_group_name": "", "log_topic_name": ""},
-        "obs_info": {"bucket_name": "", "file_prefix_name": "", "is_obs_created": false,
-                     "is_authorized_bucket": false, "bucket_lifecycle": 0},
-    }]})))
+    Ok(Json(ListTrackersResponse {
+        trackers: vec![Tracker {
+            id: id.to_string(),
+            create_time: 0,
+            domain_id: String::new(),
+            project_id: project.as_str().to_owned(),
+            tracker_name: "system".to_owned(),
+            tracker_type: "system".to_owned(),
+            status: "enabled".to_owned(),
+            is_support_validate: true,
+            lts: TrackerLts {
+                is_lts_enabled: false,
+                log_group_name: String::new(),
+                log_topic_name: String::new(),
+            },
+            obs_info: TrackerObs {
+                bucket_name: String::new(),
+                file_prefix_name: String::new(),
+                is_obs_created: false,
+                is_authorized_bucket: false,
+                bucket_lifecycle: 0,
+            },
+        }],
+    }))
 }

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod catalog;
+pub mod console;
 pub mod export;
 pub mod listing;
 pub mod seal;
@@ -100,7 +101,7 @@ fn draft(state: &AppState, request: &Request, entry: &catalog::Entry) -> Trace {
         ..TraceUser::default()
     };
     Trace {
-        trace_id: uuid::Uuid::new_v4().to_string(),
+        trace_id: deskfleet_core::audit::new_trace_id(),
         trace_name: entry.trace_name.to_owned(),
         trace_rating: Rating::Normal.as_str().to_owned(),
         trace_type: "ApiCall".to_owned(),
@@ -224,7 +225,7 @@ pub fn enrollment_scope(
         ..TraceUser::default()
     };
     let scope = AuditScope::new(Trace {
-        trace_id: uuid::Uuid::new_v4().to_string(),
+        trace_id: deskfleet_core::audit::new_trace_id(),
         trace_name: "enrollDesktop".to_owned(),
         trace_rating: Rating::Normal.as_str().to_owned(),
         trace_type: "ApiCall".to_owned(),
@@ -339,6 +340,7 @@ pub fn note_request_body(bytes: &[u8]) {
 pub fn note_principal(p: &Principal) {
     update_current(|t| {
         let ak = std::mem::take(&mut t.user.access_key_id);
+        let invoked_by = std::mem::take(&mut t.user.invoked_by);
         t.user = TraceUser::iam(
             p.user_id.as_str(),
             &p.user_name,
@@ -346,6 +348,7 @@ pub fn note_principal(p: &Principal) {
             &p.domain.name,
             &ak,
         );
+        t.user.invoked_by = invoked_by;
         t.domain_id = p.domain.id.as_str().to_owned();
         if t.project_id.is_empty() {
             t.project_id = p.project_id.as_str().to_owned();
@@ -356,6 +359,7 @@ pub fn note_principal(p: &Principal) {
 /// The user a login names, once found (a failed login is recorded against it).
 pub fn note_login_user(user: &deskfleet_core::model::User) {
     update_current(|t| {
+        let invoked_by = std::mem::take(&mut t.user.invoked_by);
         t.user = TraceUser::iam(
             user.id.as_str(),
             &user.name,
@@ -363,6 +367,7 @@ pub fn note_login_user(user: &deskfleet_core::model::User) {
             &user.domain.name,
             "",
         );
+        t.user.invoked_by = invoked_by;
         t.domain_id = user.domain.id.as_str().to_owned();
         t.resource_id = user.id.as_str().to_owned();
         t.resource_name = user.name.clone();

@@ -134,6 +134,9 @@ pub async fn show(
                 dt { "Last seen" } dd { (opt_time(presence.last_seen())) }
                 dt { "Address" } dd { (d.ip_address) }
                 dt { "Operating system" } dd { (d.os_type) }
+                @if user.may(Api::ListTraces) {
+                    dt { "Audit" } dd { a href=(super::audit::traces_of(d.id.as_str())) { "Traces of this desktop" } }
+                }
                 dt { "Agent" } dd {
                     @match &d.agent {
                         Some(a) => { (a.version) ", " @if a.healthy { "healthy" } @else { "unhealthy" } ", reported " (time(a.reported_at)) }

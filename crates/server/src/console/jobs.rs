@@ -194,6 +194,9 @@ pub async fn show(
                 dt { "Progress" } dd { (progress_bar(&format!("Progress of job {id}"), c.percent, Some(id))) }
                 dt { "Sub-jobs" } dd data-job-counts=(id) { (c.text) }
                 dt { "Created" } dd { (super::page::time(job.created_at)) }
+                @if user.may(Api::ListTraces) {
+                    dt { "Audit" } dd { a href=(super::audit::traces_of(id)) { "Traces of this job" } }
+                }
                 dt { "Ended" } dd data-job-ended=(id) { (super::page::opt_time(job.end_time)) }
                 dt { "Failure" } dd data-job-reason=(id) {
                     (job.fail_reason.as_deref().unwrap_or("-"))

@@ -68,6 +68,7 @@ pub async fn submit(
     let raw =
         std::str::from_utf8(&body).map_err(|_| ApiError::invalid("the form is not valid UTF-8"))?;
     let fields = Query::parse(raw, true)?;
+    crate::audit::console::note_form_fields(fields.pairs(), "");
     let domain = fields.str("domain")?.unwrap_or_default();
     let user_name = fields.str("user")?.unwrap_or_default();
     let password = fields.str("password")?.unwrap_or_default();
@@ -117,6 +118,7 @@ pub async fn submit(
             ))
             .into());
     };
+    crate::audit::note_project(&project.id);
     let id = session::create(&state, &user, &project.id).await?;
     tracing::info!(user = %user.name, project = %project.id, "console sign-in");
     let mut response = see_other("/console/");

@@ -21,6 +21,7 @@
 
 mod agents;
 mod assets;
+mod audit;
 mod charts;
 mod cookie;
 mod csrf;
@@ -38,7 +39,7 @@ mod users;
 
 use crate::AppState;
 use axum::Router;
-use axum::middleware::{from_fn, map_response};
+use axum::middleware::{from_fn, from_fn_with_state, map_response};
 use axum::routing::{get, post};
 
 pub use cookie::COOKIE;
@@ -79,6 +80,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/console/users/{user_id}/enable", post(users::enable))
         .route("/console/users/{user_id}/keys", post(users::create_key))
         .route("/console/keys/{access_key}/delete", post(users::delete_key))
+        .route("/console/audit", get(audit::show))
         .route("/console/jobs", get(jobs::list))
         .route("/console/jobs/{job_id}", get(jobs::show))
         .route("/console/jobs/{job_id}/progress", get(jobs::progress))
@@ -89,5 +91,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             get(page::not_found).post(page::not_found),
         )
         .route_layer(from_fn(page::same_origin_posts))
+        // Outside the origin check, so that a forged form's refusal is recorded too.
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            crate::audit::console::record,
+        ))
         .route_layer(map_response(page::security_headers))
 }

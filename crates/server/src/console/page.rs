@@ -33,6 +33,7 @@ pub enum Area {
     Packages,
     Enrollment,
     Users,
+    Audit,
     None,
 }
 
@@ -45,6 +46,7 @@ pub fn layout(title: &str, user: Option<&ConsoleUser>, area: Area, body: Markup)
         (Area::Packages, "/console/packages", "Packages"),
         (Area::Enrollment, "/console/enrollment", "Enrollment"),
         (Area::Users, "/console/users", "Users"),
+        (Area::Audit, "/console/audit", "Audit"),
     ];
     html! {
         (DOCTYPE)
@@ -64,8 +66,10 @@ pub fn layout(title: &str, user: Option<&ConsoleUser>, area: Area, body: Markup)
                         nav aria-label="Main" {
                             ul {
                                 @for (a, href, label) in nav {
-                                    // Enrollment and users are the administrators'.
-                                    @if u.role == Role::Admin || !matches!(a, Area::Enrollment | Area::Users) {
+                                    // Enrollment and users are the administrators', the
+                                    // audit trail is the roles' that may read it.
+                                    @if (u.role == Role::Admin || !matches!(a, Area::Enrollment | Area::Users))
+                                        && (a != Area::Audit || u.may(Api::ListTraces)) {
                                     li {
                                         @if a == area {
                                             a href=(href) aria-current="page" { (label) }
@@ -116,9 +120,11 @@ pub fn opt_time(ms: Option<Millis>) -> String {
     ms.map(time).unwrap_or_else(|| "-".into())
 }
 
-/// The error box: code, message and what to do.
+/// The error box: code, message and what to do. A form that shows one failed: its trace
+/// says why.
 pub fn error_box(e: &ApiError) -> Markup {
     let body = e.body();
+    crate::audit::console::note_failure(&body.error_code, &body.error_msg);
     html! {
         div class="error" role="alert" {
             p { strong { "Error " (body.error_code) } ": " (body.error_msg) }
@@ -137,6 +143,11 @@ impl IntoResponse for ConsoleError {
                     r.headers_mut()
                         .insert(header::SET_COOKIE, cookie::clear_cookie());
                 }
+                // A redirect, but a refusal: the audit trail records it as one.
+                crate::audit::console::note_failure(
+                    ErrorCode::Unauthenticated.code(),
+                    &format!("no console session ({})", why.reason()),
+                );
                 r
             }
             ConsoleError::Api(e) => {
@@ -197,6 +208,7 @@ impl FromRequest<AppState> for Form {
         let raw = std::str::from_utf8(&body)
             .map_err(|_| ApiError::invalid("the form is not valid UTF-8"))?;
         let fields = Query::parse(raw, true)?;
+        crate::audit::console::note_console_form(&user.principal(), fields.pairs(), csrf::FIELD);
         csrf::check(&user.csrf, fields.str(csrf::FIELD)?.as_deref())?;
         Ok(Form { user, fields })
     }

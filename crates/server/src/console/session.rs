@@ -52,17 +52,22 @@ impl ConsoleUser {
         grants(self.role, api)
     }
 
+    /// The user as the API's authorisation sees a caller.
+    pub fn principal(&self) -> Principal {
+        Principal {
+            user_id: self.user_id.clone(),
+            user_name: self.user_name.clone(),
+            project_id: self.project.clone(),
+            role: Some(self.role),
+            expires_at: None,
+            domain: self.domain.clone(),
+        }
+    }
+
     /// Authorises `api` exactly as the API would (project, role, throttle).
     pub fn authorize(&self, state: &AppState, api: Api) -> Result<ProjectId, ApiError> {
         let caller = Caller {
-            principal: Principal {
-                user_id: self.user_id.clone(),
-                user_name: self.user_name.clone(),
-                project_id: self.project.clone(),
-                role: Some(self.role),
-                expires_at: None,
-                domain: self.domain.clone(),
-            },
+            principal: self.principal(),
             header_project: None,
         };
         state.authorize(&caller, self.project.as_str(), api)

@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use axum::http::{HeaderMap, header};
 use deskfleet_core::fleet::{DesktopIdentity, EnrollmentGrant};
 use deskfleet_core::ids::DesktopId;
-use deskfleet_core::store::StoreError;
+use deskfleet_core::store::{Signal, StoreError, Subscription};
 use deskfleet_proto::opamp as op;
 use session::Session;
 use std::collections::HashMap;
@@ -314,11 +314,17 @@ impl Fleet {
 /// a job is created on this replica.
 pub struct Scheduler {
     state: AppState,
+    /// Work queued on another replica (PostgreSQL), if the store can tell.
+    signal: tokio::sync::Mutex<Option<Box<dyn Subscription>>>,
 }
 
 impl Scheduler {
     pub fn new(state: AppState) -> Self {
-        Self { state }
+        let signal = state.store.subscribe(Signal::Work);
+        Self {
+            state,
+            signal: tokio::sync::Mutex::new(signal),
+        }
     }
 
     /// One pass: wake the connected desktops that have waiting work. Returns how many.
@@ -342,7 +348,11 @@ impl Worker for Scheduler {
     }
 
     async fn wait(&self, interval: Duration) {
-        let _ = tokio::time::timeout(interval, self.state.fleet.wake.notified()).await;
+        let mut signal = self.signal.lock().await;
+        tokio::select! {
+            _ = tokio::time::timeout(interval, self.state.fleet.wake.notified()) => {}
+            () = crate::engine::raised(signal.as_mut()) => {}
+        }
     }
 
     async fn run_step(&self) -> Result<u64, StoreError> {

@@ -108,6 +108,18 @@ impl IntoResponses for CesV1Errors {
     }
 }
 
+/// The errors of a Cloud Trace Service operation: `CTS.NNNN` (404 `CTS.0214` for an
+/// unknown tracker), or the gateway's body.
+pub struct CtsErrors;
+
+impl IntoResponses for CtsErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut statuses = AUTHENTICATED_ERRORS.to_vec();
+        statuses.push((404, "CTS.0214: no tracker has that name"));
+        error_responses(&statuses, || or_gateway("CtsErrorBody"))
+    }
+}
+
 /// The errors of the Keystone token operations: the Keystone body.
 pub struct KeystoneErrors;
 

@@ -15,13 +15,17 @@
 mod errors;
 mod schemas;
 
-pub use errors::{CesV1Errors, CesV3Errors, FleetErrors, KeystoneErrors, WorkspaceErrors};
+pub use errors::{
+    CesV1Errors, CesV3Errors, CtsErrors, FleetErrors, KeystoneErrors, WorkspaceErrors,
+};
 pub(crate) use schemas::schema_type;
 pub use schemas::{
     PrintableId, ProjectIdParam, integer_between, one_of_integers, one_of_strings, pattern_string,
+    string_up_to,
 };
 
 use crate::AppState;
+use crate::audit::listing::CtsErrorBody;
 use crate::routes::ces::error::{MetricErrorBody, TaskmgrErrorBody};
 use deskfleet_proto::error::ErrorBody;
 use deskfleet_proto::iam::KeystoneError;
@@ -41,6 +45,7 @@ pub const EXTENSION_MARK: &str = "x-deskfleet-extension";
 pub const TAG_WORKSPACE: &str = "Workspace";
 pub const TAG_IAM: &str = "IAM";
 pub const TAG_CES: &str = "Cloud Eye";
+pub const TAG_CTS: &str = "Cloud Trace";
 pub const TAG_EXTENSIONS: &str = "Extensions";
 
 /// The security scheme names operations refer to.
@@ -69,12 +74,14 @@ pub const FLEET_BEARER: &str = "fleet_bearer";
         (name = "Cloud Eye", description = "Cloud Eye (CES): agent status and agent invocations \
             (v3, `taskmgr.NNNN` errors) and metric data (V1.0, the hybrid `ces.NNNN` body). \
             Gateway errors stay `APIGW.NNNN`."),
+        (name = "Cloud Trace", description = "Cloud Trace Service (CTS): the audit trail's \
+            traces and its one tracker (docs/audit.md). Errors are `CTS.NNNN`, or the gateway's."),
         (name = "Extensions", description = "deskfleet's own operations: the desktop monitor, \
             probes, Prometheus metrics, the guests' OpAMP channel and package downloads, and \
             this document. Every one, and every field deskfleet adds to a public body, carries \
             `x-deskfleet-extension: true`."),
     ),
-    components(schemas(ErrorBody, KeystoneError, TaskmgrErrorBody, MetricErrorBody)),
+    components(schemas(ErrorBody, KeystoneError, TaskmgrErrorBody, MetricErrorBody, CtsErrorBody)),
     modifiers(&SecuritySchemes),
 )]
 struct ApiDoc;

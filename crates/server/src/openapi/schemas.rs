@@ -35,6 +35,15 @@ pub fn pattern_string(pattern: &str, min: usize, max: usize, description: &str) 
         .into()
 }
 
+/// Any string of at most `max` characters.
+pub fn string_up_to(max: usize, description: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(max))
+        .description(Some(description))
+        .into()
+}
+
 /// A string that is one of `values`.
 pub fn one_of_strings<'a>(values: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
     ObjectBuilder::new()

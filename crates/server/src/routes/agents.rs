@@ -115,7 +115,7 @@ pub async fn batch_install(
             other => other.into(),
         })?;
     tracing::info!(job_id = %job.id, desktops = desktops.len(), "install job created");
-    state.fleet.wake.notify_one();
+    state.work_queued();
     Ok(job)
 }
 

@@ -141,7 +141,7 @@ pub async fn job_action(
         other => other.into(),
     })?;
     if op_type == "retry" && changed > 0 {
-        state.fleet.wake.notify_one();
+        state.work_queued();
     }
     Ok(changed)
 }

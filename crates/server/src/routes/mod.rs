@@ -52,6 +52,7 @@ pub fn api() -> Api {
             .merge(packages::routes())
             .merge(enrollment::routes())
             .merge(ces::routes())
+            .merge(crate::audit::listing::routes())
             .merge(iam::authenticated_routes()),
         public: OpenApiRouter::new()
             .merge(iam::public_routes())
@@ -108,9 +109,8 @@ pub fn router(state: AppState) -> Router {
         authenticated,
         public,
     } = api();
-    let v2 = Router::from(authenticated)
-        .merge(crate::audit::listing::routes())
-        .route_layer(from_fn_with_state(state.clone(), authenticate));
+    let v2 =
+        Router::from(authenticated).route_layer(from_fn_with_state(state.clone(), authenticate));
     let body_deadline = Duration::from_millis(state.settings.http.body_read_timeout_ms);
     Router::new()
         .merge(v2)

@@ -71,6 +71,29 @@ async fn get(app: &TestApp, http: &reqwest::Client, path: &str, cookie: &str) ->
         .unwrap()
 }
 
+/// Every trace recorded (failed sign-ins have no project yet), newest first.
+async fn traces(app: &TestApp) -> Vec<deskfleet_core::audit::Trace> {
+    let store = app.store().await;
+    let mut all: Vec<deskfleet_core::audit::Trace> = store
+        .trace_chain(1, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| serde_json::from_str(&t.content).unwrap())
+        .collect();
+    all.reverse();
+    all
+}
+
+/// The console's traces named `name`.
+async fn console_traces(app: &TestApp, name: &str) -> Vec<deskfleet_core::audit::Trace> {
+    traces(app)
+        .await
+        .into_iter()
+        .filter(|t| t.trace_type == "ConsoleAction" && t.trace_name == name)
+        .collect()
+}
+
 fn location(r: &reqwest::Response) -> &str {
     r.headers().get(LOCATION).unwrap().to_str().unwrap()
 }
@@ -305,6 +328,30 @@ async fn a_readonly_user_sees_no_controls_and_a_forged_write_is_refused() {
         .await
         .unwrap();
     assert_eq!(jobs, 0, "no job was created");
+    // The refusal is on the record, as the API's would be: who, what, and why.
+    let refused = console_traces(&app, "batchInstallCesAgent").await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let t = &refused[0];
+    assert_eq!(
+        (t.code.as_str(), t.trace_rating.as_str()),
+        ("403", "warning")
+    );
+    assert_eq!(t.user.name, "viewer");
+    assert_eq!(t.user.invoked_by, vec!["service.console".to_owned()]);
+    assert!(
+        t.location_info.as_deref().unwrap().contains("WKS.0403"),
+        "{t:?}"
+    );
+    assert!(
+        !t.request.contains(&csrf),
+        "the CSRF token is not kept: {}",
+        t.request
+    );
+    assert!(t.request.contains(ids[0].as_str()), "{}", t.request);
+    // Reading the trail is the auditors' and administrators': no page, no link.
+    assert!(!html.contains("href=\"/console/audit\""));
+    let audit = get(&app, &http, "/console/audit", &cookie).await;
+    assert_eq!(audit.status(), StatusCode::FORBIDDEN);
     app.stop().await;
 }
 
@@ -363,6 +410,67 @@ async fn an_admin_installs_from_the_console_with_the_api_rules() {
     assert_eq!(progress.status(), StatusCode::OK);
     let json: serde_json::Value = progress.json().await.unwrap();
     assert_eq!(json["sub_jobs"].as_array().unwrap().len(), 2, "{json}");
+
+    // The sign-in and both forms are on the record as console actions: the refused one
+    // with its error, the other committed with its job.
+    let signed_in = console_traces(&app, "login").await;
+    assert_eq!(signed_in.len(), 1, "{signed_in:?}");
+    assert!(!signed_in[0].request.contains(&app.bootstrap.password));
+    assert!(
+        signed_in[0].request.contains("********"),
+        "{}",
+        signed_in[0].request
+    );
+    let installs = console_traces(&app, "batchInstallCesAgent").await;
+    assert_eq!(installs.len(), 2, "{installs:?}");
+    let (made_trace, bad_trace) = (&installs[0], &installs[1]);
+    let job_id = job_page.trim_start_matches("/console/jobs/");
+    assert_eq!(made_trace.code, "200");
+    assert_eq!(made_trace.trace_rating, "normal");
+    assert!(made_trace.response.contains(job_id), "{made_trace:?}");
+    assert!(
+        made_trace.request.contains("\"scope\":\"filter\""),
+        "{}",
+        made_trace.request
+    );
+    assert!(!made_trace.request.contains("csrf_token"));
+    assert_eq!(made_trace.user.name, app.bootstrap.user_name);
+    assert_eq!(
+        (bad_trace.code.as_str(), bad_trace.trace_rating.as_str()),
+        ("400", "warning")
+    );
+    assert!(
+        bad_trace
+            .location_info
+            .as_deref()
+            .unwrap()
+            .contains("WKS.0001")
+    );
+
+    // The audit page shows them, filtered as ListTraces filters; the job links to it.
+    let job_html = get(&app, &http, &job_page, &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(job_html.contains("Traces of this job"), "{job_html}");
+    let audit = get(
+        &app,
+        &http,
+        "/console/audit?window=1h&trace_name=batchInstallCesAgent&trace_rating=warning",
+        &cookie,
+    )
+    .await;
+    assert_eq!(audit.status(), StatusCode::OK);
+    let audit = audit.text().await.unwrap();
+    assert!(audit.contains(&bad_trace.trace_id), "{audit}");
+    assert!(
+        !audit.contains(&made_trace.trace_id),
+        "the rating filter applies"
+    );
+    assert!(audit.contains("ConsoleAction"));
+    let wrong = get(&app, &http, "/console/audit?window=forever", &cookie).await;
+    assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
     app.stop().await;
 }
 
@@ -399,6 +507,11 @@ async fn wrong_console_passwords_lock_the_api_login_too() {
         .unwrap();
     assert_eq!(token.status(), StatusCode::UNAUTHORIZED);
     assert!(token.text().await.unwrap().contains("locked"));
+    // Each wrong console password left a loginFailed trace, without the password.
+    let failed = console_traces(&app, "loginFailed").await;
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    assert!(failed.iter().all(|t| t.trace_rating != "normal"));
+    assert!(failed.iter().all(|t| !t.request.contains("wrong")));
     app.stop().await;
 }
 

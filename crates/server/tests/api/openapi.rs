@@ -46,7 +46,7 @@ async fn the_document_is_openapi_3_1_and_describes_every_family() {
         .collect();
     assert_eq!(
         tags,
-        BTreeSet::from(["Workspace", "IAM", "Cloud Eye", "Extensions"])
+        BTreeSet::from(["Workspace", "IAM", "Cloud Eye", "Cloud Trace", "Extensions"])
     );
     let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
     assert_eq!(schemes["aksk"]["name"], "Authorization");
@@ -54,6 +54,8 @@ async fn the_document_is_openapi_3_1_and_describes_every_family() {
     let ops = operations(&doc);
     assert!(ops.contains(&("POST".into(), "/v2/{project_id}/desktops/agents".into())));
     assert!(ops.contains(&("POST".into(), "/v3/auth/tokens".into())));
+    assert!(ops.contains(&("GET".into(), "/v3/{project_id}/traces".into())));
+    assert!(ops.contains(&("GET".into(), "/v3/{project_id}/trackers".into())));
     assert!(ops.contains(&(
         "POST".into(),
         "/v3/{project_id}/agent-invocations/batch-create".into()

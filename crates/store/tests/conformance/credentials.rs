@@ -324,3 +324,42 @@ pub async fn deleting_a_desktop_removes_it_and_its_work(ctx: Ctx) {
 async fn ds_name(s: &dyn Store, p: &ProjectId, d: &DesktopId) -> String {
     s.get_desktop(p, d).await.unwrap().unwrap().computer_name
 }
+
+/// Another replica (or an admin command) changes a credential or queues work through its
+/// own store: this store's subscribers hear of it at once (PostgreSQL). SQLite cannot
+/// tell (one server; its poll sees an admin command's change).
+pub async fn changes_are_signalled_to_every_replica(ctx: Ctx) {
+    use deskfleet_core::store::Signal;
+    use std::time::Duration;
+    let s = &*ctx.store;
+    let Some(mut credentials) = s.subscribe(Signal::Credentials) else {
+        assert_eq!(s.backend(), "sqlite");
+        assert!(s.subscribe(Signal::Work).is_none());
+        s.raise(Signal::Work);
+        return;
+    };
+    let mut work = s
+        .subscribe(Signal::Work)
+        .expect("both signals are listened to");
+    const AT_ONCE: Duration = Duration::from_secs(5);
+    // The listener raises both once it listens (what came before is not known).
+    tokio::time::timeout(AT_ONCE, credentials.raised())
+        .await
+        .expect("the listener starts");
+    tokio::time::timeout(AT_ONCE, work.raised())
+        .await
+        .expect("the listener starts");
+
+    let other = deskfleet_store::connect(ctx.url()).await.unwrap();
+    let domain = other.create_domain("acme").await.unwrap();
+    let user = other.create_user(&domain.id, "bob", "h").await.unwrap();
+    other.set_user_disabled(&user.id, true).await.unwrap();
+    tokio::time::timeout(AT_ONCE, credentials.raised())
+        .await
+        .expect("a credential change on another replica is signalled");
+
+    other.raise(Signal::Work);
+    tokio::time::timeout(AT_ONCE, work.raised())
+        .await
+        .expect("work queued on another replica is signalled");
+}

@@ -65,6 +65,7 @@ conformance! {
     credentials::a_role_change_moves_the_revision,
     credentials::enrollment_tokens_are_revoked,
     credentials::deleting_a_desktop_removes_it_and_its_work,
+    credentials::changes_are_signalled_to_every_replica,
     desktops::import_keeps_order_and_fills_defaults,
     desktops::list_filters_orders_and_pages,
     desktops::projects_do_not_see_each_other,
@@ -129,4 +130,5 @@ conformance! {
     traces::tampering_is_named_by_verify,
     traces::pruning_a_sealed_prefix_still_verifies,
     traces::a_trace_that_cannot_be_written_fails_its_change,
+    traces::a_job_records_its_end_once_with_the_change_that_ended_it,
 }

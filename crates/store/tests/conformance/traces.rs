@@ -2,7 +2,7 @@
 //! under concurrency; ListTraces' filters and paging; tampering with rows is named by
 //! `verify_store`; a pruned, sealed prefix still verifies.
 
-use crate::harness::{Ctx, T0, at, desktops, project};
+use crate::harness::{Ctx, T0, at, claim, desktops, finish, install, project};
 use deskfleet_core::audit::{self, Seal, Trace, TraceFilter, TraceUser, Verification};
 use deskfleet_core::ids::{DesktopId, ProjectId};
 use deskfleet_core::store::Store;
@@ -67,17 +67,25 @@ pub async fn a_change_and_its_trace_commit_together(ctx: Ctx) {
 
     let listed = s.list_traces(&p, &window(), 10).await.unwrap();
     assert_eq!(listed, vec![committed]);
-    // A second write in the same scope carries nothing more.
+    // A second write in the same scope carries nothing more: the cancel ended the job,
+    // which records the job's end (the server's own trace), and nothing else.
+    let asked = |traces: Vec<Trace>| -> usize {
+        traces
+            .iter()
+            .filter(|t| t.trace_type != "SystemAction")
+            .count()
+    };
     scope.run(s.cancel_job(&p, &job.id, T0)).await.unwrap();
-    assert_eq!(s.list_traces(&p, &window(), 10).await.unwrap().len(), 1);
+    let listed = s.list_traces(&p, &window(), 10).await.unwrap();
+    assert_eq!((listed.len(), asked(listed)), (2, 1));
     // Writes outside any scope carry nothing.
     s.create_install_job(&p, &ds, "batchInstallCesAgent", at(T0))
         .await
         .unwrap();
-    assert_eq!(s.list_traces(&p, &window(), 10).await.unwrap().len(), 1);
+    assert_eq!(asked(s.list_traces(&p, &window(), 10).await.unwrap()), 1);
     let v = verify(s).await;
     assert!(v.ok(), "{v:?}");
-    assert_eq!(v.checked, 1);
+    assert_eq!(v.checked, 2);
 }
 
 pub async fn a_failed_change_leaves_no_trace_and_the_draft_open(ctx: Ctx) {
@@ -450,4 +458,64 @@ pub async fn a_trace_that_cannot_be_written_fails_its_change(ctx: Ctx) {
         .0;
     assert_eq!(before, after);
     assert!(audit::verify_store(&*s).await.unwrap().ok());
+}
+
+pub async fn a_job_records_its_end_once_with_the_change_that_ended_it(ctx: Ctx) {
+    use deskfleet_core::model::Outcome;
+    let s = &*ctx.store;
+    let p = project(s, "main").await;
+    let ds = desktops(s, &p, 2).await;
+    let j = install(s, &p, &ds, T0).await;
+    let ends = |traces: Vec<Trace>| -> Vec<Trace> {
+        traces
+            .into_iter()
+            .filter(|t| t.trace_type == "SystemAction")
+            .collect()
+    };
+    let first = claim(s, &ds[0], T0).await;
+    finish(s, &first.id, &Outcome::Success, T0 + 5).await;
+    assert!(
+        ends(s.list_traces(&p, &window(), 10).await.unwrap()).is_empty(),
+        "the job has not ended"
+    );
+    let second = claim(s, &ds[1], T0).await;
+    let failure = Outcome::Failed {
+        code: "WKS.00990008".into(),
+        reason: "the package did not verify".into(),
+    };
+    finish(s, &second.id, &failure, T0 + 7).await;
+    let end = ends(s.list_traces(&p, &window(), 10).await.unwrap());
+    assert_eq!(end.len(), 1, "{end:?}");
+    let t = &end[0];
+    assert_eq!(t.trace_name, "batchInstallCesAgent");
+    assert_eq!(t.resource_id, j.id.as_str());
+    assert_eq!(t.project_id, p.as_str());
+    assert_eq!(
+        (t.code.as_str(), t.trace_rating.as_str()),
+        ("200", "warning")
+    );
+    assert_eq!(t.source_ip, "");
+    assert_eq!(t.time, T0 + 7);
+    let response: serde_json::Value = serde_json::from_str(&t.response).unwrap();
+    assert_eq!(response["status"], "FAIL");
+    assert_eq!(
+        (
+            response["success_num"].as_u64(),
+            response["fail_num"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert!(t.location_info.as_deref().unwrap().contains("WKS.00990008"));
+    // A result reported again ends nothing again.
+    assert!(
+        !s.finish_sub_job(&second.id, &failure, T0 + 9)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        ends(s.list_traces(&p, &window(), 10).await.unwrap()).len(),
+        1
+    );
+    let v = verify(s).await;
+    assert!(v.ok(), "{v:?}");
 }

@@ -361,7 +361,7 @@ pub async fn create_invocations(
             rollback(state, project, ids, limits).await?
         }
     };
-    state.fleet.wake.notify_one();
+    state.work_queued();
     Ok(invocations)
 }
 
