@@ -1,5 +1,12 @@
 //! `deskfleet-server`: runs the server, or an admin command on its database.
 
+/// The server allocates and frees across threads all the time (a request's values are
+/// built on a runtime worker and dropped on the SQLite writer's thread, and the other way
+/// round); mimalloc does that without the arena locks of the system allocator
+/// (`bench/api/RESULTS.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use deskfleet_core::clock::{Clock, SystemClock};

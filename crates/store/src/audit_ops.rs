@@ -138,6 +138,14 @@ fn insert_chained_sql(d: Dialect) -> String {
     )
 }
 
+/// One chained trace, by parameters.
+static INSERT_ROW: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO traces (seq, {COLUMNS}, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    )
+});
+
 /// Inserts into the inbox the traces whose id the chain does not hold already (a trace
 /// recorded twice would otherwise stop the chainer).
 fn insert_unchained_sql(d: Dialect) -> String {
@@ -199,11 +207,44 @@ async fn append_chained<C: Conn>(c: &mut C, mut rows: Vec<TraceRow<'_>>) -> Stor
         row.hash = Some(hash);
         last = seq;
     }
-    c.execute(
-        sql!(C::DIALECT, |d| insert_chained_sql(d)),
-        args![encode(&rows)?.as_str()],
-    )
-    .await?;
+    match C::DIALECT {
+        // In-process: one prepared statement run once a row costs less than taking a
+        // JSON batch (and its traces' contents, escaped) apart in SQL.
+        Dialect::Sqlite => {
+            for r in &rows {
+                c.execute(
+                    &INSERT_ROW,
+                    args![
+                        r.seq.unwrap_or_default(),
+                        r.trace_id.as_ref(),
+                        r.project_id.as_ref(),
+                        r.at,
+                        r.trace_name.as_ref(),
+                        r.trace_rating.as_ref(),
+                        r.service_type.as_ref(),
+                        r.resource_type.as_ref(),
+                        r.resource_id.as_ref(),
+                        r.resource_name.as_ref(),
+                        r.user_name.as_ref(),
+                        r.access_key_id.as_ref(),
+                        r.enterprise_project_id.as_ref(),
+                        r.content.as_ref(),
+                        r.prev_hash.as_deref().unwrap_or_default(),
+                        r.hash.as_deref().unwrap_or_default(),
+                    ],
+                )
+                .await?;
+            }
+        }
+        // Over the network: one statement for the batch.
+        Dialect::Postgres => {
+            c.execute(
+                sql!(C::DIALECT, |d| insert_chained_sql(d)),
+                args![encode(&rows)?.as_str()],
+            )
+            .await?;
+        }
+    }
     c.execute(
         "UPDATE trace_head SET seq = $1, hash = $2 WHERE id = 1",
         args![last, prev.as_str()],
