@@ -89,11 +89,16 @@ def diagnostics(f: Fleet) -> str:
 
 @pytest.fixture(scope="module")
 def enrolled(fleet):
-    """The three desktops, once their guests have enrolled: ``{hostname: desktop_id}``."""
+    """The three desktops, once their guests have enrolled and connected (a guest enrolls
+    over HTTP first and opens its connection after): ``{hostname: desktop_id}``."""
     c = fleet.client
+
+    def all_online(r) -> bool:
+        return r.total_count >= N and all(d.status == "ACTIVE" for d in r.desktops)
+
     try:
-        r = wait_for(lambda: c.list_desktops(ListDesktopsRequest()), lambda r: r.total_count >= N,
-                     timeout=ENROLL_DEADLINE_S, what=f"{N} guests to enroll", interval=0.2)
+        r = wait_for(lambda: c.list_desktops(ListDesktopsRequest()), all_online,
+                     timeout=ENROLL_DEADLINE_S, what=f"{N} guests to enroll and connect", interval=0.2)
     except AssertionError as e:
         raise AssertionError(f"{e}\n{diagnostics(fleet)}") from None
     assert r.total_count == N, r
