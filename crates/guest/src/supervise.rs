@@ -511,9 +511,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let marker = format!("helper-{}", std::process::id());
         // A helper that outlives its parent unless its process group is signalled (it
-        // runs a command after `sleep`, so the shell stays and keeps the marker).
+        // runs a command after `sleep`, so the shell stays and keeps the marker). The
+        // monitor reports health only once the helper has started: until then the
+        // forked shell still carries the parent's command line.
+        let ready = dir.path().join("helper-ready");
+        let ready = ready.display();
         let body = format!(
-            "#!/bin/sh\nsh -c 'sleep 3600; :' {marker} &\necho '{HEALTH_LINE}'\nwhile :; do sleep 0.1; done\n"
+            "#!/bin/sh\nsh -c 'touch {ready}; sleep 3600; :' {marker} &\nwhile [ ! -e {ready} ]; do sleep 0.01; done\necho '{HEALTH_LINE}'\nwhile :; do sleep 0.1; done\n"
         );
         let package = script(dir.path(), &body);
         let (tx, mut rx) = mpsc::channel(64);
