@@ -227,8 +227,18 @@ async fn desktop(shared: Arc<Shared>, index: usize) {
     let mut credential: Option<String> = None;
     let mut backoff = Duration::from_secs(1);
     let mut first = true;
+    // What is installed outlives a connection, as the guest keeps it on disk: an offer of
+    // the installed version after a reconnect is answered, not installed again.
+    let mut installed: Option<String> = None;
     loop {
-        match session(&shared, index, &host, &mut uid, &mut credential, &mut first).await {
+        let session = session(
+            &shared,
+            index,
+            &host,
+            (&mut uid, &mut credential, &mut installed),
+            (&mut first, &mut backoff),
+        );
+        match session.await {
             Ok(()) => return,
             Err(e) => {
                 shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -254,9 +264,8 @@ async fn session(
     shared: &Shared,
     index: usize,
     host: &str,
-    uid: &mut Vec<u8>,
-    credential: &mut Option<String>,
-    first: &mut bool,
+    (uid, credential, installed): (&mut Vec<u8>, &mut Option<String>, &mut Option<String>),
+    (first, backoff): (&mut bool, &mut Duration),
 ) -> anyhow::Result<()> {
     let mut request = shared.opamp_url.as_str().into_client_request()?;
     let bearer = credential
@@ -285,6 +294,8 @@ async fn session(
     if std::mem::take(first) {
         shared.counters.connected.fetch_add(1, Ordering::Relaxed);
     }
+    // A connection that was made starts the backoff over, as the guest's does.
+    *backoff = Duration::from_secs(1);
     let mut seq = 0u64;
     let mut send = |msg: AgentToServer| {
         seq += 1;
@@ -299,7 +310,6 @@ async fn session(
         ..Default::default()
     };
     ws.send(send(base)).await?;
-    let mut installed: Option<String> = None;
     // A desktop heartbeats as a guest does, at the interval the server offers (OpAMP's
     // default until then): the server closes connections silent for three intervals.
     let mut every = Duration::from_secs(deskfleet_proto::opamp::DEFAULT_HEARTBEAT_INTERVAL_SECS);
@@ -372,7 +382,7 @@ async fn session(
         if available.packages.is_empty()
             && available.all_packages_hash == deskfleet_proto::opamp::EMPTY_PACKAGES_HASH
         {
-            installed = None;
+            *installed = None;
             shared.counters.uninstalled.fetch_add(1, Ordering::Relaxed);
             ws.send(send(AgentToServer {
                 instance_uid: uid.clone(),
@@ -444,7 +454,7 @@ async fn session(
                     let mut done = report(PackageStatusEnum::Installed, None, "", &p.version);
                     done.health = Some(healthy(&name, &p.version));
                     ws.send(send(done)).await?;
-                    installed = Some(p.version.clone());
+                    *installed = Some(p.version.clone());
                 }
                 Err(reason) => {
                     let counter = if reason.starts_with("download_failed") {

@@ -34,6 +34,7 @@ use settings::Settings;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -252,7 +253,8 @@ impl Application {
         });
         let limits = serve::Limits::from_settings(&self.state.settings.http);
         serve::serve(self.listener, acceptor, app, limits, shutdown.clone()).await;
-        self.state.fleet.close_sessions().await;
+        let drain = Duration::from_secs(self.state.settings.fleet.drain_secs);
+        self.state.fleet.close_sessions(drain).await;
         // The goodbyes are written; what was noted of the guests since the last flush
         // goes too, so that a clean restart loses no last-seen time.
         if let Err(e) = self.state.fleet.last_seen.flush(&self.state).await {

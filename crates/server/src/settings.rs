@@ -231,6 +231,9 @@ pub struct FleetSettings {
     /// How often the guests' last-seen times are written (in one statement for all of
     /// them); never more than half a heartbeat interval.
     pub last_seen_flush_ms: u64,
+    /// On shutdown, how long a connection with an install in flight may take to finish
+    /// it before it is closed anyway (idle connections are closed at once).
+    pub drain_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -254,6 +257,7 @@ impl Default for FleetSettings {
             enrollment_token_ttl_hours: 30 * 24,
             public_url: None,
             last_seen_flush_ms: 2_000,
+            drain_secs: 30,
         }
     }
 }

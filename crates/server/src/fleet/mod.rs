@@ -47,8 +47,9 @@ use utoipa_axum::routes;
 pub const MONITOR_CAPABILITY: &str = "io.deskfleet.monitor";
 /// Largest OpAMP message accepted.
 const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
-/// How long shutdown waits for the WebSocket sessions to say goodbye and end.
-pub const SESSION_DRAIN: Duration = Duration::from_secs(5);
+/// How long shutdown waits, beyond `fleet.drain_secs`, for the WebSocket sessions to
+/// say goodbye and end.
+pub const SESSION_GOODBYE: Duration = Duration::from_secs(5);
 
 /// Who opened a fleet connection.
 #[derive(Debug, Clone)]
@@ -196,13 +197,16 @@ impl Fleet {
         live.get(desktop).is_some_and(Registered::is_fresh)
     }
 
-    /// Shutdown of the fleet channel: tells every WebSocket session to close (1001) and
-    /// waits, at most [`SESSION_DRAIN`], for them to end; then records the HTTP agents'
-    /// desktops offline. New upgrades are refused from then on.
-    pub async fn close_sessions(&self) {
+    /// Shutdown of the fleet channel (a drain): no new work is claimed and new upgrades
+    /// are refused; every WebSocket session without an install in flight closes at once
+    /// (1001, so that its guest reconnects to another replica), and one with an install
+    /// in flight closes once the guest has reported its end, or after `drain` at most.
+    /// Waits for them (and [`SESSION_GOODBYE`] more), then records the HTTP agents'
+    /// desktops offline.
+    pub async fn close_sessions(&self, drain: Duration) {
         self.shutdown.cancel();
         self.sessions.close();
-        if tokio::time::timeout(SESSION_DRAIN, self.sessions.wait())
+        if tokio::time::timeout(drain + SESSION_GOODBYE, self.sessions.wait())
             .await
             .is_err()
         {

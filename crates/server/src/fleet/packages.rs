@@ -148,12 +148,33 @@ pub async fn publish_bundled_monitor(state: &AppState) -> anyhow::Result<Option<
     };
     let version = monitor_version(&binary)?;
     let platform = host_platform();
-    if let Some(existing) = state.store.latest_package(MONITOR, &platform).await?
-        && existing.version == version
+    let latest = state.store.latest_package(MONITOR, &platform).await?;
+    if latest.as_ref().is_some_and(|p| p.version == version) {
+        return Ok(None);
+    }
+    // Guests trust the key that signed what is published. A replica without a key of its
+    // own serves the packages from the database and publishes nothing; it never makes up
+    // a key once the fleet has one.
+    let key_path = state.settings.data_dir.join(SIGNING_KEY_FILE);
+    if let Some(latest) = &latest
+        && !key_path.exists()
     {
+        tracing::warn!(
+            bundled = %version, published = %latest.version,
+            "no package-signing key in the data directory: the bundled monitoring agent is not published by this replica (packages are served from the database); publish it where {SIGNING_KEY_FILE} is, or copy that key here"
+        );
         return Ok(None);
     }
     let key = load_or_create_signing_key(&state.settings.data_dir)?;
+    if let Some(latest) = &latest
+        && !signed_by(latest, &key.verifying_key())
+    {
+        tracing::error!(
+            bundled = %version, published = %latest.version, key = %key_path.display(),
+            "this data directory's package-signing key did not sign the packages already published, so guests would refuse what it signs: the bundled monitoring agent is not published; give this replica the fleet's {SIGNING_KEY_FILE}"
+        );
+        return Ok(None);
+    }
     let bytes = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
     let (meta, archive) = tokio::task::spawn_blocking({
         let (version, platform, now) = (version.clone(), platform.clone(), state.clock.now());
@@ -175,6 +196,18 @@ pub async fn publish_bundled_monitor(state: &AppState) -> anyhow::Result<Option<
         Err(StoreError::AlreadyExists(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Did `key` sign `package`?
+fn signed_by(package: &PackageMeta, key: &VerifyingKey) -> bool {
+    let (Ok(digest), Ok(signature)) = (
+        hex::decode(&package.sha256),
+        hex::decode(&package.signature),
+    ) else {
+        return false;
+    };
+    ed25519_dalek::Signature::from_slice(&signature)
+        .is_ok_and(|signature| key.verify_strict(&digest, &signature).is_ok())
 }
 
 /// Package blobs, kept in memory once read (a package id never changes its bytes). The
@@ -246,5 +279,21 @@ mod tests {
             names.push(entry.unwrap().path().unwrap().display().to_string());
         }
         assert_eq!(names, [MONITOR, "manifest.json"]);
+    }
+
+    #[test]
+    fn only_the_key_that_signed_a_package_is_taken_for_its_signer() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = load_or_create_signing_key(dir.path()).unwrap();
+        let other = SigningKey::from_bytes(&[7; 32]);
+        let archive = build_archive(MONITOR, "1.2.3", b"#!/bin/sh\n").unwrap();
+        let meta = sign_archive(&key, MONITOR, "1.2.3", "linux-x86_64", &archive, 0);
+        assert!(signed_by(&meta, &key.verifying_key()));
+        assert!(!signed_by(&meta, &other.verifying_key()));
+        let garbled = PackageMeta {
+            signature: "zz".into(),
+            ..meta
+        };
+        assert!(!signed_by(&garbled, &key.verifying_key()));
     }
 }

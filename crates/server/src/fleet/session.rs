@@ -101,6 +101,11 @@ impl Session {
         &self.instance_uid
     }
 
+    /// Has this desktop an install (or uninstall) in flight on this connection?
+    pub fn busy(&self) -> bool {
+        self.current.is_some()
+    }
+
     pub fn desktop_id(&self) -> Option<&DesktopId> {
         self.desktop.as_ref().map(|d| &d.desktop.id)
     }
@@ -512,8 +517,11 @@ impl Session {
         let Some(desktop) = self.desktop_id().cloned() else {
             return Ok(());
         };
+        // A draining replica claims nothing new: its desktops take new work from the
+        // replica they reconnect to.
         if self.current.is_none()
             && has_capability(self.capabilities, AgentCapabilities::AcceptsPackages)
+            && !fleet(&self.state).shutdown.is_cancelled()
         {
             let now = self.state.clock.now();
             let execute_by = now + self.state.settings.jobs.execution_timeout_ms as i64;

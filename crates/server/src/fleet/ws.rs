@@ -108,9 +108,21 @@ async fn serve_socket(
     let mut session = Session::new(state.clone(), auth, base, Some(push_tx));
     let idle_after = Duration::from_secs(3 * state.settings.fleet.heartbeat_secs.max(1));
     let mut idle_at = Instant::now() + idle_after;
+    // Once the server drains: when this connection must close even with work in flight.
+    let mut drain_by: Option<Instant> = None;
     let ending = loop {
+        if drain_by.is_some() && !session.busy() {
+            break Some(Ending::Shutdown);
+        }
         let reply = tokio::select! {
-            _ = state.fleet.shutdown.cancelled() => break Some(Ending::Shutdown),
+            _ = state.fleet.shutdown.cancelled(), if drain_by.is_none() => {
+                drain_by = Some(Instant::now() + Duration::from_secs(state.settings.fleet.drain_secs));
+                continue;
+            }
+            _ = tokio::time::sleep_until(drain_by.unwrap_or(idle_at)), if drain_by.is_some() => {
+                tracing::info!(desktop_id = ?session.desktop_id(), "closing a connection with work in flight at the end of the drain");
+                break Some(Ending::Shutdown);
+            }
             _ = tokio::time::sleep_until(idle_at) => break Some(Ending::Idle),
             incoming = socket.recv() => {
                 // Any frame from the guest, pings included, shows the connection is alive.
@@ -168,7 +180,10 @@ async fn serve_socket(
     session.close().await;
     let (code, reason) = match ending {
         None => return,
-        Some(Ending::Shutdown) => (close_code::AWAY, "the server is shutting down"),
+        Some(Ending::Shutdown) => (
+            close_code::AWAY,
+            "the server is shutting down; reconnect (to another replica)",
+        ),
         Some(Ending::Idle) => {
             tracing::info!(desktop_id = ?session.desktop_id(), idle_secs = idle_after.as_secs(), "closing a silent fleet connection");
             (

@@ -164,6 +164,16 @@ impl Server {
         self.launch().await;
     }
 
+    /// Starts the server again on its data directory (a new port), once it has stopped.
+    #[allow(
+        dead_code,
+        reason = "used by the hostile-client suite, which shares this file"
+    )]
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "the server still runs");
+        self.launch().await;
+    }
+
     /// The server process's id.
     #[allow(
         dead_code,

@@ -467,6 +467,94 @@ async fn shutdown_closes_every_fleet_connection_with_going_away() {
     }
 }
 
+/// Enrolls a hand-driven desktop, then connects it with its credential as a guest does;
+/// returns that connection and the desktop's uid.
+async fn raw_desktop(server: &Server, token: &str, host: &str) -> (Ws, Vec<u8>) {
+    let mut uid = fresh_uid();
+    let mut ws = open_ws(&server.opamp_url(), token).await.unwrap();
+    send(&mut ws, &full_state(&uid, host, "10.7.0.1")).await;
+    let reply = answer(&mut ws).await;
+    if let Some(id) = &reply.agent_identification {
+        uid = id.new_instance_uid.clone();
+    }
+    let credential = offered_credential(&reply).expect("a credential");
+    let _ = ws.close(None).await;
+    let mut ws = open_ws(&server.opamp_url(), &credential).await.unwrap();
+    // This machine's platform, so that the published monitor is offered.
+    let mut first = full_state(&uid, host, "10.7.0.1");
+    if let Some(description) = &mut first.agent_description {
+        let arch = op::KeyValue::string("host.arch", std::env::consts::ARCH);
+        description.non_identifying_attributes.push(arch);
+    }
+    send(&mut ws, &first).await;
+    answer(&mut ws).await;
+    (ws, uid)
+}
+
+#[tokio::test]
+async fn a_draining_server_lets_the_install_in_flight_finish_and_closes_idle_connections_at_once() {
+    let mut server = Server::start(FAST).await;
+    let token = server.enrollment_token();
+    let (mut busy, busy_uid) = raw_desktop(&server, &token, "drain-busy").await;
+    let busy_id = desktops_enrolled(&server, 1).await.remove(0);
+    let (mut idle, _) = raw_desktop(&server, &token, "drain-idle").await;
+    desktops_enrolled(&server, 2).await;
+    let job = server
+        .client()
+        .batch_install_agent(std::slice::from_ref(&busy_id))
+        .await
+        .unwrap()
+        .job_id;
+    let offered = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), busy.next()).await;
+        let Ok(Some(Ok(Message::Binary(frame)))) = frame else {
+            panic!("no offer came ({frame:?}):\n{}", server.log());
+        };
+        let reply: ServerToAgent = decode_ws_frame(&frame).unwrap();
+        if let Some(available) = reply.packages_available {
+            break available.packages.into_values().next().unwrap().version;
+        }
+    };
+
+    let stopping = tokio::task::spawn_blocking(move || {
+        let took = server.terminate(60);
+        (server, took)
+    });
+    // The idle desktop is sent away at once, to reconnect elsewhere.
+    assert_eq!(closed_by_server(&mut idle, 10).await, Some(CloseCode::Away));
+    // The busy one is still served: it reports the end of its install, which is recorded,
+    // and only then is it sent away too.
+    let mut statuses = std::collections::BTreeMap::new();
+    statuses.insert(
+        "deskfleet-monitor".to_string(),
+        op::PackageStatus {
+            name: "deskfleet-monitor".into(),
+            agent_has_version: offered.clone(),
+            server_offered_version: offered,
+            status: op::PackageStatusEnum::Installed as i32,
+            ..Default::default()
+        },
+    );
+    let report = AgentToServer {
+        instance_uid: busy_uid,
+        sequence_num: 2,
+        package_statuses: Some(op::PackageStatuses {
+            packages: statuses,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    send(&mut busy, &report).await;
+    assert!(answer(&mut busy).await.error_response.is_none());
+    assert_eq!(closed_by_server(&mut busy, 10).await, Some(CloseCode::Away));
+    let (mut server, took) = stopping.await.unwrap();
+    assert!(took.is_some(), "the server stopped once its install ended");
+
+    server.restart().await;
+    let info = job_done(&server, &job, 10).await;
+    assert_eq!(info.status, "SUCCESS", "{info:#?}");
+}
+
 // ------------------------------------------------------------------------ enrollment
 
 #[tokio::test]
