@@ -25,7 +25,7 @@ if [[ ! -f "$SERVER_BIN" || ! -x "$SERVER_BIN" ]]; then
   echo "sdk-tests: build it with 'cargo build --workspace --bins' or set DESKFLEET_SERVER_BIN" >&2
   exit 2
 fi
-for sibling in deskfleet-guest deskfleet-monitor; do
+for sibling in deskfleet-guest deskfleet-monitor deskfleet-fleet-sim; do
   if [[ ! -x "$(dirname "$SERVER_BIN")/$sibling" ]]; then
     echo "sdk-tests: $sibling not found beside $SERVER_BIN (the fleet tests run it)" >&2
     echo "sdk-tests: build the binaries with 'cargo build --workspace --bins'" >&2
@@ -38,25 +38,30 @@ if ! command -v python3 >/dev/null 2>&1; then
   exit 2
 fi
 
+# Installs Debian packages (as root, or through sudo).
+apt_install() {
+  local sudo=()
+  if [[ "$(id -u)" != 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then sudo=(sudo); else
+      echo "sdk-tests: not root and no sudo: install $* first" >&2
+      exit 2
+    fi
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "sdk-tests: no apt-get: install $* first" >&2
+    exit 2
+  fi
+  ${sudo[@]+"${sudo[@]}"} apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive ${sudo[@]+"${sudo[@]}"} apt-get install -y -qq "$@" >/dev/null
+}
+
 # `python3 -m venv` needs ensurepip, which Debian ships separately (python3-venv).
 ensure_venv_support() {
   if python3 -c 'import ensurepip' >/dev/null 2>&1; then
     return 0
   fi
   echo "sdk-tests: python3 lacks ensurepip; installing Debian's python3-venv" >&2
-  local sudo=()
-  if [[ "$(id -u)" != 0 ]]; then
-    if command -v sudo >/dev/null 2>&1; then sudo=(sudo); else
-      echo "sdk-tests: not root and no sudo: install python3-venv first" >&2
-      exit 2
-    fi
-  fi
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "sdk-tests: no apt-get: install the venv module for python3 first" >&2
-    exit 2
-  fi
-  ${sudo[@]+"${sudo[@]}"} apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive ${sudo[@]+"${sudo[@]}"} apt-get install -y -qq python3-venv >/dev/null
+  apt_install python3-venv
 }
 
 # The console tests (test_console.py) drive Debian's Chromium headless through Playwright;
@@ -67,21 +72,20 @@ ensure_chromium() {
     return 0
   fi
   echo "sdk-tests: $chromium not found; installing Debian's chromium" >&2
-  local sudo=()
-  if [[ "$(id -u)" != 0 ]]; then
-    if command -v sudo >/dev/null 2>&1; then sudo=(sudo); else
-      echo "sdk-tests: not root and no sudo: install chromium first" >&2
-      exit 2
-    fi
+  apt_install chromium
+}
+
+# The replica tests (test_replicas.py, PostgreSQL only) put HAProxy in front of three
+# servers; it runs as the test's own process, never as a system service.
+ensure_haproxy() {
+  if [[ -z "${TEST_DATABASE_URL:-}" ]] || command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]]; then
+    return 0
   fi
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "sdk-tests: no apt-get: install chromium first (or set DESKFLEET_CHROMIUM)" >&2
-    exit 2
-  fi
-  ${sudo[@]+"${sudo[@]}"} apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive ${sudo[@]+"${sudo[@]}"} apt-get install -y -qq chromium >/dev/null
+  echo "sdk-tests: haproxy not found; installing Debian's haproxy" >&2
+  apt_install haproxy
 }
 ensure_chromium
+ensure_haproxy
 
 if [[ ! -x "$VENV/bin/python" || ! -x "$VENV/bin/pip" ]]; then
   ensure_venv_support

@@ -96,7 +96,10 @@ class Server:
 
     # -- lifecycle
 
-    def start(self) -> "Server":
+    def start(self, bootstraps: bool = True) -> "Server":
+        """Starts the server and waits until it accepts connections; with ``bootstraps``
+        (an empty store) also for ``bootstrap.json``. A replica joining a database another
+        one bootstrapped writes none: pass ``bootstraps=False`` and set ``bootstrap``."""
         args = [self.bin, "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0"]
         if self.config:
             cfg = self.data_dir / "config.toml"
@@ -114,9 +117,10 @@ class Server:
                 self.stop()
                 raise RuntimeError(f"deskfleet-server did not start within {START_TIMEOUT_S}s:\n{self.log_tail()}")
             addr = addr_file.read_text().strip() if addr_file.exists() else ""
-            if addr and self._accepts(addr) and (self.data_dir / "bootstrap.json").exists():
+            if addr and self._accepts(addr) and (not bootstraps or (self.data_dir / "bootstrap.json").exists()):
                 try:
-                    self.bootstrap = json.loads((self.data_dir / "bootstrap.json").read_text())
+                    if bootstraps:
+                        self.bootstrap = json.loads((self.data_dir / "bootstrap.json").read_text())
                 except ValueError:  # being written
                     pass
                 else:
@@ -186,7 +190,10 @@ class Server:
     # -- admin commands
 
     def admin(self, *args: str) -> Any:
-        cmd = [self.bin, "--data-dir", str(self.data_dir), "admin", *args]
+        cmd = [self.bin, "--data-dir", str(self.data_dir)]
+        if self.config.get("database_url"):
+            cmd += ["--database-url", self.config["database_url"]]
+        cmd += ["admin", *args]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=ADMIN_TIMEOUT_S, env=_server_env(),
                            stdin=subprocess.DEVNULL)
         if p.returncode != 0:

@@ -89,6 +89,8 @@ struct Counters {
     verified: AtomicU64,
     verify_failed: AtomicU64,
     download_failed: AtomicU64,
+    /// Downloads tried again after a passing failure.
+    download_retries: AtomicU64,
     /// Upgrades that failed on purpose (`--fail-upgrade-share`) and were rolled back.
     upgrade_failed: AtomicU64,
     uninstalled: AtomicU64,
@@ -201,20 +203,39 @@ async fn fetch_and_verify(
         .acquire()
         .await
         .map_err(|e| download_failed(&e.to_string()))?;
-    let response = shared
-        .http
-        .get(&file.download_url)
-        .bearer_auth(credential)
-        .send()
-        .await
-        .map_err(|e| download_failed(&e.to_string()))?;
-    if !response.status().is_success() {
-        return Err(download_failed(&format!("HTTP {}", response.status())));
-    }
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| download_failed(&e.to_string()))?;
+    // As the guest does: a download that failed for a passing reason (a lost connection,
+    // 5xx, 429) is tried three times in all, 1 s and then 2 s apart (jittered).
+    let mut attempt = 1;
+    let bytes = loop {
+        let (error, transient) = match shared
+            .http
+            .get(&file.download_url)
+            .bearer_auth(credential)
+            .send()
+            .await
+        {
+            Ok(response) if response.status().is_success() => match response.bytes().await {
+                Ok(bytes) => break bytes,
+                Err(e) => (e.to_string(), true),
+            },
+            Ok(response) => {
+                let status = response.status();
+                let again = status.is_server_error() || status.as_u16() == 429;
+                (format!("HTTP {status}"), again)
+            }
+            Err(e) => (e.to_string(), true),
+        };
+        if !transient || attempt == 3 {
+            return Err(download_failed(&error));
+        }
+        shared
+            .counters
+            .download_retries
+            .fetch_add(1, Ordering::Relaxed);
+        let delay = Duration::from_secs(attempt).mul_f64(0.5 + rand::random::<f64>());
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    };
     verify_package(&bytes, &file.content_hash, &file.signature, &shared.key)
         .map(|_| ())
         .map_err(|e| e.to_string())
@@ -451,10 +472,11 @@ async fn session(
                         ws.send(send(msg)).await?;
                         continue;
                     }
+                    // Installed here whether or not the report reaches the server.
+                    *installed = Some(p.version.clone());
                     let mut done = report(PackageStatusEnum::Installed, None, "", &p.version);
                     done.health = Some(healthy(&name, &p.version));
                     ws.send(send(done)).await?;
-                    *installed = Some(p.version.clone());
                 }
                 Err(reason) => {
                     let counter = if reason.starts_with("download_failed") {
@@ -521,7 +543,7 @@ fn metrics_report() -> op::CustomMessage {
 fn summary(shared: &Shared, started: Instant, event: &str) -> String {
     let c = &shared.counters;
     format!(
-        "{{\"event\":\"{event}\",\"elapsed_ms\":{},\"connected\":{},\"enrolled\":{},\"offers\":{},\"verified\":{},\"verify_failed\":{},\"download_failed\":{},\"upgrade_failed\":{},\"uninstalled\":{},\"reconnects\":{},\"refused\":{},\"metrics_sent\":{}}}",
+        "{{\"event\":\"{event}\",\"elapsed_ms\":{},\"connected\":{},\"enrolled\":{},\"offers\":{},\"verified\":{},\"verify_failed\":{},\"download_failed\":{},\"download_retries\":{},\"upgrade_failed\":{},\"uninstalled\":{},\"reconnects\":{},\"refused\":{},\"metrics_sent\":{}}}",
         started.elapsed().as_millis(),
         c.connected.load(Ordering::Relaxed),
         c.enrolled.load(Ordering::Relaxed),
@@ -529,6 +551,7 @@ fn summary(shared: &Shared, started: Instant, event: &str) -> String {
         c.verified.load(Ordering::Relaxed),
         c.verify_failed.load(Ordering::Relaxed),
         c.download_failed.load(Ordering::Relaxed),
+        c.download_retries.load(Ordering::Relaxed),
         c.upgrade_failed.load(Ordering::Relaxed),
         c.uninstalled.load(Ordering::Relaxed),
         c.reconnects.load(Ordering::Relaxed),

@@ -36,6 +36,10 @@ pub const MAX_PACKAGE_BYTES: u64 = 256 * 1024 * 1024;
 /// Unpacked size limit (a gzip bomb stops here).
 pub const MAX_UNPACKED_BYTES: u64 = 1024 * 1024 * 1024;
 
+/// How many times a download that failed for a passing reason is tried in all, and the
+/// first wait between two tries (then twice as long).
+const DOWNLOAD_ATTEMPTS: u32 = 3;
+const DOWNLOAD_RETRY: Duration = Duration::from_secs(1);
 /// A download that receives nothing for this long has failed.
 pub const DOWNLOAD_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -109,6 +113,9 @@ impl ReasonCode {
 pub struct InstallError {
     pub code: ReasonCode,
     pub reason: String,
+    /// A failure that may not happen again (the connection to the server was lost, or
+    /// it answered 5xx or 429): the download is tried again before the install fails.
+    pub transient: bool,
 }
 
 impl InstallError {
@@ -116,6 +123,14 @@ impl InstallError {
         InstallError {
             code,
             reason: reason.into(),
+            transient: false,
+        }
+    }
+
+    fn transient(self) -> InstallError {
+        InstallError {
+            transient: true,
+            ..self
         }
     }
 
@@ -401,16 +416,14 @@ pub async fn download(
     if let Some(bearer) = bearer {
         request = request.bearer_auth(bearer);
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| failed(format!("GET {}: {}", offer.download_url, error_chain(&e))))?;
+    let response = request.send().await.map_err(|e| {
+        failed(format!("GET {}: {}", offer.download_url, error_chain(&e))).transient()
+    })?;
     let status = response.status();
     if !status.is_success() {
-        return Err(failed(format!(
-            "GET {} answered HTTP {status}",
-            offer.download_url
-        )));
+        let error = failed(format!("GET {} answered HTTP {status}", offer.download_url));
+        let again = status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+        return Err(if again { error.transient() } else { error });
     }
     let total = response.content_length();
     if let Some(total) = total
@@ -433,14 +446,16 @@ pub async fn download(
                 return Err(failed(format!(
                     "no data for {} s after {received} bytes",
                     DOWNLOAD_STALL_TIMEOUT.as_secs()
-                )));
+                ))
+                .transient());
             }
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 return Err(failed(format!(
                     "reading the package after {received} bytes: {}",
                     error_chain(&e)
-                )));
+                ))
+                .transient());
             }
             Ok(Some(Ok(chunk))) => chunk,
         };
@@ -466,7 +481,8 @@ pub async fn download(
     {
         return Err(failed(format!(
             "the connection ended after {received} of {total} bytes"
-        )));
+        ))
+        .transient());
     }
     file.flush()
         .await
@@ -757,10 +773,26 @@ impl Installer {
         bearer: Option<&str>,
         mut progress: impl FnMut(InstallStep),
     ) -> Result<InstalledPackage, InstallError> {
-        let downloaded = download(&self.client, offer, bearer, &self.install_root, |percent| {
-            progress(InstallStep::Downloading(percent))
-        })
-        .await?;
+        let mut attempt = 1;
+        let downloaded = loop {
+            let downloaded = download(&self.client, offer, bearer, &self.install_root, |percent| {
+                progress(InstallStep::Downloading(percent))
+            })
+            .await;
+            match downloaded {
+                Ok(downloaded) => break downloaded,
+                // A server behind a balancer may have gone between the offer and the
+                // download: ask again (the next request may reach another replica).
+                Err(error) if error.transient && attempt < DOWNLOAD_ATTEMPTS => {
+                    let delay =
+                        crate::backoff::jittered(DOWNLOAD_RETRY * attempt, 0.5, &mut rand::rng());
+                    tracing::warn!(%error, attempt, retry_in_ms = delay.as_millis() as u64, "download failed; trying again");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        };
         progress(InstallStep::Verifying);
         if let Err(error) = verify_digest(
             &downloaded.digest,

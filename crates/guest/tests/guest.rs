@@ -59,6 +59,8 @@ struct Shared {
     downloads: Mutex<Vec<String>>,
     /// Upgrades still to refuse with 503 + `Retry-After: 1`.
     refuse: AtomicUsize,
+    /// Package downloads still to answer with 503.
+    failing_downloads: AtomicUsize,
     attempts: Mutex<Vec<Instant>>,
     /// TLS handshakes the client broke off (it refused the server's certificate).
     failed_handshakes: Arc<AtomicUsize>,
@@ -239,6 +241,13 @@ async fn package(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
         .unwrap_or_default()
         .to_owned();
     shared.downloads.lock().unwrap().push(authorization);
+    let failing = &shared.failing_downloads;
+    if failing
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     shared.package.lock().unwrap().clone().into_response()
 }
 
@@ -657,6 +666,47 @@ async fn download_errors_are_download_failed_and_leave_nothing() {
             .collect();
         assert!(left.is_empty(), "{url}: left {left:?}");
     }
+}
+
+#[tokio::test]
+async fn a_download_that_fails_for_a_passing_reason_is_tried_again() {
+    use deskfleet_guest::ReasonCode;
+    use deskfleet_guest::install::{Installer, MONITOR_PACKAGE, PackageOffer};
+
+    let server = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let installer = Installer {
+        client: ServerTrust::Pinned(server.pki().ca_der_fingerprint())
+            .client()
+            .unwrap()
+            .http_client("test")
+            .unwrap(),
+        install_root: dir.path().join("agents"),
+        trusted_key: testing::signing_key(9).verifying_key(),
+    };
+    let package = testing::signed_monitor_package("1.0.0", &testing::signing_key(9));
+    *server.shared.package.lock().unwrap() = package.archive.clone();
+    let base = reqwest::Url::parse(&server.url()).unwrap();
+    let url = format!("{}/packages/monitor.tar.gz", server.url());
+    let available = testing::package_available(&package, "1.0.0", &url);
+    let offer = PackageOffer::parse(MONITOR_PACKAGE, &available, &base).unwrap();
+
+    // One 503 (a replica going away behind the balancer): the second try installs.
+    server.shared.failing_downloads.store(1, Ordering::SeqCst);
+    let installed = installer.install(&offer, Some(CREDENTIAL), |_| {}).await;
+    assert!(installed.is_ok(), "{installed:?}");
+    assert_eq!(server.shared.downloads.lock().unwrap().len(), 2);
+
+    // A server that keeps failing fails the install after three tries.
+    server.shared.downloads.lock().unwrap().clear();
+    server.shared.failing_downloads.store(10, Ordering::SeqCst);
+    let error = installer
+        .install(&offer, Some(CREDENTIAL), |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ReasonCode::DownloadFailed, "{error}");
+    assert!(error.reason.contains("503"), "{error}");
+    assert_eq!(server.shared.downloads.lock().unwrap().len(), 3);
 }
 
 /// The CA file the guest keeps in its state directory.

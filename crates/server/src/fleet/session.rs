@@ -434,6 +434,7 @@ impl Session {
             return Ok(());
         };
         if let Some(sub) = self.state.store.running_sub_job(&desktop).await? {
+            metrics::counter!("deskfleet_fleet_work_resumed_total").increment(1);
             let started_at = sub.begin_time.unwrap_or_else(|| self.state.clock.now());
             self.offer_for(&sub, sub.stage, sub.process, started_at)
                 .await?;
