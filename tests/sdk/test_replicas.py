@@ -308,9 +308,9 @@ def failover(cluster, how: signal.Signals) -> dict:
         assert len(ids) == n
         started = time.monotonic()
         jobs = install(client, ids)
-        # Wait until installs are in flight everywhere, then take the replica away.
-        wait_for(lambda: sub_jobs(cluster, "RUNNING"), lambda r: r >= n // 2, 60,
-                 "half the installs in flight")
+        # Wait until a tenth of the installs are in flight, then take the replica away.
+        wait_for(lambda: sub_jobs(cluster, "RUNNING"), lambda r: r >= n // 10, 60,
+                 "installs in flight")
         hit = time.monotonic()
         victim.proc.send_signal(how)
         live = [r for r in cluster.replicas if r is not victim]

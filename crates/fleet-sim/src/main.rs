@@ -35,7 +35,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[derive(Parser, Clone)]
 struct Args {
-    /// Server base URL, e.g. https://127.0.0.1:8087 (DATA_DIR/endpoint.url)
+    /// Server base URL, e.g. https://127.0.0.1:8087 (DATA_DIR/endpoint.url); several,
+    /// comma-separated, as a guest takes them: desktop i starts on address i mod n and
+    /// moves to the next when its connection fails or is lost.
     #[arg(long)]
     server: String,
     /// The enrollment token (DFE1<secret>[.<CA sha256>]).
@@ -104,7 +106,8 @@ struct Shared {
     args: Args,
     /// The secret part of the token: the bearer.
     enrollment_secret: String,
-    opamp_url: String,
+    /// One per server address.
+    opamp_urls: Vec<String>,
     /// For wss://; `None` for an allowed ws://.
     tls: Option<Arc<rustls::ClientConfig>>,
     key: VerifyingKey,
@@ -251,10 +254,11 @@ async fn desktop(shared: Arc<Shared>, index: usize) {
     // What is installed outlives a connection, as the guest keeps it on disk: an offer of
     // the installed version after a reconnect is answered, not installed again.
     let mut installed: Option<String> = None;
+    let mut server = index % shared.opamp_urls.len();
     loop {
         let session = session(
             &shared,
-            index,
+            (index, &shared.opamp_urls[server]),
             &host,
             (&mut uid, &mut credential, &mut installed),
             (&mut first, &mut backoff),
@@ -262,6 +266,7 @@ async fn desktop(shared: Arc<Shared>, index: usize) {
         match session.await {
             Ok(()) => return,
             Err(e) => {
+                server = (server + 1) % shared.opamp_urls.len();
                 shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                 let jitter = rand::random::<f64>() + 0.5;
                 tokio::time::sleep(backoff.mul_f64(jitter)).await;
@@ -283,12 +288,12 @@ fn fails_upgrades(index: usize, share: f64) -> bool {
 
 async fn session(
     shared: &Shared,
-    index: usize,
+    (index, opamp_url): (usize, &str),
     host: &str,
     (uid, credential, installed): (&mut Vec<u8>, &mut Option<String>, &mut Option<String>),
     (first, backoff): (&mut bool, &mut Duration),
 ) -> anyhow::Result<()> {
-    let mut request = shared.opamp_url.as_str().into_client_request()?;
+    let mut request = opamp_url.into_client_request()?;
     let bearer = credential
         .clone()
         .unwrap_or_else(|| shared.enrollment_secret.clone());
@@ -565,9 +570,18 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let key = read_trusted_key(&args.trusted_key).context("reading the trusted key")?;
     let token = EnrollmentToken::parse(&args.enrollment_token).context("the enrollment token")?;
-    let server = parse_server_url(&args.server)?;
-    tls::check_scheme(&server, args.allow_insecure_http)?;
-    let tls = match server.scheme() {
+    let servers = args
+        .server
+        .split(',')
+        .map(|s| parse_server_url(s.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    for server in &servers {
+        tls::check_scheme(server, args.allow_insecure_http)?;
+    }
+    if servers.iter().any(|s| s.scheme() != servers[0].scheme()) {
+        return Err(anyhow!("--server: every address must use one scheme"));
+    }
+    let tls = match servers[0].scheme() {
         "https" | "wss" => {
             let trust = match (&args.ca_cert, token.ca_fingerprint) {
                 (Some(path), _) => ServerTrust::CaFile(path.clone()),
@@ -592,7 +606,7 @@ async fn main() -> anyhow::Result<()> {
         http: http.build()?,
         counters: Counters::default(),
         enrollment_secret: token.secret,
-        opamp_url: opamp_url(&server).to_string(),
+        opamp_urls: servers.iter().map(|s| opamp_url(s).to_string()).collect(),
         tls,
         args,
     });
