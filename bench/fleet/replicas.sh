@@ -22,7 +22,8 @@ PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 RESULTS=${RESULTS:-bench/fleet/RESULTS-replicas.md}
 OUT=$(mktemp -d)
 DB="deskfleet_fleet_bench_$$"
-trap 'kill $(jobs -p) 2>/dev/null || true; psql "$PG_ADMIN_URL" -q -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; rm -rf "$OUT"' EXIT
+# On failure the logs are kept in target/fleet-replicas-logs/.
+trap 'rc=$?; [ $rc -ne 0 ] && { mkdir -p target/fleet-replicas-logs; cp -r "$OUT"/r0 "$OUT"/r1 "$OUT"/r2 "$OUT"/sim.* target/fleet-replicas-logs/ 2>/dev/null || true; }; kill $(jobs -p) 2>/dev/null || true; psql "$PG_ADMIN_URL" -q -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; rm -rf "$OUT"' EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 cargo build --release --locked -p deskfleet-server -p deskfleet-monitor -p deskfleet-fleet-sim --bins
@@ -59,7 +60,7 @@ for r in r1 r2; do
   pids+=("$(start_replica "$OUT/$r")")
 done
 wait_listening "$OUT/r1"; wait_listening "$OUT/r2"
-servers=$(paste -sd, "$OUT"/r{0,1,2}/endpoint.url)
+servers="$(cat "$OUT/r0/endpoint.url"),$(cat "$OUT/r1/endpoint.url"),$(cat "$OUT/r2/endpoint.url")"
 endpoint=$(cat "$OUT/r0/endpoint.url")
 json() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
 project=$(json "$OUT/r0/bootstrap.json" project_id)

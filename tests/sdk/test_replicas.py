@@ -109,7 +109,11 @@ backend replicas
         self.log = open(directory / "haproxy.log", "wb")
         self.proc = subprocess.Popen([binary, "-db", "-f", str(self.config)], stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_for(lambda: Server._accepts(f"127.0.0.1:{self.port}"), bool, 10, "HAProxy listening")
+        try:
+            wait_for(lambda: Server._accepts(f"127.0.0.1:{self.port}"), bool, 10, "HAProxy listening")
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"HAProxy did not start:\n{(directory / 'haproxy.log').read_text()}")
 
     @property
     def endpoint(self) -> str:
@@ -135,8 +139,15 @@ class Cluster:
         self.database = f"deskfleet_replicas_{uuid.uuid4().hex[:12]}"
         psql(DATABASE_URL, f"CREATE DATABASE {self.database}")
         self.url = with_database(DATABASE_URL, self.database)
-        config = dict(CONFIG, database_url=self.url)
         self.replicas: list[Server] = []
+        self.balancer: Optional[Balancer] = None
+        try:
+            self._start(directory, dict(CONFIG, database_url=self.url))
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, directory: Path, config: dict) -> None:
         first = Server(directory / "replica-0", config)
         self.replicas.append(first.start())
         for i in range(1, REPLICAS):
@@ -165,7 +176,8 @@ class Cluster:
         return 0
 
     def stop(self) -> None:
-        self.balancer.stop()
+        if self.balancer:
+            self.balancer.stop()
         for r in self.replicas:
             r.stop()
         try:

@@ -2015,7 +2015,22 @@ pub(crate) async fn claim_desktop_work<C: Conn>(
         return Ok(None);
     };
     let id = row.text("id")?;
-    propagate(c, std::slice::from_ref(&id), vec![row.text("job_id")?], now).await?;
+    let job = row.text("job_id")?;
+    // A claim only turns a WAITING sub-job RUNNING: it changes its job only while the
+    // job is WAITING. A RUNNING job is left alone, so that the claims of one job's
+    // desktops do not queue on its row (a job row locked and its sub-jobs counted per
+    // claim). No writer that ends a job depends on this claim's recount: each recounts
+    // under the job's lock itself.
+    let status = c
+        .fetch_optional("SELECT status FROM jobs WHERE id = $1", args![job.as_str()])
+        .await?
+        .map(|row| row.text("status"))
+        .transpose()?;
+    let jobs = match status.as_deref() {
+        Some(s) if s == deskfleet_core::job::JobStatus::Running.as_str() => Vec::new(),
+        _ => vec![job],
+    };
+    propagate(c, std::slice::from_ref(&id), jobs, now).await?;
     fetch_sub_job(c, &id).await.map(Some)
 }
 
