@@ -23,14 +23,14 @@ TEST_DATABASE_URL="$PG_URL" DESKFLEET_FAILOVER_DESKTOPS="$DESKTOPS" DESKFLEET_FA
   echo
   echo "## $(date -u +%Y-%m-%dT%H:%MZ): $DESKTOPS desktops, 3 replicas, $(nproc) cores, release build"
   echo
-  echo "| signal | desktops on the replica | reconnected after | jobs ended after the signal | install, start to end | reconnects | offers | installs resumed elsewhere | replica exit |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| signal | desktops on the replica | reconnected after | jobs ended after the signal | install, start to end | reconnects | offers | downloads | installs resumed elsewhere | replica exit |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
   python3 - "$figures" <<'PY'
 import json, sys
 for line in open(sys.argv[1]):
     f = json.loads(line)
     print(f"| {f['how']} | {f['on_the_replica']} of {f['desktops']} | {f['reconnect_s']} s | "
-          f"{f['finish_after_hit_s']} s | {f['install_total_s']} s | {f['reconnects']} | {f['offers']} | "
+          f"{f['finish_after_hit_s']} s | {f['install_total_s']} s | {f['reconnects']} | {f['offers']} | {f['downloads']} | "
           f"{f['resumed']} | {f['exit_code']} |")
 PY
 } >> "$RESULTS"

@@ -89,6 +89,9 @@ struct Counters {
     enrolled: AtomicU64,
     offers: AtomicU64,
     verified: AtomicU64,
+    /// Installs completed on a desktop (a verified package installed and watched); a
+    /// download cut off by a lost connection before that is downloaded again.
+    installed: AtomicU64,
     verify_failed: AtomicU64,
     download_failed: AtomicU64,
     /// Downloads tried again after a passing failure.
@@ -479,6 +482,7 @@ async fn session(
                     }
                     // Installed here whether or not the report reaches the server.
                     *installed = Some(p.version.clone());
+                    shared.counters.installed.fetch_add(1, Ordering::Relaxed);
                     let mut done = report(PackageStatusEnum::Installed, None, "", &p.version);
                     done.health = Some(healthy(&name, &p.version));
                     ws.send(send(done)).await?;
@@ -548,12 +552,13 @@ fn metrics_report() -> op::CustomMessage {
 fn summary(shared: &Shared, started: Instant, event: &str) -> String {
     let c = &shared.counters;
     format!(
-        "{{\"event\":\"{event}\",\"elapsed_ms\":{},\"connected\":{},\"enrolled\":{},\"offers\":{},\"verified\":{},\"verify_failed\":{},\"download_failed\":{},\"download_retries\":{},\"upgrade_failed\":{},\"uninstalled\":{},\"reconnects\":{},\"refused\":{},\"metrics_sent\":{}}}",
+        "{{\"event\":\"{event}\",\"elapsed_ms\":{},\"connected\":{},\"enrolled\":{},\"offers\":{},\"verified\":{},\"installed\":{},\"verify_failed\":{},\"download_failed\":{},\"download_retries\":{},\"upgrade_failed\":{},\"uninstalled\":{},\"reconnects\":{},\"refused\":{},\"metrics_sent\":{}}}",
         started.elapsed().as_millis(),
         c.connected.load(Ordering::Relaxed),
         c.enrolled.load(Ordering::Relaxed),
         c.offers.load(Ordering::Relaxed),
         c.verified.load(Ordering::Relaxed),
+        c.installed.load(Ordering::Relaxed),
         c.verify_failed.load(Ordering::Relaxed),
         c.download_failed.load(Ordering::Relaxed),
         c.download_retries.load(Ordering::Relaxed),

@@ -20,6 +20,7 @@ mod download;
 mod http;
 pub mod packages;
 pub mod presence;
+pub mod reports;
 pub mod session;
 mod ws;
 
@@ -149,6 +150,8 @@ pub struct Fleet {
     sessions: TaskTracker,
     /// Last-seen times not written yet.
     pub last_seen: presence::LastSeen,
+    /// Sub-job reports on their way to the store, written together.
+    pub reports: reports::ReportQueue,
 }
 
 /// A new desktop credential and its SHA-256.

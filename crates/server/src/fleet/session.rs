@@ -821,11 +821,11 @@ impl Session {
     }
 
     async fn report(&self, report: SubJobReport) -> Result<(), StoreError> {
-        self.state
-            .store
-            .apply_reports(&[report], self.state.clock.now())
+        let state = &self.state;
+        fleet(state)
+            .reports
+            .write(&state.store, &state.clock, report)
             .await
-            .map(|_| ())
     }
 }
 
