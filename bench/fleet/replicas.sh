@@ -23,8 +23,9 @@ RESULTS=${RESULTS:-bench/fleet/RESULTS-replicas.md}
 OUT=$(mktemp -d)
 DB="deskfleet_fleet_bench_$$"
 # On failure the logs are kept in target/fleet-replicas-logs/.
-trap 'rc=$?; [ $rc -ne 0 ] && { mkdir -p target/fleet-replicas-logs; cp -r "$OUT"/r0 "$OUT"/r1 "$OUT"/r2 "$OUT"/sim.* target/fleet-replicas-logs/ 2>/dev/null || true; }; kill $(jobs -p) 2>/dev/null || true; psql "$PG_ADMIN_URL" -q -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; rm -rf "$OUT"' EXIT
+trap 'rc=$?; [ $rc -ne 0 ] && { mkdir -p target/fleet-replicas-logs; cp -r "$OUT"/r0 "$OUT"/r1 "$OUT"/r2 "$OUT"/sim.* target/fleet-replicas-logs/ 2>/dev/null || true; }; kill $(jobs -p) "${pids[@]}" 2>/dev/null || true; psql "$PG_ADMIN_URL" -q -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; rm -rf "$OUT"' EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+pids=() # the replicas (started in subshells, so not among `jobs`)
 
 cargo build --release --locked -p deskfleet-server -p deskfleet-monitor -p deskfleet-fleet-sim --bins
 cargo build --release --locked -p deskfleet-client --examples
@@ -52,7 +53,6 @@ start_replica() { # DIR -> pid
 wait_listening() { for _ in $(seq 1 300); do [ -s "$1/listen.addr" ] && return; sleep 0.1; done; echo "no listen.addr in $1" >&2; exit 1; }
 
 mkdir -p "$OUT/r0" "$OUT/r1" "$OUT/r2"
-pids=()
 pids+=("$(start_replica "$OUT/r0")")
 wait_listening "$OUT/r0"
 for r in r1 r2; do
