@@ -7,7 +7,11 @@
 //! cargo run --release -p deskfleet-store --example create_jobs -- [URL|-] [CALLERS] [SECONDS] [SIZE]
 //! ```
 //! Without a URL (or with `-`) it uses a fresh SQLite file in a temporary directory.
+//! With `AUDIT=1` each call carries a trace as an audited request does (the server's
+//! draft of a BatchInstallAgent), so that the run shows what the audit trail costs the
+//! writer.
 
+use deskfleet_core::audit::{Trace, TraceUser};
 use deskfleet_core::ids::DesktopId;
 use deskfleet_core::model::NewDesktop;
 use deskfleet_core::store::Deadlines;
@@ -31,6 +35,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None | Some("random") => None,
         Some(n) => Some(n.parse::<usize>()?.clamp(1, DESKTOPS)),
     };
+
+    let audit = std::env::var("AUDIT").is_ok_and(|v| v == "1");
 
     let store = deskfleet_store::connect(&url).await?;
     let domain = store
@@ -84,10 +90,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     now: 1,
                     deliver_by: 1 + 600_000,
                 };
-                match store
-                    .create_install_job(&project, wanted, "bench", at)
-                    .await
-                {
+                let call = store.create_install_job(&project, wanted, "bench", at);
+                let result = if audit {
+                    let scope = deskfleet_store::audit::AuditScope::new(draft(project.as_str()));
+                    scope.run(call).await
+                } else {
+                    call.await
+                };
+                match result {
                     Ok(_) => {
                         calls.fetch_add(1, Ordering::Relaxed);
                         sub_jobs.fetch_add(n as u64, Ordering::Relaxed);
@@ -103,11 +113,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let calls = calls.load(Ordering::Relaxed);
     let sub_jobs = sub_jobs.load(Ordering::Relaxed);
     println!(
-        "{}: {callers} callers, {seconds}s, size {}: {calls} calls ({:.0}/s), {sub_jobs} sub-jobs ({:.0}/s)",
+        "{}{}: {callers} callers, {seconds}s, size {}: {calls} calls ({:.0}/s), {sub_jobs} sub-jobs ({:.0}/s)",
         store.backend(),
+        if audit { " (audited)" } else { "" },
         size.map_or("random".to_owned(), |n| n.to_string()),
         calls as f64 / seconds as f64,
         sub_jobs as f64 / seconds as f64,
     );
     Ok(())
+}
+
+/// A trace as the server drafts one for BatchInstallAgent before the change.
+fn draft(project: &str) -> Trace {
+    Trace {
+        trace_id: deskfleet_core::audit::new_trace_id(),
+        trace_name: "batchInstallCesAgent".into(),
+        trace_rating: "normal".into(),
+        trace_type: "ApiCall".into(),
+        code: "200".into(),
+        api_version: "v2".into(),
+        time: 1,
+        user: TraceUser {
+            access_key_id: "HPUAXXXXXXXXXXXXXXXX".into(),
+            name: "admin".into(),
+            ..TraceUser::default()
+        },
+        service_type: "Workspace".into(),
+        resource_type: "desktop".into(),
+        source_ip: "127.0.0.1".into(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        enterprise_project_id: "0".into(),
+        operation_id: Some("BatchInstallAgent".into()),
+        project_id: project.to_owned(),
+        tracker_name: "system".into(),
+        user_agent: "huaweicloud-usdk-python/3.0".into(),
+        request: r#"{"desktop_ids":["a","b"]}"#.into(),
+        ..Trace::default()
+    }
 }

@@ -40,7 +40,8 @@ pub enum Stage {
 }
 
 struct State {
-    draft: Trace,
+    /// Shared with the write that takes it, which copies it once, to complete it.
+    draft: Arc<Trace>,
     /// Whether a write may take the draft (false: the request's refusal only is recorded).
     consumable: bool,
     stage: Stage,
@@ -69,7 +70,7 @@ impl AuditScope {
 
     fn with(draft: Trace, consumable: bool) -> Self {
         Self(Arc::new(Mutex::new(State {
-            draft,
+            draft: Arc::new(draft),
             consumable,
             stage: Stage::Open,
             describe: None,
@@ -90,7 +91,7 @@ impl AuditScope {
     pub fn update(&self, f: impl FnOnce(&mut Trace)) {
         let mut s = self.lock();
         if s.stage == Stage::Open {
-            f(&mut s.draft);
+            f(Arc::make_mut(&mut s.draft));
         }
     }
 
@@ -105,7 +106,7 @@ impl AuditScope {
 
     /// The draft as it stands (for recording it on its own).
     pub fn draft(&self) -> Trace {
-        self.lock().draft.clone()
+        Trace::clone(&self.lock().draft)
     }
 
     /// The trace committed with the change, if one was.
@@ -124,11 +125,12 @@ pub fn current() -> Option<AuditScope> {
     SCOPE.try_with(Clone::clone).ok()
 }
 
-/// A draft taken by a write.
+/// A draft taken by a write. Cloning it (a write run again, a call handed to the writer)
+/// shares the draft rather than copying it.
 #[derive(Clone)]
 pub(crate) struct Taken {
     scope: AuditScope,
-    draft: Trace,
+    draft: Arc<Trace>,
     describe: Option<Arc<Describe>>,
     /// The trace appended by the (last) run of the write.
     appended: Arc<Mutex<Option<Trace>>>,
@@ -152,7 +154,7 @@ pub(crate) fn take() -> Option<Taken> {
     s.stage = Stage::InFlight;
     let taken = Taken {
         scope: scope.clone(),
-        draft: s.draft.clone(),
+        draft: Arc::clone(&s.draft),
         describe: s.describe.clone(),
         appended: Arc::default(),
     };
@@ -180,7 +182,7 @@ impl Taken {
 
     /// The trace to append, completed from the write's answer.
     pub(crate) fn finish(&self, answer: &dyn Any) -> Trace {
-        let mut t = self.draft.clone();
+        let mut t = Trace::clone(&self.draft);
         if let Some(d) = self.describe.as_ref().and_then(|f| f(answer)) {
             t.response = d.response;
             if let Some(id) = d.resource_id {
