@@ -55,6 +55,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
         &self,
     ) -> impl Future<Output = StoreResult<sqlx::Transaction<'static, Self::Db>>> + Send;
 
+    /// A connection for a read of one statement, which sees one snapshot without a
+    /// transaction around it (saving its BEGIN and COMMIT: two round trips on PostgreSQL).
+    fn read_one(
+        &self,
+    ) -> impl Future<Output = StoreResult<sqlx::pool::PoolConnection<Self::Db>>> + Send;
+
     /// Runs `f` in a write transaction and answers only once it is durably committed;
     /// if `f` fails, nothing it did is kept.
     fn write<T, F>(&self, f: F) -> impl Future<Output = StoreResult<T>> + Send
@@ -132,6 +138,17 @@ macro_rules! read {
             let out = ops::$op(&mut *tx, $($arg),*).await?;
             tx.commit().await.map_err(backend)?;
             Ok(out)
+        })
+        .await
+    }};
+}
+
+/// `read_one!(self, op(args...))`: [`read!`] for an `ops::op` of a single statement.
+macro_rules! read_one {
+    ($self:ident, $op:ident($($arg:expr),* $(,)?)) => {{
+        timed(stringify!($op), async {
+            let mut conn = $self.0.read_one().await?;
+            ops::$op(&mut *conn, $($arg),*).await
         })
         .await
     }};
@@ -885,7 +902,7 @@ impl<B: Backend> Store for DbStore<B> {
     }
 
     async fn list_packages(&self, name: &str) -> StoreResult<Vec<PackageMeta>> {
-        read!(self, list_packages(name))
+        read_one!(self, list_packages(name))
     }
 
     async fn set_package_withdrawn(

@@ -99,6 +99,10 @@ impl Backend for Postgres {
             .map_err(backend)
     }
 
+    async fn read_one(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        self.pool.acquire().await.map_err(backend)
+    }
+
     /// Job creators run side by side; one that loses the race to start an install on a
     /// desktop runs again, and then follows the winner's install (see `ops`).
     async fn create_install_job(&self, call: NewJob) -> StoreResult<Job> {

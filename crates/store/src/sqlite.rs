@@ -299,6 +299,13 @@ impl Backend for Sqlite {
         self.readers.begin().await.map_err(crate::conn::backend)
     }
 
+    async fn read_one(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
+        if let Some(fault) = shm_fault(&self.shm) {
+            return Err(fault);
+        }
+        self.readers.acquire().await.map_err(crate::conn::backend)
+    }
+
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
