@@ -179,6 +179,13 @@ if audit:
         + "\n".join(audit) + "\n")
 kernel = platform.release()
 cpus = os.cpu_count()
+# The history below the latest run (kept by hand, one row per run) survives a new run.
+history = ""
+if os.path.exists(results):
+    old = open(results).read()
+    marker = old.find("\n## ")
+    if marker >= 0:
+        history = old[marker:]
 with open(results, "w") as f:
     f.write(f"""# API benchmark results
 
@@ -197,6 +204,6 @@ before the answer. Goals: install-2 at >= 25 % of bare's requests/s, p99 < 25 ms
 {chr(10).join(lines)}
 {audit_table}
 Server peak resident memory during the runs: {mem}.
-""")
+{history}""")
 print(open(results).read())
 PY

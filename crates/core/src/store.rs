@@ -598,6 +598,13 @@ pub trait Store: Send + Sync + 'static {
     /// nothing else. Like a trace written with its change, it is chained at once (SQLite)
     /// or by the next [`Store::chain_traces`] (PostgreSQL).
     async fn append_trace(&self, trace: &Trace) -> StoreResult<()>;
+    /// Refreshes the query planner's statistics of the tables that have grown well past
+    /// the size they were last analysed at (PostgreSQL: at least 1,000 rows and twice as
+    /// many as then); returns how many tables it analysed. A no-op on SQLite, which keeps
+    /// no plan across its statements' preparation. See docs/operations.md.
+    async fn refresh_statistics(&self) -> StoreResult<u64> {
+        Ok(0)
+    }
     /// Chains up to `limit` recorded traces not chained yet (oldest first), one chainer
     /// at a time across replicas; returns how many it took (0: none are left). A no-op on
     /// SQLite, which chains every trace as it is written.

@@ -118,3 +118,30 @@ async fn supervise(worker: Box<dyn Worker>, shutdown: CancellationToken) {
     }
     tracing::debug!(worker = worker.name(), "worker stopped");
 }
+
+/// Keeps the database's query planner statistics in step with the tables' growth
+/// (`Store::refresh_statistics`; PostgreSQL only), every few seconds.
+pub struct StatisticsKeeper {
+    state: AppState,
+}
+
+impl StatisticsKeeper {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+#[async_trait]
+impl Worker for StatisticsKeeper {
+    fn name(&self) -> &'static str {
+        "statistics"
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+
+    async fn run_step(&self) -> Result<u64, StoreError> {
+        self.state.store.refresh_statistics().await
+    }
+}

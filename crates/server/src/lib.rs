@@ -231,6 +231,7 @@ impl Application {
         let workers = engine::spawn_workers(
             vec![
                 Box::new(engine::TimeoutSweeper::new(state.clone())),
+                Box::new(engine::StatisticsKeeper::new(state.clone())),
                 Box::new(auth::revocation::RevocationWatcher::new(state.clone())),
                 Box::new(fleet::Scheduler::new(state.clone())),
                 Box::new(fleet::presence::LastSeenFlusher::new(state.clone())),

@@ -134,6 +134,16 @@ pub(crate) struct Taken {
     describe: Option<Arc<Describe>>,
     /// The trace appended by the (last) run of the write.
     appended: Arc<Mutex<Option<Trace>>>,
+    /// The trace completed by the caller before the write ([`Taken::complete_ahead`]),
+    /// for the first run of the write to take.
+    ahead: Arc<Mutex<Option<Completed>>>,
+}
+
+/// A trace completed for the job it will be committed with, and its canonical content.
+pub(crate) struct Completed {
+    job_id: String,
+    pub(crate) trace: Trace,
+    pub(crate) content: String,
 }
 
 impl std::fmt::Debug for Taken {
@@ -157,6 +167,7 @@ pub(crate) fn take() -> Option<Taken> {
         draft: Arc::clone(&s.draft),
         describe: s.describe.clone(),
         appended: Arc::default(),
+        ahead: Arc::default(),
     };
     drop(s);
     Some(taken)
@@ -192,6 +203,49 @@ impl Taken {
         t.record_time =
             deskfleet_core::clock::Clock::now(&deskfleet_core::clock::SystemClock).max(t.time);
         t
+    }
+
+    /// Completes the trace now, on the caller's task, for a write that will create the
+    /// job `job_id` if it succeeds, when the describer can tell the answer from the job's
+    /// id alone (it is asked with a [`deskfleet_core::ids::JobId`]). The write then only
+    /// chains and inserts it: on SQLite's single writer that is the part every write waits
+    /// for. Otherwise the write completes it from its answer, as [`Taken::finish`].
+    pub(crate) fn complete_ahead(&self, job_id: &deskfleet_core::ids::JobId) {
+        let Some(d) = self.describe.as_ref().and_then(|f| f(job_id)) else {
+            return;
+        };
+        let mut trace = Trace::clone(&self.draft);
+        trace.response = d.response;
+        if let Some(id) = d.resource_id {
+            trace.resource_id = id;
+        }
+        trace.record_time =
+            deskfleet_core::clock::Clock::now(&deskfleet_core::clock::SystemClock).max(trace.time);
+        let content = deskfleet_core::audit::content(&trace);
+        *self.ahead.lock().unwrap_or_else(|p| p.into_inner()) = Some(Completed {
+            job_id: job_id.as_str().to_owned(),
+            trace,
+            content,
+        });
+    }
+
+    /// The trace to append with the job `job_id` and its content: the one completed ahead
+    /// for that job, if it is still there (a write run again completes it anew), else
+    /// completed now from the write's answer.
+    pub(crate) fn completed_for(&self, job_id: &str, answer: &dyn Any) -> Completed {
+        let ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match ahead {
+            Some(c) if c.job_id == job_id => c,
+            _ => {
+                let trace = self.finish(answer);
+                let content = deskfleet_core::audit::content(&trace);
+                Completed {
+                    job_id: job_id.to_owned(),
+                    trace,
+                    content,
+                }
+            }
+        }
     }
 
     /// The write answered: committed (`ok`) with the trace it appended, or rolled back

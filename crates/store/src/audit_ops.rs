@@ -72,7 +72,7 @@ struct TraceRow<'a> {
 }
 
 impl<'a> TraceRow<'a> {
-    fn of(trace: &'a Trace, content: String) -> Self {
+    fn of(trace: &'a Trace, content: Cow<'a, str>) -> Self {
         Self {
             seq: None,
             trace_id: Cow::Borrowed(&trace.trace_id),
@@ -87,7 +87,7 @@ impl<'a> TraceRow<'a> {
             user_name: Cow::Borrowed(&trace.user.name),
             access_key_id: Cow::Borrowed(&trace.user.access_key_id),
             enterprise_project_id: Cow::Borrowed(&trace.enterprise_project_id),
-            content: Cow::Owned(content),
+            content,
             prev_hash: None,
             hash: None,
         }
@@ -201,13 +201,29 @@ fn encode<T: serde::Serialize>(rows: &T) -> StoreResult<String> {
 /// (audited commits could no longer share a WAL flush); there they go to `trace_inbox`
 /// instead, which locks nothing shared, and [`chain_traces`] chains them shortly after.
 pub(crate) async fn append_traces<C: Conn>(c: &mut C, traces: &[Trace]) -> StoreResult<()> {
-    if traces.is_empty() {
-        return Ok(());
-    }
     let rows: Vec<TraceRow> = traces
         .iter()
-        .map(|t| TraceRow::of(t, audit::content(t)))
+        .map(|t| TraceRow::of(t, Cow::Owned(audit::content(t))))
         .collect();
+    append_rows(c, rows).await
+}
+
+/// [`append_traces`] of traces whose content is already encoded.
+pub(crate) async fn append_completed<C: Conn>(
+    c: &mut C,
+    traces: &[crate::audit::Completed],
+) -> StoreResult<()> {
+    let rows: Vec<TraceRow> = traces
+        .iter()
+        .map(|t| TraceRow::of(&t.trace, Cow::Borrowed(t.content.as_str())))
+        .collect();
+    append_rows(c, rows).await
+}
+
+async fn append_rows<C: Conn>(c: &mut C, rows: Vec<TraceRow<'_>>) -> StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     match C::DIALECT {
         Dialect::Sqlite => append_chained(c, rows).await,
         Dialect::Postgres => {

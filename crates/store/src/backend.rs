@@ -233,6 +233,9 @@ async fn audited_create<B: Backend>(
     mut call: NewJob,
 ) -> StoreResult<Job> {
     let taken = crate::audit::take();
+    if let (Some(t), Ok(job_id)) = (&taken, JobId::parse(call.job_id.clone())) {
+        t.complete_ahead(&job_id);
+    }
     call.trace = taken.clone().map(Box::new);
     let result = timed(op, backend.create_install_job(call)).await;
     if let Some(t) = taken {
@@ -1094,6 +1097,13 @@ impl<B: Backend> Store for DbStore<B> {
     #[tracing::instrument(skip_all, fields(backend = B::NAME))]
     async fn append_trace(&self, trace: &Trace) -> StoreResult<()> {
         write_quiet!(self, { trace = trace.clone() }, append_trace(&trace))
+    }
+
+    async fn refresh_statistics(&self) -> StoreResult<u64> {
+        if <ConnOf<B> as Conn>::DIALECT != crate::conn::Dialect::Postgres {
+            return Ok(0);
+        }
+        read_one!(self, refresh_statistics())
     }
 
     async fn chain_traces(&self, limit: u32) -> StoreResult<u64> {

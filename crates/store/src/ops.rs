@@ -1070,6 +1070,9 @@ pub(crate) struct NewJob {
     pub rollbacks: Vec<Option<(String, SubJobId)>>,
     /// The caller's draft trace, appended with the job ([`crate::audit`]).
     pub trace: Option<Box<crate::audit::Taken>>,
+    /// The id the job gets if one is created, chosen by the caller so that it can
+    /// complete the trace before the write.
+    pub job_id: String,
 }
 
 impl NewJob {
@@ -1088,6 +1091,7 @@ impl NewJob {
             spec: OperationSpec::install(None),
             rollbacks: Vec::new(),
             trace: None,
+            job_id: time_ordered_id(),
         }
     }
 }
@@ -1226,19 +1230,19 @@ pub(crate) async fn create_install_jobs<C: Conn>(
             })
         })
         .collect();
-    // Each job created carries its trace; a trace that cannot be written fails them all
-    // (the caller rolls the group back).
+    // Each job created carries its trace (mostly completed by its caller already); a
+    // trace that cannot be written fails them all (the caller rolls the group back).
     let mut takers = Vec::new();
     let mut traces = Vec::new();
     for (call, result) in calls.iter().zip(&results) {
         if let (Some(t), Ok(job)) = (&call.trace, result) {
-            traces.push(t.finish(job));
+            traces.push(t.completed_for(job.id.as_str(), job));
             takers.push(t);
         }
     }
-    crate::audit_ops::append_traces(c, &traces).await?;
-    for (t, trace) in takers.into_iter().zip(traces) {
-        t.appended(trace);
+    crate::audit_ops::append_completed(c, &traces).await?;
+    for (t, completed) in takers.into_iter().zip(traces) {
+        t.appended(completed.trace);
     }
     Ok(results)
 }
@@ -1322,7 +1326,7 @@ async fn create_jobs<C: Conn>(
         if !valid_calls[index] {
             continue;
         }
-        let job_id = time_ordered_id();
+        let job_id = call.job_id.clone();
         let operation = call.spec.operation;
         let mut targets = Vec::with_capacity(call.desktops.len());
         let mut total: u32 = 0;
@@ -2747,6 +2751,45 @@ pub(crate) async fn record_last_seen<C: Conn>(
         d.objects(1)
     ));
     c.execute(sql, args![payload.as_str()]).await
+}
+
+// ---- planner statistics (PostgreSQL) ----
+
+/// The fewest rows a table must hold before [`refresh_statistics`] analyses it.
+const ANALYZE_FLOOR: i64 = 1_000;
+
+/// Analyses the tables of the current schema that hold at least [`ANALYZE_FLOOR`] rows and
+/// more than twice as many as when they were last analysed (or were never analysed).
+///
+/// PostgreSQL keeps, in each pooled connection, the generic plan it made for a prepared
+/// statement, and makes it anew only when the statistics of a table it reads change.
+/// A plan made while a table was nearly empty (a new database, the first desktops
+/// enrolling) can read every row of it once it is large: an update of one sub-job by its
+/// id was planned as a scan of every install in flight, and the fleet's installs slowed
+/// as the fleet grew. Autovacuum analyses a table only at its next visit (up to a minute
+/// later); this does it within the server's interval, as the tables grow.
+pub(crate) async fn refresh_statistics<C: Conn>(c: &mut C) -> StoreResult<u64> {
+    let rows = c
+        .fetch_all(
+            "SELECT s.relname AS name FROM pg_stat_user_tables s \
+             JOIN pg_class t ON t.oid = s.relid \
+             WHERE s.schemaname = current_schema() AND s.n_live_tup >= $1 \
+             AND s.n_live_tup > 2 * GREATEST(t.reltuples, 0) ORDER BY s.relname",
+            args![ANALYZE_FLOOR],
+        )
+        .await?;
+    let mut analysed = 0;
+    for r in &rows {
+        let name = r.text("name")?;
+        c.execute(
+            &format!("ANALYZE \"{}\"", name.replace('"', "\"\"")),
+            args![],
+        )
+        .await?;
+        tracing::debug!(table = %name, "planner statistics refreshed");
+        analysed += 1;
+    }
+    Ok(analysed)
 }
 
 // ---- health ----

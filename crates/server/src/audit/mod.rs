@@ -26,6 +26,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use deskfleet_core::audit::{Rating, Trace, TraceUser, body_text};
+use deskfleet_core::ids::JobId;
 use deskfleet_core::model::Job;
 use deskfleet_store::audit::{AuditScope, Described, Stage, update_current};
 use std::net::SocketAddr;
@@ -294,14 +295,21 @@ fn access_key_of(authorization: &str) -> String {
 }
 
 /// What a store write's answer adds to its trace: a job's id.
+/// A write's answer as its trace shows it: the job created (the store may ask with the
+/// job's id alone, before the write; see `deskfleet_store::audit`).
 fn describe(answer: &dyn std::any::Any) -> Option<Described> {
-    let job = answer.downcast_ref::<Job>().or_else(|| {
+    let id = answer.downcast_ref::<JobId>().or_else(|| {
         answer
-            .downcast_ref::<(Option<Job>, Vec<deskfleet_core::model::TargetResult>)>()
-            .and_then(|(job, _)| job.as_ref())
+            .downcast_ref::<Job>()
+            .or_else(|| {
+                answer
+                    .downcast_ref::<(Option<Job>, Vec<deskfleet_core::model::TargetResult>)>()
+                    .and_then(|(job, _)| job.as_ref())
+            })
+            .map(|job| &job.id)
     })?;
     Some(Described {
-        response: serde_json::json!({ "job_id": job.id.as_str() }).to_string(),
+        response: serde_json::json!({ "job_id": id.as_str() }).to_string(),
         resource_id: None,
     })
 }

@@ -88,6 +88,63 @@ pub async fn a_change_and_its_trace_commit_together(ctx: Ctx) {
     assert_eq!(v.checked, 2);
 }
 
+/// A describer that can tell the answer from the job's id alone lets the store complete
+/// the trace before the write; what commits is the same as when the write completes it.
+pub async fn a_trace_completed_before_its_write_commits_with_the_job_it_names(ctx: Ctx) {
+    let s = &*ctx.store;
+    let p = project(s, "main").await;
+    let ds = desktops(s, &p, 2).await;
+    let ahead_scope = || {
+        let scope = AuditScope::new(draft(&p, "batchInstallCesAgent", T0));
+        scope.set_describe(Arc::new(|out: &dyn std::any::Any| {
+            let id = out
+                .downcast_ref::<deskfleet_core::ids::JobId>()
+                .or_else(|| {
+                    out.downcast_ref::<deskfleet_core::model::Job>()
+                        .map(|j| &j.id)
+                })?;
+            Some(Described {
+                response: format!("{{\"job_id\":\"{id}\"}}"),
+                resource_id: Some(format!("for-{id}")),
+            })
+        }));
+        scope
+    };
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        let scope = ahead_scope();
+        let job = scope
+            .run(s.create_install_job(&p, &ds, "batchInstallCesAgent", at(T0)))
+            .await
+            .unwrap();
+        assert_eq!(scope.stage(), Stage::Committed);
+        let committed = scope.committed().unwrap();
+        assert_eq!(committed.response, format!("{{\"job_id\":\"{}\"}}", job.id));
+        assert_eq!(committed.resource_id, format!("for-{}", job.id));
+        assert!(committed.record_time >= committed.time);
+        jobs.push((job, committed));
+    }
+    // Fail: nothing is recorded, the draft is the caller's again, and it holds no answer.
+    let scope = ahead_scope();
+    let unknown = vec![DesktopId::parse("nope".to_owned()).unwrap()];
+    assert!(
+        scope
+            .run(s.create_install_job(&p, &unknown, "batchInstallCesAgent", at(T0)))
+            .await
+            .is_err()
+    );
+    assert_eq!(scope.stage(), Stage::Open);
+    assert_eq!(scope.draft().response, "");
+    let listed = s.list_traces(&p, &window(), 10).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    for (job, committed) in &jobs {
+        assert!(listed.contains(committed), "{} not listed", job.id);
+    }
+    let v = verify(s).await;
+    assert!(v.ok(), "{v:?}");
+    assert_eq!(v.checked, 3);
+}
+
 pub async fn a_failed_change_leaves_no_trace_and_the_draft_open(ctx: Ctx) {
     let s = &*ctx.store;
     let p = project(s, "main").await;
