@@ -46,6 +46,19 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }
+
+    /// The same error again, for each of several callers that failed as one (a batch):
+    /// a source error becomes its message.
+    pub fn retell(&self) -> StoreError {
+        match self {
+            StoreError::NotFound => StoreError::NotFound,
+            StoreError::AlreadyExists(what) => StoreError::AlreadyExists(what.clone()),
+            StoreError::UnknownDesktops(ids) => StoreError::UnknownDesktops(ids.clone()),
+            StoreError::Corrupt(why) => StoreError::Corrupt(why.clone()),
+            StoreError::Backend(source) => StoreError::Backend(source.to_string().into()),
+            StoreError::Unavailable(source) => StoreError::Unavailable(source.to_string().into()),
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -630,23 +630,28 @@ async fn retry_after_on_the_upgrade_is_honoured() {
     tokio::time::timeout(WAIT, guest).await.unwrap().unwrap();
 }
 
-#[tokio::test]
-async fn download_errors_are_download_failed_and_leave_nothing() {
-    use deskfleet_guest::ReasonCode;
-    use deskfleet_guest::install::{InstallStep, Installer, MONITOR_PACKAGE, PackageOffer};
-
-    let server = FakeServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("agents");
-    let installer = Installer {
+/// An installer that trusts `server`'s CA and the test signing key, installing into `root`.
+fn installer_of(server: &FakeServer, root: &Path) -> deskfleet_guest::install::Installer {
+    deskfleet_guest::install::Installer {
         client: ServerTrust::Pinned(server.pki().ca_der_fingerprint())
             .client()
             .unwrap()
             .http_client("test")
             .unwrap(),
-        install_root: root.clone(),
+        install_root: root.to_path_buf(),
         trusted_key: testing::signing_key(9).verifying_key(),
-    };
+    }
+}
+
+#[tokio::test]
+async fn download_errors_are_download_failed_and_leave_nothing() {
+    use deskfleet_guest::ReasonCode;
+    use deskfleet_guest::install::{InstallStep, MONITOR_PACKAGE, PackageOffer};
+
+    let server = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("agents");
+    let installer = installer_of(&server, &root);
     let package = testing::signed_monitor_package("1.0.0", &testing::signing_key(9));
     let base = reqwest::Url::parse(&server.url()).unwrap();
     for url in ["/no/such/package", "http://127.0.0.1:9/closed-port"] {
@@ -671,19 +676,11 @@ async fn download_errors_are_download_failed_and_leave_nothing() {
 #[tokio::test]
 async fn a_download_that_fails_for_a_passing_reason_is_tried_again() {
     use deskfleet_guest::ReasonCode;
-    use deskfleet_guest::install::{Installer, MONITOR_PACKAGE, PackageOffer};
+    use deskfleet_guest::install::{MONITOR_PACKAGE, PackageOffer};
 
     let server = FakeServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let installer = Installer {
-        client: ServerTrust::Pinned(server.pki().ca_der_fingerprint())
-            .client()
-            .unwrap()
-            .http_client("test")
-            .unwrap(),
-        install_root: dir.path().join("agents"),
-        trusted_key: testing::signing_key(9).verifying_key(),
-    };
+    let installer = installer_of(&server, &dir.path().join("agents"));
     let package = testing::signed_monitor_package("1.0.0", &testing::signing_key(9));
     *server.shared.package.lock().unwrap() = package.archive.clone();
     let base = reqwest::Url::parse(&server.url()).unwrap();

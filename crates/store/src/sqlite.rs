@@ -128,18 +128,6 @@ impl<T: Send> Answer for Group<T> {
     }
 }
 
-/// The same error again, for each caller of a group that failed as one.
-fn retell(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::NotFound => StoreError::NotFound,
-        StoreError::AlreadyExists(what) => StoreError::AlreadyExists(what.clone()),
-        StoreError::UnknownDesktops(ids) => StoreError::UnknownDesktops(ids.clone()),
-        StoreError::Corrupt(why) => StoreError::Corrupt(why.clone()),
-        StoreError::Backend(source) => StoreError::Backend(source.to_string().into()),
-        StoreError::Unavailable(source) => StoreError::Unavailable(source.to_string().into()),
-    }
-}
-
 /// One write op that creates the jobs of all `calls`, answering each caller.
 fn create_group(calls: Vec<(NewJob, oneshot::Sender<StoreResult<Job>>)>) -> WriteOp {
     Box::new(move |conn| {
@@ -161,7 +149,7 @@ fn create_group(calls: Vec<(NewJob, oneshot::Sender<StoreResult<Job>>)>) -> Writ
                     parts: senders
                         .into_iter()
                         .map(|to| Pending {
-                            result: Err(retell(&e)),
+                            result: Err(e.retell()),
                             to,
                         })
                         .collect(),
@@ -185,7 +173,7 @@ impl<T: Send> Answer for Pending<T> {
         let result = match (batch, self.result) {
             // A call that failed has its own answer, whatever became of the batch.
             (Ok(()), result) | (Err(_), result @ Err(_)) => result,
-            (Err(e), Ok(_)) => Err(retell(e)),
+            (Err(e), Ok(_)) => Err(e.retell()),
         };
         // The caller may have gone away meanwhile; what was committed stays committed.
         let _ = self.to.send(result);

@@ -63,22 +63,10 @@ async fn writer(store: Arc<dyn Store>, clock: Arc<dyn Clock>, mut rx: mpsc::Rece
         for pending in batch.drain(..) {
             let outcome = match &result {
                 Ok(_) => Ok(()),
-                Err(e) => Err(copy(e)),
+                Err(e) => Err(e.retell()),
             };
             // A caller that went away (its connection closed) needs no answer.
             let _ = pending.written.send(outcome);
         }
-    }
-}
-
-/// The same error for each caller of a failed batch (the sources become their messages).
-fn copy(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::NotFound => StoreError::NotFound,
-        StoreError::AlreadyExists(what) => StoreError::AlreadyExists(what.clone()),
-        StoreError::UnknownDesktops(ids) => StoreError::UnknownDesktops(ids.clone()),
-        StoreError::Corrupt(what) => StoreError::Corrupt(what.clone()),
-        StoreError::Backend(source) => StoreError::Backend(source.to_string().into()),
-        StoreError::Unavailable(source) => StoreError::Unavailable(source.to_string().into()),
     }
 }
