@@ -15,6 +15,8 @@
 # Appends its figures to bench/fleet/RESULTS-replicas.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 DESKTOPS=${DESKTOPS:-10000}
 CONNECT_RATE=${CONNECT_RATE:-2000}
@@ -62,20 +64,16 @@ done
 wait_listening "$OUT/r1"; wait_listening "$OUT/r2"
 servers="$(cat "$OUT/r0/endpoint.url"),$(cat "$OUT/r1/endpoint.url"),$(cat "$OUT/r2/endpoint.url")"
 endpoint=$(cat "$OUT/r0/endpoint.url")
-json() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
 project=$(json "$OUT/r0/bootstrap.json" project_id)
 ak=$(json "$OUT/r0/bootstrap.json" access_key)
 sk=$(json "$OUT/r0/bootstrap.json" secret_key)
 token=$("$BIN/deskfleet-server" --data-dir "$OUT/r0" --database-url "$DB_URL" admin enrollment-tokens create --project "$project" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["enrollment_token"])')
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 pg_cpu_ticks() { # every PostgreSQL backend of the bench database, and the rest of the cluster
   local total=0
   for p in $(pgrep -f "postgres" || true); do
-    [ -r "/proc/$p/stat" ] && total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    [ -r "/proc/$p/stat" ] && total=$((total + $(cpu_ticks "$p" 2>/dev/null || echo 0)))
   done
   echo "$total"
 }

@@ -16,6 +16,8 @@
 #   DESKTOPS=2000 bench/fleet/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 DESKTOPS=${DESKTOPS:-10000}
 CONNECT_RATE=${CONNECT_RATE:-2000}
@@ -51,7 +53,6 @@ TOML
 server=$!
 for _ in $(seq 1 300); do [ -s "$OUT/listen.addr" ] && break; sleep 0.1; done
 endpoint=$(cat "$OUT/endpoint.url") # written before listen.addr
-json() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
 project=$(json "$OUT/bootstrap.json" project_id)
 ak=$(json "$OUT/bootstrap.json" access_key)
 sk=$(json "$OUT/bootstrap.json" secret_key)
@@ -59,9 +60,6 @@ token=$("$BIN/deskfleet-server" --data-dir "$OUT" admin enrollment-tokens create
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["enrollment_token"])')
 package_size=$(stat -c %s "$BIN/deskfleet-monitor")
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 
 t0=$(date +%s.%N)

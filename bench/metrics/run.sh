@@ -16,6 +16,8 @@
 # .venv (scripts/sdk-tests.sh makes it), except with INGEST_ONLY.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 BACKEND=${BACKEND:-sqlite}
 DESKTOPS=${DESKTOPS:-10000}
@@ -74,14 +76,12 @@ start_server
 # No package is offered here; the simulator still wants a key to trust: a fresh one.
 openssl genpkey -algorithm ed25519 -out "$OUT/unused.key" 2>/dev/null
 openssl pkey -in "$OUT/unused.key" -pubout -outform DER | tail -c 32 | od -An -tx1 | tr -d ' \n' > "$OUT/trusted.pub"
-json() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
 project=$(json "$OUT/bootstrap.json" project_id)
 ak=$(json "$OUT/bootstrap.json" access_key)
 sk=$(json "$OUT/bootstrap.json" secret_key)
 token=$("$BIN/deskfleet-server" --data-dir "$OUT" --config "$OUT/settings.toml" admin enrollment-tokens create \
   --project "$project" | python3 -c 'import json,sys; print(json.load(sys.stdin)["enrollment_token"])')
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # PostgreSQL's own work for the server: the backends of the benchmark's database (the
 # server's pool keeps them for the whole window) and the cluster's WAL writer, checkpointer
 # and background writer (shared with whatever else uses the cluster: an upper bound).
@@ -90,7 +90,6 @@ pg_pids() {
     OR backend_type IN ('walwriter', 'checkpointer', 'background writer')" | tr '\n' ' '
 }
 ticks_of() { local t=0 p; for p in $1; do [ -r "/proc/$p/stat" ] && t=$((t + $(cpu_ticks "$p"))); done; echo "$t"; }
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 db_bytes() {
   if [ "$BACKEND" = postgres ]; then
