@@ -1139,7 +1139,7 @@ const SUB_JOB_INSERT_COLUMNS: usize = 12;
 
 /// Row counts of the multi-row sub-job insert: a few fixed sizes, so that each statement is
 /// prepared once and then reused from the statement cache.
-const INSERT_CHUNKS: [usize; 6] = [1024, 256, 64, 16, 4, 1];
+const INSERT_CHUNKS: [usize; 7] = [1024, 256, 64, 16, 4, 2, 1];
 
 fn sub_job_insert_sql(d: Dialect, rows: usize) -> String {
     let mut sql = String::from(
