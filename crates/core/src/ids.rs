@@ -47,6 +47,12 @@ macro_rules! string_id {
                 Self(uuid::Uuid::new_v4().simple().to_string())
             }
 
+            /// A fresh time-ordered identifier (UUIDv7, 32 lowercase hex digits), for rows
+            /// whose index inserts should append rather than land on random pages.
+            pub fn time_ordered() -> Self {
+                Self(uuid::Uuid::now_v7().simple().to_string())
+            }
+
             pub fn as_str(&self) -> &str {
                 &self.0
             }

@@ -13,6 +13,7 @@
 //! Bookkeeping writes (counting failed logins, the readiness probe) never take a draft.
 
 use deskfleet_core::audit::Trace;
+use deskfleet_core::ids::JobId;
 use std::any::Any;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -146,6 +147,16 @@ pub(crate) struct Completed {
     pub(crate) content: String,
 }
 
+impl Completed {
+    fn of(job_id: &str, trace: Trace) -> Self {
+        Self {
+            job_id: job_id.to_owned(),
+            content: deskfleet_core::audit::content(&trace),
+            trace,
+        }
+    }
+}
+
 impl std::fmt::Debug for Taken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Taken")
@@ -193,8 +204,13 @@ impl Taken {
 
     /// The trace to append, completed from the write's answer.
     pub(crate) fn finish(&self, answer: &dyn Any) -> Trace {
+        self.complete(self.describe.as_ref().and_then(|f| f(answer)))
+    }
+
+    /// The draft completed with what describes the write's answer, stamped now.
+    fn complete(&self, described: Option<Described>) -> Trace {
         let mut t = Trace::clone(&self.draft);
-        if let Some(d) = self.describe.as_ref().and_then(|f| f(answer)) {
+        if let Some(d) = described {
             t.response = d.response;
             if let Some(id) = d.resource_id {
                 t.resource_id = id;
@@ -207,26 +223,15 @@ impl Taken {
 
     /// Completes the trace now, on the caller's task, for a write that will create the
     /// job `job_id` if it succeeds, when the describer can tell the answer from the job's
-    /// id alone (it is asked with a [`deskfleet_core::ids::JobId`]). The write then only
-    /// chains and inserts it: on SQLite's single writer that is the part every write waits
-    /// for. Otherwise the write completes it from its answer, as [`Taken::finish`].
-    pub(crate) fn complete_ahead(&self, job_id: &deskfleet_core::ids::JobId) {
+    /// id alone (it is asked with the [`JobId`]). The write then only chains and inserts
+    /// it: on SQLite's single writer that is the part every write waits for. Otherwise
+    /// the write completes it from its answer, as [`Taken::finish`].
+    pub(crate) fn complete_ahead(&self, job_id: &JobId) {
         let Some(d) = self.describe.as_ref().and_then(|f| f(job_id)) else {
             return;
         };
-        let mut trace = Trace::clone(&self.draft);
-        trace.response = d.response;
-        if let Some(id) = d.resource_id {
-            trace.resource_id = id;
-        }
-        trace.record_time =
-            deskfleet_core::clock::Clock::now(&deskfleet_core::clock::SystemClock).max(trace.time);
-        let content = deskfleet_core::audit::content(&trace);
-        *self.ahead.lock().unwrap_or_else(|p| p.into_inner()) = Some(Completed {
-            job_id: job_id.as_str().to_owned(),
-            trace,
-            content,
-        });
+        let completed = Completed::of(job_id.as_str(), self.complete(Some(d)));
+        *self.ahead.lock().unwrap_or_else(|p| p.into_inner()) = Some(completed);
     }
 
     /// The trace to append with the job `job_id` and its content: the one completed ahead
@@ -236,15 +241,7 @@ impl Taken {
         let ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner()).take();
         match ahead {
             Some(c) if c.job_id == job_id => c,
-            _ => {
-                let trace = self.finish(answer);
-                let content = deskfleet_core::audit::content(&trace);
-                Completed {
-                    job_id: job_id.to_owned(),
-                    trace,
-                    content,
-                }
-            }
+            _ => Completed::of(job_id, self.finish(answer)),
         }
     }
 

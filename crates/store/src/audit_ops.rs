@@ -138,9 +138,12 @@ fn insert_chained_sql(d: Dialect) -> String {
     )
 }
 
+/// Bound values of a chained trace row: `seq`, the [`COLUMNS`], `prev_hash` and `hash`.
+const ROW_PARAMS: usize = 16;
+
 /// The most chained traces one SQLite statement inserts. Batches are inserted in chunks
 /// of powers of two up to this, so each writer connection caches at most six statements
-/// for them (16 parameters a row, far under SQLite's limit).
+/// for them ([`ROW_PARAMS`] a row, far under SQLite's limit).
 const ROWS_PER_INSERT: usize = 32;
 
 /// The statements inserting 1, 2, 4 ... [`ROWS_PER_INSERT`] chained traces by parameters.
@@ -150,7 +153,7 @@ static INSERT_ROWS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(
         .map(|n| {
             // Anonymous `?` parameters: sqlx asks SQLite each parameter's name while
             // binding, which walks the statement's list of named ones (quadratic in `$n`).
-            let row = format!("({})", vec!["?"; 16].join(", "));
+            let row = format!("({})", vec!["?"; ROW_PARAMS].join(", "));
             format!(
                 "INSERT INTO traces (seq, {COLUMNS}, prev_hash, hash) VALUES {}",
                 vec![row; n].join(", ")
@@ -264,7 +267,7 @@ async fn append_chained<C: Conn>(c: &mut C, mut rows: Vec<TraceRow<'_>>) -> Stor
             for size in chunk_sizes(rows.len()) {
                 let (chunk, tail) = rest.split_at(size);
                 rest = tail;
-                let mut args = Vec::with_capacity(size * 16);
+                let mut args = Vec::with_capacity(size * ROW_PARAMS);
                 for r in chunk {
                     args.extend(args![
                         r.seq.unwrap_or_default(),

@@ -233,8 +233,8 @@ async fn audited_create<B: Backend>(
     mut call: NewJob,
 ) -> StoreResult<Job> {
     let taken = crate::audit::take();
-    if let (Some(t), Ok(job_id)) = (&taken, JobId::parse(call.job_id.clone())) {
-        t.complete_ahead(&job_id);
+    if let Some(t) = &taken {
+        t.complete_ahead(&call.job_id);
     }
     call.trace = taken.clone().map(Box::new);
     let result = timed(op, backend.create_install_job(call)).await;

@@ -1072,7 +1072,7 @@ pub(crate) struct NewJob {
     pub trace: Option<Box<crate::audit::Taken>>,
     /// The id the job gets if one is created, chosen by the caller so that it can
     /// complete the trace before the write.
-    pub job_id: String,
+    pub job_id: JobId,
 }
 
 impl NewJob {
@@ -1091,16 +1091,9 @@ impl NewJob {
             spec: OperationSpec::install(None),
             rollbacks: Vec::new(),
             trace: None,
-            job_id: time_ordered_id(),
+            job_id: JobId::time_ordered(),
         }
     }
-}
-
-/// A fresh identifier for a row this store creates: 32 lowercase hex digits like the real
-/// service's, but time-ordered (UUIDv7), so that index inserts append instead of landing
-/// on random pages.
-fn time_ordered_id() -> String {
-    uuid::Uuid::now_v7().simple().to_string()
 }
 
 #[derive(Serialize)]
@@ -1343,7 +1336,9 @@ async fn create_jobs<C: Conn>(
                 }
                 None => (call.spec.target_version.clone(), None),
             };
-            let id = time_ordered_id();
+            // Time-ordered, so that index inserts append instead of landing on random pages.
+            let sub_job = SubJobId::time_ordered();
+            let id = sub_job.as_str().to_owned();
             // The first sub-job of a desktop with nothing in flight leads; any later one,
             // in this call or a later call of the group, follows it (or, for an exclusive
             // call, is refused when it would do something else).
@@ -1375,9 +1370,7 @@ async fn create_jobs<C: Conn>(
                     None
                 }
             };
-            targets.push(TargetResult::Created(SubJobId::parse(id.clone()).map_err(
-                |e| StoreError::Backend(format!("generated sub-job id: {e}").into()),
-            )?));
+            targets.push(TargetResult::Created(sub_job));
             total += 1;
             let deliver_by = match (&follows, window) {
                 (Some(_), _) | (None, 0) => None,
@@ -1388,7 +1381,7 @@ async fn create_jobs<C: Conn>(
             };
             sub_jobs.push(SubJobInsert {
                 id,
-                job: job_id.clone(),
+                job: job_id.as_str().to_owned(),
                 project: call.project.as_str(),
                 desktop: desktop.as_str(),
                 position,
@@ -1409,10 +1402,8 @@ async fn create_jobs<C: Conn>(
             waiting: total,
             ..StatusCounts::default()
         });
-        let id = JobId::parse(job_id)
-            .map_err(|e| StoreError::Backend(format!("generated job id: {e}").into()))?;
         let job = Job {
-            id,
+            id: job_id,
             project_id: call.project.clone(),
             job_type: call.job_type.clone(),
             status,

@@ -51,19 +51,30 @@ async fn verify(s: &dyn Store) -> Verification {
     audit::verify_store(s).await.unwrap()
 }
 
-pub async fn a_change_and_its_trace_commit_together(ctx: Ctx) {
-    let s = &*ctx.store;
-    let p = project(s, "main").await;
-    let ds = desktops(s, &p, 2).await;
-    let scope = job_scope(&p, T0);
+/// An install of `ds` in `scope`, which must commit with its trace; the job and the trace.
+async fn install_audited(
+    s: &dyn Store,
+    scope: &AuditScope,
+    p: &ProjectId,
+    ds: &[DesktopId],
+) -> (deskfleet_core::model::Job, Trace) {
     let job = scope
-        .run(s.create_install_job(&p, &ds, "batchInstallCesAgent", at(T0)))
+        .run(s.create_install_job(p, ds, "batchInstallCesAgent", at(T0)))
         .await
         .unwrap();
     assert_eq!(scope.stage(), Stage::Committed);
     let committed = scope.committed().unwrap();
     assert_eq!(committed.response, format!("{{\"job_id\":\"{}\"}}", job.id));
     assert!(committed.record_time >= committed.time);
+    (job, committed)
+}
+
+pub async fn a_change_and_its_trace_commit_together(ctx: Ctx) {
+    let s = &*ctx.store;
+    let p = project(s, "main").await;
+    let ds = desktops(s, &p, 2).await;
+    let scope = job_scope(&p, T0);
+    let (job, committed) = install_audited(s, &scope, &p, &ds).await;
 
     let listed = s.list_traces(&p, &window(), 10).await.unwrap();
     assert_eq!(listed, vec![committed]);
@@ -112,16 +123,8 @@ pub async fn a_trace_completed_before_its_write_commits_with_the_job_it_names(ct
     };
     let mut jobs = Vec::new();
     for _ in 0..3 {
-        let scope = ahead_scope();
-        let job = scope
-            .run(s.create_install_job(&p, &ds, "batchInstallCesAgent", at(T0)))
-            .await
-            .unwrap();
-        assert_eq!(scope.stage(), Stage::Committed);
-        let committed = scope.committed().unwrap();
-        assert_eq!(committed.response, format!("{{\"job_id\":\"{}\"}}", job.id));
+        let (job, committed) = install_audited(s, &ahead_scope(), &p, &ds).await;
         assert_eq!(committed.resource_id, format!("for-{}", job.id));
-        assert!(committed.record_time >= committed.time);
         jobs.push((job, committed));
     }
     // Fail: nothing is recorded, the draft is the caller's again, and it holds no answer.
