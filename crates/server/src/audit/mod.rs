@@ -294,7 +294,6 @@ fn access_key_of(authorization: &str) -> String {
         .collect()
 }
 
-/// What a store write's answer adds to its trace: a job's id.
 /// A write's answer as its trace shows it: the job created (the store may ask with the
 /// job's id alone, before the write; see `deskfleet_store::audit`).
 fn describe(answer: &dyn std::any::Any) -> Option<Described> {

@@ -56,17 +56,18 @@ impl ReportQueue {
 async fn writer(store: Arc<dyn Store>, clock: Arc<dyn Clock>, mut rx: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let reports: Vec<SubJobReport> = batch.iter().map(|p| p.report.clone()).collect();
+        let (reports, callers): (Vec<SubJobReport>, Vec<_>) =
+            batch.drain(..).map(|p| (p.report, p.written)).unzip();
         metrics::counter!("deskfleet_fleet_report_batches_total").increment(1);
         metrics::counter!("deskfleet_fleet_reports_total").increment(reports.len() as u64);
         let result = store.apply_reports(&reports, clock.now()).await;
-        for pending in batch.drain(..) {
+        for written in callers {
             let outcome = match &result {
                 Ok(_) => Ok(()),
                 Err(e) => Err(e.retell()),
             };
             // A caller that went away (its connection closed) needs no answer.
-            let _ = pending.written.send(outcome);
+            let _ = written.send(outcome);
         }
     }
 }
