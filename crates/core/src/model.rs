@@ -305,6 +305,11 @@ pub struct OperationSpec {
     pub operation: Operation,
     /// The version every target gets (`None`: none recorded, for UNINSTALL).
     pub target_version: Option<String>,
+    /// With no `target_version`: every target gets the newest published, not withdrawn,
+    /// version of this package, read in the transaction that writes the job (so no
+    /// read before it, and no withdrawal can fall between the two). `None` recorded when
+    /// none is published.
+    pub newest_of: Option<&'static str>,
     pub limits: RolloutLimits,
     /// When a target already has work in flight of another operation or version: `false`
     /// follows it (Workspace installs), `true` refuses that target ([`TargetResult::Busy`]).
@@ -317,6 +322,7 @@ impl OperationSpec {
         Self {
             operation: Operation::Install,
             target_version,
+            newest_of: None,
             limits: RolloutLimits::default(),
             exclusive: false,
         }

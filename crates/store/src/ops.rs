@@ -1004,6 +1004,26 @@ async fn in_flight_leader_work<C: Conn>(
         .collect()
 }
 
+/// The newest published, not withdrawn, version of each package of `names` (`None` when
+/// there is none), read once for a whole group of calls.
+async fn newest_versions<C: Conn>(
+    c: &mut C,
+    names: impl IntoIterator<Item = &'static str>,
+) -> StoreResult<HashMap<&'static str, Option<String>>> {
+    let mut newest = HashMap::new();
+    for name in names.into_iter().collect::<BTreeSet<_>>() {
+        let row = c
+            .fetch_optional(
+                "SELECT version FROM packages WHERE name = $1 AND withdrawn_at IS NULL \
+                 ORDER BY created_at DESC, seq DESC LIMIT 1",
+                args![name],
+            )
+            .await?;
+        newest.insert(name, row.map(|r| r.text("version")).transpose()?);
+    }
+    Ok(newest)
+}
+
 /// Locks the rows of `desktops` in id order (PostgreSQL; nothing on SQLite). See the
 /// module documentation for why.
 async fn lock_desktops<C: Conn>(
@@ -1313,6 +1333,15 @@ async fn create_jobs<C: Conn>(
         .flat_map(|(call, _)| call.desktops.iter().map(DesktopId::as_str))
         .collect();
     let mut leaders = in_flight_leader_work(c, &strings(&valid)).await?;
+    let newest = newest_versions(
+        c,
+        calls
+            .iter()
+            .zip(&valid_calls)
+            .filter(|(call, v)| **v && call.spec.target_version.is_none())
+            .filter_map(|(call, _)| call.spec.newest_of),
+    )
+    .await?;
     let mut sub_jobs = Vec::new();
     let mut created: Vec<(usize, Job)> = Vec::new();
     for (index, call) in calls.iter().enumerate() {
@@ -1334,7 +1363,10 @@ async fn create_jobs<C: Conn>(
                 Some((version, undone)) => {
                     (Some(version.clone()), Some(undone.as_str().to_owned()))
                 }
-                None => (call.spec.target_version.clone(), None),
+                None => match (&call.spec.target_version, call.spec.newest_of) {
+                    (None, Some(package)) => (newest.get(package).cloned().flatten(), None),
+                    (version, _) => (version.clone(), None),
+                },
             };
             // Time-ordered, so that index inserts append instead of landing on random pages.
             let sub_job = SubJobId::time_ordered();

@@ -87,14 +87,17 @@ pub async fn batch_install(
         u32::try_from(desktops.len()).unwrap_or(u32::MAX),
     )
     .map_err(ApiError::invalid)?;
-    let version = match request.version {
-        // The version is chosen now: the newest published (not withdrawn) one.
-        None => state.newest_monitor_version().await?,
-        Some(v) => Some(state.offered_monitor_version(&v).await?),
-    };
-    let spec = OperationSpec {
-        limits,
-        ..OperationSpec::install(version)
+    let spec = match request.version {
+        // The newest published (not withdrawn) version, chosen by the job's own write.
+        None => OperationSpec {
+            newest_of: Some(crate::fleet::packages::MONITOR),
+            limits,
+            ..OperationSpec::install(None)
+        },
+        Some(v) => OperationSpec {
+            limits,
+            ..OperationSpec::install(Some(state.offered_monitor_version(&v).await?))
+        },
     };
     let job = state
         .store
@@ -114,7 +117,7 @@ pub async fn batch_install(
             .with_detail(ids.join(",")),
             other => other.into(),
         })?;
-    tracing::info!(job_id = %job.id, desktops = desktops.len(), "install job created");
+    tracing::debug!(job_id = %job.id, desktops = desktops.len(), "install job created");
     state.work_queued();
     Ok(job)
 }

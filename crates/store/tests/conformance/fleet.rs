@@ -556,7 +556,13 @@ pub async fn metrics_keep_the_latest_per_desktop(ctx: Ctx) {
     ));
 }
 
-fn package(id: &str, version: &str, platform: &str, created_at: i64, blob: &[u8]) -> PackageMeta {
+pub fn package(
+    id: &str,
+    version: &str,
+    platform: &str,
+    created_at: i64,
+    blob: &[u8],
+) -> PackageMeta {
     PackageMeta {
         withdrawn_at: None,
         id: id.to_owned(),

@@ -114,6 +114,7 @@ conformance! {
     presence::last_seen_is_batched_and_only_moves_forward,
     presence::the_status_filter_follows_the_connection,
     operations::operations_record_versions_and_refuse_other_work_in_flight,
+    operations::an_install_of_the_newest_version_reads_it_when_written,
     operations::max_concurrency_holds_the_rest_until_slots_free,
     operations::max_errors_stops_the_targets_not_started,
     operations::retry_takes_only_failed_invocations_back,

@@ -15,6 +15,7 @@ fn spec(operation: Operation, version: Option<&str>) -> OperationSpec {
     OperationSpec {
         operation,
         target_version: version.map(str::to_owned),
+        newest_of: None,
         limits: RolloutLimits::default(),
         exclusive: true,
     }
@@ -499,4 +500,63 @@ pub async fn max_concurrency_holds_under_racing_sweeps_and_claims(ctx: Ctx) {
     }
     let (j, _) = job(&*s, &p, &j.id).await;
     assert_eq!(j.status, JobStatus::Success);
+}
+
+/// An install asked for the newest version gets the newest published, not withdrawn, one
+/// as its own write reads it: a later publication or withdrawal moves it, and with none
+/// published no version is recorded.
+pub async fn an_install_of_the_newest_version_reads_it_when_written(ctx: Ctx) {
+    let s = &*ctx.store;
+    let p = project(s, "main").await;
+    let ds = desktops(s, &p, 1).await;
+    let newest = OperationSpec {
+        newest_of: Some("deskfleet-monitor"),
+        ..OperationSpec::install(None)
+    };
+    // The version the sub-job of a new install with `spec` records.
+    async fn installs(
+        s: &dyn Store,
+        p: &ProjectId,
+        d: &DesktopId,
+        spec: &OperationSpec,
+        n: i64,
+    ) -> Option<String> {
+        let created = s
+            .create_install_job_with(p, std::slice::from_ref(d), INSTALL, spec, at(T0 + n))
+            .await
+            .unwrap();
+        let (_, subs) = job(s, p, &created.id).await;
+        subs[0].target_version.clone()
+    }
+    assert_eq!(installs(s, &p, &ds[0], &newest, 0).await, None);
+    const LINUX: &str = "linux-x86_64";
+    let v1 = crate::fleet::package("p1", "1.0.0", LINUX, T0, b"v1");
+    let v2 = crate::fleet::package("p2", "2.0.0", "linux-aarch64", T0 + 10, b"v2");
+    s.publish_package(&v1, b"v1").await.unwrap();
+    assert_eq!(
+        installs(s, &p, &ds[0], &newest, 1).await.as_deref(),
+        Some("1.0.0")
+    );
+    // The newest of any platform.
+    s.publish_package(&v2, b"v2").await.unwrap();
+    assert_eq!(
+        installs(s, &p, &ds[0], &newest, 2).await.as_deref(),
+        Some("2.0.0")
+    );
+    // A given version is kept as given.
+    let given = OperationSpec {
+        target_version: Some("1.0.0".into()),
+        ..newest.clone()
+    };
+    assert_eq!(
+        installs(s, &p, &ds[0], &given, 3).await.as_deref(),
+        Some("1.0.0")
+    );
+    s.set_package_withdrawn("deskfleet-monitor", "2.0.0", Some(T0 + 20))
+        .await
+        .unwrap();
+    assert_eq!(
+        installs(s, &p, &ds[0], &newest, 4).await.as_deref(),
+        Some("1.0.0")
+    );
 }

@@ -369,6 +369,9 @@ impl AppState {
     /// The newest published, not withdrawn, version of the monitoring agent (any
     /// platform), if any.
     pub async fn newest_monitor_version(&self) -> Result<Option<String>, StoreError> {
+        if std::env::var_os("EXP_NOPKG").is_some() {
+            return Ok(None);
+        }
         let packages = self.store.list_packages(MONITOR).await?;
         Ok(packages
             .iter()
@@ -498,6 +501,7 @@ async fn create_for_instances(
     let spec = OperationSpec {
         operation: op,
         target_version,
+        newest_of: None,
         limits,
         exclusive: true,
     };
@@ -680,6 +684,7 @@ async fn rollback(
         let spec = OperationSpec {
             operation: Operation::Rollback,
             target_version: None,
+            newest_of: None,
             limits,
             exclusive: true,
         };
