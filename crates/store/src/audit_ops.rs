@@ -7,7 +7,7 @@
 //! the committed ones in batches under the head row's lock (`FOR UPDATE`, the first
 //! statement of its transaction), so no change waits for another's commit.
 
-use crate::conn::{Conn, DbRow, Dialect, args, sql};
+use crate::conn::{Conn, DbRow, Dialect, RowInsert, args, sql};
 use deskfleet_core::audit::{self, Seal, Trace, TraceFilter};
 use deskfleet_core::ids::ProjectId;
 use deskfleet_core::store::{StoreError, StoreResult, StoredTrace, TraceHead};
@@ -118,9 +118,14 @@ impl<'a> TraceRow<'a> {
 }
 
 /// The columns both trace tables share, in the order of their batch inserts.
-const COLUMNS: &str = "trace_id, project_id, at, trace_name, trace_rating, service_type, \
-     resource_type, resource_id, resource_name, user_name, access_key_id, \
-     enterprise_project_id, content";
+macro_rules! columns {
+    () => {
+        "trace_id, project_id, at, trace_name, trace_rating, service_type, \
+         resource_type, resource_id, resource_name, user_name, access_key_id, \
+         enterprise_project_id, content"
+    };
+}
+const COLUMNS: &str = columns!();
 
 /// The `SELECT` list that reads [`COLUMNS`] from a batch's JSON objects.
 const FROM_JSON: &str = "j.value ->> 'trace_id', j.value ->> 'project_id', \
@@ -141,39 +146,17 @@ fn insert_chained_sql(d: Dialect) -> String {
 /// Bound values of a chained trace row: `seq`, the [`COLUMNS`], `prev_hash` and `hash`.
 const ROW_PARAMS: usize = 16;
 
-/// The most chained traces one SQLite statement inserts. Batches are inserted in chunks
-/// of powers of two up to this, so each writer connection caches at most six statements
-/// for them ([`ROW_PARAMS`] a row, far under SQLite's limit).
-const ROWS_PER_INSERT: usize = 32;
-
-/// The statements inserting 1, 2, 4 ... [`ROWS_PER_INSERT`] chained traces by parameters.
-static INSERT_ROWS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-    std::iter::successors(Some(1_usize), |n| Some(n * 2))
-        .take_while(|n| *n <= ROWS_PER_INSERT)
-        .map(|n| {
-            // Anonymous `?` parameters: sqlx asks SQLite each parameter's name while
-            // binding, which walks the statement's list of named ones (quadratic in `$n`).
-            let row = format!("({})", vec!["?"; ROW_PARAMS].join(", "));
-            format!(
-                "INSERT INTO traces (seq, {COLUMNS}, prev_hash, hash) VALUES {}",
-                vec![row; n].join(", ")
-            )
-        })
-        .collect()
-});
-
-/// The sizes of the chunks `n` rows are inserted in: the largest power of two up to
-/// [`ROWS_PER_INSERT`] that fits, again and again.
-fn chunk_sizes(mut n: usize) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        if n == 0 {
-            return None;
-        }
-        let size = ROWS_PER_INSERT.min(1 << n.ilog2());
-        n -= size;
-        Some(size)
-    })
-}
+/// SQLite's insert of chained traces, at most 32 a statement.
+static INSERT_CHAINED: RowInsert = RowInsert::new(
+    concat!(
+        "INSERT INTO traces (seq, ",
+        columns!(),
+        ", prev_hash, hash)"
+    ),
+    ROW_PARAMS,
+    "",
+    32,
+);
 
 /// Inserts into the inbox the traces whose id the chain does not hold already (a trace
 /// recorded twice would otherwise stop the chainer).
@@ -263,33 +246,28 @@ async fn append_chained<C: Conn>(c: &mut C, mut rows: Vec<TraceRow<'_>>) -> Stor
         // multi-row statements with bound values (no JSON batch taken apart in SQL, which
         // would parse every trace's content again for each column).
         Dialect::Sqlite => {
-            let mut rest = rows.as_slice();
-            for size in chunk_sizes(rows.len()) {
-                let (chunk, tail) = rest.split_at(size);
-                rest = tail;
-                let mut args = Vec::with_capacity(size * ROW_PARAMS);
-                for r in chunk {
-                    args.extend(args![
-                        r.seq.unwrap_or_default(),
-                        r.trace_id.as_ref(),
-                        r.project_id.as_ref(),
-                        r.at,
-                        r.trace_name.as_ref(),
-                        r.trace_rating.as_ref(),
-                        r.service_type.as_ref(),
-                        r.resource_type.as_ref(),
-                        r.resource_id.as_ref(),
-                        r.resource_name.as_ref(),
-                        r.user_name.as_ref(),
-                        r.access_key_id.as_ref(),
-                        r.enterprise_project_id.as_ref(),
-                        r.content.as_ref(),
-                        r.prev_hash.as_deref().unwrap_or_default(),
-                        r.hash.as_deref().unwrap_or_default(),
-                    ]);
-                }
-                c.execute(&INSERT_ROWS[size.ilog2() as usize], args).await?;
+            let mut values = Vec::with_capacity(rows.len() * ROW_PARAMS);
+            for r in &rows {
+                values.extend(args![
+                    r.seq.unwrap_or_default(),
+                    r.trace_id.as_ref(),
+                    r.project_id.as_ref(),
+                    r.at,
+                    r.trace_name.as_ref(),
+                    r.trace_rating.as_ref(),
+                    r.service_type.as_ref(),
+                    r.resource_type.as_ref(),
+                    r.resource_id.as_ref(),
+                    r.resource_name.as_ref(),
+                    r.user_name.as_ref(),
+                    r.access_key_id.as_ref(),
+                    r.enterprise_project_id.as_ref(),
+                    r.content.as_ref(),
+                    r.prev_hash.as_deref().unwrap_or_default(),
+                    r.hash.as_deref().unwrap_or_default(),
+                ]);
             }
+            INSERT_CHAINED.run(c, values).await?;
         }
         // Over the network: one statement for the batch.
         Dialect::Postgres => {
@@ -569,25 +547,4 @@ pub(crate) async fn prune_traces<C: Conn>(c: &mut C, before: i64) -> StoreResult
     )
     .await?;
     Ok(removed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_batch_is_inserted_in_chunks_that_add_up_and_have_a_statement_each() {
-        for n in 0..200 {
-            let sizes: Vec<usize> = chunk_sizes(n).collect();
-            assert_eq!(sizes.iter().sum::<usize>(), n, "{n}: {sizes:?}");
-            for s in &sizes {
-                assert!(
-                    s.is_power_of_two() && *s <= ROWS_PER_INSERT,
-                    "{n}: {sizes:?}"
-                );
-                assert!(INSERT_ROWS[s.ilog2() as usize].matches('(').count() == s + 1);
-            }
-        }
-        assert_eq!(chunk_sizes(45).collect::<Vec<_>>(), [32, 8, 4, 1]);
-    }
 }

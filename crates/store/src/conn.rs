@@ -87,6 +87,100 @@ macro_rules! sql {
 }
 pub(crate) use sql;
 
+/// Row counts a [`RowInsert`] prepares statements for, largest first: fixed sizes, so that
+/// each statement is prepared once per connection and then reused from its cache, and
+/// powers of two, so that `n` rows take as many statements as `n` has bits set (each
+/// statement is a round trip, to sqlx's SQLite thread or over the network).
+const ROW_COUNTS: [usize; 11] = [1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
+
+/// A multi-row `INSERT ... VALUES` with bound values, for the rows a write makes at once.
+/// Taking a JSON array of rows apart in SQL instead costs SQLite more than the inserts
+/// themselves (each `->>` parses the row's object again); and SQLite gets anonymous `?`
+/// placeholders, since sqlx asks SQLite each parameter's name while binding, which walks
+/// the statement's named ones (quadratic in `$n`).
+pub(crate) struct RowInsert {
+    /// `INSERT INTO table (columns...)`: the bound columns first, then any constant ones.
+    head: &'static str,
+    /// Bound values a row.
+    params: usize,
+    /// The constant values that end each row (`'WAITING', 0`), or "".
+    constants: &'static str,
+    /// The most rows a statement takes (a [`ROW_COUNTS`] entry); `params` times this stays
+    /// under SQLite's 32,766 parameters.
+    most: usize,
+    sql: [[std::sync::OnceLock<String>; ROW_COUNTS.len()]; 2],
+}
+
+impl RowInsert {
+    pub(crate) const fn new(
+        head: &'static str,
+        params: usize,
+        constants: &'static str,
+        most: usize,
+    ) -> Self {
+        Self {
+            head,
+            params,
+            constants,
+            most,
+            sql: [
+                [const { std::sync::OnceLock::new() }; ROW_COUNTS.len()],
+                [const { std::sync::OnceLock::new() }; ROW_COUNTS.len()],
+            ],
+        }
+    }
+
+    /// The statement (by its [`ROW_COUNTS`] index) that takes the next of `rows` rows: the
+    /// most rows it can, up to `most`.
+    fn slot(&self, rows: usize) -> usize {
+        ROW_COUNTS
+            .iter()
+            .position(|&n| n <= rows.min(self.most))
+            .unwrap_or(ROW_COUNTS.len() - 1)
+    }
+
+    fn statement(&self, d: Dialect, slot: usize) -> &str {
+        self.sql[d as usize][slot].get_or_init(|| {
+            let mut sql = format!("{} VALUES ", self.head);
+            for row in 0..ROW_COUNTS[slot] {
+                sql.push_str(if row == 0 { "(" } else { ", (" });
+                for col in 1..=self.params {
+                    if col > 1 {
+                        sql.push_str(", ");
+                    }
+                    match d {
+                        Dialect::Sqlite => sql.push('?'),
+                        Dialect::Postgres => sql.push_str(&format!("${}", row * self.params + col)),
+                    }
+                }
+                if !self.constants.is_empty() {
+                    sql.push_str(", ");
+                    sql.push_str(self.constants);
+                }
+                sql.push(')');
+            }
+            sql
+        })
+    }
+
+    /// Inserts the rows whose values `values` holds, `params` a row in order, with as few
+    /// statements as the fixed row counts allow.
+    pub(crate) async fn run<'a, C: Conn>(
+        &self,
+        c: &mut C,
+        mut values: Vec<Arg<'a>>,
+    ) -> StoreResult<()> {
+        debug_assert_eq!(values.len() % self.params, 0);
+        while !values.is_empty() {
+            let slot = self.slot(values.len() / self.params);
+            let rest = values.split_off(ROW_COUNTS[slot] * self.params);
+            c.execute(self.statement(C::DIALECT, slot), values).await?;
+            values = rest;
+        }
+        Ok(())
+    }
+}
+
 /// A value bound to a `$n` placeholder.
 #[derive(Debug, Clone)]
 pub(crate) enum Arg<'a> {
@@ -363,5 +457,39 @@ mod tests {
             assert!(backend(e).is_unavailable());
         }
         assert!(!backend(sqlx::Error::RowNotFound).is_unavailable());
+    }
+
+    #[test]
+    fn row_inserts_take_every_row_once_in_statements_of_the_right_shape() {
+        let insert = RowInsert::new("INSERT INTO t (a, b, c)", 2, "'x'", 64);
+        for d in [Dialect::Sqlite, Dialect::Postgres] {
+            for n in 1..2_000 {
+                let mut left = n;
+                let mut statements = 0;
+                while left > 0 {
+                    let slot = insert.slot(left);
+                    let rows = ROW_COUNTS[slot];
+                    assert!(rows <= left.min(64), "{n}: {rows} of {left}");
+                    let sql = insert.statement(d, slot);
+                    assert_eq!(sql.matches('(').count(), rows + 1, "{sql}");
+                    assert_eq!(sql.matches(", 'x')").count(), rows, "{sql}");
+                    left -= rows;
+                    statements += 1;
+                }
+                // One of each power of two below the largest.
+                assert!(
+                    statements <= n / 64 + (n % 64).count_ones() as usize,
+                    "{n} rows took {statements} statements"
+                );
+            }
+        }
+        assert_eq!(
+            insert.statement(Dialect::Postgres, insert.slot(2)),
+            "INSERT INTO t (a, b, c) VALUES ($1, $2, 'x'), ($3, $4, 'x')"
+        );
+        assert_eq!(
+            insert.statement(Dialect::Sqlite, insert.slot(1)),
+            "INSERT INTO t (a, b, c) VALUES (?, ?, 'x')"
+        );
     }
 }

@@ -27,7 +27,7 @@ pub(crate) use crate::audit_ops::{
     add_seal, append_trace, chain_traces, list_seals, list_traces, prune_traces, trace_chain,
     trace_head, trace_time,
 };
-use crate::conn::{Arg, Conn, DbRow, Dialect, Violation, args, sql, violation};
+use crate::conn::{Arg, Conn, DbRow, Dialect, RowInsert, Violation, args, sql, violation};
 use crate::decode::{
     self, DESKTOP_COLUMNS, IDENTITY_COLUMNS, JOB_COLUMNS, PACKAGE_COLUMNS, PROJECT_COLUMNS,
     SUB_JOB_SELECT, USER_COLUMNS,
@@ -51,7 +51,6 @@ use deskfleet_core::store::{Deadlines, Expired, StateCounts, StoreError, StoreRe
 use deskfleet_proto::error::TaskErrorCode;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::OnceLock;
 
 /// Why a sub-job failed at its delivery deadline, for the person who reads it.
 pub(crate) const DELIVERY_TIMEOUT_REASON: &str = "the desktop did not pick up the install \
@@ -1116,22 +1115,6 @@ impl NewJob {
     }
 }
 
-#[derive(Serialize)]
-struct JobInsert<'a> {
-    id: &'a str,
-    project: &'a str,
-    job_type: &'a str,
-    status: &'a str,
-    created_at: Millis,
-    begin_time: Option<Millis>,
-    end_time: Option<Millis>,
-    total: u32,
-    operation: &'a str,
-    max_concurrency: Option<u32>,
-    max_errors: Option<u32>,
-    delivery_ms: Millis,
-}
-
 struct SubJobInsert<'a> {
     id: String,
     job: String,
@@ -1147,78 +1130,44 @@ struct SubJobInsert<'a> {
     rollback_of: Option<String>,
 }
 
-/// Bound values a sub-job row of [`sub_job_insert_sql`].
-const SUB_JOB_INSERT_COLUMNS: usize = 12;
+/// New sub-jobs, many rows a statement; they begin WAITING, queued, with no attempt.
+static INSERT_SUB_JOBS: RowInsert = RowInsert::new(
+    "INSERT INTO sub_jobs (id, job_id, project_id, desktop_id, position, created_at, \
+     deliver_by, follows, operation, target_version, current_version, rollback_of, \
+     status, stage, process, attempts)",
+    12,
+    "'WAITING', 'queued', 0, 0",
+    1024,
+);
 
-/// Row counts of the multi-row sub-job insert: a few fixed sizes, so that each statement is
-/// prepared once and then reused from the statement cache.
-const INSERT_CHUNKS: [usize; 7] = [1024, 256, 64, 16, 4, 2, 1];
+/// New jobs, many rows a statement.
+static INSERT_JOBS: RowInsert = RowInsert::new(
+    "INSERT INTO jobs (id, project_id, job_type, status, created_at, begin_time, end_time, \
+     sub_jobs_total, operation, max_concurrency, max_errors, delivery_ms)",
+    12,
+    "",
+    1024,
+);
 
-fn sub_job_insert_sql(d: Dialect, rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO sub_jobs (id, job_id, project_id, desktop_id, position, created_at, \
-         deliver_by, follows, operation, target_version, current_version, rollback_of, \
-         status, stage, process, attempts) VALUES ",
-    );
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for col in 1..=SUB_JOB_INSERT_COLUMNS {
-            // SQLite looks a named parameter such as `$9` up by a linear scan, which makes
-            // binding a thousand of them quadratic: anonymous `?`s bind in order.
-            match d {
-                Dialect::Sqlite => sql.push('?'),
-                Dialect::Postgres => {
-                    sql.push_str(&format!("${}", row * SUB_JOB_INSERT_COLUMNS + col))
-                }
-            }
-            sql.push_str(", ");
-        }
-        sql.push_str("'WAITING', 'queued', 0, 0)");
-    }
-    sql
-}
-
-/// Inserts new sub-jobs with bound values, many rows a statement. (Unpacking a JSON array
-/// of objects costs SQLite more than the inserts themselves.)
 async fn insert_sub_jobs<C: Conn>(c: &mut C, rows: &[SubJobInsert<'_>]) -> StoreResult<()> {
-    const SIZES: usize = INSERT_CHUNKS.len();
-    static SQL: [[OnceLock<String>; SIZES]; 2] = [
-        [const { OnceLock::new() }; SIZES],
-        [const { OnceLock::new() }; SIZES],
-    ];
-    let mut rest = rows;
-    while !rest.is_empty() {
-        let slot = INSERT_CHUNKS
-            .iter()
-            .position(|&size| size <= rest.len())
-            .unwrap_or(SIZES - 1);
-        let (chunk, tail) = rest.split_at(INSERT_CHUNKS[slot].min(rest.len()));
-        let sql = SQL[C::DIALECT as usize][slot]
-            .get_or_init(|| sub_job_insert_sql(C::DIALECT, INSERT_CHUNKS[slot]));
-        let mut bound = Vec::with_capacity(chunk.len() * SUB_JOB_INSERT_COLUMNS);
-        for r in chunk {
-            bound.extend(args![
-                r.id.as_str(),
-                r.job.as_str(),
-                r.project,
-                r.desktop,
-                r.position,
-                r.created_at,
-                r.deliver_by,
-                r.follows.as_deref(),
-                r.operation,
-                r.target_version.as_deref(),
-                r.current_version.as_deref(),
-                r.rollback_of.as_deref(),
-            ]);
-        }
-        c.execute(sql, bound).await?;
-        rest = tail;
+    let mut values = Vec::with_capacity(rows.len() * 12);
+    for r in rows {
+        values.extend(args![
+            r.id.as_str(),
+            r.job.as_str(),
+            r.project,
+            r.desktop,
+            r.position,
+            r.created_at,
+            r.deliver_by,
+            r.follows.as_deref(),
+            r.operation,
+            r.target_version.as_deref(),
+            r.current_version.as_deref(),
+            r.rollback_of.as_deref(),
+        ]);
     }
-    Ok(())
+    INSERT_SUB_JOBS.run(c, values).await
 }
 
 /// Creates one job, as [`create_install_jobs`] does for several.
@@ -1455,36 +1404,24 @@ async fn create_jobs<C: Conn>(
     if created.is_empty() {
         return Ok(results);
     }
-    let jobs: Vec<JobInsert> = created
-        .iter()
-        .map(|(index, job)| JobInsert {
-            delivery_ms: calls[*index].at.deliver_by - calls[*index].at.now,
-            id: job.id.as_str(),
-            project: job.project_id.as_str(),
-            job_type: &job.job_type,
-            status: job.status.as_str(),
-            created_at: job.created_at,
-            begin_time: job.begin_time,
-            end_time: job.end_time,
-            total: job.sub_jobs_total,
-            operation: job.operation.as_str(),
-            max_concurrency: job.limits.max_concurrency,
-            max_errors: job.limits.max_errors,
-        })
-        .collect();
-    let sql = sql!(C::DIALECT, |d| format!(
-        "INSERT INTO jobs (id, project_id, job_type, status, created_at, begin_time, \
-         end_time, sub_jobs_total, operation, max_concurrency, max_errors, delivery_ms) \
-         SELECT j.value ->> 'id', j.value ->> 'project', j.value ->> 'job_type', \
-         j.value ->> 'status', CAST(j.value ->> 'created_at' AS BIGINT), \
-         CAST(j.value ->> 'begin_time' AS BIGINT), CAST(j.value ->> 'end_time' AS BIGINT), \
-         CAST(j.value ->> 'total' AS BIGINT), j.value ->> 'operation', \
-         CAST(j.value ->> 'max_concurrency' AS BIGINT), \
-         CAST(j.value ->> 'max_errors' AS BIGINT), \
-         CAST(j.value ->> 'delivery_ms' AS BIGINT) FROM {}",
-        d.objects(1)
-    ));
-    c.execute(sql, args![objects(&jobs)?.as_str()]).await?;
+    let mut values = Vec::with_capacity(created.len() * 12);
+    for (index, job) in &created {
+        values.extend(args![
+            job.id.as_str(),
+            job.project_id.as_str(),
+            job.job_type.as_str(),
+            job.status.as_str(),
+            job.created_at,
+            job.begin_time,
+            job.end_time,
+            i64::from(job.sub_jobs_total),
+            job.operation.as_str(),
+            job.limits.max_concurrency.map(i64::from),
+            job.limits.max_errors.map(i64::from),
+            calls[*index].at.deliver_by - calls[*index].at.now,
+        ]);
+    }
+    INSERT_JOBS.run(c, values).await?;
     // New leaders first, in desktop order: see the module documentation on why.
     sub_jobs.sort_by(|a, b| match (&a.follows, &b.follows) {
         (None, None) => a.desktop.cmp(b.desktop),
