@@ -143,17 +143,15 @@ fn insert_chained_sql(d: Dialect) -> String {
     )
 }
 
-/// Bound values of a chained trace row: `seq`, the [`COLUMNS`], `prev_hash` and `hash`.
-const ROW_PARAMS: usize = 16;
-
-/// SQLite's insert of chained traces, at most 32 a statement.
+/// SQLite's insert of chained traces, at most 32 a statement: 16 bound values a row
+/// (`seq`, the [`COLUMNS`], `prev_hash` and `hash`).
 static INSERT_CHAINED: RowInsert = RowInsert::new(
     concat!(
         "INSERT INTO traces (seq, ",
         columns!(),
         ", prev_hash, hash)"
     ),
-    ROW_PARAMS,
+    16,
     "",
     32,
 );
@@ -246,7 +244,7 @@ async fn append_chained<C: Conn>(c: &mut C, mut rows: Vec<TraceRow<'_>>) -> Stor
         // multi-row statements with bound values (no JSON batch taken apart in SQL, which
         // would parse every trace's content again for each column).
         Dialect::Sqlite => {
-            let mut values = Vec::with_capacity(rows.len() * ROW_PARAMS);
+            let mut values = INSERT_CHAINED.values(rows.len());
             for r in &rows {
                 values.extend(args![
                     r.seq.unwrap_or_default(),

@@ -163,6 +163,11 @@ impl RowInsert {
         })
     }
 
+    /// An empty list for the values of `rows` rows.
+    pub(crate) fn values<'a>(&self, rows: usize) -> Vec<Arg<'a>> {
+        Vec::with_capacity(rows * self.params)
+    }
+
     /// Inserts the rows whose values `values` holds, `params` a row in order, with as few
     /// statements as the fixed row counts allow.
     pub(crate) async fn run<'a, C: Conn>(

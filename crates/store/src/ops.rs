@@ -1150,7 +1150,7 @@ static INSERT_JOBS: RowInsert = RowInsert::new(
 );
 
 async fn insert_sub_jobs<C: Conn>(c: &mut C, rows: &[SubJobInsert<'_>]) -> StoreResult<()> {
-    let mut values = Vec::with_capacity(rows.len() * 12);
+    let mut values = INSERT_SUB_JOBS.values(rows.len());
     for r in rows {
         values.extend(args![
             r.id.as_str(),
@@ -1404,7 +1404,7 @@ async fn create_jobs<C: Conn>(
     if created.is_empty() {
         return Ok(results);
     }
-    let mut values = Vec::with_capacity(created.len() * 12);
+    let mut values = INSERT_JOBS.values(created.len());
     for (index, job) in &created {
         values.extend(args![
             job.id.as_str(),
