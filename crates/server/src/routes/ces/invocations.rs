@@ -369,9 +369,6 @@ impl AppState {
     /// The newest published, not withdrawn, version of the monitoring agent (any
     /// platform), if any.
     pub async fn newest_monitor_version(&self) -> Result<Option<String>, StoreError> {
-        if std::env::var_os("EXP_NOPKG").is_some() {
-            return Ok(None);
-        }
         let packages = self.store.list_packages(MONITOR).await?;
         Ok(packages
             .iter()
