@@ -475,6 +475,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<PackageMeta>>;
     /// Every published version of a package, by platform, newest first.
     async fn list_packages(&self, name: &str) -> StoreResult<Vec<PackageMeta>>;
+    /// The newest published, not withdrawn, version of a package on any platform (the
+    /// latest built; of those, the last published), as a job of the newest version
+    /// (`OperationSpec::newest_of`) records it. `None` when there is none.
+    async fn newest_version(&self, name: &str) -> StoreResult<Option<String>>;
     /// Withdraws (`Some(at)`) or restores (`None`) a version on every platform; returns how
     /// many packages changed (0: no such version).
     async fn set_package_withdrawn(

@@ -908,6 +908,10 @@ impl<B: Backend> Store for DbStore<B> {
         read_one!(self, list_packages(name))
     }
 
+    async fn newest_version(&self, name: &str) -> StoreResult<Option<String>> {
+        read_one!(self, newest_version(name))
+    }
+
     async fn set_package_withdrawn(
         &self,
         name: &str,

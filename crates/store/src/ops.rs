@@ -1011,16 +1011,22 @@ async fn newest_versions<C: Conn>(
 ) -> StoreResult<HashMap<&'static str, Option<String>>> {
     let mut newest = HashMap::new();
     for name in names.into_iter().collect::<BTreeSet<_>>() {
-        let row = c
-            .fetch_optional(
-                "SELECT version FROM packages WHERE name = $1 AND withdrawn_at IS NULL \
-                 ORDER BY created_at DESC, seq DESC LIMIT 1",
-                args![name],
-            )
-            .await?;
-        newest.insert(name, row.map(|r| r.text("version")).transpose()?);
+        newest.insert(name, newest_version(c, name).await?);
     }
     Ok(newest)
+}
+
+/// The newest published, not withdrawn, version of package `name` on any platform: the
+/// latest built, and of those the last published (`Store::newest_version`).
+pub(crate) async fn newest_version<C: Conn>(c: &mut C, name: &str) -> StoreResult<Option<String>> {
+    let row = c
+        .fetch_optional(
+            "SELECT version FROM packages WHERE name = $1 AND withdrawn_at IS NULL \
+             ORDER BY created_at DESC, seq DESC LIMIT 1",
+            args![name],
+        )
+        .await?;
+    row.map(|r| r.text("version")).transpose()
 }
 
 /// Locks the rows of `desktops` in id order (PostgreSQL; nothing on SQLite). See the

@@ -526,7 +526,15 @@ pub async fn an_install_of_the_newest_version_reads_it_when_written(ctx: Ctx) {
             .await
             .unwrap();
         let (_, subs) = job(s, p, &created.id).await;
-        subs[0].target_version.clone()
+        let recorded = subs[0].target_version.clone();
+        if spec.target_version.is_none() {
+            // What the write chose is what the store answers as the newest version.
+            assert_eq!(
+                s.newest_version("deskfleet-monitor").await.unwrap(),
+                recorded
+            );
+        }
+        recorded
     }
     assert_eq!(installs(s, &p, &ds[0], &newest, 0).await, None);
     const LINUX: &str = "linux-x86_64";
@@ -558,5 +566,12 @@ pub async fn an_install_of_the_newest_version_reads_it_when_written(ctx: Ctx) {
     assert_eq!(
         installs(s, &p, &ds[0], &newest, 4).await.as_deref(),
         Some("1.0.0")
+    );
+    // Built at the same time as 1.0.0 and published after it: the last published.
+    let v3 = crate::fleet::package("p3", "1.0.1", LINUX, T0, b"v3");
+    s.publish_package(&v3, b"v3").await.unwrap();
+    assert_eq!(
+        installs(s, &p, &ds[0], &newest, 5).await.as_deref(),
+        Some("1.0.1")
     );
 }

@@ -369,12 +369,7 @@ impl AppState {
     /// The newest published, not withdrawn, version of the monitoring agent (any
     /// platform), if any.
     pub async fn newest_monitor_version(&self) -> Result<Option<String>, StoreError> {
-        let packages = self.store.list_packages(MONITOR).await?;
-        Ok(packages
-            .iter()
-            .filter(|p| p.withdrawn_at.is_none())
-            .max_by_key(|p| p.created_at)
-            .map(|p| p.version.clone()))
+        self.store.newest_version(MONITOR).await
     }
 }
 
