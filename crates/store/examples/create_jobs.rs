@@ -93,6 +93,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let call = store.create_install_job(&project, wanted, "bench", at);
                 let result = if audit {
                     let scope = deskfleet_store::audit::AuditScope::new(draft(project.as_str()));
+                    scope.set_describe(Arc::new(describe));
                     scope.run(call).await
                 } else {
                     call.await
@@ -121,6 +122,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         sub_jobs as f64 / seconds as f64,
     );
     Ok(())
+}
+
+/// What the server's describer adds to the trace of a job it creates: the job's id as the
+/// response, known from the id alone, so the trace is completed before the write.
+fn describe(answer: &dyn std::any::Any) -> Option<deskfleet_store::audit::Described> {
+    let id = answer
+        .downcast_ref::<deskfleet_core::ids::JobId>()
+        .or_else(|| {
+            answer
+                .downcast_ref::<deskfleet_core::model::Job>()
+                .map(|j| &j.id)
+        })?;
+    Some(deskfleet_store::audit::Described {
+        response: format!("{{\"job_id\":\"{}\"}}", id.as_str()),
+        resource_id: None,
+    })
 }
 
 /// A trace as the server drafts one for BatchInstallAgent before the change.

@@ -88,9 +88,13 @@ macro_rules! sql {
 pub(crate) use sql;
 
 /// Row counts a [`RowInsert`] prepares statements for, largest first: fixed sizes, so that
-/// each statement is prepared once per connection and then reused from its cache, and
-/// powers of two, so that `n` rows take as many statements as `n` has bits set (each
-/// statement is a round trip, to sqlx's SQLite thread or over the network).
+/// each statement is prepared once per connection and then reused from its cache. Each
+/// statement is a round trip (to sqlx's SQLite thread, or over the network), so rows take
+/// as few as can be: on SQLite, one statement of the next size up, padded with rows of
+/// NULLs that it leaves out; on PostgreSQL, whose `VALUES` would have to type the padding
+/// column by column, the powers of two that add up to the count (one statement for each
+/// bit set). A PostgreSQL write makes one request's rows, a handful; SQLite's writer makes
+/// a whole group's at once.
 const ROW_COUNTS: [usize; 11] = [1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 /// A multi-row `INSERT ... VALUES` with bound values, for the rows a write makes at once.
@@ -100,6 +104,7 @@ const ROW_COUNTS: [usize; 11] = [1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
 /// the statement's named ones (quadratic in `$n`).
 pub(crate) struct RowInsert {
     /// `INSERT INTO table (columns...)`: the bound columns first, then any constant ones.
+    /// The first bound column is never NULL: SQLite's padding rows are told by it.
     head: &'static str,
     /// Bound values a row.
     params: usize,
@@ -130,18 +135,40 @@ impl RowInsert {
         }
     }
 
-    /// The statement (by its [`ROW_COUNTS`] index) that takes the next of `rows` rows: the
-    /// most rows it can, up to `most`.
-    fn slot(&self, rows: usize) -> usize {
-        ROW_COUNTS
-            .iter()
-            .position(|&n| n <= rows.min(self.most))
-            .unwrap_or(ROW_COUNTS.len() - 1)
+    /// The statement (by its [`ROW_COUNTS`] index) that takes the next of `rows` rows: on
+    /// PostgreSQL the most rows it can, up to `most`; on SQLite the fewest that hold them
+    /// all, up to `most` (the rest padded).
+    fn slot(&self, d: Dialect, rows: usize) -> usize {
+        let rows = rows.min(self.most);
+        let slot = match d {
+            Dialect::Postgres => ROW_COUNTS.iter().position(|&n| n <= rows),
+            Dialect::Sqlite => ROW_COUNTS.iter().rposition(|&n| n >= rows),
+        };
+        slot.unwrap_or(ROW_COUNTS.len() - 1)
     }
 
     fn statement(&self, d: Dialect, slot: usize) -> &str {
         self.sql[d as usize][slot].get_or_init(|| {
-            let mut sql = format!("{} VALUES ", self.head);
+            let mut sql = match d {
+                // `columnN` names the columns of a `VALUES` list, in SQLite as in
+                // PostgreSQL; SQLite compares no types, so NULLs pad any column.
+                Dialect::Sqlite => {
+                    let mut select = format!("{} SELECT ", self.head);
+                    for col in 1..=self.params {
+                        if col > 1 {
+                            select.push_str(", ");
+                        }
+                        select.push_str(&format!("column{col}"));
+                    }
+                    if !self.constants.is_empty() {
+                        select.push_str(", ");
+                        select.push_str(self.constants);
+                    }
+                    select.push_str(" FROM (VALUES ");
+                    select
+                }
+                Dialect::Postgres => format!("{} VALUES ", self.head),
+            };
             for row in 0..ROW_COUNTS[slot] {
                 sql.push_str(if row == 0 { "(" } else { ", (" });
                 for col in 1..=self.params {
@@ -153,11 +180,14 @@ impl RowInsert {
                         Dialect::Postgres => sql.push_str(&format!("${}", row * self.params + col)),
                     }
                 }
-                if !self.constants.is_empty() {
+                if d == Dialect::Postgres && !self.constants.is_empty() {
                     sql.push_str(", ");
                     sql.push_str(self.constants);
                 }
                 sql.push(')');
+            }
+            if d == Dialect::Sqlite {
+                sql.push_str(") WHERE column1 IS NOT NULL");
             }
             sql
         })
@@ -177,8 +207,11 @@ impl RowInsert {
     ) -> StoreResult<()> {
         debug_assert_eq!(values.len() % self.params, 0);
         while !values.is_empty() {
-            let slot = self.slot(values.len() / self.params);
-            let rest = values.split_off(ROW_COUNTS[slot] * self.params);
+            let rows = values.len() / self.params;
+            let slot = self.slot(C::DIALECT, rows);
+            let taken = ROW_COUNTS[slot].min(rows);
+            let rest = values.split_off(taken * self.params);
+            values.resize(ROW_COUNTS[slot] * self.params, Arg::OptStr(None));
             c.execute(self.statement(C::DIALECT, slot), values).await?;
             values = rest;
         }
@@ -472,29 +505,44 @@ mod tests {
                 let mut left = n;
                 let mut statements = 0;
                 while left > 0 {
-                    let slot = insert.slot(left);
+                    let slot = insert.slot(d, left);
                     let rows = ROW_COUNTS[slot];
-                    assert!(rows <= left.min(64), "{n}: {rows} of {left}");
+                    let taken = rows.min(left);
                     let sql = insert.statement(d, slot);
-                    assert_eq!(sql.matches('(').count(), rows + 1, "{sql}");
-                    assert_eq!(sql.matches(", 'x')").count(), rows, "{sql}");
-                    left -= rows;
+                    match d {
+                        // The fewest rows that hold what is left, up to 64: padded.
+                        Dialect::Sqlite => {
+                            assert!(rows <= 64, "{n}: {rows} of {left}");
+                            assert!(rows >= left.min(64), "{n}: {rows} of {left}");
+                            assert!(rows < 2 * left.min(64), "{n}: {rows} of {left}");
+                            assert_eq!(sql.matches('(').count(), rows + 2, "{sql}");
+                            assert_eq!(sql.matches('?').count(), 2 * rows, "{sql}");
+                        }
+                        Dialect::Postgres => {
+                            assert!(rows <= left.min(64), "{n}: {rows} of {left}");
+                            assert_eq!(sql.matches('(').count(), rows + 1, "{sql}");
+                            assert_eq!(sql.matches(", 'x')").count(), rows, "{sql}");
+                        }
+                    }
+                    left -= taken;
                     statements += 1;
                 }
-                // One of each power of two below the largest.
-                assert!(
-                    statements <= n / 64 + (n % 64).count_ones() as usize,
-                    "{n} rows took {statements} statements"
-                );
+                let most = match d {
+                    Dialect::Sqlite => n.div_ceil(64),
+                    // One of each power of two below the largest.
+                    Dialect::Postgres => n / 64 + (n % 64).count_ones() as usize,
+                };
+                assert!(statements <= most, "{n} rows took {statements} statements");
             }
         }
         assert_eq!(
-            insert.statement(Dialect::Postgres, insert.slot(2)),
+            insert.statement(Dialect::Postgres, insert.slot(Dialect::Postgres, 2)),
             "INSERT INTO t (a, b, c) VALUES ($1, $2, 'x'), ($3, $4, 'x')"
         );
         assert_eq!(
-            insert.statement(Dialect::Sqlite, insert.slot(1)),
-            "INSERT INTO t (a, b, c) VALUES (?, ?, 'x')"
+            insert.statement(Dialect::Sqlite, insert.slot(Dialect::Sqlite, 3)),
+            "INSERT INTO t (a, b, c) SELECT column1, column2, 'x' \
+             FROM (VALUES (?, ?), (?, ?), (?, ?), (?, ?)) WHERE column1 IS NOT NULL"
         );
     }
 }

@@ -530,6 +530,45 @@ mod tests {
         assert_eq!(row.int("n").unwrap(), 42);
     }
 
+    /// A multi-row insert takes every row once, in one statement up to its most rows, and
+    /// none of the NULL rows that pad the statement to its size.
+    #[tokio::test]
+    async fn a_row_insert_keeps_the_rows_and_drops_its_padding() {
+        let (_dir, pool) = scratch().await;
+        let mut conn = pool.acquire().await.unwrap();
+        conn.execute(
+            "CREATE TABLE t (a TEXT NOT NULL, b INTEGER, c TEXT NOT NULL)",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+        let insert = crate::conn::RowInsert::new("INSERT INTO t (a, b, c)", 2, "'x'", 32);
+        for n in 1..=70_i64 {
+            conn.execute("DELETE FROM t", Vec::new()).await.unwrap();
+            let names: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+            let mut values = insert.values(names.len());
+            for (i, name) in (0_i64..).zip(&names) {
+                values.extend(args![name.as_str(), (i % 2 == 0).then_some(i)]);
+            }
+            insert.run(&mut *conn, values).await.unwrap();
+            let row = conn
+                .fetch_optional(
+                    "SELECT COUNT(*) AS n, COUNT(DISTINCT a) AS names, COALESCE(SUM(b), 0) AS b, \
+                     COUNT(b) AS bs, SUM(c = 'x') AS xs FROM t",
+                    Vec::new(),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            let evens = (n + 1) / 2;
+            assert_eq!(row.int("n").unwrap(), n);
+            assert_eq!(row.int("names").unwrap(), n);
+            assert_eq!(row.int("bs").unwrap(), evens, "{n} rows");
+            assert_eq!(row.int("b").unwrap(), evens * (evens - 1), "{n} rows");
+            assert_eq!(row.int("xs").unwrap(), n);
+        }
+    }
+
     /// The statements the engine runs all the time must read indexes, never a whole table.
     #[tokio::test]
     async fn hot_queries_use_their_indexes() {
