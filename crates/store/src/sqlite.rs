@@ -223,9 +223,13 @@ impl Sqlite {
         // background, and opening one touches the WAL index without the check that
         // `run_batch` makes first (a SIGBUS when the index is not writable). The writer
         // reconnects on its next batch instead, after that check.
+        // No ping before each batch (`test_before_acquire`): it is a round trip to sqlx's
+        // SQLite thread, and a connection in a file does not go stale; the one of a failed
+        // batch is closed instead (`run_batch`).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(0)
+            .test_before_acquire(false)
             .acquire_timeout(WRITER_ACQUIRE_TIMEOUT)
             .idle_timeout(None)
             .max_lifetime(None)
@@ -267,7 +271,20 @@ impl Sqlite {
         let (queue, pending) = mpsc::channel(QUEUE_DEPTH);
         let (poke, pokes) = mpsc::channel(1);
         tokio::spawn(checkpoint_loop(checkpointer, pokes, shm.clone()));
-        tokio::spawn(write_loop(writer, pending, poke, shm.clone()));
+        // The writer runs on a thread of its own. Each of its statements is a round trip
+        // to sqlx's SQLite thread; on the server's runtime every answer would queue the
+        // writer behind the requests being handled, and the single writer bounds the rate
+        // of every write.
+        let loop_ = write_loop(writer, pending, poke, shm.clone());
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|runtime| {
+                std::thread::Builder::new()
+                    .name("sqlite-writer".into())
+                    .spawn(move || runtime.block_on(loop_))
+            })
+            .map_err(|e| ConnectError::Open(sqlx::Error::Io(e)))?;
         Ok(Self {
             readers,
             queue,
@@ -449,6 +466,26 @@ async fn run_in_transaction(
         Err(e) => return Err((crate::conn::backend(e), answers)),
     };
     let mut failure = None;
+    // A batch of one call needs no savepoint (two round trips to sqlx's SQLite thread):
+    // if the call fails, the whole transaction is rolled back instead, which undoes the
+    // same writes, and the call still gets its own answer.
+    if ops.len() == 1 {
+        let op = ops.into_iter().next().expect("one op");
+        let answer = op(&mut tx).await;
+        let (storage_fault, succeeded) = (answer.storage_fault(), answer.succeeded());
+        answers.push(answer);
+        if storage_fault {
+            failure = Some(StoreError::Unavailable(
+                "a call of the batch hit a storage fault; see the log".into(),
+            ));
+        } else if !succeeded {
+            return match tx.rollback().await {
+                Ok(()) => Ok(answers),
+                Err(e) => Err((crate::conn::backend(e), answers)),
+            };
+        }
+        return finish_transaction(tx, shm, failure, answers).await;
+    }
     for op in ops {
         let mut savepoint = match Connection::begin(&mut *tx).await {
             Ok(sp) => sp,
@@ -477,6 +514,16 @@ async fn run_in_transaction(
             break;
         }
     }
+    finish_transaction(tx, shm, failure, answers).await
+}
+
+/// Commits a batch's transaction, or rolls it back after `failure`.
+async fn finish_transaction(
+    tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+    shm: &Path,
+    mut failure: Option<StoreError>,
+    answers: Vec<Box<dyn Answer>>,
+) -> BatchOutcome {
     // COMMIT writes the WAL index: look again, as the batch may have run for a while
     // since the check in `run_batch`. A ROLLBACK of frames never written leaves the
     // index alone.
