@@ -1,7 +1,13 @@
-//! PostgreSQL: a pool of connections, one transaction per call. Several server replicas may
-//! share the database; the queries in [`crate::ops`] lock desktop rows so that concurrent
-//! writers of one desktop's sub-jobs take turns (PostgreSQL already groups the WAL flushes
-//! of concurrent commits, so no batching is needed here).
+//! PostgreSQL: a pool of connections, one transaction per call, except job creations.
+//! Several server replicas may share the database; the queries in [`crate::ops`] lock
+//! desktop rows so that concurrent writers of one desktop's sub-jobs take turns.
+//!
+//! Job creations, the call the server is hammered with, are grouped as on SQLite: a few
+//! creators each take the calls queued meanwhile and create their jobs in one transaction,
+//! with the same handful of statements whatever their number. PostgreSQL's cost is mostly
+//! per statement (it is what bounds the rate on a small machine: its CPU), so grouped
+//! calls cost it a fraction of one transaction each. An idle server's call is a group of
+//! one, created at once.
 
 use crate::ConnectError;
 use crate::backend::Backend;
@@ -9,11 +15,12 @@ use crate::conn::{BoxFuture, backend, is_retryable};
 use crate::ops::{self, NewJob};
 use crate::signals::Signals;
 use deskfleet_core::model::Job;
-use deskfleet_core::store::{Signal, StoreResult, Subscription};
+use deskfleet_core::store::{Signal, StoreError, StoreResult, Subscription};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// How many times a job creation that lost a race to another is run again.
 const CREATE_ATTEMPTS: u32 = 5;
@@ -21,6 +28,16 @@ const CREATE_ATTEMPTS: u32 = 5;
 /// Connections per server process. Several replicas share the server's
 /// `max_connections` (100 by default).
 const POOL_SIZE: u32 = 16;
+
+/// Job-creation groups in flight at once (each holds a connection while it runs), and
+/// the most calls a group takes.
+const CREATORS: usize = 4;
+const MAX_GROUP: usize = 128;
+/// Calls that may wait for a creator before callers themselves wait to enqueue.
+const CREATE_QUEUE: usize = CREATORS * MAX_GROUP;
+
+/// A queued `create_install_job` call and where its answer goes.
+type QueuedCreate = (NewJob, oneshot::Sender<StoreResult<Job>>);
 
 /// How long a call waits for a connection, including opening a new one, before it fails
 /// with `StoreError::Unavailable` (503). Bounded and short, so that while the database is
@@ -33,6 +50,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 
 pub(crate) struct Postgres {
     pool: PgPool,
+    creates: mpsc::Sender<QueuedCreate>,
     /// Started at the first subscription or announcement (admin commands need none).
     signals: OnceLock<Option<Signals>>,
 }
@@ -70,10 +88,84 @@ impl Postgres {
             None
         };
         crate::schema::migrate(&MIGRATOR, applied, &pool).await?;
+        let (creates, queued) = mpsc::channel(CREATE_QUEUE);
+        let queued = Arc::new(Mutex::new(queued));
+        for _ in 0..CREATORS {
+            tokio::spawn(create_loop(pool.clone(), Arc::clone(&queued)));
+        }
         Ok(Self {
             pool,
+            creates,
             signals: OnceLock::new(),
         })
+    }
+}
+
+/// A creator: takes whatever calls are queued (waiting for one if none is) and creates
+/// their jobs together, until the store is gone.
+async fn create_loop(pool: PgPool, queued: Arc<Mutex<mpsc::Receiver<QueuedCreate>>>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    loop {
+        if queued.lock().await.recv_many(&mut group, MAX_GROUP).await == 0 {
+            return;
+        }
+        let (calls, answers): (Vec<NewJob>, Vec<_>) = group.drain(..).unzip();
+        match create_group(&pool, calls).await {
+            Ok(results) => {
+                for (result, to) in results.into_iter().zip(answers) {
+                    // The caller may have gone away meanwhile; its job stays created.
+                    let _ = to.send(result);
+                }
+            }
+            Err(e) => {
+                for to in answers {
+                    let _ = to.send(Err(e.retell()));
+                }
+            }
+        }
+    }
+}
+
+/// Creates the jobs of `calls` in one transaction, run again (all of them) when it lost a
+/// race to another writer (see [`Postgres::create_install_job`]). A call that fails on
+/// its own (unknown desktops) has its own error and leaves the others be.
+async fn create_group(pool: &PgPool, calls: Vec<NewJob>) -> StoreResult<Vec<StoreResult<Job>>> {
+    let mut attempt = 1;
+    loop {
+        let these = calls.clone();
+        let result = transaction(pool, move |c| {
+            Box::pin(async move { ops::create_install_jobs(c, &these).await })
+        })
+        .await;
+        match result {
+            Err(e) if attempt < CREATE_ATTEMPTS && is_retryable(&e) => {
+                tracing::debug!(error = %e, attempt, calls = calls.len(), "job creation raced another; again");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Runs `f` in a transaction of its own, committed if it succeeds.
+async fn transaction<T, F>(pool: &PgPool, f: F) -> StoreResult<T>
+where
+    F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, StoreResult<T>>,
+{
+    let mut conn = pool.acquire().await.map_err(backend)?;
+    let mut tx = Connection::begin(&mut *conn).await.map_err(backend)?;
+    match f(&mut tx).await {
+        Ok(out) => {
+            tx.commit().await.map_err(backend)?;
+            Ok(out)
+        }
+        Err(e) => {
+            // Dropping the transaction would roll back too, but only lazily.
+            if let Err(rb) = tx.rollback().await {
+                tracing::warn!(error = %rb, "postgres rollback failed");
+            }
+            Err(e)
+        }
     }
 }
 
@@ -103,23 +195,18 @@ impl Backend for Postgres {
         self.pool.acquire().await.map_err(backend)
     }
 
-    /// Job creators run side by side; one that loses the race to start an install on a
-    /// desktop runs again, and then follows the winner's install (see `ops`).
+    /// Job creations are grouped (see the module documentation). Groups run side by
+    /// side, with each other and with other replicas; one that loses the race to start an
+    /// install on a desktop runs again, and then follows the winner's install (see `ops`).
     async fn create_install_job(&self, call: NewJob) -> StoreResult<Job> {
-        let mut attempt = 1;
-        loop {
-            let this = call.clone();
-            let result = self
-                .write(move |c| Box::pin(async move { ops::create_install_job(c, &this).await }))
-                .await;
-            match result {
-                Err(e) if attempt < CREATE_ATTEMPTS && is_retryable(&e) => {
-                    tracing::debug!(error = %e, attempt, "job creation raced another; again");
-                    attempt += 1;
-                }
-                result => return result,
-            }
-        }
+        let (to, answer) = oneshot::channel();
+        self.creates
+            .send((call, to))
+            .await
+            .map_err(|_| StoreError::Unavailable("the job creators have stopped".into()))?;
+        answer.await.map_err(|_| {
+            StoreError::Unavailable("the job was not created: its group was dropped".into())
+        })?
     }
 
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
@@ -127,20 +214,6 @@ impl Backend for Postgres {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        let mut tx = Connection::begin(&mut *conn).await.map_err(backend)?;
-        match f(&mut tx).await {
-            Ok(out) => {
-                tx.commit().await.map_err(backend)?;
-                Ok(out)
-            }
-            Err(e) => {
-                // Dropping the transaction would roll back too, but only lazily.
-                if let Err(rb) = tx.rollback().await {
-                    tracing::warn!(error = %rb, "postgres rollback failed");
-                }
-                Err(e)
-            }
-        }
+        transaction(&self.pool, f).await
     }
 }
