@@ -92,29 +92,6 @@ impl<'a> TraceRow<'a> {
             hash: None,
         }
     }
-
-    /// A row of the inbox, read back.
-    fn read<R: DbRow>(r: &R) -> StoreResult<TraceRow<'static>> {
-        let text = |col| r.text(col).map(Cow::Owned);
-        Ok(TraceRow {
-            seq: None,
-            trace_id: text("trace_id")?,
-            project_id: text("project_id")?,
-            at: r.int("at")?,
-            trace_name: text("trace_name")?,
-            trace_rating: text("trace_rating")?,
-            service_type: text("service_type")?,
-            resource_type: text("resource_type")?,
-            resource_id: text("resource_id")?,
-            resource_name: text("resource_name")?,
-            user_name: text("user_name")?,
-            access_key_id: text("access_key_id")?,
-            enterprise_project_id: text("enterprise_project_id")?,
-            content: text("content")?,
-            prev_hash: None,
-            hash: None,
-        })
-    }
 }
 
 /// The columns both trace tables share, in the order of their batch inserts.
@@ -133,15 +110,6 @@ const FROM_JSON: &str = "j.value ->> 'trace_id', j.value ->> 'project_id', \
      j.value ->> 'service_type', j.value ->> 'resource_type', j.value ->> 'resource_id', \
      j.value ->> 'resource_name', j.value ->> 'user_name', j.value ->> 'access_key_id', \
      j.value ->> 'enterprise_project_id', j.value ->> 'content'";
-
-fn insert_chained_sql(d: Dialect) -> String {
-    format!(
-        "INSERT INTO traces (seq, {COLUMNS}, prev_hash, hash) \
-         SELECT CAST(j.value ->> 'seq' AS BIGINT), {FROM_JSON}, \
-         j.value ->> 'prev_hash', j.value ->> 'hash' FROM {}",
-        d.objects(1)
-    )
-}
 
 /// SQLite's insert of chained traces, at most 32 a statement: 16 bound values a row
 /// (`seq`, the [`COLUMNS`], `prev_hash` and `hash`).
@@ -227,7 +195,10 @@ async fn append_rows<C: Conn>(c: &mut C, rows: Vec<TraceRow<'_>>) -> StoreResult
     }
 }
 
-/// Appends `rows` in order at the head of the chain (the head is locked on PostgreSQL).
+/// Appends `rows` in order at the head of the chain: SQLite's writer, in the change's own
+/// transaction. In-process, but each statement is a round trip to sqlx's SQLite thread:
+/// one multi-row statement with bound values (no JSON batch taken apart in SQL, which
+/// would parse every trace's content again for each column).
 async fn append_chained<C: Conn>(c: &mut C, mut rows: Vec<TraceRow<'_>>) -> StoreResult<()> {
     let h = head(c, true).await?;
     let mut prev = h.hash;
@@ -239,49 +210,64 @@ async fn append_chained<C: Conn>(c: &mut C, mut rows: Vec<TraceRow<'_>>) -> Stor
         row.hash = Some(hash);
         last = seq;
     }
-    match C::DIALECT {
-        // In-process, but each statement is a round trip to sqlx's SQLite thread: a few
-        // multi-row statements with bound values (no JSON batch taken apart in SQL, which
-        // would parse every trace's content again for each column).
-        Dialect::Sqlite => {
-            let mut values = INSERT_CHAINED.values(rows.len());
-            for r in &rows {
-                values.extend(args![
-                    r.seq.unwrap_or_default(),
-                    r.trace_id.as_ref(),
-                    r.project_id.as_ref(),
-                    r.at,
-                    r.trace_name.as_ref(),
-                    r.trace_rating.as_ref(),
-                    r.service_type.as_ref(),
-                    r.resource_type.as_ref(),
-                    r.resource_id.as_ref(),
-                    r.resource_name.as_ref(),
-                    r.user_name.as_ref(),
-                    r.access_key_id.as_ref(),
-                    r.enterprise_project_id.as_ref(),
-                    r.content.as_ref(),
-                    r.prev_hash.as_deref().unwrap_or_default(),
-                    r.hash.as_deref().unwrap_or_default(),
-                ]);
-            }
-            INSERT_CHAINED.run(c, values).await?;
-        }
-        // Over the network: one statement for the batch.
-        Dialect::Postgres => {
-            c.execute(
-                sql!(C::DIALECT, |d| insert_chained_sql(d)),
-                args![encode(&rows)?.as_str()],
-            )
-            .await?;
-        }
+    let mut values = INSERT_CHAINED.values(rows.len());
+    for r in &rows {
+        values.extend(args![
+            r.seq.unwrap_or_default(),
+            r.trace_id.as_ref(),
+            r.project_id.as_ref(),
+            r.at,
+            r.trace_name.as_ref(),
+            r.trace_rating.as_ref(),
+            r.service_type.as_ref(),
+            r.resource_type.as_ref(),
+            r.resource_id.as_ref(),
+            r.resource_name.as_ref(),
+            r.user_name.as_ref(),
+            r.access_key_id.as_ref(),
+            r.enterprise_project_id.as_ref(),
+            r.content.as_ref(),
+            r.prev_hash.as_deref().unwrap_or_default(),
+            r.hash.as_deref().unwrap_or_default(),
+        ]);
     }
+    INSERT_CHAINED.run(c, values).await?;
+    move_head(c, last, &prev).await
+}
+
+async fn move_head<C: Conn>(c: &mut C, seq: i64, hash: &str) -> StoreResult<()> {
     c.execute(
         "UPDATE trace_head SET seq = $1, hash = $2 WHERE id = 1",
-        args![last, prev.as_str()],
+        args![seq, hash],
     )
     .await?;
     Ok(())
+}
+
+/// Where a trace of the inbox goes in the chain.
+#[derive(serde::Serialize)]
+struct Link {
+    id: i64,
+    seq: i64,
+    prev_hash: String,
+    hash: String,
+}
+
+/// Moves the inbox traces of the JSON array of [`Link`]s `$1` into the chain. The traces
+/// go from table to table inside the database; only their chain fields travel.
+fn insert_linked_sql(d: Dialect) -> String {
+    let from_inbox = COLUMNS
+        .split(", ")
+        .map(|col| format!("i.{col}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO traces (seq, {COLUMNS}, prev_hash, hash) \
+         SELECT CAST(j.value ->> 'seq' AS BIGINT), {from_inbox}, \
+         j.value ->> 'prev_hash', j.value ->> 'hash' \
+         FROM {} JOIN trace_inbox i ON i.id = CAST(j.value ->> 'id' AS BIGINT)",
+        d.objects(1)
+    )
 }
 
 /// Chains up to `limit` committed traces of the inbox (oldest first), under the head's
@@ -290,7 +276,7 @@ async fn append_chained<C: Conn>(c: &mut C, mut rows: Vec<TraceRow<'_>>) -> Stor
 /// inbox rather than block the chain. Returns how many left the inbox (0: it is empty).
 pub(crate) async fn chain_traces<C: Conn>(c: &mut C, limit: u32) -> StoreResult<u64> {
     // The lock first: what the inbox holds is then read after any other chainer's commit.
-    head(c, true).await?;
+    let h = head(c, true).await?;
     if C::DIALECT == Dialect::Postgres {
         // The inbox is a queue: every row is deleted within a second of its insert, so
         // most of its pages hold dead rows until autovacuum comes by, while its
@@ -304,7 +290,7 @@ pub(crate) async fn chain_traces<C: Conn>(c: &mut C, limit: u32) -> StoreResult<
     let rows = c
         .fetch_all(
             &format!(
-                "SELECT id, {COLUMNS}, CAST(CASE WHEN EXISTS (SELECT 1 FROM traces t \
+                "SELECT id, trace_id, content, CAST(CASE WHEN EXISTS (SELECT 1 FROM traces t \
                  WHERE t.trace_id = trace_inbox.trace_id OFFSET 0) THEN 1 ELSE 0 END AS BIGINT) \
                  AS chained \
                  FROM trace_inbox ORDER BY id LIMIT {limit}"
@@ -316,9 +302,11 @@ pub(crate) async fn chain_traces<C: Conn>(c: &mut C, limit: u32) -> StoreResult<
         return Ok(0);
     }
     let mut ids = Vec::with_capacity(rows.len());
-    let mut kept = Vec::with_capacity(rows.len());
+    let mut links = Vec::with_capacity(rows.len());
+    let (mut seq, mut prev) = (h.seq, h.hash);
     for r in &rows {
-        ids.push(r.int("id")?);
+        let id = r.int("id")?;
+        ids.push(id);
         if r.int("chained")? != 0 {
             tracing::error!(
                 trace_id = %r.text("trace_id")?,
@@ -326,11 +314,31 @@ pub(crate) async fn chain_traces<C: Conn>(c: &mut C, limit: u32) -> StoreResult<
             );
             continue;
         }
-        kept.push(TraceRow::read(r)?);
+        seq += 1;
+        let hash = audit::chain_hash(&prev, seq, &r.text("content")?);
+        links.push(Link {
+            id,
+            seq,
+            prev_hash: std::mem::replace(&mut prev, hash.clone()),
+            hash,
+        });
     }
     let taken = rows.len() as u64;
-    if !kept.is_empty() {
-        append_chained(c, kept).await?;
+    if !links.is_empty() {
+        let n = c
+            .execute(
+                sql!(C::DIALECT, |d| insert_linked_sql(d)),
+                args![encode(&links)?.as_str()],
+            )
+            .await?;
+        if n != links.len() as u64 {
+            return Err(StoreError::Corrupt(format!(
+                "{} of {} inbox traces were chained",
+                n,
+                links.len()
+            )));
+        }
+        move_head(c, seq, &prev).await?;
     }
     let ids = encode(&ids)?;
     c.execute(
