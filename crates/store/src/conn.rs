@@ -89,22 +89,19 @@ pub(crate) use sql;
 
 /// Row counts a [`RowInsert`] prepares statements for, largest first: fixed sizes, so that
 /// each statement is prepared once per connection and then reused from its cache. Each
-/// statement is a round trip (to sqlx's SQLite thread, or over the network), so rows take
-/// as few as can be: on SQLite, one statement of the next size up, padded with rows of
-/// NULLs that it leaves out; on PostgreSQL, whose `VALUES` would have to type the padding
-/// column by column, the powers of two that add up to the count (one statement for each
-/// bit set). A PostgreSQL write makes one request's rows, a handful; SQLite's writer makes
-/// a whole group's at once.
+/// statement is a round trip (to sqlx's SQLite thread, or over the network) and has a
+/// cost of its own (PostgreSQL's is several rows' worth), so rows take one statement of
+/// the next size up, padded with rows of NULLs that it leaves out.
 const ROW_COUNTS: [usize; 11] = [1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
 
-/// A multi-row `INSERT ... VALUES` with bound values, for the rows a write makes at once.
-/// Taking a JSON array of rows apart in SQL instead costs SQLite more than the inserts
-/// themselves (each `->>` parses the row's object again); and SQLite gets anonymous `?`
-/// placeholders, since sqlx asks SQLite each parameter's name while binding, which walks
-/// the statement's named ones (quadratic in `$n`).
+/// A multi-row `INSERT ... SELECT ... FROM (VALUES ...)` with bound values, for the rows a
+/// write makes at once. Taking a JSON array of rows apart in SQL instead costs SQLite more
+/// than the inserts themselves (each `->>` parses the row's object again); and SQLite gets
+/// anonymous `?` placeholders, since sqlx asks SQLite each parameter's name while binding,
+/// which walks the statement's named ones (quadratic in `$n`).
 pub(crate) struct RowInsert {
     /// `INSERT INTO table (columns...)`: the bound columns first, then any constant ones.
-    /// The first bound column is never NULL: SQLite's padding rows are told by it.
+    /// The first bound column is never NULL: the padding rows are told by it.
     head: &'static str,
     /// Bound values a row.
     params: usize,
@@ -135,40 +132,31 @@ impl RowInsert {
         }
     }
 
-    /// The statement (by its [`ROW_COUNTS`] index) that takes the next of `rows` rows: on
-    /// PostgreSQL the most rows it can, up to `most`; on SQLite the fewest that hold them
-    /// all, up to `most` (the rest padded).
-    fn slot(&self, d: Dialect, rows: usize) -> usize {
+    /// The statement (by its [`ROW_COUNTS`] index) that takes the next of `rows` rows: the
+    /// fewest that hold them all, up to `most`.
+    fn slot(&self, rows: usize) -> usize {
         let rows = rows.min(self.most);
-        let slot = match d {
-            Dialect::Postgres => ROW_COUNTS.iter().position(|&n| n <= rows),
-            Dialect::Sqlite => ROW_COUNTS.iter().rposition(|&n| n >= rows),
-        };
-        slot.unwrap_or(ROW_COUNTS.len() - 1)
+        ROW_COUNTS
+            .iter()
+            .rposition(|&n| n >= rows)
+            .unwrap_or(ROW_COUNTS.len() - 1)
     }
 
     fn statement(&self, d: Dialect, slot: usize) -> &str {
         self.sql[d as usize][slot].get_or_init(|| {
-            let mut sql = match d {
-                // `columnN` names the columns of a `VALUES` list, in SQLite as in
-                // PostgreSQL; SQLite compares no types, so NULLs pad any column.
-                Dialect::Sqlite => {
-                    let mut select = format!("{} SELECT ", self.head);
-                    for col in 1..=self.params {
-                        if col > 1 {
-                            select.push_str(", ");
-                        }
-                        select.push_str(&format!("column{col}"));
-                    }
-                    if !self.constants.is_empty() {
-                        select.push_str(", ");
-                        select.push_str(self.constants);
-                    }
-                    select.push_str(" FROM (VALUES ");
-                    select
+            // `columnN` names the columns of a `VALUES` list, in SQLite as in PostgreSQL.
+            let mut sql = format!("{} SELECT ", self.head);
+            for col in 1..=self.params {
+                if col > 1 {
+                    sql.push_str(", ");
                 }
-                Dialect::Postgres => format!("{} VALUES ", self.head),
-            };
+                sql.push_str(&format!("column{col}"));
+            }
+            if !self.constants.is_empty() {
+                sql.push_str(", ");
+                sql.push_str(self.constants);
+            }
+            sql.push_str(" FROM (VALUES ");
             for row in 0..ROW_COUNTS[slot] {
                 sql.push_str(if row == 0 { "(" } else { ", (" });
                 for col in 1..=self.params {
@@ -180,15 +168,9 @@ impl RowInsert {
                         Dialect::Postgres => sql.push_str(&format!("${}", row * self.params + col)),
                     }
                 }
-                if d == Dialect::Postgres && !self.constants.is_empty() {
-                    sql.push_str(", ");
-                    sql.push_str(self.constants);
-                }
                 sql.push(')');
             }
-            if d == Dialect::Sqlite {
-                sql.push_str(") WHERE column1 IS NOT NULL");
-            }
+            sql.push_str(") AS v WHERE column1 IS NOT NULL");
             sql
         })
     }
@@ -206,12 +188,21 @@ impl RowInsert {
         mut values: Vec<Arg<'a>>,
     ) -> StoreResult<()> {
         debug_assert_eq!(values.len() % self.params, 0);
+        // A padding row is NULLs of the first row's types: PostgreSQL types each column of
+        // a `VALUES` list from all its rows, and every row binds the same types.
+        let padding: Vec<Arg<'static>> = values
+            .iter()
+            .take(self.params)
+            .map(Arg::null_of_its_type)
+            .collect();
         while !values.is_empty() {
             let rows = values.len() / self.params;
-            let slot = self.slot(C::DIALECT, rows);
+            let slot = self.slot(rows);
             let taken = ROW_COUNTS[slot].min(rows);
             let rest = values.split_off(taken * self.params);
-            values.resize(ROW_COUNTS[slot] * self.params, Arg::OptStr(None));
+            for _ in taken..ROW_COUNTS[slot] {
+                values.extend(padding.iter().cloned());
+            }
             c.execute(self.statement(C::DIALECT, slot), values).await?;
             values = rest;
         }
@@ -227,6 +218,18 @@ pub(crate) enum Arg<'a> {
     Int(i64),
     OptInt(Option<i64>),
     Bytes(&'a [u8]),
+    OptBytes(Option<&'a [u8]>),
+}
+
+impl Arg<'_> {
+    /// A NULL bound with this value's type.
+    fn null_of_its_type(&self) -> Arg<'static> {
+        match self {
+            Arg::Str(_) | Arg::OptStr(_) => Arg::OptStr(None),
+            Arg::Int(_) | Arg::OptInt(_) => Arg::OptInt(None),
+            Arg::Bytes(_) | Arg::OptBytes(_) => Arg::OptBytes(None),
+        }
+    }
 }
 
 impl<'a> From<&'a str> for Arg<'a> {
@@ -409,6 +412,7 @@ macro_rules! impl_conn {
                     Arg::Int(v) => q.bind(v),
                     Arg::OptInt(v) => q.bind(v),
                     Arg::Bytes(v) => q.bind(v),
+                    Arg::OptBytes(v) => q.bind(v),
                 })
             }
 
@@ -505,44 +509,33 @@ mod tests {
                 let mut left = n;
                 let mut statements = 0;
                 while left > 0 {
-                    let slot = insert.slot(d, left);
-                    let rows = ROW_COUNTS[slot];
-                    let taken = rows.min(left);
-                    let sql = insert.statement(d, slot);
-                    match d {
-                        // The fewest rows that hold what is left, up to 64: padded.
-                        Dialect::Sqlite => {
-                            assert!(rows <= 64, "{n}: {rows} of {left}");
-                            assert!(rows >= left.min(64), "{n}: {rows} of {left}");
-                            assert!(rows < 2 * left.min(64), "{n}: {rows} of {left}");
-                            assert_eq!(sql.matches('(').count(), rows + 2, "{sql}");
-                            assert_eq!(sql.matches('?').count(), 2 * rows, "{sql}");
-                        }
-                        Dialect::Postgres => {
-                            assert!(rows <= left.min(64), "{n}: {rows} of {left}");
-                            assert_eq!(sql.matches('(').count(), rows + 1, "{sql}");
-                            assert_eq!(sql.matches(", 'x')").count(), rows, "{sql}");
-                        }
-                    }
-                    left -= taken;
+                    let rows = ROW_COUNTS[insert.slot(left)];
+                    // The fewest rows that hold what is left, up to 64: padded.
+                    assert!(rows <= 64, "{n}: {rows} of {left}");
+                    assert!(rows >= left.min(64), "{n}: {rows} of {left}");
+                    assert!(rows < 2 * left.min(64), "{n}: {rows} of {left}");
+                    let sql = insert.statement(d, insert.slot(left));
+                    assert_eq!(sql.matches('(').count(), rows + 2, "{sql}");
+                    let placeholders = match d {
+                        Dialect::Sqlite => sql.matches('?').count(),
+                        Dialect::Postgres => sql.matches('$').count(),
+                    };
+                    assert_eq!(placeholders, 2 * rows, "{sql}");
+                    left -= rows.min(left);
                     statements += 1;
                 }
-                let most = match d {
-                    Dialect::Sqlite => n.div_ceil(64),
-                    // One of each power of two below the largest.
-                    Dialect::Postgres => n / 64 + (n % 64).count_ones() as usize,
-                };
-                assert!(statements <= most, "{n} rows took {statements} statements");
+                assert_eq!(statements, n.div_ceil(64), "{n} rows");
             }
         }
         assert_eq!(
-            insert.statement(Dialect::Postgres, insert.slot(Dialect::Postgres, 2)),
-            "INSERT INTO t (a, b, c) VALUES ($1, $2, 'x'), ($3, $4, 'x')"
+            insert.statement(Dialect::Postgres, insert.slot(2)),
+            "INSERT INTO t (a, b, c) SELECT column1, column2, 'x' \
+             FROM (VALUES ($1, $2), ($3, $4)) AS v WHERE column1 IS NOT NULL"
         );
         assert_eq!(
-            insert.statement(Dialect::Sqlite, insert.slot(Dialect::Sqlite, 3)),
+            insert.statement(Dialect::Sqlite, insert.slot(3)),
             "INSERT INTO t (a, b, c) SELECT column1, column2, 'x' \
-             FROM (VALUES (?, ?), (?, ?), (?, ?), (?, ?)) WHERE column1 IS NOT NULL"
+             FROM (VALUES (?, ?), (?, ?), (?, ?), (?, ?)) AS v WHERE column1 IS NOT NULL"
         );
     }
 }
