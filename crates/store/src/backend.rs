@@ -79,11 +79,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
         let _ = signal;
     }
 
-    /// `create_install_job`, the call the server is hammered with; a backend may group
-    /// concurrent calls (SQLite does).
-    fn create_install_job(&self, call: NewJob) -> impl Future<Output = StoreResult<Job>> + Send {
-        self.write(move |c| Box::pin(async move { ops::create_install_job(c, &call).await }))
-    }
+    /// `create_install_job`, the call the server is hammered with: both backends group
+    /// concurrent calls and create them with [`ops::create_install_jobs`].
+    fn create_install_job(&self, call: NewJob) -> impl Future<Output = StoreResult<Job>> + Send;
 }
 
 /// How many times an enrollment that lost a race for a unique key (on PostgreSQL, the same

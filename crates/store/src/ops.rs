@@ -1176,14 +1176,6 @@ async fn insert_sub_jobs<C: Conn>(c: &mut C, rows: &[SubJobInsert<'_>]) -> Store
     INSERT_SUB_JOBS.run(c, values).await
 }
 
-/// Creates one job, as [`create_install_jobs`] does for several.
-pub(crate) async fn create_install_job<C: Conn>(c: &mut C, call: &NewJob) -> StoreResult<Job> {
-    let mut results = create_install_jobs(c, std::slice::from_ref(call)).await?;
-    results
-        .pop()
-        .unwrap_or_else(|| Err(StoreError::Backend("no result for the job created".into())))
-}
-
 /// Creates the jobs of several `create_install_job` calls; see [`create_jobs`].
 pub(crate) async fn create_install_jobs<C: Conn>(
     c: &mut C,

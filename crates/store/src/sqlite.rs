@@ -180,6 +180,11 @@ impl<T: Send> Answer for Pending<T> {
     }
 }
 
+/// The batch's error when one of its calls hit a storage fault.
+fn storage_fault_in_batch() -> StoreError {
+    StoreError::Unavailable("a call of the batch hit a storage fault; see the log".into())
+}
+
 fn not_written(why: &str) -> StoreError {
     StoreError::Backend(format!("the write was not committed: {why}").into())
 }
@@ -475,9 +480,7 @@ async fn run_in_transaction(
         let (storage_fault, succeeded) = (answer.storage_fault(), answer.succeeded());
         answers.push(answer);
         if storage_fault {
-            failure = Some(StoreError::Unavailable(
-                "a call of the batch hit a storage fault; see the log".into(),
-            ));
+            failure = Some(storage_fault_in_batch());
         } else if !succeeded {
             return match tx.rollback().await {
                 Ok(()) => Ok(answers),
@@ -498,9 +501,7 @@ async fn run_in_transaction(
         if answer.storage_fault() {
             answers.push(answer);
             drop(savepoint);
-            failure = Some(StoreError::Unavailable(
-                "a call of the batch hit a storage fault; see the log".into(),
-            ));
+            failure = Some(storage_fault_in_batch());
             break;
         }
         let closed = if answer.succeeded() {
