@@ -46,6 +46,9 @@ pub(crate) type ConnOf<B> = <<B as Backend>::Db as sqlx::Database>::Connection;
 /// How a database hands out transactions.
 pub(crate) trait Backend: Send + Sync + 'static {
     type Db: sqlx::Database<Connection: Conn>;
+    /// The connection writes run on: the database's own on PostgreSQL, the writer's
+    /// direct one on SQLite ([`crate::sqlite_conn`]).
+    type WriteConn: Conn;
 
     /// For logs: `sqlite` or `postgres`.
     const NAME: &'static str;
@@ -66,7 +69,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn write<T, F>(&self, f: F) -> impl Future<Output = StoreResult<T>> + Send
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut ConnOf<Self>) -> BoxFuture<'c, StoreResult<T>> + Send + 'static;
+        F: for<'c> FnOnce(&'c mut Self::WriteConn) -> BoxFuture<'c, StoreResult<T>>
+            + Send
+            + 'static;
 
     /// See [`Store::subscribe`]; none by default.
     fn subscribe(&self, signal: Signal) -> Option<Box<dyn Subscription>> {

@@ -1,8 +1,9 @@
-//! The seam between the SQL in [`crate::ops`] and the two sqlx drivers.
+//! The seam between the SQL in [`crate::ops`] and the database drivers.
 //!
 //! [`Conn`] is the little a query needs from a connection: run a statement with bound
-//! arguments, fetch rows, and say which [`Dialect`] it speaks. It is implemented once, by a
-//! macro, for `SqliteConnection` and `PgConnection`, so every query is written one time.
+//! arguments, fetch rows, and say which [`Dialect`] it speaks. It is implemented by a
+//! macro for sqlx's `SqliteConnection` and `PgConnection`, and for the SQLite writer's own
+//! connection ([`crate::sqlite_conn`]), so every query is written one time.
 
 use deskfleet_core::store::{StoreError, StoreResult};
 use std::future::Future;
@@ -311,7 +312,7 @@ pub(crate) trait Conn: Send {
     ) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send + 'a;
 }
 
-/// Wraps a driver error. A fault of the storage itself (see [`is_storage_fault`]) is
+/// Wraps a driver error (the SQLite writer's own: [`crate::sqlite_conn::error`]). A fault of the storage itself (see [`is_storage_fault`]) is
 /// `StoreError::Unavailable`; anything else stays `Backend`, where constraint violations
 /// stay recognisable through [`violation`], so callers can turn them into
 /// `AlreadyExists` or `NotFound`.
@@ -367,6 +368,9 @@ pub(crate) fn violation(e: &StoreError) -> Option<Violation> {
     let StoreError::Backend(source) = e else {
         return None;
     };
+    if let Some(e) = source.downcast_ref::<rusqlite::Error>() {
+        return crate::sqlite_conn::violation(e);
+    }
     let db = source.downcast_ref::<sqlx::Error>()?.as_database_error()?;
     if db.is_unique_violation() {
         Some(Violation::Unique)

@@ -28,6 +28,7 @@ mod postgres;
 mod schema;
 mod signals;
 mod sqlite;
+mod sqlite_conn;
 
 use backend::DbStore;
 pub use backup::{BackupError, backup};

@@ -171,6 +171,7 @@ where
 
 impl Backend for Postgres {
     type Db = sqlx::Postgres;
+    type WriteConn = PgConnection;
     const NAME: &'static str = "postgres";
 
     fn subscribe(&self, signal: Signal) -> Option<Box<dyn Subscription>> {

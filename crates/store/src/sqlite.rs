@@ -8,11 +8,13 @@
 //! batch, and since nothing is answered before the commit, an acknowledged write survives
 //! a crash or a power cut. Readers never block the writer nor each other (WAL).
 //!
-//! Two refinements keep the writer fast, as it is the one thing that cannot scale out:
+//! Three refinements keep the writer fast, as it is the one thing that cannot scale out:
 //! - the `create_install_job` calls of a batch run as one group, with a handful of
 //!   statements for all of them (`ops::create_install_jobs`): each call is validated
 //!   before anything is written, so one naming unknown desktops still fails alone, and
-//!   per-statement overhead (a round trip to sqlx's SQLite thread each) stops dominating;
+//!   per-statement overhead stops dominating;
+//! - the writer calls SQLite directly from its own thread ([`crate::sqlite_conn`]) rather
+//!   than through sqlx, where every statement is a round trip to a driver thread;
 //! - WAL checkpoints run on a connection of their own ([`checkpoint_loop`]), so that a
 //!   commit is only its WAL append and fsync.
 //!
@@ -33,6 +35,7 @@ use crate::ConnectError;
 use crate::backend::Backend;
 use crate::conn::BoxFuture;
 use crate::ops::{self, NewJob};
+use crate::sqlite_conn::{WriterConn, WriterSettings};
 use deskfleet_core::model::Job;
 use deskfleet_core::store::{StoreError, StoreResult};
 use sqlx::sqlite::{
@@ -53,8 +56,6 @@ const QUEUE_DEPTH: usize = 4 * MAX_BATCH;
 const READERS: u32 = 4;
 /// How long a statement waits for a lock held by another process before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the writer waits for its connection to be (re)opened before failing a batch.
-const WRITER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a read waits for a free reader connection.
 const READER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often at most the checkpointer copies the WAL back into the database file.
@@ -86,8 +87,7 @@ enum Queued {
 
 /// One queued call: runs on the writer connection and hands back its answer, to be sent
 /// once the batch's fate is known.
-type WriteOp =
-    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Box<dyn Answer>> + Send>;
+type WriteOp = Box<dyn for<'c> FnOnce(&'c mut WriterConn) -> BoxFuture<'c, Box<dyn Answer>> + Send>;
 
 /// A call's result, held until its batch commits or fails.
 trait Answer: Send {
@@ -224,46 +224,36 @@ impl Sqlite {
             .pragma("temp_store", "memory")
             .statement_cache_capacity(256);
         let shm = shm_path(&common);
-        // No `min_connections`: the pool would reopen a closed writer connection in the
-        // background, and opening one touches the WAL index without the check that
-        // `run_batch` makes first (a SIGBUS when the index is not writable). The writer
-        // reconnects on its next batch instead, after that check.
-        // No ping before each batch (`test_before_acquire`): it is a round trip to sqlx's
-        // SQLite thread, and a connection in a file does not go stale; the one of a failed
-        // batch is closed instead (`run_batch`).
-        let writer = SqlitePoolOptions::new()
+        let path = common.get_filename().to_owned();
+        // This one-connection pool creates and migrates the database and sets it to WAL;
+        // the writer then opens its own connection ([`crate::sqlite_conn`]) with the same
+        // settings.
+        let setup = SqlitePoolOptions::new()
             .max_connections(1)
-            .min_connections(0)
-            .test_before_acquire(false)
-            .acquire_timeout(WRITER_ACQUIRE_TIMEOUT)
-            .idle_timeout(None)
-            .max_lifetime(None)
             .connect_with(
                 common
                     .clone()
                     .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .pragma("cache_size", "-65536")
-                    .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
-                    .pragma("journal_size_limit", WAL_SIZE_LIMIT),
+                    .journal_mode(SqliteJournalMode::Wal),
             )
             .await
             .map_err(ConnectError::Open)?;
         let migrated: bool = sqlx::query_scalar(
             "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
         )
-        .fetch_one(&writer)
+        .fetch_one(&setup)
         .await
         .map_err(ConnectError::Open)?;
         let applied = if migrated {
             sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
-                .fetch_one(&writer)
+                .fetch_one(&setup)
                 .await
                 .map_err(ConnectError::Open)?
         } else {
             None
         };
-        crate::schema::migrate(&MIGRATOR, applied, &writer).await?;
+        crate::schema::migrate(&MIGRATOR, applied, &setup).await?;
+        setup.close().await;
         let checkpointer = SqliteConnection::connect_with(&common)
             .await
             .map_err(ConnectError::Open)?;
@@ -273,14 +263,29 @@ impl Sqlite {
             .connect_with(common.pragma("query_only", "ON"))
             .await
             .map_err(ConnectError::Open)?;
+        let target = WriterTarget {
+            path,
+            settings: WriterSettings {
+                busy_timeout: BUSY_TIMEOUT,
+                pragmas: vec![
+                    ("foreign_keys", "ON".into()),
+                    ("synchronous", "FULL".into()),
+                    ("temp_store", "MEMORY".into()),
+                    ("journal_mode", "WAL".into()),
+                    ("cache_size", "-65536".into()),
+                    ("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.into()),
+                    ("journal_size_limit", WAL_SIZE_LIMIT.into()),
+                ],
+            },
+            shm: shm.clone(),
+        };
         let (queue, pending) = mpsc::channel(QUEUE_DEPTH);
         let (poke, pokes) = mpsc::channel(1);
         tokio::spawn(checkpoint_loop(checkpointer, pokes, shm.clone()));
-        // The writer runs on a thread of its own. Each of its statements is a round trip
-        // to sqlx's SQLite thread; on the server's runtime every answer would queue the
-        // writer behind the requests being handled, and the single writer bounds the rate
-        // of every write.
-        let loop_ = write_loop(writer, pending, poke, shm.clone());
+        // The writer runs on a thread of its own, as the single writer bounds the rate of
+        // every write: on the server's runtime it would queue behind the requests being
+        // handled.
+        let loop_ = write_loop(target, pending, poke);
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -300,6 +305,7 @@ impl Sqlite {
 
 impl Backend for Sqlite {
     type Db = sqlx::Sqlite;
+    type WriteConn = WriterConn;
     const NAME: &'static str = "sqlite";
 
     async fn read(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
@@ -319,9 +325,7 @@ impl Backend for Sqlite {
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>>
-            + Send
-            + 'static,
+        F: for<'c> FnOnce(&'c mut WriterConn) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
     {
         let (to, answer) = oneshot::channel();
         let op: WriteOp = Box::new(move |conn| {
@@ -382,15 +386,23 @@ async fn checkpoint_loop(
     }
 }
 
+/// Where and how the writer opens its connection.
+struct WriterTarget {
+    path: PathBuf,
+    settings: WriterSettings,
+    shm: Arc<Path>,
+}
+
 /// The writer task: batches until every sender (the store) is gone.
 async fn write_loop(
-    writer: SqlitePool,
+    target: WriterTarget,
     mut queue: mpsc::Receiver<Queued>,
     checkpoint: mpsc::Sender<()>,
-    shm: Arc<Path>,
 ) {
     let depth = metrics::gauge!("deskfleet_store_writer_queue_depth");
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Opened by the first batch, and again by the batch after one that failed.
+    let mut conn = None;
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         depth.set((batch.len() + queue.len()) as f64);
         // Every call of a batch was queued before the batch began and is answered after
@@ -408,7 +420,7 @@ async fn write_loop(
         if !creates.is_empty() {
             ops[0] = Some(create_group(creates));
         }
-        let committed = run_batch(&writer, &shm, ops.into_iter().flatten().collect()).await;
+        let committed = run_batch(&mut conn, &target, ops.into_iter().flatten().collect()).await;
         depth.set(queue.len() as f64);
         // Only a commit adds to the WAL; a checkpoint after a failed batch would only
         // touch the WAL index of a storage that is failing. Full means one is already due.
@@ -416,7 +428,6 @@ async fn write_loop(
             let _ = checkpoint.try_send(());
         }
     }
-    writer.close().await;
 }
 
 /// Runs `ops` in one transaction, one savepoint each, and answers them after the commit.
@@ -424,22 +435,29 @@ async fn write_loop(
 /// already have rolled the transaction back), every caller of the batch gets an error and
 /// nothing is kept; calls not yet run are dropped, which their callers see as
 /// `Unavailable`. The connection of a failed batch is closed rather than reused: a failed
-/// COMMIT or ROLLBACK leaves it in a transaction state nobody can vouch for, and the pool
-/// opens a fresh one for the next batch. True when the batch committed.
-async fn run_batch(writer: &SqlitePool, shm: &Path, ops: Vec<WriteOp>) -> bool {
+/// COMMIT or ROLLBACK leaves it in a transaction state nobody can vouch for, and the next
+/// batch opens a fresh one. True when the batch committed.
+async fn run_batch(
+    slot: &mut Option<WriterConn>,
+    target: &WriterTarget,
+    ops: Vec<WriteOp>,
+) -> bool {
     let size = ops.len();
-    if let Some(fault) = shm_fault(shm) {
+    if let Some(fault) = shm_fault(&target.shm) {
         tracing::error!(error = %fault, size, "sqlite write batch refused");
         return false;
     }
-    let mut conn = match writer.acquire().await {
-        Ok(conn) => conn,
-        Err(e) => {
-            tracing::error!(error = %e, size, "sqlite writer connection unavailable");
-            return false;
-        }
+    let conn = match slot {
+        Some(conn) => conn,
+        None => match WriterConn::open(&target.path, &target.settings) {
+            Ok(conn) => slot.insert(conn),
+            Err(e) => {
+                tracing::error!(error = %e, size, "sqlite writer connection unavailable");
+                return false;
+            }
+        },
     };
-    match run_in_transaction(&mut conn, shm, ops).await {
+    match run_in_transaction(conn, &target.shm, ops).await {
         Ok(answers) => {
             tracing::trace!(size, "sqlite write batch committed");
             answers.into_iter().for_each(|a| a.send(Ok(())));
@@ -448,7 +466,8 @@ async fn run_batch(writer: &SqlitePool, shm: &Path, ops: Vec<WriteOp>) -> bool {
         Err((e, answers)) => {
             tracing::error!(error = %e, size, "sqlite write batch failed; nothing was kept");
             answers.into_iter().for_each(|a| a.send(Err(&e)));
-            conn.close_on_drop();
+            // Closing rolls back whatever transaction is still open.
+            *slot = None;
             false
         }
     }
@@ -458,69 +477,61 @@ async fn run_batch(writer: &SqlitePool, shm: &Path, ops: Vec<WriteOp>) -> bool {
 /// that ran (the caller sends that error to all of them).
 type BatchOutcome = Result<Vec<Box<dyn Answer>>, (StoreError, Vec<Box<dyn Answer>>)>;
 
-async fn run_in_transaction(
-    conn: &mut SqliteConnection,
-    shm: &Path,
-    ops: Vec<WriteOp>,
-) -> BatchOutcome {
+async fn run_in_transaction(conn: &mut WriterConn, shm: &Path, ops: Vec<WriteOp>) -> BatchOutcome {
     let mut answers: Vec<Box<dyn Answer>> = Vec::with_capacity(ops.len());
     // IMMEDIATE takes the write lock up front: another process holding it makes us wait
     // (busy_timeout) rather than fail half-way through the batch.
-    let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
-        Ok(tx) => tx,
-        Err(e) => return Err((crate::conn::backend(e), answers)),
-    };
+    if let Err(e) = conn.run("BEGIN IMMEDIATE") {
+        return Err((e, answers));
+    }
     let mut failure = None;
-    // A batch of one call needs no savepoint (two round trips to sqlx's SQLite thread):
-    // if the call fails, the whole transaction is rolled back instead, which undoes the
-    // same writes, and the call still gets its own answer.
+    // A batch of one call needs no savepoint: if the call fails, the whole transaction is
+    // rolled back instead, which undoes the same writes, and the call still gets its own
+    // answer.
     if ops.len() == 1 {
         let op = ops.into_iter().next().expect("one op");
-        let answer = op(&mut tx).await;
+        let answer = op(conn).await;
         let (storage_fault, succeeded) = (answer.storage_fault(), answer.succeeded());
         answers.push(answer);
         if storage_fault {
             failure = Some(storage_fault_in_batch());
         } else if !succeeded {
-            return match tx.rollback().await {
+            return match conn.run("ROLLBACK") {
                 Ok(()) => Ok(answers),
-                Err(e) => Err((crate::conn::backend(e), answers)),
+                Err(e) => Err((e, answers)),
             };
         }
-        return finish_transaction(tx, shm, failure, answers).await;
+        return finish_transaction(conn, shm, failure, answers);
     }
     for op in ops {
-        let mut savepoint = match Connection::begin(&mut *tx).await {
-            Ok(sp) => sp,
-            Err(e) => {
-                failure = Some(crate::conn::backend(e));
-                break;
-            }
-        };
-        let answer = op(&mut savepoint).await;
+        if let Err(e) = conn.run("SAVEPOINT op") {
+            failure = Some(e);
+            break;
+        }
+        let answer = op(conn).await;
         if answer.storage_fault() {
             answers.push(answer);
-            drop(savepoint);
             failure = Some(storage_fault_in_batch());
             break;
         }
         let closed = if answer.succeeded() {
-            savepoint.commit().await
+            conn.run("RELEASE op")
         } else {
-            savepoint.rollback().await
+            conn.run("ROLLBACK TO op")
+                .and_then(|()| conn.run("RELEASE op"))
         };
         answers.push(answer);
         if let Err(e) = closed {
-            failure = Some(crate::conn::backend(e));
+            failure = Some(e);
             break;
         }
     }
-    finish_transaction(tx, shm, failure, answers).await
+    finish_transaction(conn, shm, failure, answers)
 }
 
 /// Commits a batch's transaction, or rolls it back after `failure`.
-async fn finish_transaction(
-    tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+fn finish_transaction(
+    conn: &mut WriterConn,
     shm: &Path,
     mut failure: Option<StoreError>,
     answers: Vec<Box<dyn Answer>>,
@@ -533,14 +544,17 @@ async fn finish_transaction(
     }
     match failure {
         Some(e) => {
-            if let Err(rb) = tx.rollback().await {
+            // After some errors SQLite has rolled the transaction back already.
+            if conn.in_transaction()
+                && let Err(rb) = conn.run("ROLLBACK")
+            {
                 tracing::warn!(error = %rb, "sqlite write batch rollback failed");
             }
             Err((e, answers))
         }
-        None => match tx.commit().await {
+        None => match conn.run("COMMIT") {
             Ok(()) => Ok(answers),
-            Err(e) => Err((crate::conn::backend(e), answers)),
+            Err(e) => Err((e, answers)),
         },
     }
 }
