@@ -196,9 +196,8 @@ async fn append_rows<C: Conn>(c: &mut C, rows: Vec<TraceRow<'_>>) -> StoreResult
 }
 
 /// Appends `rows` in order at the head of the chain: SQLite's writer, in the change's own
-/// transaction. In-process, but each statement is a round trip to sqlx's SQLite thread:
-/// one multi-row statement with bound values (no JSON batch taken apart in SQL, which
-/// would parse every trace's content again for each column).
+/// transaction. One multi-row statement with bound values (no JSON batch taken apart in
+/// SQL, which would parse every trace's content again for each column).
 async fn append_chained<C: Conn>(c: &mut C, mut rows: Vec<TraceRow<'_>>) -> StoreResult<()> {
     let h = head(c, true).await?;
     let mut prev = h.hash;

@@ -90,9 +90,9 @@ pub(crate) use sql;
 
 /// Row counts a [`RowInsert`] prepares statements for, largest first: fixed sizes, so that
 /// each statement is prepared once per connection and then reused from its cache. Each
-/// statement is a round trip (to sqlx's SQLite thread, or over the network) and has a
-/// cost of its own (PostgreSQL's is several rows' worth), so rows take one statement of
-/// the next size up, padded with rows of NULLs that it leaves out.
+/// statement has a cost of its own (on PostgreSQL a round trip, several rows' worth), so
+/// rows take one statement of the next size up, padded with rows of NULLs that it leaves
+/// out.
 const ROW_COUNTS: [usize; 11] = [1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 /// A multi-row `INSERT ... SELECT ... FROM (VALUES ...)` with bound values, for the rows a
