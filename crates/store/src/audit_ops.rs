@@ -48,9 +48,7 @@ pub(crate) async fn append_trace<C: Conn>(c: &mut C, trace: &Trace) -> StoreResu
 
 /// The filter columns of a trace, and its canonical content: one row of a batch insert
 /// into `traces` (with its chain fields) or `trace_inbox` (without).
-#[derive(serde::Serialize)]
 struct TraceRow<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
     seq: Option<i64>,
     trace_id: Cow<'a, str>,
     project_id: Cow<'a, str>,
@@ -65,9 +63,7 @@ struct TraceRow<'a> {
     access_key_id: Cow<'a, str>,
     enterprise_project_id: Cow<'a, str>,
     content: Cow<'a, str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     prev_hash: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     hash: Option<String>,
 }
 
@@ -104,13 +100,6 @@ macro_rules! columns {
 }
 const COLUMNS: &str = columns!();
 
-/// The `SELECT` list that reads [`COLUMNS`] from a batch's JSON objects.
-const FROM_JSON: &str = "j.value ->> 'trace_id', j.value ->> 'project_id', \
-     CAST(j.value ->> 'at' AS BIGINT), j.value ->> 'trace_name', j.value ->> 'trace_rating', \
-     j.value ->> 'service_type', j.value ->> 'resource_type', j.value ->> 'resource_id', \
-     j.value ->> 'resource_name', j.value ->> 'user_name', j.value ->> 'access_key_id', \
-     j.value ->> 'enterprise_project_id', j.value ->> 'content'";
-
 /// SQLite's insert of chained traces, at most 32 a statement: 16 bound values a row
 /// (`seq`, the [`COLUMNS`], `prev_hash` and `hash`).
 static INSERT_CHAINED: RowInsert = RowInsert::new(
@@ -124,21 +113,23 @@ static INSERT_CHAINED: RowInsert = RowInsert::new(
     32,
 );
 
-/// Inserts into the inbox the traces whose id the chain does not hold already (a trace
-/// recorded twice would otherwise stop the chainer).
+/// PostgreSQL's insert of traces into the inbox, at most 256 a statement (13 bound values
+/// a row, the [`COLUMNS`]), of the traces whose id the chain does not hold already (a
+/// trace recorded twice would otherwise stop the chainer). Bound values rather than a
+/// JSON batch, which PostgreSQL parsed whole (every trace's content escaped in it) before
+/// taking it apart.
 ///
 /// `OFFSET 0` keeps the check a probe of the trace-id index for each trace. Without it the
 /// planner may turn it into a hash anti-join that reads the whole chain, and a connection
 /// keeps that plan: prepared while the chain was nearly empty, it cost every audited write
 /// a scan of every trace (measured: 5 to 20 ms a write after a few thousand traces).
-fn insert_unchained_sql(d: Dialect) -> String {
-    format!(
-        "INSERT INTO trace_inbox ({COLUMNS}) SELECT {FROM_JSON} FROM {} \
-         WHERE NOT EXISTS (SELECT 1 FROM traces t \
-                           WHERE t.trace_id = j.value ->> 'trace_id' OFFSET 0)",
-        d.objects(1)
-    )
-}
+static INSERT_UNCHAINED: RowInsert = RowInsert::new(
+    concat!("INSERT INTO trace_inbox (", columns!(), ")"),
+    13,
+    "",
+    256,
+)
+.when("NOT EXISTS (SELECT 1 FROM traces t WHERE t.trace_id = v.column1 OFFSET 0)");
 
 fn encode<T: serde::Serialize>(rows: &T) -> StoreResult<String> {
     serde_json::to_string(rows).map_err(|e| StoreError::Backend(Box::new(e)))
@@ -179,12 +170,11 @@ async fn append_rows<C: Conn>(c: &mut C, rows: Vec<TraceRow<'_>>) -> StoreResult
     match C::DIALECT {
         Dialect::Sqlite => append_chained(c, rows).await,
         Dialect::Postgres => {
-            let n = c
-                .execute(
-                    sql!(C::DIALECT, |d| insert_unchained_sql(d)),
-                    args![encode(&rows)?.as_str()],
-                )
-                .await?;
+            let mut values = INSERT_UNCHAINED.values(rows.len());
+            for r in &rows {
+                values.extend(row_args(r));
+            }
+            let n = INSERT_UNCHAINED.run(c, values).await?;
             if n != rows.len() as u64 {
                 return Err(StoreError::AlreadyExists(
                     "a trace with the same id is already recorded".into(),
@@ -193,6 +183,25 @@ async fn append_rows<C: Conn>(c: &mut C, rows: Vec<TraceRow<'_>>) -> StoreResult
             Ok(())
         }
     }
+}
+
+/// A trace's [`COLUMNS`], bound in their order.
+fn row_args<'a>(r: &'a TraceRow<'_>) -> Vec<crate::conn::Arg<'a>> {
+    args![
+        r.trace_id.as_ref(),
+        r.project_id.as_ref(),
+        r.at,
+        r.trace_name.as_ref(),
+        r.trace_rating.as_ref(),
+        r.service_type.as_ref(),
+        r.resource_type.as_ref(),
+        r.resource_id.as_ref(),
+        r.resource_name.as_ref(),
+        r.user_name.as_ref(),
+        r.access_key_id.as_ref(),
+        r.enterprise_project_id.as_ref(),
+        r.content.as_ref(),
+    ]
 }
 
 /// Appends `rows` in order at the head of the chain: SQLite's writer, in the change's own
@@ -211,21 +220,9 @@ async fn append_chained<C: Conn>(c: &mut C, mut rows: Vec<TraceRow<'_>>) -> Stor
     }
     let mut values = INSERT_CHAINED.values(rows.len());
     for r in &rows {
+        values.push(r.seq.unwrap_or_default().into());
+        values.extend(row_args(r));
         values.extend(args![
-            r.seq.unwrap_or_default(),
-            r.trace_id.as_ref(),
-            r.project_id.as_ref(),
-            r.at,
-            r.trace_name.as_ref(),
-            r.trace_rating.as_ref(),
-            r.service_type.as_ref(),
-            r.resource_type.as_ref(),
-            r.resource_id.as_ref(),
-            r.resource_name.as_ref(),
-            r.user_name.as_ref(),
-            r.access_key_id.as_ref(),
-            r.enterprise_project_id.as_ref(),
-            r.content.as_ref(),
             r.prev_hash.as_deref().unwrap_or_default(),
             r.hash.as_deref().unwrap_or_default(),
         ]);

@@ -108,6 +108,8 @@ pub(crate) struct RowInsert {
     params: usize,
     /// The constant values that end each row (`'WAITING', 0`), or "".
     constants: &'static str,
+    /// What a row must also meet to be inserted ([`RowInsert::when`]), or "".
+    condition: &'static str,
     /// The most rows a statement takes (a [`ROW_COUNTS`] entry); `params` times this stays
     /// under SQLite's 32,766 parameters.
     most: usize,
@@ -126,11 +128,19 @@ impl RowInsert {
             params,
             constants,
             most,
+            condition: "",
             sql: [
                 [const { std::sync::OnceLock::new() }; ROW_COUNTS.len()],
                 [const { std::sync::OnceLock::new() }; ROW_COUNTS.len()],
             ],
         }
+    }
+
+    /// Inserts only the rows that meet `condition`, an SQL expression over the row's
+    /// values (`v.column1`...); [`RowInsert::run`] counts the rows inserted.
+    pub(crate) const fn when(mut self, condition: &'static str) -> Self {
+        self.condition = condition;
+        self
     }
 
     /// The statement (by its [`ROW_COUNTS`] index) that takes the next of `rows` rows: the
@@ -172,6 +182,10 @@ impl RowInsert {
                 sql.push(')');
             }
             sql.push_str(") AS v WHERE column1 IS NOT NULL");
+            if !self.condition.is_empty() {
+                sql.push_str(" AND ");
+                sql.push_str(self.condition);
+            }
             sql
         })
     }
@@ -182,12 +196,12 @@ impl RowInsert {
     }
 
     /// Inserts the rows whose values `values` holds, `params` a row in order, with as few
-    /// statements as the fixed row counts allow.
+    /// statements as the fixed row counts allow. Returns how many rows were inserted.
     pub(crate) async fn run<'a, C: Conn>(
         &self,
         c: &mut C,
         mut values: Vec<Arg<'a>>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<u64> {
         debug_assert_eq!(values.len() % self.params, 0);
         // A padding row is NULLs of the first row's types: PostgreSQL types each column of
         // a `VALUES` list from all its rows, and every row binds the same types.
@@ -196,6 +210,7 @@ impl RowInsert {
             .take(self.params)
             .map(Arg::null_of_its_type)
             .collect();
+        let mut inserted = 0;
         while !values.is_empty() {
             let rows = values.len() / self.params;
             let slot = self.slot(rows);
@@ -204,10 +219,10 @@ impl RowInsert {
             for _ in taken..ROW_COUNTS[slot] {
                 values.extend(padding.iter().cloned());
             }
-            c.execute(self.statement(C::DIALECT, slot), values).await?;
+            inserted += c.execute(self.statement(C::DIALECT, slot), values).await?;
             values = rest;
         }
-        Ok(())
+        Ok(inserted)
     }
 }
 

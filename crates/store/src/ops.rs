@@ -1173,7 +1173,8 @@ async fn insert_sub_jobs<C: Conn>(c: &mut C, rows: &[SubJobInsert<'_>]) -> Store
             r.rollback_of.as_deref(),
         ]);
     }
-    INSERT_SUB_JOBS.run(c, values).await
+    INSERT_SUB_JOBS.run(c, values).await?;
+    Ok(())
 }
 
 /// Creates the jobs of several `create_install_job` calls; see [`create_jobs`].

@@ -612,7 +612,7 @@ mod tests {
             for (i, name) in (0_i64..).zip(&names) {
                 values.extend(args![name.as_str(), (i % 2 == 0).then_some(i)]);
             }
-            insert.run(&mut *conn, values).await.unwrap();
+            assert_eq!(insert.run(&mut *conn, values).await.unwrap(), n as u64);
             let row = conn
                 .fetch_optional(
                     "SELECT COUNT(*) AS n, COUNT(DISTINCT a) AS names, COALESCE(SUM(b), 0) AS b, \
@@ -629,6 +629,12 @@ mod tests {
             assert_eq!(row.int("b").unwrap(), evens * (evens - 1), "{n} rows");
             assert_eq!(row.int("xs").unwrap(), n);
         }
+        // A condition keeps rows out, and the count says how many went in.
+        let insert = crate::conn::RowInsert::new("INSERT INTO t (a, b, c)", 2, "'x'", 32)
+            .when("NOT EXISTS (SELECT 1 FROM t AS old WHERE old.a = v.column1)");
+        let mut values = insert.values(3);
+        values.extend(args!["r0", 1_i64, "new-1", 2_i64, "r5", 3_i64]);
+        assert_eq!(insert.run(&mut *conn, values).await.unwrap(), 1);
     }
 
     /// The statements the engine runs all the time must read indexes, never a whole table.

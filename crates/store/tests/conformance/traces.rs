@@ -478,7 +478,7 @@ pub async fn a_trace_that_cannot_be_written_fails_its_change(ctx: Ctx) {
     let t = draft(&p, "batchInstallCesAgent", T0);
     // A trace whose id is taken cannot be written (trace ids are unique).
     s.append_trace(&t).await.unwrap();
-    let scope = AuditScope::new(t);
+    let scope = AuditScope::new(t.clone());
     let result = scope
         .run(s.create_install_job(&p, &ds, "batchInstallCesAgent", at(T0)))
         .await;
@@ -496,6 +496,10 @@ pub async fn a_trace_that_cannot_be_written_fails_its_change(ctx: Ctx) {
         .await
         .unwrap();
     assert!(subs.is_empty(), "nothing of the change was kept");
+    s.chain_traces(100).await.unwrap();
+    assert_eq!(s.trace_head().await.unwrap().seq, 1);
+    // Once chained (PostgreSQL: no longer in the inbox), its id is still taken.
+    assert!(s.append_trace(&t).await.is_err(), "a chained trace's id is taken");
     s.chain_traces(100).await.unwrap();
     assert_eq!(s.trace_head().await.unwrap().seq, 1);
     // The same on a plain write path.
