@@ -499,7 +499,10 @@ pub async fn a_trace_that_cannot_be_written_fails_its_change(ctx: Ctx) {
     s.chain_traces(100).await.unwrap();
     assert_eq!(s.trace_head().await.unwrap().seq, 1);
     // Once chained (PostgreSQL: no longer in the inbox), its id is still taken.
-    assert!(s.append_trace(&t).await.is_err(), "a chained trace's id is taken");
+    assert!(
+        s.append_trace(&t).await.is_err(),
+        "a chained trace's id is taken"
+    );
     s.chain_traces(100).await.unwrap();
     assert_eq!(s.trace_head().await.unwrap().seq, 1);
     // The same on a plain write path.
