@@ -39,11 +39,11 @@ pub(crate) struct WriterSettings {
 }
 
 impl WriterConn {
-    /// Opens the database file `path`, which exists and is migrated.
+    /// Opens the database file `path`, which exists and is migrated. The path is taken as
+    /// it is (no `file:` URI), as the readers' options hold it.
     pub(crate) fn open(path: &Path, settings: &WriterSettings) -> StoreResult<Self> {
-        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
-            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(error)?;
         conn.busy_timeout(settings.busy_timeout).map_err(error)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
