@@ -327,7 +327,8 @@ pub(crate) trait Conn: Send {
     ) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send + 'a;
 }
 
-/// Wraps a driver error (the SQLite writer's own: [`crate::sqlite_conn::error`]). A fault of the storage itself (see [`is_storage_fault`]) is
+/// Wraps a driver error (the SQLite writer's rusqlite errors are wrapped the same way by
+/// its own module). A fault of the storage itself (see [`is_storage_fault`]) is
 /// `StoreError::Unavailable`; anything else stays `Backend`, where constraint violations
 /// stay recognisable through [`violation`], so callers can turn them into
 /// `AlreadyExists` or `NotFound`.
@@ -384,7 +385,7 @@ pub(crate) fn violation(e: &StoreError) -> Option<Violation> {
         return None;
     };
     if let Some(e) = source.downcast_ref::<rusqlite::Error>() {
-        return crate::sqlite_conn::violation(e);
+        return rusqlite_violation(e);
     }
     let db = source.downcast_ref::<sqlx::Error>()?.as_database_error()?;
     if db.is_unique_violation() {
@@ -393,6 +394,21 @@ pub(crate) fn violation(e: &StoreError) -> Option<Violation> {
         Some(Violation::ForeignKey)
     } else {
         None
+    }
+}
+
+/// The constraint a statement of the SQLite writer violated, by SQLite's extended codes.
+fn rusqlite_violation(e: &rusqlite::Error) -> Option<Violation> {
+    const PRIMARY_KEY: i32 = 1555;
+    const UNIQUE: i32 = 2067;
+    const FOREIGN_KEY: i32 = 787;
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.extended_code {
+            PRIMARY_KEY | UNIQUE => Some(Violation::Unique),
+            FOREIGN_KEY => Some(Violation::ForeignKey),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

@@ -259,21 +259,6 @@ fn is_storage_fault(e: &rusqlite::Error) -> bool {
     )
 }
 
-/// The constraint `e` violated, if that is why it failed.
-pub(crate) fn violation(e: &rusqlite::Error) -> Option<crate::conn::Violation> {
-    const PRIMARY_KEY: i32 = 1555;
-    const UNIQUE: i32 = 2067;
-    const FOREIGN_KEY: i32 = 787;
-    match e {
-        rusqlite::Error::SqliteFailure(f, _) => match f.extended_code {
-            PRIMARY_KEY | UNIQUE => Some(crate::conn::Violation::Unique),
-            FOREIGN_KEY => Some(crate::conn::Violation::ForeignKey),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
