@@ -356,10 +356,7 @@ pub(crate) fn is_storage_fault(e: &sqlx::Error) -> bool {
                 return false;
             };
             if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                // Extended result codes carry the primary code in their low byte.
-                let primary = code.parse::<i32>().map(|c| c & 0xff).unwrap_or(0);
-                // BUSY, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
-                matches!(primary, 5 | 8 | 10 | 13 | 14 | 15)
+                code.parse().is_ok_and(is_sqlite_storage_fault)
             } else {
                 // Connection exceptions (08), insufficient resources such as a full disk
                 // (53), the server shutting down or starting (57P01-03), I/O error (58030),
@@ -371,6 +368,12 @@ pub(crate) fn is_storage_fault(e: &sqlx::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether SQLite's (extended) result `code` is a fault of the storage: BUSY, READONLY,
+/// IOERR, FULL, CANTOPEN, PROTOCOL. Extended codes carry the primary one in their low byte.
+pub(crate) fn is_sqlite_storage_fault(code: i32) -> bool {
+    matches!(code & 0xff, 5 | 8 | 10 | 13 | 14 | 15)
 }
 
 /// Which constraint a failed statement violated, if that is why it failed.

@@ -242,21 +242,13 @@ pub(crate) fn error(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// BUSY, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL: the codes
-/// [`crate::conn::is_storage_fault`] takes for faults of the storage.
+/// Judged by the same result codes as sqlx's SQLite errors
+/// ([`crate::conn::is_sqlite_storage_fault`]).
 fn is_storage_fault(e: &rusqlite::Error) -> bool {
-    use rusqlite::ErrorCode as C;
-    matches!(
-        e.sqlite_error_code(),
-        Some(
-            C::DatabaseBusy
-                | C::ReadOnly
-                | C::SystemIoFailure
-                | C::DiskFull
-                | C::CannotOpen
-                | C::FileLockingProtocolFailed
-        )
-    )
+    let rusqlite::Error::SqliteFailure(f, _) = e else {
+        return false;
+    };
+    crate::conn::is_sqlite_storage_fault(f.extended_code)
 }
 
 #[cfg(test)]
