@@ -523,6 +523,29 @@ impl_conn!(
     Dialect::Postgres
 );
 
+/// The shared queries write `$n` placeholders, which SQLite reads as *named* parameters:
+/// a connection must bind the n-th argument to `$n` wherever it stands and however often,
+/// and `?` to the next one. Run against each SQLite connection by its own tests.
+#[cfg(test)]
+pub(crate) async fn check_placeholders_bind_by_number<C: Conn>(conn: &mut C) {
+    let row = conn
+        .fetch_optional(
+            "SELECT $2 || $1 || $2 AS v, $3 + 1 AS n",
+            args!["a", "b", 41],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.text("v").unwrap(), "bab");
+    assert_eq!(row.int("n").unwrap(), 42);
+    let row = conn
+        .fetch_optional("SELECT ? || ? AS v", args!["x", "y"])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.text("v").unwrap(), "xy");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
