@@ -38,9 +38,7 @@ use crate::ops::{self, NewJob};
 use crate::sqlite_conn::{WriterConn, WriterSettings};
 use deskfleet_core::model::Job;
 use deskfleet_core::store::{StoreError, StoreResult};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Connection, SqliteConnection};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,6 +52,12 @@ pub(crate) const MAX_BATCH: usize = 128;
 const QUEUE_DEPTH: usize = 4 * MAX_BATCH;
 /// Read connections; reads run in parallel with each other and with the writer.
 const READERS: u32 = 4;
+/// Pragmas of every connection, the writer's and the readers'.
+const CONNECTION_PRAGMAS: [(&str, &str); 3] = [
+    ("foreign_keys", "ON"),
+    ("synchronous", "FULL"),
+    ("temp_store", "MEMORY"),
+];
 /// How long a statement waits for a lock held by another process before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a read waits for a free reader connection.
@@ -217,12 +221,12 @@ fn shm_path(options: &SqliteConnectOptions) -> Arc<Path> {
 impl Sqlite {
     /// Opens (creating it if needed) and migrates the database, and starts the writer task.
     pub(crate) async fn open(options: SqliteConnectOptions) -> Result<Self, ConnectError> {
-        let common = options
-            .foreign_keys(true)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT)
-            .pragma("temp_store", "memory")
-            .statement_cache_capacity(256);
+        let common = CONNECTION_PRAGMAS.iter().fold(
+            options
+                .busy_timeout(BUSY_TIMEOUT)
+                .statement_cache_capacity(256),
+            |options, &(name, value)| options.pragma(name, value),
+        );
         let shm = shm_path(&common);
         let path = common.get_filename().to_owned();
         // This one-connection pool creates and migrates the database and sets it to WAL;
@@ -267,15 +271,16 @@ impl Sqlite {
             path,
             settings: WriterSettings {
                 busy_timeout: BUSY_TIMEOUT,
-                pragmas: vec![
-                    ("foreign_keys", "ON".into()),
-                    ("synchronous", "FULL".into()),
-                    ("temp_store", "MEMORY".into()),
-                    ("journal_mode", "WAL".into()),
-                    ("cache_size", "-65536".into()),
-                    ("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.into()),
-                    ("journal_size_limit", WAL_SIZE_LIMIT.into()),
-                ],
+                pragmas: CONNECTION_PRAGMAS
+                    .iter()
+                    .chain(&[
+                        ("journal_mode", "WAL"),
+                        ("cache_size", "-65536"),
+                        ("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES),
+                        ("journal_size_limit", WAL_SIZE_LIMIT),
+                    ])
+                    .map(|&(name, value)| (name, value.to_owned()))
+                    .collect(),
             },
             shm: shm.clone(),
         };

@@ -31,7 +31,7 @@ pub(crate) struct WriterConn {
     conn: rusqlite::Connection,
 }
 
-/// The settings of the writer's connection, as its sqlx pool had them.
+/// The settings of the writer's connection: those of the readers' options, and its own.
 pub(crate) struct WriterSettings {
     pub(crate) busy_timeout: Duration,
     /// `(name, value)` pragmas run after opening, in order.
