@@ -375,8 +375,8 @@ pub(crate) async fn list_job_progress<C: Conn>(
     let ids = strings(jobs.iter().map(|j| j.id.as_str()));
     let counts_sql = sql!(C::DIALECT, |d| format!(
         "SELECT s.job_id AS job_id, s.status AS status, COUNT(*) AS n FROM sub_jobs s \
-         WHERE s.job_id IN (SELECT t.value FROM {}) GROUP BY s.job_id, s.status",
-        d.texts(1)
+         WHERE {} GROUP BY s.job_id, s.status",
+        d.in_texts("s.job_id", 1)
     ));
     let mut counts: HashMap<(String, String), u64> = HashMap::new();
     for r in c.fetch_all(counts_sql, args![ids.as_str()]).await? {

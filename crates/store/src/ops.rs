@@ -130,13 +130,13 @@ const FOLLOWERS: &str = "SELECT s.id AS id FROM sub_jobs s WHERE s.follows = $1 
      AND s.status IN ('WAITING', 'RUNNING') ORDER BY s.created_at, s.seq";
 
 /// The in-flight leaders of the desktops in the JSON array `$1`.
-fn in_flight_leaders_sql(d: Dialect) -> String {
+pub(crate) fn in_flight_leaders_sql(d: Dialect) -> String {
     format!(
         "SELECT s.desktop_id AS desktop_id, s.id AS id, s.operation AS operation, \
          s.target_version AS target_version FROM sub_jobs s \
-         WHERE s.desktop_id IN (SELECT t.value FROM {}) \
+         WHERE {} \
          AND s.status IN ('WAITING', 'RUNNING') AND s.follows IS NULL",
-        d.texts(1)
+        d.in_texts("s.desktop_id", 1)
     )
 }
 
@@ -148,22 +148,20 @@ fn mirror_sql(d: Dialect) -> String {
          begin_time = COALESCE(sub_jobs.begin_time, l.begin_time), end_time = l.end_time, \
          deliver_by = NULL, execute_by = NULL \
          FROM sub_jobs AS l \
-         WHERE l.id IN (SELECT t.value FROM {}) AND sub_jobs.follows = l.id \
+         WHERE {} AND sub_jobs.follows = l.id \
          AND sub_jobs.status IN ('WAITING', 'RUNNING') \
          RETURNING sub_jobs.job_id AS job_id",
-        d.texts(1)
+        d.in_texts("l.id", 1)
     )
 }
 
-/// The project of each desktop in the JSON array `$1` (share-locked on PostgreSQL).
-/// CROSS JOIN fixes SQLite's join order: look the ids up by key rather than scan whole
-/// projects.
+/// The project of each desktop in the JSON array `$1` (share-locked on PostgreSQL), each
+/// looked up by key.
 fn known_desktops_sql(d: Dialect) -> String {
     format!(
         "SELECT d.id AS id, d.project_id AS project_id, d.agent_version AS agent_version \
-         FROM {} CROSS JOIN desktops d \
-         WHERE d.id = t.value ORDER BY d.id{}",
-        d.texts(1),
+         FROM desktops d WHERE {} ORDER BY d.id{}",
+        d.in_texts("d.id", 1),
         d.share_lock_suffix()
     )
 }
@@ -877,14 +875,14 @@ const RUN_STATUS: &str = "(CASE WHEN $8 IS NULL THEN d.status \
 fn desktop_where(d: Dialect) -> String {
     format!(
         "d.project_id = $1 \
-         AND ($2 IS NULL OR d.id IN (SELECT t.value FROM {})) \
+         AND ($2 IS NULL OR {}) \
          AND ($3 IS NULL OR lower(d.computer_name) LIKE $3 ESCAPE '\\') \
          AND ($4 IS NULL OR d.ip_address = $4) \
          AND ($5 IS NULL OR {RUN_STATUS} = $5) \
          AND ($6 IS NULL OR d.enterprise_project_id = $6) \
          AND ($7 IS NULL OR ($7 = 1 AND d.agent_version IS NOT NULL) \
               OR ($7 = 0 AND d.agent_version IS NULL))",
-        d.texts(2)
+        d.in_texts("d.id", 2)
     )
 }
 
@@ -1043,9 +1041,9 @@ async fn lock_desktops<C: Conn>(
         return Ok(());
     }
     let sql = sql!(C::DIALECT, |d| format!(
-        "SELECT d.id AS id FROM desktops d WHERE d.id IN (SELECT t.value FROM {}) \
+        "SELECT d.id AS id FROM desktops d WHERE {} \
          ORDER BY d.id{}",
-        d.texts(1),
+        d.in_texts("d.id", 1),
         d.lock_suffix()
     ));
     c.fetch_all(sql, args![strings(&desktops).as_str()]).await?;
@@ -1471,9 +1469,9 @@ pub(crate) async fn get_job<C: Conn>(
 /// The sub-job filter over `s` joined with its job `j`, bound `$1` to `$4`.
 fn sub_job_where(d: Dialect) -> String {
     format!(
-        "s.project_id = $1 AND ($2 IS NULL OR s.status IN (SELECT t.value FROM {})) \
+        "s.project_id = $1 AND ($2 IS NULL OR {}) \
          AND ($3 IS NULL OR s.job_id = $3) AND ($4 IS NULL OR j.job_type = $4)",
-        d.texts(2)
+        d.in_texts("s.status", 2)
     )
 }
 
@@ -1644,8 +1642,8 @@ pub(crate) async fn cancel_job<C: Conn>(
 /// Finished sub-jobs of project `$1` among the JSON array of ids `$2`.
 fn finished_ids_where(d: Dialect) -> String {
     format!(
-        "project_id = $1 AND id IN (SELECT t.value FROM {}) AND status IN ('SUCCESS', 'FAILED')",
-        d.texts(2)
+        "project_id = $1 AND {} AND status IN ('SUCCESS', 'FAILED')",
+        d.in_texts("id", 2)
     )
 }
 
@@ -1766,9 +1764,9 @@ async fn recompute_jobs<C: Conn>(
     // yet are noted: the ones this recount ends record their end.
     let sql = sql!(C::DIALECT, |d| format!(
         "SELECT j.id AS id, j.project_id AS project_id, j.job_type AS job_type \
-         FROM jobs j WHERE j.id IN (SELECT t.value FROM {}) AND j.end_time IS NULL \
+         FROM jobs j WHERE {} AND j.end_time IS NULL \
          ORDER BY j.id{}",
-        d.texts(1),
+        d.in_texts("j.id", 1),
         d.lock_suffix_of("j")
     ));
     let mut open: BTreeMap<String, (String, String)> = BTreeMap::new();
@@ -1780,9 +1778,9 @@ async fn recompute_jobs<C: Conn>(
     }
     let sql = sql!(C::DIALECT, |d| format!(
         "SELECT s.job_id AS job_id, s.status AS status, COUNT(*) AS n \
-         FROM sub_jobs s WHERE s.job_id IN (SELECT t.value FROM {}) \
+         FROM sub_jobs s WHERE {} \
          GROUP BY s.job_id, s.status",
-        d.texts(1)
+        d.in_texts("s.job_id", 1)
     ));
     for row in c.fetch_all(sql, args![set.as_str()]).await? {
         let Some(t) = tallies.get_mut(&row.text("job_id")?) else {
@@ -1799,9 +1797,9 @@ async fn recompute_jobs<C: Conn>(
     }
     let sql = sql!(C::DIALECT, |d| format!(
         "SELECT s.job_id AS job_id, s.error_code AS error_code, s.fail_reason AS fail_reason \
-         FROM sub_jobs s WHERE s.job_id IN (SELECT t.value FROM {}) AND s.status = 'FAILED' \
+         FROM sub_jobs s WHERE {} AND s.status = 'FAILED' \
          ORDER BY s.end_time, s.position, s.seq",
-        d.texts(1)
+        d.in_texts("s.job_id", 1)
     ));
     for row in c.fetch_all(sql, args![set.as_str()]).await? {
         if let Some(t) = tallies.get_mut(&row.text("job_id")?)
@@ -2149,8 +2147,8 @@ pub(crate) async fn apply_reports<C: Conn>(
             let ids = strings(reports.iter().map(reported));
             let select = sql!(C::DIALECT, |d| format!(
                 "SELECT s.desktop_id AS desktop_id FROM sub_jobs s \
-                 WHERE s.id IN (SELECT t.value FROM {})",
-                d.texts(1)
+                 WHERE {}",
+                d.in_texts("s.id", 1)
             ));
             lock_desktops_where(c, select, args![ids.as_str()]).await?;
         }
@@ -2927,9 +2925,9 @@ async fn mark_rolled_back<C: Conn>(c: &mut C, leaders: &[String], now: Millis) -
     // Almost every report is about other work: a lookup by key tells, without reading
     // the table.
     let sql = sql!(C::DIALECT, |d| format!(
-        "SELECT COUNT(*) AS n FROM sub_jobs s WHERE s.id IN (SELECT t.value FROM {}) \
+        "SELECT COUNT(*) AS n FROM sub_jobs s WHERE {} \
          AND s.operation = 'ROLLBACK'",
-        d.texts(1)
+        d.in_texts("s.id", 1)
     ));
     let rollbacks = count(
         c.fetch_optional(sql, args![strings(leaders).as_str()])
@@ -2941,9 +2939,9 @@ async fn mark_rolled_back<C: Conn>(c: &mut C, leaders: &[String], now: Millis) -
     let sql = sql!(C::DIALECT, |d| format!(
         "UPDATE sub_jobs SET rolled_back_at = $2 WHERE rolled_back_at IS NULL AND id IN \
          (SELECT r.rollback_of FROM sub_jobs r WHERE r.rollback_of IS NOT NULL \
-         AND r.status = 'SUCCESS' AND (r.id IN (SELECT t.value FROM {0}) \
-         OR r.follows IN (SELECT t.value FROM {0})))",
-        d.texts(1)
+         AND r.status = 'SUCCESS' AND ({} OR {}))",
+        d.in_texts("r.id", 1),
+        d.in_texts("r.follows", 1)
     ));
     c.execute(sql, args![strings(leaders).as_str(), now])
         .await?;
@@ -2960,8 +2958,8 @@ pub(crate) async fn get_sub_jobs<C: Conn>(
         return Ok(Vec::new());
     }
     let sql = sql!(C::DIALECT, |d| format!(
-        "{SUB_JOB_SELECT} WHERE s.id IN (SELECT t.value FROM {}) AND s.project_id = $2",
-        d.texts(1)
+        "{SUB_JOB_SELECT} WHERE {} AND s.project_id = $2",
+        d.in_texts("s.id", 1)
     ));
     let rows = c
         .fetch_all(sql, args![strings(ids).as_str(), project.as_str()])
@@ -3043,8 +3041,8 @@ pub(crate) async fn retry_sub_jobs<C: Conn>(
     // A retried job may have been stopped by its rollout: it runs again.
     if !jobs.is_empty() {
         let sql = sql!(C::DIALECT, |d| format!(
-            "UPDATE jobs SET stopped_at = NULL WHERE id IN (SELECT t.value FROM {})",
-            d.texts(1)
+            "UPDATE jobs SET stopped_at = NULL WHERE {}",
+            d.in_texts("id", 1)
         ));
         c.execute(sql, args![strings(&jobs).as_str()]).await?;
     }

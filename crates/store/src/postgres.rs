@@ -218,3 +218,77 @@ impl Backend for Postgres {
         transaction(&self.pool, f).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::conn::Dialect;
+    use sqlx::{Connection, Executor, PgConnection};
+
+    /// The look-ups by a JSON list of ids probe their index whatever the statistics say.
+    /// Here they say what they said during a benchmark: nearly every sub-job follows
+    /// another, so almost none is an in-flight leader; then 5,000 leaders arrive before
+    /// the next ANALYZE. A list of two desktops must still be two probes of the leader
+    /// index, not a hash of the list and a read of all 5,000 leaders.
+    #[tokio::test]
+    async fn list_lookups_probe_their_index_under_stale_statistics() {
+        let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
+            eprintln!("skipped: TEST_DATABASE_URL not set");
+            return;
+        };
+        let name = format!("df_plan_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        let (base, _) = admin_url.rsplit_once('/').unwrap();
+        let url = format!("{base}/{name}");
+        let outcome = tokio::spawn(async move {
+            drop(crate::connect(&url).await.expect("migrate"));
+            let mut c = PgConnection::connect(&url).await.unwrap();
+            // Rows only: the foreign keys' triggers are off for this session.
+            c.execute("SET session_replication_role = replica")
+                .await
+                .unwrap();
+            let insert = |status: &str, follows: &str, from: u32, to: u32| {
+                format!(
+                    "INSERT INTO sub_jobs (id, job_id, project_id, desktop_id, position, \
+                     status, stage, process, created_at, attempts, follows) \
+                     SELECT 's' || i, 'j', 'p', 'd' || i, 0, '{status}', 'QUEUED', 0, i, 0, \
+                     {follows} FROM generate_series({from}, {to}) AS i"
+                )
+            };
+            c.execute(insert("WAITING", "'s0'", 1, 20_000).as_str())
+                .await
+                .unwrap();
+            c.execute("ANALYZE sub_jobs").await.unwrap();
+            c.execute(insert("WAITING", "NULL", 20_001, 25_000).as_str())
+                .await
+                .unwrap();
+            let sql = format!(
+                "EXPLAIN (ANALYZE, FORMAT TEXT) {}",
+                crate::ops::in_flight_leaders_sql(Dialect::Postgres)
+            );
+            let plan: Vec<String> = sqlx::query_scalar(&sql)
+                .bind(r#"["d20001", "d24999"]"#)
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+            let plan = plan.join("\n");
+            assert!(
+                plan.contains("Index Scan using sub_jobs_one_leader")
+                    && plan.contains("Index Cond: (desktop_id = ANY")
+                    && plan.contains("rows=2 loops=1"),
+                "{plan}"
+            );
+        })
+        .await;
+        admin
+            .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+            .await
+            .unwrap();
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
