@@ -13,6 +13,8 @@ cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-15}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
+# Desktops per project: install-2-spread takes its pairs from all of them.
+SPREAD=${SPREAD:-10000}
 PG_URL=${PG_URL:-${TEST_DATABASE_URL:-}}
 OUT=$(mktemp -d)
 RESULTS=bench/api/RESULTS.md
@@ -37,6 +39,36 @@ wrk_lua() {
     name=${line%%: *}; value=${line#*: }
     printf 'wrk.headers["%s"] = "%s"\n' "$name" "$value"
   done < "$2"
+}
+
+# spread_lua SIGNED_JSONL > script.lua: requests taken in turn from `sign --lines` output.
+spread_lua() {
+  python3 - "$1" "$THREADS" <<'PY'
+import json, sys
+threads = int(sys.argv[2])
+print('wrk.method = "POST"')
+print("local requests = {")
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    headers = ", ".join(f'["{k}"] = "{v}"' for k, v in r["headers"].items())
+    print(f'  {{ [[{r["body"]}]], {{ {headers} }} }},')
+print("}")
+print("local per_thread = math.floor(#requests / %d)" % threads)
+print("""local threads = 0
+function setup(thread)
+  thread:set("first", threads)
+  threads = threads + 1
+end
+local i
+function init(args)
+  i = first * per_thread
+end
+function request()
+  i = i % #requests + 1
+  local r = requests[i]
+  return wrk.format(nil, nil, r[2], r[1])
+end""")
+PY
 }
 
 # run_wrk NAME URL LUA -> appends "NAME rps p50 p99 errors" to $OUT/rows
@@ -83,9 +115,10 @@ bench_backend() {
   local pid=$!
   wait_file "$dir/listen.addr" # written after endpoint.url
   local endpoint; endpoint=$(cat "$dir/endpoint.url")
-  python3 - "$dir/desktops.json" <<'PY'
-import json, sys
-json.dump([{"computer_name": f"bench-{i:03}", "ip_address": f"10.1.0.{i+1}", "os_type": "Linux"} for i in range(100)], open(sys.argv[1], "w"))
+  SPREAD=$SPREAD python3 - "$dir/desktops.json" <<'PY'
+import json, os, sys
+SPREAD = int(os.environ["SPREAD"])
+json.dump([{"computer_name": f"bench-{i:05}", "ip_address": f"10.1.{i // 250}.{i % 250 + 1}", "os_type": "Linux"} for i in range(SPREAD)], open(sys.argv[1], "w"))
 PY
   local project ak sk
   project=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["project_id"])' "$dir/bootstrap.json")
@@ -101,6 +134,18 @@ PY
     wrk_lua "$dir/body$n.json" "$dir/headers$n" > "$dir/install$n.lua"
     run_wrk "$label-install-$n" "$url" "$dir/install$n.lua"
   done
+  # 2 ids a request again, each request on its own pair of the SPREAD desktops (signed
+  # ahead, replayed in turn, each wrk thread from its own point of the list), as when an
+  # operator's installs go to different desktops rather than all to the same two.
+  python3 - "$dir/imported.json" > "$dir/pairs.txt" <<'PY'
+import json, sys
+ids = [d["desktop_id"] for d in json.load(open(sys.argv[1]))]
+for i in range(0, len(ids) - 1, 2):
+    print(json.dumps({"desktop_ids": ids[i : i + 2]}))
+PY
+  "$BIN/examples/sign" POST "$url" "$ak" "$sk" "$project" --lines "$dir/pairs.txt" > "$dir/signed.jsonl"
+  spread_lua "$dir/signed.jsonl" > "$dir/spread.lua"
+  run_wrk "$label-install-2-spread" "$url" "$dir/spread.lua"
   local rss; rss=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
   echo "$label-server-peak-rss-kib $rss" >> "$OUT/rows"
   kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -131,9 +176,10 @@ if [ -n "$PG_URL" ]; then
   done
 fi
 
-python3 - "$OUT/rows" "$RESULTS" "$DURATION" "$CONNECTIONS" "$THREADS" <<'PY'
+python3 - "$OUT/rows" "$RESULTS" "$DURATION" "$CONNECTIONS" "$THREADS" "$SPREAD" <<'PY'
 import sys, subprocess, datetime, platform, os
-rows_file, results, duration, conns, threads = sys.argv[1:]
+rows_file, results, duration, conns, threads, spread = sys.argv[1:]
+spread_pairs = int(spread) // 2
 rows = {}
 rss = {}
 for line in open(rows_file):
@@ -164,7 +210,7 @@ for name, (rps, p50, p99, non2xx) in rows.items():
 mem = " ".join(f"{k}: {v/1024:.1f} MiB" for k, v in rss.items())
 audit = []
 for backend in ("sqlite", "postgres"):
-    for n in (2, 100):
+    for n in ("2", "100", "2-spread"):
         on, off = rows.get(f"{backend}-install-{n}"), rows.get(f"{backend}-noaudit-install-{n}")
         if on and off:
             cost = 100.0 * (1 - float(on[0]) / float(off[0]))
@@ -199,7 +245,10 @@ few and the cost is mostly record encryption); `sqlite-http-*` is the same serve
 `tls.enabled = false`, in the same run, so the two rows give the cost of TLS; signed with SDK-HMAC-SHA256 (a signature replayed within its 15-minute validity), release
 build, throttling off; each answered request is a job with N sub-jobs committed durably
 (SQLite: WAL with `synchronous=FULL`, group commit; PostgreSQL: `synchronous_commit=on`)
-before the answer. Goals: install-2 at >= 25 % of bare's requests/s, p99 < 25 ms.
+before the answer. `install-2` sends the same two ids every time, so every request's
+sub-jobs follow the same two leaders and every transaction locks the same two desktop
+rows; `install-2-spread` takes each request's pair in turn from {spread} desktops
+({spread_pairs} pairs signed ahead), as when installs go to different desktops. Goals: install-2 at >= 25 % of bare's requests/s, p99 < 25 ms.
 
 {chr(10).join(lines)}
 {audit_table}

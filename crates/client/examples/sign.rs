@@ -1,44 +1,69 @@
-//! Prints the headers of one signed request, for load tools that replay it (`wrk`).
+//! Prints the headers of signed requests, for load tools that replay them (`wrk`).
 //! A signature stays valid while its `X-Sdk-Date` is within the server's skew (15 min).
 //!
-//! Usage: `sign METHOD URL AK SK PROJECT_ID [BODY_FILE]`; prints `Name: value` lines.
+//! Usage: `sign METHOD URL AK SK PROJECT_ID [BODY_FILE]` prints one request's headers as
+//! `Name: value` lines; `sign METHOD URL AK SK PROJECT_ID --lines FILE` signs each line of
+//! FILE as a body and prints one JSON object a line: `{"body": ..., "headers": {...}}`.
 
 use deskfleet_proto::sign;
 
+const USAGE: &str = "usage: sign METHOD URL AK SK PROJECT_ID [BODY_FILE | --lines FILE]";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, method, url, ak, sk, project] = &args[..6] else {
-        return Err("usage: sign METHOD URL AK SK PROJECT_ID [BODY_FILE]".into());
-    };
-    let body = match args.get(6) {
-        Some(path) => std::fs::read(path)?,
-        None => Vec::new(),
+    let Some([_, method, url, ak, sk, project]) = args.get(..6) else {
+        return Err(USAGE.into());
     };
     let url = reqwest::Url::parse(url)?;
     let host = match url.port() {
         Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
         None => url.host_str().unwrap_or_default().to_string(),
     };
-    let headers = vec![
-        ("Content-Type".to_string(), "application/json".to_string()),
-        ("User-Agent".to_string(), "deskfleet-bench".to_string()),
-        ("X-Project-Id".to_string(), project.clone()),
-        ("Host".to_string(), host),
-    ];
-    let signed = sign::sign(
-        ak,
-        sk,
-        method,
-        url.path(),
-        &[],
-        &headers,
-        &body,
-        chrono::Utc::now(),
-    );
-    for (name, value) in signed.headers {
-        if !name.eq_ignore_ascii_case("host") {
-            println!("{name}: {value}");
+    let headers_of = |body: &[u8]| {
+        let headers = vec![
+            ("Content-Type".to_string(), "application/json".to_string()),
+            ("User-Agent".to_string(), "deskfleet-bench".to_string()),
+            ("X-Project-Id".to_string(), project.clone()),
+            ("Host".to_string(), host.clone()),
+        ];
+        sign::sign(
+            ak,
+            sk,
+            method,
+            url.path(),
+            &[],
+            &headers,
+            body,
+            chrono::Utc::now(),
+        )
+        .headers
+        .into_iter()
+        .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
+    };
+    match args.get(6..) {
+        Some([flag, path]) if flag == "--lines" => {
+            for body in std::fs::read_to_string(path)?.lines() {
+                let headers: serde_json::Map<String, serde_json::Value> =
+                    headers_of(body.as_bytes())
+                        .map(|(name, value)| (name, value.into()))
+                        .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({ "body": body, "headers": headers })
+                );
+            }
         }
+        Some([path]) => {
+            for (name, value) in headers_of(&std::fs::read(path)?) {
+                println!("{name}: {value}");
+            }
+        }
+        Some([]) | None => {
+            for (name, value) in headers_of(&[]) {
+                println!("{name}: {value}");
+            }
+        }
+        Some(_) => return Err(USAGE.into()),
     }
     Ok(())
 }
