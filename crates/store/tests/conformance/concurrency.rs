@@ -208,3 +208,115 @@ pub async fn no_follower_is_orphaned_by_racing_finishes(ctx: Ctx) {
             .all(|s| s.status == deskfleet_core::job::SubJobStatus::Success)
     );
 }
+
+/// Desktops deleted while jobs naming them are being created: each creation either
+/// commits before the deletion, which then takes its sub-jobs along, or finds the desktop
+/// gone and fails; no sub-job is left naming a desktop that no longer exists.
+pub async fn deleting_desktops_while_jobs_are_created_leaves_no_orphan(ctx: Ctx) {
+    let p = project(&*ctx.store, "main").await;
+    let ds = desktops(&*ctx.store, &p, 20).await;
+    let mut tasks = JoinSet::new();
+    for i in 0..32_usize {
+        let wanted: Vec<DesktopId> = (0..4).map(|k| ds[(i * 3 + k * 5) % 20].clone()).collect();
+        let (store, p) = (ctx.store.clone(), p.clone());
+        tasks.spawn(async move {
+            match store.create_install_job(&p, &wanted, INSTALL, at(T0)).await {
+                Ok(_) | Err(StoreError::UnknownDesktops(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        });
+    }
+    for d in &ds[..10] {
+        let (store, p, d) = (ctx.store.clone(), p.clone(), d.clone());
+        tasks.spawn(async move { store.delete_desktop(&p, &d, T0).await });
+    }
+    for result in tasks.join_all().await {
+        result.expect("a creation or a deletion failed");
+    }
+    let (_, subs) = ctx
+        .store
+        .list_sub_jobs(&p, &SubJobFilter::default(), all())
+        .await
+        .unwrap();
+    let orphans: Vec<&SubJob> = subs
+        .iter()
+        .filter(|s| ds[..10].contains(&s.desktop_id))
+        .collect();
+    assert!(
+        orphans.is_empty(),
+        "sub-jobs of deleted desktops: {orphans:#?}"
+    );
+    assert!(!subs.is_empty());
+    assert_one_leader_per_desktop(&subs);
+}
+
+/// PostgreSQL runs a job creation and a desktop's deletion side by side, and no foreign
+/// key checks a sub-job's desktop: the creation's share lock on the desktop's row is what
+/// keeps it from adding work to a desktop being deleted. Here a deletion has locked the
+/// row and deleted the desktop's sub-jobs when a creation naming it starts: the creation
+/// must wait for the deletion's commit, then fail, rather than commit sub-jobs the
+/// deletion can no longer see.
+pub async fn a_job_creation_waits_for_a_desktop_deletion_under_way(ctx: Ctx) {
+    use sqlx::{Connection, Executor};
+    if !ctx.url().starts_with("postgres") {
+        return; // one writer: a creation and a deletion never overlap
+    }
+    let p = project(&*ctx.store, "main").await;
+    let ds = desktops(&*ctx.store, &p, 2).await;
+    let mut deletion = sqlx::PgConnection::connect(ctx.url()).await.unwrap();
+    let mut watch = sqlx::PgConnection::connect(ctx.url()).await.unwrap();
+    let gone = ds[0].as_str();
+    deletion.execute("BEGIN").await.unwrap();
+    for sql in [
+        "SELECT id FROM desktops WHERE id = $1 FOR NO KEY UPDATE",
+        "DELETE FROM sub_jobs WHERE desktop_id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(gone)
+            .execute(&mut deletion)
+            .await
+            .unwrap();
+    }
+    let (store, p2, wanted) = (ctx.store.clone(), p.clone(), ds.clone());
+    let mut creation = tokio::spawn(async move {
+        store
+            .create_install_job(&p2, &wanted, INSTALL, at(T0))
+            .await
+    });
+    // Until the creation waits on the deletion's lock, or has finished without waiting.
+    let waited = async {
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut watch)
+            .await
+            .unwrap();
+            if waiting > 0 || creation.is_finished() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), waited)
+        .await
+        .expect("the creation neither waited nor finished");
+    sqlx::query("DELETE FROM desktops WHERE id = $1")
+        .bind(gone)
+        .execute(&mut deletion)
+        .await
+        .unwrap();
+    deletion.execute("COMMIT").await.unwrap();
+    let created = (&mut creation).await.unwrap();
+    assert!(
+        matches!(&created, Err(StoreError::UnknownDesktops(u)) if u == &[gone.to_owned()]),
+        "{created:?}"
+    );
+    let (_, subs) = ctx
+        .store
+        .list_sub_jobs(&p, &SubJobFilter::default(), all())
+        .await
+        .unwrap();
+    assert!(subs.is_empty(), "{subs:#?}");
+}

@@ -90,6 +90,8 @@ conformance! {
     concurrency::concurrent_jobs_for_the_same_desktops_agree_on_leaders,
     concurrency::a_batch_fails_only_the_calls_that_fail,
     concurrency::no_follower_is_orphaned_by_racing_finishes,
+    concurrency::deleting_desktops_while_jobs_are_created_leaves_no_orphan,
+    concurrency::a_job_creation_waits_for_a_desktop_deletion_under_way,
     durability::data_survives_closing_and_reopening,
     fleet::enrollment_tokens_expire,
     fleet::enroll_creates_a_new_desktop,
