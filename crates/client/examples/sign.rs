@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into_iter()
         .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
     };
-    match args.get(6..) {
+    let body = match args.get(6..) {
         Some([flag, path]) if flag == "--lines" => {
             for body in std::fs::read_to_string(path)?.lines() {
                 let headers: serde_json::Map<String, serde_json::Value> =
@@ -52,18 +52,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     serde_json::json!({ "body": body, "headers": headers })
                 );
             }
+            return Ok(());
         }
-        Some([path]) => {
-            for (name, value) in headers_of(&std::fs::read(path)?) {
-                println!("{name}: {value}");
-            }
-        }
-        Some([]) | None => {
-            for (name, value) in headers_of(&[]) {
-                println!("{name}: {value}");
-            }
-        }
+        Some([path]) => std::fs::read(path)?,
+        Some([]) | None => Vec::new(),
         Some(_) => return Err(USAGE.into()),
+    };
+    for (name, value) in headers_of(&body) {
+        println!("{name}: {value}");
     }
     Ok(())
 }

@@ -245,11 +245,8 @@ mod tests {
         let url = format!("{base}/{name}");
         let outcome = tokio::spawn(async move {
             drop(crate::connect(&url).await.expect("migrate"));
+            // Sub-jobs alone: no foreign key ties them to jobs or desktops (migration 0025).
             let mut c = PgConnection::connect(&url).await.unwrap();
-            // Rows only: the foreign keys' triggers are off for this session.
-            c.execute("SET session_replication_role = replica")
-                .await
-                .unwrap();
             let insert = |status: &str, follows: &str, from: u32, to: u32| {
                 format!(
                     "INSERT INTO sub_jobs (id, job_id, project_id, desktop_id, position, \
